@@ -1,0 +1,103 @@
+"""The one home for audio conversions: G.711 µ-law, resampling, WAV I/O and speech energy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TELEPHONY_RATE = 8000
+FRAME_MS = 20
+TELEPHONY_FRAME_BYTES = TELEPHONY_RATE * FRAME_MS // 1000  # 160 µ-law bytes per 20 ms
+
+_ULAW_BIAS = 0x84
+_ULAW_CLIP14 = 8159
+
+
+def _build_ulaw_decode_table() -> np.ndarray:
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+_ULAW_DECODE = _build_ulaw_decode_table()
+
+
+def ulaw_decode(data: bytes) -> np.ndarray:
+    """µ-law bytes → int16 samples."""
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def ulaw_encode(samples: np.ndarray) -> bytes:
+    """int16 samples → µ-law bytes (ITU-T G.711, the 14-bit reference algorithm)."""
+    pcm = samples.astype(np.int32) >> 2
+    sign = np.where(pcm < 0, 0x00, 0x80)
+    magnitude = np.minimum(np.abs(pcm), _ULAW_CLIP14) + (_ULAW_BIAS >> 2)
+    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 5, 0, 7)
+    mantissa = (magnitude >> (exponent + 1)) & 0x0F
+    code = np.where(magnitude > 0x1FFF, 0x7F, (exponent << 4) | mantissa)
+    return (((0x7F ^ code) | sign) & 0xFF).astype(np.uint8).tobytes()
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample int16 mono audio."""
+    if from_rate == to_rate:
+        return samples.astype(np.int16, copy=False)
+    out = soxr.resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate, quality="HQ")
+    return np.clip(out * 32768.0, -32768, 32767).astype(np.int16)
+
+
+def read_wav(path: str | Path, rate: int) -> np.ndarray:
+    """Read a WAV file as int16 mono at ``rate`` (first channel of multichannel files)."""
+    data, file_rate = sf.read(str(path), dtype="int16", always_2d=True)
+    return resample(data[:, 0], file_rate, rate)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    """Write int16 audio; a 2-D ``samples`` of shape (n, channels) writes several channels."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples.astype(np.int16), rate, subtype="PCM_16")
+
+
+def frame_dbfs(samples: np.ndarray, rate: int, frame_ms: int = 10) -> np.ndarray:
+    """RMS level of consecutive frames, in dBFS (silence is -120)."""
+    hop = rate * frame_ms // 1000
+    n = len(samples) // hop
+    if n == 0:
+        return np.zeros(0)
+    frames = samples[: n * hop].astype(np.float64).reshape(n, hop) / 32768.0
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-6))
+
+
+def dbfs(samples: np.ndarray) -> float:
+    """RMS level of a block, in dBFS."""
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean((samples.astype(np.float64) / 32768.0) ** 2)))
+    return 20 * np.log10(max(rms, 1e-6))
+
+
+@dataclass(frozen=True)
+class SpeechBounds:
+    """Where speech starts and ends in a clip, in seconds."""
+
+    start: float
+    end: float
+
+
+def speech_bounds(
+    samples: np.ndarray, rate: int, threshold_dbfs: float = -40.0, frame_ms: int = 10
+) -> SpeechBounds | None:
+    """First and last frame above ``threshold_dbfs``; None for a silent clip."""
+    levels = frame_dbfs(samples, rate, frame_ms)
+    active = np.flatnonzero(levels > threshold_dbfs)
+    if len(active) == 0:
+        return None
+    return SpeechBounds(active[0] * frame_ms / 1000, (active[-1] + 1) * frame_ms / 1000)
