@@ -1,0 +1,1 @@
+"""The conversational agent: its config, the scripted responder and the Pipecat pipeline."""

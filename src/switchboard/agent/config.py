@@ -1,0 +1,75 @@
+"""The agent config file (YAML): greeting, intents, fallback and goodbye, validated with pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from switchboard.errors import ConfigError
+
+
+class Intent(BaseModel):
+    """Something the caller may ask for, recognised by phrases, answered with a reply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$")
+    phrases: list[str] = Field(min_length=1)
+    reply: str = Field(min_length=1)
+    end_call: bool = False
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrases_not_blank(cls, phrases: list[str]) -> list[str]:
+        cleaned = [p.strip() for p in phrases]
+        if any(not p for p in cleaned):
+            raise ValueError("phrases must not be blank")
+        return cleaned
+
+
+class AgentConfig(BaseModel):
+    """A scripted agent; ``llm`` engines may later use ``system_prompt`` instead of intents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    name: str = Field(min_length=1)
+    greeting: str = Field(min_length=1)
+    fallback: str = Field(min_length=1)
+    intents: list[Intent] = Field(default_factory=list)
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_intent_names(self) -> AgentConfig:
+        names = [i.name for i in self.intents]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"intent names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+    def fixed_utterances(self) -> list[str]:
+        """Everything a scripted agent can say, for warming the TTS cache."""
+        return [self.greeting, self.fallback, *(i.reply for i in self.intents)]
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read and validate an agent config, raising ConfigError that names the file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"agent config {path}: file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"agent config {path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"agent config {path}: expected a mapping at the top level")
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"agent config {path}: {problems}") from e

@@ -1,0 +1,113 @@
+"""The per-call Pipecat pipeline: VAD → STT → turn end → responder → TTS, full duplex.
+
+Everything heavy (Whisper, Piper, Silero, smart-turn) is loaded once per process and shared;
+building a call's pipeline only allocates per-call state, so it is cheap enough to do while
+the caller's first audio is already arriving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from switchboard.agent.config import AgentConfig
+from switchboard.agent.intents import IntentMatcher
+from switchboard.agent.scripted import ScriptedResponder
+from switchboard.agent.timing import TurnTimingObserver
+from switchboard.engines import build_stt, build_tts
+from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
+from switchboard.settings import Settings
+
+# Whisper and smart-turn both want 16 kHz; telephony audio is upsampled once at the edge.
+PIPELINE_IN_RATE = 16000
+
+
+@dataclass
+class CallPipeline:
+    """A call's pipeline worker plus what we observe of it."""
+
+    worker: PipelineWorker
+    responder: ScriptedResponder
+    timings: TurnTimingObserver
+
+
+def build_call_pipeline(
+    transport: BaseTransport,
+    agent: AgentConfig,
+    settings: Settings,
+    *,
+    out_sample_rate: int,
+    before_output: Sequence[FrameProcessor] = (),
+) -> CallPipeline:
+    """Assemble one call's pipeline around a transport.
+
+    ``before_output`` are transport-specific processors placed just before the output
+    (for example Twilio's playback marks).
+    """
+    vad = VADProcessor(
+        vad_analyzer=SharedSileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_secs))
+    )
+    turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(
+                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
+            ),
+        ),
+    )
+    responder = ScriptedResponder(IntentMatcher(agent))
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            vad,
+            build_stt(settings),
+            aggregators.user(),
+            responder,
+            build_tts(settings),
+            *before_output,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+    timings = TurnTimingObserver(
+        vad_stop_secs=settings.vad_stop_secs, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine
+    )
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=PIPELINE_IN_RATE,
+            audio_out_sample_rate=out_sample_rate,
+            enable_metrics=True,
+        ),
+        observers=[timings],
+        enable_rtvi=False,
+        idle_timeout_secs=120,
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def _greet(_transport, _client):
+        await worker.queue_frames([TTSSpeakFrame(agent.greeting)])
+
+    @transport.event_handler("on_client_disconnected")
+    async def _hung_up(_transport, _client):
+        await worker.cancel()
+
+    return CallPipeline(worker=worker, responder=responder, timings=timings)

@@ -1,0 +1,66 @@
+"""A scripted responder that sits where an LLM would: context in, response text out."""
+
+from __future__ import annotations
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    EndWorkerFrame,
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from switchboard.agent.intents import IntentMatcher, Match
+
+
+def last_user_text(context: LLMContext) -> str:
+    """Text of the newest user message in a context ('' when there is none)."""
+    for message in reversed(context.get_messages()):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class ScriptedResponder(FrameProcessor):
+    """Answers each finished user turn with the reply of the first matching intent.
+
+    It speaks the same frames an LLM service does, so an LLM can take its place in the
+    pipeline unchanged. A reply whose intent ends the call hangs up once it has been spoken.
+    """
+
+    def __init__(self, matcher: IntentMatcher, **kwargs):
+        super().__init__(**kwargs)
+        self._matcher = matcher
+        self._hang_up_after_reply = False
+        self.matches: list[Match] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            if not frame.speculation:
+                await self._respond(last_user_text(frame.context))
+            return
+        if isinstance(frame, BotStoppedSpeakingFrame) and self._hang_up_after_reply:
+            self._hang_up_after_reply = False
+            logger.info(f"{self}: goodbye spoken, ending the call")
+            await self.push_frame(EndWorkerFrame(), FrameDirection.UPSTREAM)
+        await self.push_frame(frame, direction)
+
+    async def _respond(self, utterance: str) -> None:
+        match = self._matcher.match(utterance)
+        self.matches.append(match)
+        logger.info(f"{self}: caller said {utterance!r} -> intent {match.name}")
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(LLMTextFrame(match.reply))
+        await self.push_frame(LLMFullResponseEndFrame())
+        self._hang_up_after_reply = match.end_call

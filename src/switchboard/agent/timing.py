@@ -1,0 +1,94 @@
+"""Per-turn stage timings seen from inside the agent, for the latency breakdown."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    InterruptionFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from switchboard.observability import metrics
+
+
+@dataclass
+class TurnTiming:
+    """Milliseconds from the caller's end of speech (as VAD saw it) to each stage."""
+
+    transcript: str = ""
+    vad_stop_ms: float | None = None
+    transcript_ms: float | None = None
+    turn_end_ms: float | None = None
+    first_tts_audio_ms: float | None = None
+    bot_started_ms: float | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class _Pending:
+    speech_end: float
+    timing: TurnTiming = field(default_factory=TurnTiming)
+
+
+class TurnTimingObserver(BaseObserver):
+    """Watches frames go by and records when each stage of a turn happened."""
+
+    def __init__(self, *, vad_stop_secs: float, stt_engine: str, tts_engine: str, **kwargs):
+        super().__init__(**kwargs)
+        self._vad_stop_secs = vad_stop_secs
+        self._engines = {"transcript": stt_engine, "first_tts_audio": tts_engine}
+        self._pending: _Pending | None = None
+        self.turns: list[TurnTiming] = []
+
+    async def on_push_frame(self, data: FramePushed):
+        if not data.first_push:
+            return
+        frame, now = data.frame, time.monotonic()
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._pending = _Pending(speech_end=now - self._vad_stop_secs)
+            self._pending.timing.vad_stop_ms = self._since(now)
+        elif self._pending is None:
+            return
+        elif isinstance(frame, VADUserStartedSpeakingFrame | InterruptionFrame):
+            # The caller resumed before we answered: this turn is not over yet.
+            if self._pending.timing.turn_end_ms is None:
+                self._pending = None
+        elif isinstance(frame, TranscriptionFrame):
+            self._pending.timing.transcript = f"{self._pending.timing.transcript} {frame.text}".strip()
+            self._pending.timing.transcript_ms = self._since(now)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._pending.timing.turn_end_ms = self._since(now)
+        elif isinstance(frame, TTSAudioRawFrame) and self._pending.timing.turn_end_ms is not None:
+            if self._pending.timing.first_tts_audio_ms is None:
+                self._pending.timing.first_tts_audio_ms = self._since(now)
+        elif isinstance(frame, BotStartedSpeakingFrame) and self._pending.timing.turn_end_ms is not None:
+            self._pending.timing.bot_started_ms = self._since(now)
+            self._finish()
+
+    def _since(self, now: float) -> float:
+        assert self._pending is not None
+        return round((now - self._pending.speech_end) * 1000, 1)
+
+    def _finish(self) -> None:
+        assert self._pending is not None
+        timing = self._pending.timing
+        self.turns.append(timing)
+        self._pending = None
+        for stage in ("turn_end", "transcript", "first_tts_audio", "bot_started"):
+            value = getattr(timing, f"{stage}_ms")
+            if value is not None:
+                engine = self._engines.get(stage, "pipeline")
+                metrics.STAGE_LATENCY_MS.labels(stage=stage, engine=engine).observe(value)
+        if timing.bot_started_ms is not None:
+            metrics.TURN_RTT_MS.observe(timing.bot_started_ms)
+
+    def as_dicts(self) -> list[dict]:
+        return [asdict(t) for t in self.turns]

@@ -1,0 +1,71 @@
+"""Silero VAD and smart-turn v3 analyzers whose ONNX sessions are loaded once per process.
+
+Pipecat's analyzers load their model in ``__init__``; a phone platform builds one analyzer
+per call, so these subclasses take a process-wide session instead. The per-call state
+(Silero's recurrent state, smart-turn's audio buffer) stays in each analyzer.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+
+import onnxruntime as ort
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+from switchboard.engines.models import silero_vad_file, smart_turn_file
+
+_lock = threading.Lock()
+
+
+def _session(path: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@cache
+def _silero_session() -> ort.InferenceSession:
+    with _lock:
+        return _session(str(silero_vad_file()), threads=1)
+
+
+@cache
+def _smart_turn_session() -> ort.InferenceSession:
+    with _lock:
+        return _session(str(smart_turn_file()), threads=1)
+
+
+class SharedSileroVADAnalyzer(SileroVADAnalyzer):
+    """Silero VAD with the process-wide ONNX session."""
+
+    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None):
+        VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
+        model = SileroOnnxModel.__new__(SileroOnnxModel)
+        model.session = _silero_session()
+        model.sample_rates = [8000, 16000]
+        model.reset_states()
+        self._model = model
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """Smart-turn v3.2 with the process-wide ONNX session."""
+
+    def __init__(self, *, sample_rate: int | None = None, params: SmartTurnParams | None = None):
+        BaseSmartTurn.__init__(self, sample_rate=sample_rate, params=params)
+        self._log_data = False
+        self._session = _smart_turn_session()
+
+
+def warm_up() -> None:
+    """Load both sessions now, so the first call does not pay for it."""
+    _silero_session()
+    _smart_turn_session()

@@ -1,0 +1,126 @@
+"""Caller-simulator results: versioned pydantic models, JSON output and a human-readable summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+REPORT_VERSION = 1
+
+
+class CallOutcome(StrEnum):
+    """How a simulated call ended, as the caller saw it."""
+
+    COMPLETED = "completed"
+    AGENT_HUNG_UP = "agent_hung_up"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class GreetingResult(BaseModel):
+    """The agent's first words, timed from the moment the stream started."""
+
+    latency_ms: float = Field(description="From the `start` message to the first audible greeting frame")
+    start_s: float
+    duration_s: float | None = None
+    transcript: str | None = None
+
+
+class TurnResult(BaseModel):
+    """One caller utterance and the agent's reply to it, measured from the outside.
+
+    All ``*_s`` times are seconds on the call's timeline, whose zero is the moment `start` was sent.
+    """
+
+    index: int
+    clip: str
+    expected_text: str | None = None
+    caller_speech_start_s: float
+    caller_speech_end_s: float
+    agent_audio_start_s: float | None = None
+    voice_to_voice_ms: float | None = Field(
+        default=None, description="caller_speech_end_s to agent_audio_start_s"
+    )
+    reply_duration_s: float | None = None
+    transcript: str | None = None
+    failure: str | None = None
+    barge_in: bool = False
+    barge_in_at_s: float | None = Field(default=None, description="Caller speech start of a barge-in")
+    agent_talking_at_barge_in: bool | None = None
+    clear_received: bool | None = None
+    agent_stopped_ms: float | None = Field(
+        default=None, description="From barge_in_at_s to the last audible frame of the interrupted reply"
+    )
+    barge_in_ok: bool | None = None
+
+
+class CallResult(BaseModel):
+    """Everything one simulated call measured; the unit the load generator aggregates."""
+
+    version: int = REPORT_VERSION
+    call_sid: str
+    stream_sid: str | None = None
+    base_url: str
+    outcome: CallOutcome
+    reason: str | None = None
+    started_at: datetime
+    duration_s: float = Field(description="Wall time from the webhook POST to the end of the call")
+    greeting: GreetingResult | None = None
+    turns: list[TurnResult] = Field(default_factory=list)
+    recording: str | None = None
+    messages_sent: dict[str, int] = Field(default_factory=dict)
+    messages_received: dict[str, int] = Field(default_factory=dict)
+    clear_times_s: list[float] = Field(default_factory=list)
+    marks_received: int = 0
+    marks_echoed: int = 0
+    unknown_messages: list[str] = Field(
+        default_factory=list, description="Messages the simulator did not understand (truncated)"
+    )
+    max_clock_lag_ms: float = Field(
+        default=0.0, description="Worst lateness of the 20 ms send clock; large values void the timings"
+    )
+
+
+def write_json(result: CallResult, path: str | Path) -> Path:
+    """Write ``result`` as indented JSON, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def format_summary(result: CallResult) -> str:
+    """A short text report: outcome, greeting, and one table row per turn."""
+    lines = [f"call {result.call_sid}: {result.outcome.value}" + (f" ({result.reason})" if result.reason else "")]
+    if result.greeting is not None:
+        g = result.greeting
+        lines.append(f"greeting after {g.latency_ms:.0f} ms: {_clip_text(g.transcript)}")
+    if result.turns:
+        header = f"{'turn':>4}  {'v2v ms':>7}  {'reply s':>7}  {'barge-in':<12}  agent said"
+        lines += [header, "-" * len(header)]
+        for turn in result.turns:
+            latency = f"{turn.voice_to_voice_ms:.0f}" if turn.voice_to_voice_ms is not None else "-"
+            duration = f"{turn.reply_duration_s:.1f}" if turn.reply_duration_s is not None else "-"
+            said = turn.failure.upper() if turn.failure else _clip_text(turn.transcript)
+            lines.append(f"{turn.index:>4}  {latency:>7}  {duration:>7}  {_barge_in_cell(turn):<12}  {said}")
+    if result.recording:
+        lines.append(f"recording: {result.recording}")
+    return "\n".join(lines)
+
+
+def _barge_in_cell(turn: TurnResult) -> str:
+    if not turn.barge_in:
+        return ""
+    if turn.barge_in_ok is None:
+        return "agent quiet"
+    stopped = f"{turn.agent_stopped_ms:.0f}ms" if turn.agent_stopped_ms is not None else "?"
+    return f"{'ok' if turn.barge_in_ok else 'FAIL'} {stopped}"
+
+
+def _clip_text(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return "(not transcribed)"
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,59 @@
+"""One settings object for every process role, read once from the environment.
+
+Switchboard's own settings use the ``SWITCHBOARD_`` prefix; provider credentials keep the
+names their SDKs document (``TWILIO_AUTH_TOKEN``, ``LIVEKIT_API_KEY``, ``DEEPGRAM_API_KEY``...).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_AGENT_CONFIG = Path(__file__).parent / "agents" / "receptionist.yaml"
+
+
+class Settings(BaseSettings):
+    """Operational parameters with production defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = Field(
+        None, description="Base URL Twilio reaches us at (https://...); derived from the request when unset."
+    )
+    agent_config: Path = DEFAULT_AGENT_CONFIG
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    stt_engine: str = "whisper"
+    tts_engine: str = "piper"
+    inference_threads: int = Field(2, ge=1, le=64, description="Threads for each model's inference.")
+    whisper_full_window: bool = Field(
+        False, description="Encode the full 30 s Whisper window (slower, slightly more accurate)."
+    )
+
+    vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
+    turn_stop_secs: float = Field(
+        1.2, ge=0.2, le=5.0, description="Silence that ends a turn the turn model judged incomplete."
+    )
+
+    twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
+    livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL"))
+    livekit_api_key: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_API_KEY"))
+    livekit_api_secret: SecretStr | None = Field(None, validation_alias=AliasChoices("LIVEKIT_API_SECRET"))
+    deepgram_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("DEEPGRAM_API_KEY"))
+    elevenlabs_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ELEVENLABS_API_KEY"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, validated once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Telephony ingress: Twilio Media Streams (and, later, LiveKit SIP rooms)."""

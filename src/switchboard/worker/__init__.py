@@ -1,0 +1,1 @@
+"""Agent workers: run calls' pipelines, report load, drain on shutdown."""
