@@ -23,7 +23,9 @@ class CallOutcome(StrEnum):
 class GreetingResult(BaseModel):
     """The agent's first words, timed from the moment the stream started."""
 
-    latency_ms: float = Field(description="From the `start` message to the first audible greeting frame")
+    latency_ms: float = Field(
+        description="From the `start` message to the first audible greeting frame"
+    )
     start_s: float
     duration_s: float | None = None
     transcript: str | None = None
@@ -48,11 +50,14 @@ class TurnResult(BaseModel):
     transcript: str | None = None
     failure: str | None = None
     barge_in: bool = False
-    barge_in_at_s: float | None = Field(default=None, description="Caller speech start of a barge-in")
+    barge_in_at_s: float | None = Field(
+        default=None, description="Caller speech start of a barge-in"
+    )
     agent_talking_at_barge_in: bool | None = None
     clear_received: bool | None = None
     agent_stopped_ms: float | None = Field(
-        default=None, description="From barge_in_at_s to the last audible frame of the interrupted reply"
+        default=None,
+        description="From barge_in_at_s to the last audible frame of the interrupted reply",
     )
     barge_in_ok: bool | None = None
 
@@ -80,7 +85,8 @@ class CallResult(BaseModel):
         default_factory=list, description="Messages the simulator did not understand (truncated)"
     )
     max_clock_lag_ms: float = Field(
-        default=0.0, description="Worst lateness of the 20 ms send clock; large values void the timings"
+        default=0.0,
+        description="Worst lateness of the 20 ms send clock; large values void the timings",
     )
 
 
@@ -94,7 +100,10 @@ def write_json(result: CallResult, path: str | Path) -> Path:
 
 def format_summary(result: CallResult) -> str:
     """A short text report: outcome, greeting, and one table row per turn."""
-    lines = [f"call {result.call_sid}: {result.outcome.value}" + (f" ({result.reason})" if result.reason else "")]
+    lines = [
+        f"call {result.call_sid}: {result.outcome.value}"
+        + (f" ({result.reason})" if result.reason else "")
+    ]
     if result.greeting is not None:
         g = result.greeting
         lines.append(f"greeting after {g.latency_ms:.0f} ms: {_clip_text(g.transcript)}")
@@ -105,7 +114,9 @@ def format_summary(result: CallResult) -> str:
             latency = f"{turn.voice_to_voice_ms:.0f}" if turn.voice_to_voice_ms is not None else "-"
             duration = f"{turn.reply_duration_s:.1f}" if turn.reply_duration_s is not None else "-"
             said = turn.failure.upper() if turn.failure else _clip_text(turn.transcript)
-            lines.append(f"{turn.index:>4}  {latency:>7}  {duration:>7}  {_barge_in_cell(turn):<12}  {said}")
+            lines.append(
+                f"{turn.index:>4}  {latency:>7}  {duration:>7}  {_barge_in_cell(turn):<12}  {said}"
+            )
     if result.recording:
         lines.append(f"recording: {result.recording}")
     return "\n".join(lines)

@@ -1,0 +1,760 @@
+"""Caller simulator: plays Twilio's side of a phone call against an agent server and measures it.
+
+The simulator does what Twilio does on a ``<Connect><Stream>`` call: it posts the voice webhook,
+opens the Media Stream, sends 20 ms of caller audio every 20 ms (silence when the caller is quiet),
+plays the agent's audio out of a buffer in real time, honours ``clear`` and echoes ``mark``. Both
+directions are recorded on one 8 kHz timeline whose zero is the moment ``start`` was sent, so every
+latency is what a caller would hear: caller speech end to the first audible *played* agent frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, Field
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from switchboard.audio import (
+    TELEPHONY_FRAME_BYTES,
+    TELEPHONY_RATE,
+    frame_dbfs,
+    read_wav,
+    resample,
+    speech_bounds,
+    ulaw_decode,
+    ulaw_encode,
+    write_wav,
+)
+from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
+
+_TICK_MS = 20
+_LEVEL_MS = 10  # speech detection granularity on the timeline
+_LEVELS_PER_TICK = _TICK_MS // _LEVEL_MS
+_BYTES_PER_LEVEL = TELEPHONY_FRAME_BYTES // _LEVELS_PER_TICK
+_SILENCE = b"\xff" * TELEPHONY_FRAME_BYTES  # µ-law zero, what Twilio sends for a quiet caller
+_SILENCE_B64 = base64.b64encode(_SILENCE).decode()
+_UNKNOWN_KEPT = 20
+
+T = TypeVar("T")
+
+
+class CallerTurn(BaseModel):
+    """One thing the caller says, and when."""
+
+    audio: Path
+    expected_text: str | None = None
+    pause_before_ms: int = Field(
+        default=600,
+        description="Silence between the end of the agent's reply and the caller speaking; the end "
+        "is only known after agent_done_silence_ms, so the effective pause is at least that",
+    )
+    barge_in_after_ms: int | None = Field(
+        default=None,
+        description="Speak this long after the previous reply (or the greeting) became audible, "
+        "without waiting for it to finish",
+    )
+    hangup_expected: bool = Field(
+        default=False, description="The agent should hang up after replying"
+    )
+
+
+class CallScript(BaseModel):
+    """What the simulated caller says, and how long it waits for the agent."""
+
+    turns: list[CallerTurn] = Field(default_factory=list)
+    from_number: str = "+15005550006"
+    to_number: str = "+15005550001"
+    greeting_timeout_ms: int = 10_000
+    reply_timeout_ms: int = Field(default=5_000, description="From caller speech end to the reply")
+    agent_done_silence_ms: int = Field(default=800, description="Agent silence that ends a reply")
+    max_reply_ms: int = 60_000
+    hangup_timeout_ms: int = 10_000
+    barge_in_stop_ms: int = Field(
+        default=1_500, description="Agent must stop this soon after a barge-in"
+    )
+    speech_threshold_dbfs: float = -45.0
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """A caller utterance ready to send: µ-law bytes and where the speech is, in 10 ms frames."""
+
+    ulaw: bytes
+    speech_start: int
+    speech_end: int  # exclusive
+
+
+@lru_cache(maxsize=128)
+def _load_clip(path: Path, threshold_dbfs: float) -> _Clip:
+    """Read, convert and measure a clip once per process; load tests reuse the same few clips."""
+    samples = read_wav(path, TELEPHONY_RATE)
+    bounds = speech_bounds(samples, TELEPHONY_RATE, threshold_dbfs, _LEVEL_MS)
+    if bounds is None:
+        raise ValueError(f"caller clip {path} has no speech above {threshold_dbfs} dBFS")
+    return _Clip(
+        ulaw_encode(samples),
+        round(bounds.start * 1000 / _LEVEL_MS),
+        round(bounds.end * 1000 / _LEVEL_MS),
+    )
+
+
+class _Timeline:
+    """Both channels of the call on one 8 kHz timeline, one 20 ms tick at a time.
+
+    Positions are in 10 ms level frames. The agent channel keeps a level per frame so replies can
+    be found online without re-analysing audio.
+    """
+
+    def __init__(self, threshold_dbfs: float, capacity_ticks: int = 3000):
+        self.caller = bytearray()
+        self.agent = bytearray()
+        self.ticks = 0
+        self._threshold = threshold_dbfs
+        self._levels = np.full(capacity_ticks * _LEVELS_PER_TICK, -120.0, dtype=np.float32)
+
+    @property
+    def frames(self) -> int:
+        """Number of 10 ms frames recorded so far."""
+        return self.ticks * _LEVELS_PER_TICK
+
+    def append(self, caller_frame: bytes, agent_frame: bytes) -> None:
+        """Record one tick: what the caller sent and what the agent had playing."""
+        self.caller += caller_frame
+        self.agent += agent_frame
+        i = self.frames
+        if i + _LEVELS_PER_TICK > len(self._levels):
+            grown = np.full(2 * len(self._levels), -120.0, dtype=np.float32)
+            grown[: len(self._levels)] = self._levels
+            self._levels = grown
+        if agent_frame is not _SILENCE:
+            self._levels[i : i + _LEVELS_PER_TICK] = frame_dbfs(
+                ulaw_decode(agent_frame), TELEPHONY_RATE, _LEVEL_MS
+            )
+        self.ticks += 1
+
+    def _audible(self, start: int, stop: int | None = None) -> np.ndarray:
+        stop = self.frames if stop is None else min(stop, self.frames)
+        return start + np.flatnonzero(self._levels[start:stop] > self._threshold)
+
+    def first_audible(self, start: int) -> int | None:
+        """First audible agent frame at or after ``start``."""
+        found = self._audible(start)
+        return int(found[0]) if len(found) else None
+
+    def last_audible(self, start: int, stop: int | None = None) -> int | None:
+        """Last audible agent frame in ``[start, stop)``."""
+        found = self._audible(start, stop)
+        return int(found[-1]) if len(found) else None
+
+    def reply_end(self, start: int, min_gap: int, final: bool) -> int | None:
+        """Last audible frame of the reply starting at ``start``: the frame before the first silence
+        of ``min_gap`` frames. None while undecided; ``final`` means no more audio will come."""
+        found = self._audible(start)
+        if not len(found):
+            return None
+        gaps = np.flatnonzero(np.diff(found) > min_gap)
+        if len(gaps):
+            return int(found[gaps[0]])
+        if final or self.frames - int(found[-1]) - 1 >= min_gap:
+            return int(found[-1])
+        return None
+
+    def agent_pcm(self, start: int, end: int) -> np.ndarray:
+        """Agent samples of frames ``start..end`` inclusive."""
+        return ulaw_decode(
+            bytes(self.agent[start * _BYTES_PER_LEVEL : (end + 1) * _BYTES_PER_LEVEL])
+        )
+
+    def stereo(self) -> np.ndarray:
+        """(n, 2) int16: caller left, agent right."""
+        return np.stack([ulaw_decode(bytes(self.caller)), ulaw_decode(bytes(self.agent))], axis=1)
+
+
+class _Playback:
+    """Twilio's outbound buffer: played 160 bytes per tick; a mark fires when playback reaches it."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._queued = 0
+        self._played = 0
+        self._marks: deque[tuple[int, str]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def queue(self, audio: bytes) -> None:
+        self._buffer += audio
+        self._queued += len(audio)
+
+    def mark(self, name: str) -> None:
+        self._marks.append((self._queued, name))
+
+    def clear(self) -> list[str]:
+        """Drop queued audio; returns the pending marks, which Twilio echoes at once."""
+        self._buffer.clear()
+        self._played = self._queued
+        names = [name for _, name in self._marks]
+        self._marks.clear()
+        return names
+
+    def next_frame(self) -> tuple[bytes, list[str]]:
+        """The next 20 ms to play (the shared silence frame when empty) and the marks now due."""
+        frame = _SILENCE
+        if self._buffer:
+            chunk = bytes(self._buffer[:TELEPHONY_FRAME_BYTES])
+            del self._buffer[:TELEPHONY_FRAME_BYTES]
+            self._played += len(chunk)
+            frame = chunk + _SILENCE[len(chunk) :]
+        due: list[str] = []
+        while self._marks and self._marks[0][0] <= self._played:
+            due.append(self._marks.popleft()[1])
+        return frame, due
+
+
+@dataclass(frozen=True)
+class _CallIds:
+    call_sid: str
+    account_sid: str
+    stream_sid: str
+
+
+class _MediaLeg:
+    """The Twilio end of one Media Stream: a clock-paced sender, a receiver and a playback buffer."""
+
+    def __init__(
+        self, ws: ClientConnection, ids: _CallIds, timeline: _Timeline, send_timeout_s: float
+    ):
+        self.ids = ids
+        self.timeline = timeline
+        self.playback = _Playback()
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        self.clear_frames: list[int] = []
+        self.unknown: list[str] = []
+        self.marks_echoed = 0
+        self.max_lag_ms = 0.0
+        self.closed = False
+        self.closed_by_agent = False
+        self.error: str | None = None
+        self._ws = ws
+        self._send_timeout_s = send_timeout_s
+        self._send_lock = asyncio.Lock()
+        self._seq = 0
+        self._t0 = 0.0
+        self._caller_audio = b""
+        self._caller_pos = 0
+        self._stopping = False
+        self.tick = asyncio.Event()
+
+    async def begin(self, custom_parameters: dict[str, str]) -> None:
+        """Send ``connected`` and ``start`` as Twilio does; the timeline starts now."""
+        await self._send(
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"}, numbered=False
+        )
+        start = {
+            "accountSid": self.ids.account_sid,
+            "streamSid": self.ids.stream_sid,
+            "callSid": self.ids.call_sid,
+            "tracks": ["inbound"],
+            "customParameters": custom_parameters,
+            "mediaFormat": {
+                "encoding": "audio/x-mulaw",
+                "sampleRate": TELEPHONY_RATE,
+                "channels": 1,
+            },
+        }
+        await self._send({"event": "start", "streamSid": self.ids.stream_sid, "start": start})
+        self._t0 = asyncio.get_running_loop().time()
+
+    def say(self, ulaw: bytes) -> int:
+        """Start sending caller audio at the next tick; returns that tick."""
+        self._caller_audio, self._caller_pos = ulaw, 0
+        return self.timeline.ticks
+
+    async def run_clock(self) -> None:
+        """Tick every 20 ms against the start time, so scheduling delays never accumulate."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closed:
+                delay = self._t0 + self.timeline.ticks * _TICK_MS / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    self.max_lag_ms = max(self.max_lag_ms, -delay * 1000)
+                if not self.closed:
+                    await self._tick_once()
+        finally:
+            self._wake()
+
+    async def _tick_once(self) -> None:
+        caller = self._next_caller_frame()
+        agent, due = self.playback.next_frame()
+        k = self.timeline.ticks
+        self.timeline.append(caller, agent)
+        self._wake()
+        media = {
+            "track": "inbound",
+            "chunk": str(k + 1),
+            "timestamp": str(k * _TICK_MS),
+            "payload": _SILENCE_B64 if caller is _SILENCE else base64.b64encode(caller).decode(),
+        }
+        await self._send({"event": "media", "streamSid": self.ids.stream_sid, "media": media})
+        for name in due:
+            await self._echo_mark(name)
+
+    def _next_caller_frame(self) -> bytes:
+        if self._caller_pos >= len(self._caller_audio):
+            return _SILENCE
+        frame = self._caller_audio[self._caller_pos : self._caller_pos + TELEPHONY_FRAME_BYTES]
+        self._caller_pos += TELEPHONY_FRAME_BYTES
+        return frame + _SILENCE[len(frame) :]
+
+    async def run_receiver(self) -> None:
+        """Handle the agent's messages until the socket closes."""
+        try:
+            async for raw in self._ws:
+                await self._handle(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._on_closed()
+
+    async def _handle(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            event = message["event"]
+            if event == "media":
+                self.playback.queue(base64.b64decode(message["media"]["payload"], validate=True))
+            elif event == "mark":
+                self.playback.mark(str(message["mark"]["name"]))
+            elif event == "clear":
+                self.clear_frames.append(self.timeline.frames)
+                for name in self.playback.clear():
+                    await self._echo_mark(name)
+            else:
+                self._record_unknown(raw)
+                return
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            self._record_unknown(raw)
+            return
+        self.received[event] += 1
+
+    def _record_unknown(self, raw: str | bytes) -> None:
+        self.received["unknown"] += 1
+        if len(self.unknown) < _UNKNOWN_KEPT:
+            self.unknown.append(str(raw[:200]))
+
+    def _on_closed(self) -> None:
+        """Play out what the agent already sent (instantly; pacing no longer matters), then wake
+        waiters: an agent that says goodbye and hangs up is heard to the end."""
+        if self.closed:
+            return
+        while len(self.playback):
+            frame, _ = self.playback.next_frame()
+            self.timeline.append(_SILENCE, frame)
+        self.closed = True
+        self.closed_by_agent = not self._stopping and self.error is None
+        self._wake()
+
+    async def _echo_mark(self, name: str) -> None:
+        await self._send(
+            {"event": "mark", "streamSid": self.ids.stream_sid, "mark": {"name": name}}
+        )
+        self.marks_echoed += 1
+
+    async def stop(self) -> None:
+        """Send ``stop`` (if the socket is still open) as Twilio does when the caller hangs up."""
+        self._stopping = True
+        if not self.closed:
+            stop = {"accountSid": self.ids.account_sid, "callSid": self.ids.call_sid}
+            await self._send({"event": "stop", "streamSid": self.ids.stream_sid, "stop": stop})
+
+    async def _send(self, message: dict[str, Any], numbered: bool = True) -> None:
+        if self.closed:
+            return
+        if numbered:
+            self._seq += 1
+            message = {"event": message["event"], "sequenceNumber": str(self._seq), **message}
+        try:
+            async with self._send_lock:
+                await asyncio.wait_for(self._ws.send(json.dumps(message)), self._send_timeout_s)
+            self.sent[message["event"]] += 1
+        except TimeoutError:
+            self.error = "send_timeout"
+            self._on_closed()
+        except ConnectionClosed:
+            self._on_closed()
+
+    def _wake(self) -> None:
+        event, self.tick = self.tick, asyncio.Event()
+        event.set()
+
+
+@dataclass
+class _Reply:
+    """Agent audio on the timeline, in 10 ms frames; ``end`` is the last audible frame."""
+
+    start: int
+    end: int | None = None
+
+
+class _Conversation:
+    """Runs a CallScript over a media leg and measures each turn from the outside."""
+
+    def __init__(self, leg: _MediaLeg, script: CallScript, clips: list[_Clip]):
+        self._leg = leg
+        self._tl = leg.timeline
+        self._script = script
+        self._clips = clips
+        self._gap = script.agent_done_silence_ms // _LEVEL_MS
+        self.greeting: _Reply | None = None
+        self.turns: list[TurnResult] = []
+        self.replies: list[tuple[_Reply, TurnResult]] = []
+
+    async def run(self) -> tuple[CallOutcome, str | None]:
+        """Greeting, then each turn; returns the outcome and a failure reason."""
+        s = self._script
+        start = await self._wait(lambda: self._tl.first_audible(0), _frames(s.greeting_timeout_ms))
+        if start is None:
+            return CallOutcome.FAILED, self._leg.error or "no_greeting"
+        self.greeting = previous = _Reply(start)
+        for index, turn in enumerate(s.turns):
+            if turn.barge_in_after_ms is None:
+                end = await self._finish(previous)
+                if end is None:
+                    return CallOutcome.FAILED, "reply_too_long"
+                speak_at = (end + 1) * _LEVEL_MS + turn.pause_before_ms
+            else:
+                speak_at = previous.start * _LEVEL_MS + turn.barge_in_after_ms
+            await self._wait(lambda: None, _frames(speak_at))
+            if self._leg.closed:
+                return self._closed_early()
+            reply = await self._turn(index, turn, self._clips[index], previous)
+            if turn.hangup_expected:
+                return await self._await_hangup(reply)
+            if reply is None:
+                return (
+                    self._closed_early() if self._leg.closed else (CallOutcome.FAILED, "no_reply")
+                )
+            previous = reply
+        if await self._finish(previous) is None:
+            return CallOutcome.FAILED, "reply_too_long"
+        if self._leg.closed_by_agent:
+            return CallOutcome.AGENT_HUNG_UP, None
+        return CallOutcome.COMPLETED, None
+
+    async def _turn(
+        self, index: int, turn: CallerTurn, clip: _Clip, previous: _Reply
+    ) -> _Reply | None:
+        base = self._leg.say(clip.ulaw) * _LEVELS_PER_TICK
+        speech_start, speech_end = base + clip.speech_start, base + clip.speech_end
+        result = TurnResult(
+            index=index,
+            clip=str(turn.audio),
+            expected_text=turn.expected_text,
+            caller_speech_start_s=_seconds(speech_start),
+            caller_speech_end_s=_seconds(speech_end),
+            barge_in=turn.barge_in_after_ms is not None,
+        )
+        self.turns.append(result)
+        deadline = speech_end + _frames(self._script.reply_timeout_ms)
+        if result.barge_in:
+            start = await self._wait(
+                lambda: self._reply_after_barge_in(previous, speech_start, speech_end), deadline
+            )
+            self._measure_barge_in(result, previous, speech_start, start)
+        else:
+            start = await self._wait(lambda: self._tl.first_audible(speech_end), deadline)
+        if start is None:
+            result.failure = "no_reply"
+            return None
+        reply = _Reply(start)
+        self.replies.append((reply, result))
+        result.agent_audio_start_s = _seconds(start)
+        result.voice_to_voice_ms = float((start - speech_end) * _LEVEL_MS)
+        return reply
+
+    def _interrupted_end(self, previous: _Reply, barge_in: int) -> int | None:
+        """Where the interrupted reply stopped: at a ``clear`` if one came, else at a silence gap."""
+        clear = next((f for f in self._leg.clear_frames if f >= barge_in), None)
+        if clear is not None:
+            return self._tl.last_audible(previous.start, clear)
+        return self._tl.reply_end(previous.start, self._gap, final=self._leg.closed)
+
+    def _reply_after_barge_in(self, previous: _Reply, barge_in: int, speech_end: int) -> int | None:
+        end = self._interrupted_end(previous, barge_in)
+        return None if end is None else self._tl.first_audible(max(speech_end, end + 1))
+
+    def _measure_barge_in(
+        self, result: TurnResult, previous: _Reply, barge_in: int, reply_start: int | None
+    ) -> None:
+        end = self._interrupted_end(previous, barge_in)
+        if end is None:  # still talking when the deadline passed
+            end = self._tl.last_audible(previous.start) or previous.start
+        previous.end = end
+        talking = end >= barge_in
+        stopped_ms = max(0, (end + 1 - barge_in) * _LEVEL_MS)
+        last = self._tl.frames if reply_start is None else reply_start
+        result.barge_in_at_s = _seconds(barge_in)
+        result.agent_talking_at_barge_in = talking
+        result.clear_received = any(barge_in <= f <= last for f in self._leg.clear_frames)
+        result.agent_stopped_ms = float(stopped_ms)
+        result.barge_in_ok = (stopped_ms <= self._script.barge_in_stop_ms) if talking else None
+
+    async def _await_hangup(self, reply: _Reply | None) -> tuple[CallOutcome, str | None]:
+        await self._wait(lambda: None, self._tl.frames + _frames(self._script.hangup_timeout_ms))
+        if not self._leg.closed_by_agent:
+            return CallOutcome.FAILED, self._leg.error or "no_hangup"
+        if reply is not None:
+            await self._finish(reply)
+        return CallOutcome.AGENT_HUNG_UP, None
+
+    def _closed_early(self) -> tuple[CallOutcome, str | None]:
+        return CallOutcome.FAILED, self._leg.error or "agent_closed_early"
+
+    async def _finish(self, reply: _Reply) -> int | None:
+        """Wait until the reply is followed by agent_done_silence_ms of silence; sets its end."""
+        if reply.end is None:
+            reply.end = await self._wait(
+                lambda: self._tl.reply_end(reply.start, self._gap, final=self._leg.closed),
+                reply.start + _frames(self._script.max_reply_ms),
+            )
+        return reply.end
+
+    def settle(self, result: CallResult) -> list[tuple[_Reply, GreetingResult | TurnResult]]:
+        """After the call: fill in the greeting and every reply's duration; returns what to
+        transcribe."""
+        result.turns = self.turns
+        spans: list[tuple[_Reply, GreetingResult | TurnResult]] = []
+        if self.greeting is not None:
+            result.greeting = GreetingResult(
+                latency_ms=float(self.greeting.start * _LEVEL_MS),
+                start_s=_seconds(self.greeting.start),
+            )
+            spans.append((self.greeting, result.greeting))
+        spans += self.replies
+        for reply, target in spans:
+            if reply.end is None:
+                reply.end = self._tl.reply_end(reply.start, self._gap, final=True)
+            if reply.end is not None:
+                duration = _seconds(reply.end + 1 - reply.start)
+                if isinstance(target, GreetingResult):
+                    target.duration_s = duration
+                else:
+                    target.reply_duration_s = duration
+        return [(r, t) for r, t in spans if r.end is not None]
+
+    async def _wait(self, probe: Callable[[], T | None], deadline_frame: int) -> T | None:
+        """Re-evaluate ``probe`` every tick until it gives a value, the deadline passes or the
+        stream closes."""
+        while True:
+            tick = self._leg.tick
+            value = probe()
+            if value is not None or self._leg.closed or self._tl.frames >= deadline_frame:
+                return value
+            await tick.wait()
+
+
+def _frames(ms: float) -> int:
+    return int(-(-ms // _LEVEL_MS))
+
+
+def _seconds(frame: int) -> float:
+    return frame * _LEVEL_MS / 1000
+
+
+def _new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+class _Rejected(Exception):
+    """The webhook answered without a media stream."""
+
+
+class _Failed(Exception):
+    """The call could not be set up; the message is the reason."""
+
+
+async def _post_webhook(
+    client: httpx.AsyncClient, url: str, params: dict[str, str], auth_token: str | None
+) -> str:
+    headers = {}
+    if auth_token:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
+    try:
+        response = await client.post(url, data=params, headers=headers)
+    except httpx.HTTPError as exc:
+        raise _Failed(f"webhook_error: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        raise _Failed(f"webhook_status_{response.status_code}")
+    return response.text
+
+
+def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
+    """The ``<Connect><Stream>`` url and its ``<Parameter>``s; raises _Rejected for a busy answer."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise _Failed("twiml_invalid") from exc
+    stream = root.find("./Connect/Stream")
+    if stream is not None and stream.get("url"):
+        params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        return stream.get("url", ""), params
+    if root.find("Hangup") is not None or root.find("Reject") is not None:
+        said = " ".join((say.text or "").strip() for say in root.findall("Say"))
+        raise _Rejected(f"twiml: {said}" if said else "twiml: hangup")
+    raise _Failed("twiml_without_stream")
+
+
+async def run_call(
+    base_url: str,
+    script: CallScript,
+    *,
+    auth_token: str | None = None,
+    record_path: Path | None = None,
+    transcribe: bool = True,
+    account_sid: str | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    network_timeout_s: float = 10.0,
+    max_call_s: float = 600.0,
+) -> CallResult:
+    """Place one simulated Twilio call against ``base_url`` and measure it from the caller's side.
+
+    ``http_client`` lets a load generator share one connection pool across calls. Transcription
+    runs after the call has ended, so Whisper never competes with the real-time loop.
+    """
+    started_at, wall0 = datetime.now(UTC), time.monotonic()
+    clips = [_load_clip(t.audio, script.speech_threshold_dbfs) for t in script.turns]
+    ids = _CallIds(_new_sid("CA"), account_sid or _new_sid("AC"), _new_sid("MZ"))
+    result = CallResult(
+        call_sid=ids.call_sid,
+        base_url=base_url,
+        outcome=CallOutcome.FAILED,
+        started_at=started_at,
+        duration_s=0.0,
+    )
+    timeline = _Timeline(script.speech_threshold_dbfs)
+    conversation: _Conversation | None = None
+    try:
+        url = base_url.rstrip("/") + "/twilio/voice"
+        params = {
+            "CallSid": ids.call_sid,
+            "AccountSid": ids.account_sid,
+            "From": script.from_number,
+            "To": script.to_number,
+            "Direction": "inbound",
+            "CallStatus": "ringing",
+            "ApiVersion": "2010-04-01",
+        }
+        if http_client is None:
+            async with httpx.AsyncClient(timeout=network_timeout_s) as client:
+                twiml = await _post_webhook(client, url, params, auth_token)
+        else:
+            twiml = await _post_webhook(http_client, url, params, auth_token)
+        stream_url, custom = _parse_twiml(twiml)
+        result.stream_sid = ids.stream_sid
+        conversation = await _stream(
+            stream_url,
+            custom,
+            ids,
+            script,
+            clips,
+            timeline,
+            result,
+            auth_token,
+            network_timeout_s,
+            max_call_s,
+        )
+    except _Rejected as exc:
+        result.outcome, result.reason = CallOutcome.REJECTED, str(exc)
+    except _Failed as exc:
+        result.outcome, result.reason = CallOutcome.FAILED, str(exc)
+    if conversation is not None:
+        spans = conversation.settle(result)
+        if transcribe:
+            await _transcribe_replies(spans, timeline)
+    if record_path is not None and timeline.ticks:
+        write_wav(record_path, timeline.stereo(), TELEPHONY_RATE)
+        result.recording = str(record_path)
+    result.duration_s = time.monotonic() - wall0
+    return result
+
+
+async def _stream(
+    url: str,
+    custom: dict[str, str],
+    ids: _CallIds,
+    script: CallScript,
+    clips: list[_Clip],
+    timeline: _Timeline,
+    result: CallResult,
+    auth_token: str | None,
+    timeout_s: float,
+    max_call_s: float,
+) -> _Conversation:
+    """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
+    headers = {}
+    if auth_token:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, {})
+    try:
+        ws = await connect(
+            url, additional_headers=headers, open_timeout=timeout_s, close_timeout=timeout_s
+        )
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise _Failed(f"stream_connect_error: {type(exc).__name__}") from exc
+    leg = _MediaLeg(ws, ids, timeline, timeout_s)
+    conversation = _Conversation(leg, script, clips)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await leg.begin(custom)
+        tasks = [asyncio.create_task(leg.run_clock()), asyncio.create_task(leg.run_receiver())]
+        try:
+            async with asyncio.timeout(max_call_s):
+                result.outcome, result.reason = await conversation.run()
+        except TimeoutError:
+            result.outcome, result.reason = CallOutcome.FAILED, "call_timeout"
+        await leg.stop()
+    finally:
+        await ws.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    result.messages_sent = dict(leg.sent)
+    result.messages_received = dict(leg.received)
+    result.clear_times_s = [_seconds(f) for f in leg.clear_frames]
+    result.marks_received = leg.received["mark"]
+    result.marks_echoed = leg.marks_echoed
+    result.unknown_messages = list(leg.unknown)
+    result.max_clock_lag_ms = leg.max_lag_ms
+    return conversation
+
+
+async def _transcribe_replies(
+    spans: list[tuple[_Reply, GreetingResult | TurnResult]], timeline: _Timeline
+) -> None:
+    """Whisper each reply, one after another on the shared inference thread."""
+    from switchboard.engines.whisper import SAMPLE_RATE, shared_whisper  # heavy; only when asked
+
+    # The first load takes a second or more; off the loop so concurrent calls keep their clocks.
+    whisper = await asyncio.to_thread(shared_whisper)
+    for reply, target in spans:
+        assert reply.end is not None
+        pcm = resample(timeline.agent_pcm(reply.start, reply.end), TELEPHONY_RATE, SAMPLE_RATE)
+        target.transcript = (await whisper.transcribe_async(pcm.astype(np.float32) / 32768.0)).text

@@ -1,0 +1,114 @@
+"""Shared fixtures: the speech clips, and real agent servers on loopback."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
+SPEECH_DIR = SHARED / "data" / "speech"
+TEST_AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One real speech clip and what is said in it."""
+
+    path: Path
+    transcript: str
+
+
+@pytest.fixture(scope="session")
+def speech_clips() -> dict[str, Clip]:
+    """The manifest's clips by file name."""
+    with open(SPEECH_DIR / "manifest.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return {r["file"]: Clip(SPEECH_DIR / r["file"], r["transcript"]) for r in rows}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen, limit_secs: float = 90.0) -> None:
+    deadline = time.monotonic() + limit_secs
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url} not healthy after {limit_secs} s")
+
+
+@dataclass
+class Server:
+    """A server process under test, with its log file."""
+
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+LOG_DIR = REPO / ".pytest_cache" / "servers"
+
+
+def start_agent_server(env: dict[str, str] | None = None, agent: Path = TEST_AGENT) -> Server:
+    """Start ``switchboard serve`` on a free port and wait until it reports healthy."""
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"agent-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(port), "--agent", str(agent)],
+            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_healthy(server.base_url, process)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def agent_server() -> Iterator[Server]:
+    """A real agent server with offline engines and the speech-clip test agent."""
+    server = start_agent_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def agent_url(agent_server: Server) -> str:
+    return agent_server.base_url
