@@ -37,3 +37,26 @@ BAD_MESSAGES = Counter(
     "telephony_bad_messages_total", "Telephony messages that were malformed or unexpected.", ["provider"]
 )
 WEBHOOKS = Counter("webhooks_total", "Webhooks received, by provider and result.", ["provider", "result"])
+
+# Dispatch: orchestrators, the Redis queue and the worker pool.
+QUEUE_LENGTH = Gauge("queue_length", "Call jobs waiting in the Redis stream, not yet claimed.")
+JOBS_DISPATCHED = Counter("jobs_dispatched_total", "Call jobs enqueued by orchestrators.", ["kind"])
+JOBS_CLAIMED = Counter("jobs_claimed_total", "Call jobs claimed by workers.", ["kind"])
+JOBS_REDELIVERED = Counter(
+    "jobs_redelivered_total", "Call jobs reclaimed from a worker that stopped acknowledging."
+)
+CALLS_REJECTED = Counter("calls_rejected_total", "Calls answered busy, by reason.", ["reason"])
+DISPATCH_LATENCY_MS = Histogram(
+    "dispatch_latency_ms",
+    "Webhook received to job claimed by a worker.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000),
+)
+WORKER_CAPACITY = Gauge("worker_capacity", "Calls this worker may run at once.")
+WORKER_LOAD = Gauge("worker_load", "Calls running or reserved on this worker.")
+WORKERS_LIVE = Gauge("workers_live", "Workers with a fresh heartbeat, as the orchestrator sees them.")
+WORKER_FAILURES = Counter("worker_failures_total", "Worker processes that exited unexpectedly.")
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "event_loop_lag_seconds",
+    "How late the event loop woke a timer: blocking work on the loop shows up here.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
