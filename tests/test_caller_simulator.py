@@ -390,11 +390,11 @@ def test_recording_has_caller_left_and_agent_right(two_turn_call: TwoTurnCall) -
     assert level(agent, *greeting_span) > -35 and level(caller, *greeting_span) < -60
     turn = result.turns[0]
     caller_span = (turn.caller_speech_start_s, turn.caller_speech_end_s)
-    assert level(caller, *caller_span) > -35 and level(agent, *caller_span) < -60
-    bounds = speech_bounds(caller, rate, THRESHOLD_DBFS)
-    assert bounds is not None and bounds.start == pytest.approx(
-        turn.caller_speech_start_s, abs=0.011
-    )
+    assert level(caller, *caller_span) > -50 and level(agent, *caller_span) < -60
+    # The caller channel holds exactly the µ-law samples sent, where the clip was sent.
+    sent = ulaw_decode(ulaw_encode(read_wav(CLIPS[1].path, TELEPHONY_RATE)))
+    offset = round((turn.caller_speech_start_s - CLIPS[1].speech_start_s) * rate)
+    assert np.array_equal(caller[offset : offset + len(sent)], sent)
 
 
 def test_marks_are_echoed_when_playback_reaches_them(two_turn_call: TwoTurnCall) -> None:
@@ -516,10 +516,12 @@ async def test_wrong_auth_token_fails_at_the_webhook() -> None:
 
 
 async def test_greeting_is_transcribed_with_whisper() -> None:
+    # tiny.en hears this clean read sentence verbatim even through µ-law at 8 kHz.
+    clip = next(c for c in CLIPS if c.path.name.startswith("fw_stereo_right"))
     result, _ = await call_fake_agent(
-        AgentBehaviour(greeting=CLIPS[1].path), CallScript(), transcribe=True
+        AgentBehaviour(greeting=clip.path), CallScript(), transcribe=True
     )
     assert result.outcome == CallOutcome.COMPLETED and result.greeting is not None
     heard = set(re.findall(r"[a-z]+", (result.greeting.transcript or "").lower()))
-    keywords = {w for w in re.findall(r"[a-z]+", CLIPS[1].transcript.lower()) if len(w) >= 4}
-    assert len(keywords & heard) >= len(keywords) / 2, (result.greeting.transcript, keywords)
+    keywords = {w for w in re.findall(r"[a-z]+", clip.transcript.lower()) if len(w) >= 4}
+    assert len(keywords & heard) >= 0.75 * len(keywords), (result.greeting.transcript, keywords)

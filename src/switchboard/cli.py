@@ -4,46 +4,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import sys
 from pathlib import Path
 
 from switchboard.errors import ConfigError
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from switchboard.agent.config import load_agent_config
+def _settings(args: argparse.Namespace, role: str):
     from switchboard.observability.logging import configure_logging
     from switchboard.settings import get_settings
-    from switchboard.worker.app import create_app
 
     settings = get_settings()
-    if args.port:
+    if getattr(args, "port", None):
         settings.port = args.port
-    if args.agent:
+    if getattr(args, "agent", None):
         settings.agent_config = Path(args.agent)
-    configure_logging(settings.log_level, settings.log_format, role="agent")
+    if getattr(args, "max_calls", None):
+        settings.max_calls = args.max_calls
+    configure_logging(settings.log_level, settings.log_format, role=role)
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from switchboard.agent.config import load_agent_config
+    from switchboard.serving import serve
+    from switchboard.worker.app import create_worker_app
+
+    settings = _settings(args, "agent")
     agent = load_agent_config(settings.agent_config)
-    app = create_app(settings, agent)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, ws="websockets-sansio")
+    app = create_worker_app(settings, agent)
+    serve(app, settings.host, settings.port, before_exit=app.state.drain)
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from switchboard.agent.config import load_agent_config
+    from switchboard.serving import serve
+    from switchboard.worker.app import create_worker_app
+    from switchboard.worker.service import WorkerService
+
+    settings = _settings(args, f"worker:{args.port}")
+    agent = load_agent_config(settings.agent_config)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    media_url = settings.worker_public_url or f"http://{settings.host}:{settings.port}"
+    service = WorkerService(settings, agent, worker_id=worker_id, media_url=media_url)
+    app = create_worker_app(settings, agent, service)
+    serve(app, settings.host, settings.port, before_exit=app.state.drain)
+    return 0
+
+
+def _orchestrator(args: argparse.Namespace) -> int:
+    from switchboard.orchestrator.app import create_orchestrator_app
+    from switchboard.serving import serve
+
+    settings = _settings(args, "orchestrator")
+    serve(create_orchestrator_app(settings), settings.host, settings.port)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from switchboard.agent.config import load_agent_config
+    from switchboard.supervisor import Supervisor
+
+    settings = _settings(args, "up")
+    load_agent_config(settings.agent_config)  # fail here, not in every worker
+    workers = args.workers or os.cpu_count() or 1
+    return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
+
+
 def _call(args: argparse.Namespace) -> int:
-    from switchboard.loadtest.caller import CallScript, CallTurn, run_call
+    from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
     from switchboard.loadtest.report import format_summary, write_json
 
     turns = [
-        CallTurn(audio=Path(path), barge_in_after_ms=args.barge_in_ms if i in args.barge_in else None)
+        CallerTurn(audio=Path(path), barge_in_after_ms=args.barge_in_ms if i in args.barge_in else None)
         for i, path in enumerate(args.audio)
     ]
-    script = CallScript(turns=turns)
     result = asyncio.run(
         run_call(
             args.url,
-            script,
-            auth_token=args.auth_token,
+            CallScript(turns=turns),
+            auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
             record_path=Path(args.record) if args.record else None,
             transcribe=not args.no_transcribe,
         )
@@ -54,28 +97,46 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if result.outcome in ("completed", "agent_hung_up") else 1
 
 
+def _add_server_args(p: argparse.ArgumentParser, *, agent: bool = True) -> None:
+    p.add_argument("--port", type=int, default=None, help="listen port (default SWITCHBOARD_PORT or 8080)")
+    if agent:
+        p.add_argument("--agent", default=None, help="agent config YAML (default: the example receptionist)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, help_text in (
-        ("serve", "run one agent server (Twilio webhook + media stream) in this process"),
-        ("up", "start the local stack, ready to take a call on http://127.0.0.1:8080"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--port", type=int, default=None, help="listen port (default SWITCHBOARD_PORT or 8080)")
-        p.add_argument("--agent", default=None, help="agent config YAML (default: the example receptionist)")
-        p.set_defaults(func=_serve)
+    p = sub.add_parser("up", help="start Redis, an orchestrator and workers: the local stack on :8080")
+    _add_server_args(p)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--max-calls", type=int, default=None, help="calls per worker (SWITCHBOARD_MAX_CALLS)")
+    p.add_argument("--data-dir", default="var", help="where a spawned Redis keeps its AOF")
+    p.set_defaults(func=_up)
+
+    p = sub.add_parser("orchestrator", help="run one orchestrator (webhooks, placement, stats)")
+    _add_server_args(p, agent=False)
+    p.set_defaults(func=_orchestrator)
+
+    p = sub.add_parser("worker", help="run one worker process of the pool")
+    _add_server_args(p)
+    p.add_argument("--worker-id", default=None, help="stable id in the registry (default host-pid)")
+    p.add_argument("--max-calls", type=int, default=None, help="calls this worker runs at once")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("serve", help="run a standalone agent (no Redis): webhook + media stream")
+    _add_server_args(p)
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("call", help="place a simulated Twilio call and report what the agent said")
     p.add_argument("audio", nargs="+", help="WAV files the caller says, one per turn")
-    p.add_argument("--url", default="http://127.0.0.1:8080", help="agent or orchestrator base URL")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="orchestrator or standalone agent URL")
     p.add_argument("--json", default=None, help="write a JSON report here")
     p.add_argument("--record", default="recordings/call.wav", help="stereo WAV: caller left, agent right")
     p.add_argument("--barge-in", type=int, action="append", default=[], metavar="TURN",
                    help="turn index (0-based) spoken over the agent's previous reply; repeatable")
     p.add_argument("--barge-in-ms", type=int, default=800, help="how long after the agent starts to barge in")
-    p.add_argument("--auth-token", default=None, help="sign requests like Twilio (TWILIO_AUTH_TOKEN)")
+    p.add_argument("--auth-token", default=None, help="sign requests like Twilio (default TWILIO_AUTH_TOKEN)")
     p.add_argument("--no-transcribe", action="store_true", help="skip transcribing the agent's audio")
     p.set_defaults(func=_call)
     return parser

@@ -42,6 +42,30 @@ class Settings(BaseSettings):
         1.2, ge=0.2, le=5.0, description="Silence that ends a turn the turn model judged incomplete."
     )
 
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    api_key: SecretStr | None = Field(None, description="Key for operator endpoints (X-API-Key).")
+    stream_secret: SecretStr = Field(
+        SecretStr("switchboard-dev-stream-secret"),
+        description="HMAC key for media stream tokens; set a random value in production.",
+    )
+    stream_token_ttl_secs: float = Field(30.0, gt=0, description="How long a stream URL stays valid.")
+
+    # Worker pool (named like LiveKit's worker options, with production defaults).
+    max_calls: int = Field(4, ge=1, le=1000, description="Calls one worker process runs at once.")
+    heartbeat_interval_secs: float = Field(0.5, gt=0, description="Worker heartbeat period.")
+    worker_ttl_secs: float = Field(2.0, gt=0, description="A worker silent this long is dead.")
+    reclaim_idle_secs: float = Field(
+        2.0, gt=0, description="A claimed job unacknowledged and unrefreshed this long is redelivered."
+    )
+    drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
+    reservation_ttl_secs: float = Field(
+        15.0, gt=0, description="How long a slot reserved for a Twilio stream waits for it to connect."
+    )
+    call_state_ttl_secs: int = Field(86400, gt=0, description="How long call state stays in Redis.")
+    worker_public_url: str | None = Field(
+        None, description="Base URL Twilio reaches this worker at; defaults to http://host:port."
+    )
+
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL"))

@@ -51,6 +51,8 @@ _BYTES_PER_LEVEL = TELEPHONY_FRAME_BYTES // _LEVELS_PER_TICK
 _SILENCE = b"\xff" * TELEPHONY_FRAME_BYTES  # µ-law zero, what Twilio sends for a quiet caller
 _SILENCE_B64 = base64.b64encode(_SILENCE).decode()
 _UNKNOWN_KEPT = 20
+# Soft word onsets and endings sit below the energy threshold; Whisper needs them.
+_TRANSCRIBE_PAD_FRAMES = 20
 
 T = TypeVar("T")
 
@@ -248,7 +250,6 @@ class _MediaLeg:
         self.received: Counter[str] = Counter()
         self.clear_frames: list[int] = []
         self.unknown: list[str] = []
-        self.marks_echoed = 0
         self.max_lag_ms = 0.0
         self.closed = False
         self.closed_by_agent = False
@@ -293,11 +294,10 @@ class _MediaLeg:
         loop = asyncio.get_running_loop()
         try:
             while not self.closed:
-                delay = self._t0 + self.timeline.ticks * _TICK_MS / 1000 - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    self.max_lag_ms = max(self.max_lag_ms, -delay * 1000)
+                deadline = self._t0 + self.timeline.ticks * _TICK_MS / 1000
+                if deadline > loop.time():
+                    await asyncio.sleep(deadline - loop.time())
+                self.max_lag_ms = max(self.max_lag_ms, (loop.time() - deadline) * 1000)
                 if not self.closed:
                     await self._tick_once()
         finally:
@@ -377,7 +377,6 @@ class _MediaLeg:
         await self._send(
             {"event": "mark", "streamSid": self.ids.stream_sid, "mark": {"name": name}}
         )
-        self.marks_echoed += 1
 
     async def stop(self) -> None:
         """Send ``stop`` (if the socket is still open) as Twilio does when the caller hangs up."""
@@ -592,21 +591,6 @@ class _Failed(Exception):
     """The call could not be set up; the message is the reason."""
 
 
-async def _post_webhook(
-    client: httpx.AsyncClient, url: str, params: dict[str, str], auth_token: str | None
-) -> str:
-    headers = {}
-    if auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
-    try:
-        response = await client.post(url, data=params, headers=headers)
-    except httpx.HTTPError as exc:
-        raise _Failed(f"webhook_error: {type(exc).__name__}") from exc
-    if response.status_code != 200:
-        raise _Failed(f"webhook_status_{response.status_code}")
-    return response.text
-
-
 def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
     """The ``<Connect><Stream>`` url and its ``<Parameter>``s; raises _Rejected for a busy answer."""
     try:
@@ -640,110 +624,127 @@ async def run_call(
     ``http_client`` lets a load generator share one connection pool across calls. Transcription
     runs after the call has ended, so Whisper never competes with the real-time loop.
     """
-    started_at, wall0 = datetime.now(UTC), time.monotonic()
-    clips = [_load_clip(t.audio, script.speech_threshold_dbfs) for t in script.turns]
-    ids = _CallIds(_new_sid("CA"), account_sid or _new_sid("AC"), _new_sid("MZ"))
-    result = CallResult(
-        call_sid=ids.call_sid,
-        base_url=base_url,
-        outcome=CallOutcome.FAILED,
-        started_at=started_at,
-        duration_s=0.0,
-    )
-    timeline = _Timeline(script.speech_threshold_dbfs)
-    conversation: _Conversation | None = None
+    wall0 = time.monotonic()
+    call = _Call(base_url, script, account_sid, auth_token, network_timeout_s)
     try:
-        url = base_url.rstrip("/") + "/twilio/voice"
+        if http_client is None:
+            async with httpx.AsyncClient(timeout=network_timeout_s) as client:
+                stream_url, custom = await call.answer(client)
+        else:
+            stream_url, custom = await call.answer(http_client)
+        await call.stream(stream_url, custom, max_call_s)
+    except _Rejected as exc:
+        call.result.outcome, call.result.reason = CallOutcome.REJECTED, str(exc)
+    except _Failed as exc:
+        call.result.outcome, call.result.reason = CallOutcome.FAILED, str(exc)
+    await call.finish(transcribe, record_path)
+    call.result.duration_s = time.monotonic() - wall0
+    return call.result
+
+
+class _Call:
+    """One simulated call from webhook to report: the phases run_call strings together."""
+
+    def __init__(
+        self,
+        base_url: str,
+        script: CallScript,
+        account_sid: str | None,
+        auth_token: str | None,
+        timeout_s: float,
+    ):
+        self.ids = _CallIds(_new_sid("CA"), account_sid or _new_sid("AC"), _new_sid("MZ"))
+        self.result = CallResult(
+            call_sid=self.ids.call_sid,
+            base_url=base_url,
+            outcome=CallOutcome.FAILED,
+            started_at=datetime.now(UTC),
+            duration_s=0.0,
+        )
+        self.script = script
+        self.clips = [_load_clip(t.audio, script.speech_threshold_dbfs) for t in script.turns]
+        self.timeline = _Timeline(script.speech_threshold_dbfs)
+        self.conversation: _Conversation | None = None
+        self._base_url = base_url
+        self._auth_token = auth_token
+        self._timeout_s = timeout_s
+
+    def _signature(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        if not self._auth_token:
+            return {}
+        return {
+            "X-Twilio-Signature": RequestValidator(self._auth_token).compute_signature(url, params)
+        }
+
+    async def answer(self, client: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+        """Post the voice webhook as Twilio does for a ringing inbound call; returns the stream."""
+        url = self._base_url.rstrip("/") + "/twilio/voice"
         params = {
-            "CallSid": ids.call_sid,
-            "AccountSid": ids.account_sid,
-            "From": script.from_number,
-            "To": script.to_number,
+            "CallSid": self.ids.call_sid,
+            "AccountSid": self.ids.account_sid,
+            "From": self.script.from_number,
+            "To": self.script.to_number,
             "Direction": "inbound",
             "CallStatus": "ringing",
             "ApiVersion": "2010-04-01",
         }
-        if http_client is None:
-            async with httpx.AsyncClient(timeout=network_timeout_s) as client:
-                twiml = await _post_webhook(client, url, params, auth_token)
-        else:
-            twiml = await _post_webhook(http_client, url, params, auth_token)
-        stream_url, custom = _parse_twiml(twiml)
-        result.stream_sid = ids.stream_sid
-        conversation = await _stream(
-            stream_url,
-            custom,
-            ids,
-            script,
-            clips,
-            timeline,
-            result,
-            auth_token,
-            network_timeout_s,
-            max_call_s,
-        )
-    except _Rejected as exc:
-        result.outcome, result.reason = CallOutcome.REJECTED, str(exc)
-    except _Failed as exc:
-        result.outcome, result.reason = CallOutcome.FAILED, str(exc)
-    if conversation is not None:
-        spans = conversation.settle(result)
-        if transcribe:
-            await _transcribe_replies(spans, timeline)
-    if record_path is not None and timeline.ticks:
-        write_wav(record_path, timeline.stereo(), TELEPHONY_RATE)
-        result.recording = str(record_path)
-    result.duration_s = time.monotonic() - wall0
-    return result
-
-
-async def _stream(
-    url: str,
-    custom: dict[str, str],
-    ids: _CallIds,
-    script: CallScript,
-    clips: list[_Clip],
-    timeline: _Timeline,
-    result: CallResult,
-    auth_token: str | None,
-    timeout_s: float,
-    max_call_s: float,
-) -> _Conversation:
-    """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
-    headers = {}
-    if auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, {})
-    try:
-        ws = await connect(
-            url, additional_headers=headers, open_timeout=timeout_s, close_timeout=timeout_s
-        )
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise _Failed(f"stream_connect_error: {type(exc).__name__}") from exc
-    leg = _MediaLeg(ws, ids, timeline, timeout_s)
-    conversation = _Conversation(leg, script, clips)
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        await leg.begin(custom)
-        tasks = [asyncio.create_task(leg.run_clock()), asyncio.create_task(leg.run_receiver())]
         try:
-            async with asyncio.timeout(max_call_s):
-                result.outcome, result.reason = await conversation.run()
-        except TimeoutError:
-            result.outcome, result.reason = CallOutcome.FAILED, "call_timeout"
-        await leg.stop()
-    finally:
-        await ws.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    result.messages_sent = dict(leg.sent)
-    result.messages_received = dict(leg.received)
-    result.clear_times_s = [_seconds(f) for f in leg.clear_frames]
-    result.marks_received = leg.received["mark"]
-    result.marks_echoed = leg.marks_echoed
-    result.unknown_messages = list(leg.unknown)
-    result.max_clock_lag_ms = leg.max_lag_ms
-    return conversation
+            response = await client.post(url, data=params, headers=self._signature(url, params))
+        except httpx.HTTPError as exc:
+            raise _Failed(f"webhook_error: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise _Failed(f"webhook_status_{response.status_code}")
+        return _parse_twiml(response.text)
+
+    async def stream(self, url: str, custom: dict[str, str], max_call_s: float) -> None:
+        """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
+        try:
+            ws = await connect(
+                url,
+                additional_headers=self._signature(url, {}),
+                open_timeout=self._timeout_s,
+                close_timeout=self._timeout_s,
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise _Failed(f"stream_connect_error: {type(exc).__name__}") from exc
+        self.result.stream_sid = self.ids.stream_sid
+        leg = _MediaLeg(ws, self.ids, self.timeline, self._timeout_s)
+        self.conversation = _Conversation(leg, self.script, self.clips)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await leg.begin(custom)
+            tasks = [asyncio.create_task(leg.run_clock()), asyncio.create_task(leg.run_receiver())]
+            try:
+                async with asyncio.timeout(max_call_s):
+                    self.result.outcome, self.result.reason = await self.conversation.run()
+            except TimeoutError:
+                self.result.outcome, self.result.reason = CallOutcome.FAILED, "call_timeout"
+            await leg.stop()
+        finally:
+            await ws.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._count(leg)
+
+    def _count(self, leg: _MediaLeg) -> None:
+        self.result.messages_sent = dict(leg.sent)
+        self.result.messages_received = dict(leg.received)
+        self.result.clear_times_s = [_seconds(f) for f in leg.clear_frames]
+        self.result.marks_received = leg.received["mark"]
+        self.result.marks_echoed = leg.sent["mark"]
+        self.result.unknown_messages = list(leg.unknown)
+        self.result.max_clock_lag_ms = leg.max_lag_ms
+
+    async def finish(self, transcribe: bool, record_path: Path | None) -> None:
+        """Reply durations, transcripts and the stereo recording, once the call is over."""
+        if self.conversation is not None:
+            spans = self.conversation.settle(self.result)
+            if transcribe:
+                await _transcribe_replies(spans, self.timeline)
+        if record_path is not None and self.timeline.ticks:
+            await asyncio.to_thread(write_wav, record_path, self.timeline.stereo(), TELEPHONY_RATE)
+            self.result.recording = str(record_path)
 
 
 async def _transcribe_replies(
@@ -756,5 +757,7 @@ async def _transcribe_replies(
     whisper = await asyncio.to_thread(shared_whisper)
     for reply, target in spans:
         assert reply.end is not None
-        pcm = resample(timeline.agent_pcm(reply.start, reply.end), TELEPHONY_RATE, SAMPLE_RATE)
+        start = max(0, reply.start - _TRANSCRIBE_PAD_FRAMES)
+        pcm = timeline.agent_pcm(start, reply.end + _TRANSCRIBE_PAD_FRAMES)
+        pcm = resample(pcm, TELEPHONY_RATE, SAMPLE_RATE)
         target.transcript = (await whisper.transcribe_async(pcm.astype(np.float32) / 32768.0)).text

@@ -23,13 +23,16 @@ def configure_logging(level: str = "INFO", fmt: str = "text", role: str = "agent
     """Configure loguru once per process."""
     logger.remove()
     if fmt == "json":
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
     else:
         logger.add(
             sys.stderr,
             level=level,
             format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
             f"<cyan>{role}</cyan> {{message}}",
+            # Variable values in tracebacks could print secrets; keep tracebacks plain.
+            backtrace=False,
+            diagnose=False,
         )
     logging.basicConfig(handlers=[_InterceptHandler()], level=level, force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -1,8 +1,14 @@
-"""The agent's HTTP/WebSocket server: Twilio webhook, media stream, health, metrics, call records."""
+"""The worker's HTTP/WebSocket server: media streams, health, metrics and call records.
+
+In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}`` with a
+token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
+Twilio webhook itself and takes streams at ``/twilio/media``: one process, no Redis.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from urllib.parse import urlsplit
@@ -11,18 +17,26 @@ from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSoc
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from switchboard.agent.config import AgentConfig, load_agent_config
+from switchboard.agent.config import AgentConfig
+from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
-from switchboard.settings import Settings, get_settings
-from switchboard.telephony.twilio import connect_stream_twiml, read_stream_start, signature_is_valid
+from switchboard.settings import Settings
+from switchboard.telephony import stream_tokens
+from switchboard.telephony.twilio import (
+    StreamStart,
+    connect_stream_twiml,
+    read_stream_start,
+    signature_is_valid,
+)
 from switchboard.worker.calls import CallRegistry, run_twilio_call
+from switchboard.worker.service import WorkerService
 
 MEDIA_PATH = "/twilio/media"
 
 
-def _warm_engines(settings: Settings, agent: AgentConfig) -> None:
+def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     """Load every model now and synthesize the fixed replies, so no call pays for it."""
     from switchboard.engines.piper_tts import shared_piper
     from switchboard.engines.turn_detection import warm_up
@@ -34,88 +48,59 @@ def _warm_engines(settings: Settings, agent: AgentConfig) -> None:
         shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
 
 
-def _public_base(request: Request | WebSocket, settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
+def public_base(request: Request | WebSocket, configured: str | None) -> str:
+    """The base URL the caller used to reach us (a configured public URL wins)."""
+    if configured:
+        return configured.rstrip("/")
     scheme = request.url.scheme.replace("ws", "http")
     return f"{scheme}://{request.headers.get('host', request.url.netloc)}"
 
 
-def _stream_url(base: str) -> str:
+def websocket_url(base: str, path: str) -> str:
     parts = urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path}{MEDIA_PATH}"
+    return f"{scheme}://{parts.netloc}{parts.path}{path}"
 
 
-def create_app(settings: Settings | None = None, agent: AgentConfig | None = None) -> FastAPI:
-    """Build the agent server; models load during start-up, before it reports ready."""
-    settings = settings or get_settings()
-    agent = agent or load_agent_config(settings.agent_config)
+def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerService | None = None) -> FastAPI:
+    """Build the worker server; models load during start-up, before it reports ready."""
     registry = CallRegistry()
     state = {"ready": False}
-    call_tasks: set[asyncio.Task] = set()
+    standalone_calls: set[asyncio.Task] = set()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await asyncio.to_thread(_warm_engines, settings, agent)
+        await asyncio.to_thread(warm_engines, settings, agent)
+        if service is not None:
+            await service.start()
         state["ready"] = True
-        logger.info(f"agent '{agent.name}' ready on {settings.host}:{settings.port}")
+        logger.info(f"agent '{agent.name}' ready on port {settings.port}")
         yield
         state["ready"] = False
-        if call_tasks:
-            logger.info(f"shutting down: waiting for {len(call_tasks)} live call(s)")
-            await asyncio.wait(call_tasks, timeout=30)
 
-    app = FastAPI(title="Switchboard agent", lifespan=lifespan)
+    app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+
+    async def drain() -> None:
+        state["ready"] = False
+        if service is not None:
+            await service.drain()
+        elif standalone_calls:
+            logger.info(f"waiting for {len(standalone_calls)} live call(s)")
+            await asyncio.wait(standalone_calls, timeout=settings.drain_timeout_secs)
+
+    app.state.drain = drain
 
     @app.get("/health")
     async def health() -> Response:
-        body = {"status": "ok" if state["ready"] else "starting", "active_calls": registry.active}
-        return _json(body, 200 if state["ready"] else 503)
+        active = service.active if service else len(standalone_calls)
+        body = {"status": "ok" if state["ready"] else "unavailable", "active_calls": active}
+        if service is not None:
+            body.update(worker_id=service.worker_id, draining=service.draining, capacity=settings.max_calls)
+        return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/twilio/voice")
-    async def twilio_voice(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        base = _public_base(request, settings)
-        if settings.twilio_auth_token:
-            url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-            token = settings.twilio_auth_token.get_secret_value()
-            if not signature_is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
-                metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
-                raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
-        metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
-        params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
-        twiml = connect_stream_twiml(_stream_url(base), params)
-        return Response(twiml, media_type="application/xml")
-
-    @app.websocket(MEDIA_PATH)
-    async def twilio_media(websocket: WebSocket) -> None:
-        if settings.twilio_auth_token:
-            url = _stream_url(_public_base(websocket, settings))
-            token = settings.twilio_auth_token.get_secret_value()
-            if not signature_is_valid(token, url, {}, websocket.headers.get("X-Twilio-Signature")):
-                metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-                await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
-                return
-        await websocket.accept()
-        try:
-            start = await read_stream_start(websocket)
-        except (TelephonyError, WebSocketDisconnect) as e:
-            metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-            logger.warning(f"twilio media stream refused: {e}")
-            await websocket.close(code=1008)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        call_tasks.add(task)
-        try:
-            await run_twilio_call(websocket, start, agent, settings, registry)
-        finally:
-            call_tasks.discard(task)
 
     @app.get("/calls")
     async def calls() -> list[dict]:
@@ -128,10 +113,93 @@ def create_app(settings: Settings | None = None, agent: AgentConfig | None = Non
             raise HTTPException(status_code=404, detail=f"no call {call_sid}")
         return asdict(record)
 
+    async def serve_stream(websocket: WebSocket) -> StreamStart | None:
+        """Accept the socket and read Twilio's start message; None if the peer never sent one."""
+        await websocket.accept()
+        try:
+            return await read_stream_start(websocket)
+        except (TelephonyError, WebSocketDisconnect) as e:
+            metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
+            logger.warning(f"twilio media stream refused: {e}")
+            await _close(websocket, 1008)
+            return None
+
+    if service is not None:
+
+        @app.websocket(MEDIA_PATH + "/{token}")
+        async def pooled_media(websocket: WebSocket, token: str) -> None:
+            try:
+                claims = stream_tokens.verify(settings.stream_secret.get_secret_value(), token, service.worker_id)
+            except stream_tokens.StreamTokenError as e:
+                metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
+                logger.warning(f"refusing media stream: {e}")
+                await websocket.close(code=1008, reason=str(e))
+                return
+            if service.draining or not (
+                await service.registry.confirm_reservation(service.worker_id, claims.call_id)
+                or await service.registry.take_slot(service.worker_id)
+            ):
+                metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
+                await websocket.close(code=1013, reason="worker has no free slot")
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            service.track_stream_call(task)
+            status = CallStatus.FAILED
+            try:
+                await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
+                start = await serve_stream(websocket)
+                if start is not None:
+                    record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
+                    status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
+                    for turn in record.turns:
+                        if turn.get("bot_started_ms") is not None:
+                            await service.record_turn_latency(turn["bot_started_ms"])
+            finally:
+                await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
+                await WorkerService._safe(service.ledger.record(claims.call_id, status))
+
+    else:
+
+        @app.post("/twilio/voice")
+        async def twilio_voice(request: Request) -> Response:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            base = public_base(request, settings.public_url)
+            if settings.twilio_auth_token:
+                url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+                token = settings.twilio_auth_token.get_secret_value()
+                if not signature_is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
+                    metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
+                    raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
+            metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
+            params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+            twiml = connect_stream_twiml(websocket_url(base, MEDIA_PATH), params)
+            return Response(twiml, media_type="application/xml")
+
+        @app.websocket(MEDIA_PATH)
+        async def standalone_media(websocket: WebSocket) -> None:
+            if settings.twilio_auth_token:
+                url = websocket_url(public_base(websocket, settings.public_url), MEDIA_PATH)
+                token = settings.twilio_auth_token.get_secret_value()
+                if not signature_is_valid(token, url, {}, websocket.headers.get("X-Twilio-Signature")):
+                    metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
+                    await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
+                    return
+            task = asyncio.current_task()
+            assert task is not None
+            standalone_calls.add(task)
+            try:
+                start = await serve_stream(websocket)
+                if start is not None:
+                    await run_twilio_call(websocket, start, agent, settings, registry)
+            finally:
+                standalone_calls.discard(task)
+
     return app
 
 
-def _json(body: dict, status: int) -> Response:
-    import json
-
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+async def _close(websocket: WebSocket, code: int) -> None:
+    try:
+        await websocket.close(code=code)
+    except RuntimeError:
+        pass  # already closed by the peer

@@ -27,6 +27,7 @@ class CallRecord:
 
     call_sid: str
     stream_sid: str
+    call_id: str = ""
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     outcome: str = "active"
@@ -47,8 +48,11 @@ class CallRegistry:
         while len(self._records) > self._keep:
             self._records.popitem(last=False)
 
-    def get(self, call_sid: str) -> CallRecord | None:
-        return self._records.get(call_sid)
+    def get(self, key: str) -> CallRecord | None:
+        """A call by Twilio CallSid or Switchboard call id."""
+        if key in self._records:
+            return self._records[key]
+        return next((r for r in self._records.values() if r.call_id == key), None)
 
     def recent(self) -> list[CallRecord]:
         return list(reversed(self._records.values()))
@@ -59,7 +63,13 @@ class CallRegistry:
 
 
 async def run_twilio_call(
-    websocket: WebSocket, start: StreamStart, agent: AgentConfig, settings: Settings, registry: CallRegistry
+    websocket: WebSocket,
+    start: StreamStart,
+    agent: AgentConfig,
+    settings: Settings,
+    registry: CallRegistry,
+    *,
+    call_id: str | None = None,
 ) -> CallRecord:
     """Serve one Twilio media stream until either side hangs up."""
     auth_token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
@@ -85,7 +95,9 @@ async def run_twilio_call(
     call = build_call_pipeline(
         transport, agent, settings, out_sample_rate=TELEPHONY_RATE, before_output=[PlaybackMarker()]
     )
-    record = CallRecord(call_sid=start.call_sid or start.stream_sid, stream_sid=start.stream_sid)
+    record = CallRecord(
+        call_sid=start.call_sid or start.stream_sid, stream_sid=start.stream_sid, call_id=call_id or ""
+    )
     registry.add(record)
     metrics.ACTIVE_CALLS.inc()
     try:

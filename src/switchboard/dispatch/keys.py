@@ -1,0 +1,58 @@
+"""Every Redis key Switchboard uses, each named by one function.
+
+| key | type | what |
+|---|---|---|
+| ``sb:jobs`` | stream | call jobs; consumer group ``workers`` |
+| ``sb:workers`` | set | ids of registered workers |
+| ``sb:worker:{id}`` | hash, TTL | one worker's registration and heartbeat (expires when it dies) |
+| ``sb:worker:{id}:load`` | string | calls running or reserved on that worker |
+| ``sb:worker:{id}:reservations`` | zset | call id → deadline of slots reserved for Twilio streams |
+| ``sb:call:{id}`` | hash, TTL | one call's state: job, owner, status, times |
+| ``sb:room:{name}`` | string, TTL | the call id dispatched for a LiveKit room (one agent per room) |
+| ``sb:event:{id}`` | string, TTL | LiveKit webhook event ids already seen (replay protection) |
+| ``sb:latency`` | list | recent dispatch latencies (ms), for ``/stats`` |
+| ``sb:turn_latency`` | list | recent agent-side voice-to-voice latencies (ms), for ``/stats`` |
+"""
+
+PREFIX = "sb"
+JOB_GROUP = "workers"
+
+
+def jobs() -> str:
+    return f"{PREFIX}:jobs"
+
+
+def workers() -> str:
+    return f"{PREFIX}:workers"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_load(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:load"
+
+
+def worker_reservations(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:reservations"
+
+
+def call(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}"
+
+
+def room(name: str) -> str:
+    return f"{PREFIX}:room:{name}"
+
+
+def webhook_event(event_id: str) -> str:
+    return f"{PREFIX}:event:{event_id}"
+
+
+def dispatch_latency() -> str:
+    return f"{PREFIX}:latency"
+
+
+def turn_latency() -> str:
+    return f"{PREFIX}:turn_latency"

@@ -1,0 +1,63 @@
+"""Versioned, validated records stored in Redis: jobs, workers and call state."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobKind(StrEnum):
+    """What a worker is asked to do."""
+
+    LIVEKIT_ROOM = "livekit_room"  # join a LiveKit room and talk to the SIP caller in it
+    TEST = "test"  # hold a slot for a while and record it: drills and benchmarks without media
+
+
+class Job(BaseModel):
+    """A call job on the ``sb:jobs`` stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    call_id: str = Field(default_factory=lambda: "call-" + uuid.uuid4().hex[:12])
+    kind: JobKind
+    room: str | None = None
+    caller: str | None = None
+    duration_secs: float = Field(1.0, ge=0, le=3600, description="TEST jobs only: how long to hold.")
+    created_at: float = Field(default_factory=time.time)
+
+    def to_fields(self) -> dict[str, str]:
+        return {"job": self.model_dump_json()}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Job:
+        return cls.model_validate_json(fields["job"])
+
+
+class WorkerInfo(BaseModel):
+    """A worker's registration, refreshed by its heartbeat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    worker_id: str
+    media_url: str
+    capacity: int = Field(ge=0)
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    draining: bool = False
+
+
+class CallStatus(StrEnum):
+    RESERVED = "reserved"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"

@@ -1,0 +1,159 @@
+"""The worker registry and atomic capacity: who is alive, how loaded, and slot reservation.
+
+Capacity is a per-worker counter of calls running or reserved, changed only by Lua scripts
+so that two calls arriving in the same millisecond can never both take a worker's last slot
+(the failure of load reports refreshed on a timer).
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as redis
+
+from switchboard.dispatch import keys
+from switchboard.dispatch.models import WorkerInfo
+
+# KEYS: workers set. ARGV: prefix, call_id, deadline. Picks the live, non-draining worker with
+# the most free slots and takes one; returns its id or false.
+_RESERVE_ANY = """
+local best, best_free = nil, 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local wkey = ARGV[1] .. ':worker:' .. id
+  local info = redis.call('HMGET', wkey, 'capacity', 'draining')
+  if info[1] then
+    if info[2] ~= '1' then
+      local load = tonumber(redis.call('GET', wkey .. ':load') or '0')
+      local free = tonumber(info[1]) - load
+      if free > best_free then best, best_free = id, free end
+    end
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+if not best then return false end
+local wkey = ARGV[1] .. ':worker:' .. best
+redis.call('INCR', wkey .. ':load')
+redis.call('ZADD', wkey .. ':reservations', ARGV[3], ARGV[2])
+return best
+"""
+
+# KEYS: worker hash, load. Takes a slot on one worker if it has one free.
+_TAKE_SLOT = """
+local capacity = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '0')
+local load = tonumber(redis.call('GET', KEYS[2]) or '0')
+if load >= capacity then return 0 end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+# KEYS: load, reservations. ARGV: call_id (may be ''). Frees a slot, never below zero.
+_RELEASE_SLOT = """
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local load = tonumber(redis.call('GET', KEYS[1]) or '0')
+if load > 0 then redis.call('DECR', KEYS[1]) end
+return load
+"""
+
+# KEYS: load, reservations. ARGV: now. Frees slots whose stream never connected.
+_EXPIRE_RESERVATIONS = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, call_id in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], call_id)
+  local load = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if load > 0 then redis.call('DECR', KEYS[1]) end
+end
+return #expired
+"""
+
+
+class WorkerRegistry:
+    """Registration, heartbeats and slots of workers."""
+
+    def __init__(self, client: redis.Redis, worker_ttl_secs: float):
+        self._redis = client
+        self._ttl_ms = int(worker_ttl_secs * 1000)
+        self._reserve_any = client.register_script(_RESERVE_ANY)
+        self._take_slot = client.register_script(_TAKE_SLOT)
+        self._release_slot = client.register_script(_RELEASE_SLOT)
+        self._expire = client.register_script(_EXPIRE_RESERVATIONS)
+
+    async def register(self, info: WorkerInfo) -> None:
+        """Announce a (re)started worker with no calls."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.worker(info.worker_id), mapping=_fields(info))
+            pipe.pexpire(keys.worker(info.worker_id), self._ttl_ms)
+            pipe.set(keys.worker_load(info.worker_id), 0)
+            pipe.delete(keys.worker_reservations(info.worker_id))
+            pipe.sadd(keys.workers(), info.worker_id)
+            await pipe.execute()
+
+    async def heartbeat(self, info: WorkerInfo) -> None:
+        info.heartbeat_at = time.time()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.worker(info.worker_id), mapping=_fields(info))
+            pipe.pexpire(keys.worker(info.worker_id), self._ttl_ms)
+            pipe.sadd(keys.workers(), info.worker_id)
+            await pipe.execute()
+        await self._expire(
+            keys=[keys.worker_load(info.worker_id), keys.worker_reservations(info.worker_id)],
+            args=[time.time()],
+        )
+
+    async def deregister(self, worker_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.srem(keys.workers(), worker_id)
+            pipe.delete(keys.worker(worker_id), keys.worker_load(worker_id), keys.worker_reservations(worker_id))
+            await pipe.execute()
+
+    async def is_alive(self, worker_id: str) -> bool:
+        return bool(await self._redis.exists(keys.worker(worker_id)))
+
+    async def live_workers(self) -> list[tuple[WorkerInfo, int]]:
+        """Every worker with a fresh heartbeat, with its current load."""
+        ids = sorted(await self._redis.smembers(keys.workers()))
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(keys.worker(worker_id))
+                pipe.get(keys.worker_load(worker_id))
+            replies = await pipe.execute()
+        live = []
+        for i in range(0, len(replies), 2):
+            fields, load = replies[i], replies[i + 1]
+            if fields:
+                live.append((WorkerInfo.model_validate(_parse(fields)), int(load or 0)))
+        return live
+
+    async def reserve_any(self, call_id: str, hold_secs: float) -> str | None:
+        """Take a slot on the least-loaded live worker for a call about to connect."""
+        worker_id = await self._reserve_any(
+            keys=[keys.workers()], args=[keys.PREFIX, call_id, time.time() + hold_secs]
+        )
+        return worker_id or None
+
+    async def take_slot(self, worker_id: str) -> bool:
+        return bool(await self._take_slot(keys=[keys.worker(worker_id), keys.worker_load(worker_id)]))
+
+    async def confirm_reservation(self, worker_id: str, call_id: str) -> bool:
+        """Turn a reservation into a running call; False if it had already expired."""
+        return bool(await self._redis.zrem(keys.worker_reservations(worker_id), call_id))
+
+    async def release_slot(self, worker_id: str, call_id: str = "") -> None:
+        await self._release_slot(
+            keys=[keys.worker_load(worker_id), keys.worker_reservations(worker_id)], args=[call_id]
+        )
+
+
+def _fields(info: WorkerInfo) -> dict[str, str]:
+    data = info.model_dump()
+    data["draining"] = "1" if info.draining else "0"
+    return {k: str(v) for k, v in data.items()}
+
+
+def _parse(fields: dict[str, str]) -> dict:
+    data: dict = dict(fields)
+    data["version"] = int(fields.get("version", "1"))
+    data["draining"] = fields.get("draining") == "1"
+    return data

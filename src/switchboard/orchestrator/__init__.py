@@ -1,0 +1,1 @@
+"""The orchestrator: stateless webhook handling and call placement across the worker pool."""

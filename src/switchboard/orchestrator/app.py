@@ -1,0 +1,188 @@
+"""The orchestrator's HTTP API: webhooks in, jobs and stream placements out, health and stats.
+
+Orchestrators keep no state of their own (it is all in Redis), so several can run behind a
+load balancer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import redis.asyncio as redis
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from switchboard.dispatch import keys
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.connection import connect
+from switchboard.dispatch.models import CallStatus, Job, JobKind
+from switchboard.dispatch.queue import JobQueue
+from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.observability import metrics
+from switchboard.orchestrator.livekit_webhooks import (
+    WebhookRejected,
+    agent_needed,
+    verify_livekit_webhook,
+)
+from switchboard.orchestrator.stats import collect_stats
+from switchboard.settings import Settings
+from switchboard.telephony import stream_tokens
+from switchboard.telephony.twilio import busy_twiml, connect_stream_twiml, signature_is_valid
+from switchboard.worker.app import MEDIA_PATH, public_base, websocket_url
+from switchboard.worker.jobs import is_call_room
+
+BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
+EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
+
+
+class ManualDispatch(BaseModel):
+    """Start an agent by hand: for a LiveKit room, or a test job that only holds a slot."""
+
+    kind: JobKind = JobKind.TEST
+    room: str | None = Field(None, description="call-* room to join (livekit_room jobs)")
+    duration_secs: float = Field(1.0, ge=0, le=3600)
+
+
+def create_orchestrator_app(settings: Settings) -> FastAPI:
+    client: redis.Redis = connect(settings.redis_url)
+    queue = JobQueue(client)
+    registry = WorkerRegistry(client, settings.worker_ttl_secs)
+    ledger = CallLedger(client, settings.call_state_ttl_secs)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        try:
+            await queue.ensure_group()
+        except redis.RedisError as e:
+            logger.warning(f"redis not reachable at start-up ({e}); /health will say so")
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+
+    def require_api_key(x_api_key: str | None = Header(None)) -> None:
+        if settings.api_key is None:
+            raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
+        if x_api_key != settings.api_key.get_secret_value():
+            raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+
+    @app.get("/health/live")
+    async def live() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/health")
+    async def health() -> Response:
+        checks: dict[str, object] = {}
+        try:
+            await client.ping()
+            checks["redis"] = "ok"
+            workers = await registry.live_workers()
+            checks["live_workers"] = len(workers)
+        except redis.RedisError as e:
+            checks["redis"] = f"unreachable: {e}"
+            checks["live_workers"] = 0
+        ready = checks["redis"] == "ok" and checks["live_workers"] > 0
+        body = {"status": "ok" if ready else "unavailable", **checks}
+        return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+
+    @app.get("/stats")
+    async def stats() -> dict:
+        return await collect_stats(client, queue, registry)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        try:
+            metrics.QUEUE_LENGTH.set(await queue.waiting())
+            metrics.WORKERS_LIVE.set(len(await registry.live_workers()))
+        except redis.RedisError:
+            pass
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        base = public_base(request, settings.public_url)
+        if settings.twilio_auth_token:
+            url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+            token = settings.twilio_auth_token.get_secret_value()
+            if not signature_is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
+                metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
+                raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
+        metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
+        call_sid = form.get("CallSid") or uuid.uuid4().hex
+        call_id = f"call-{call_sid}"
+        worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
+        if worker_id is None:
+            metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
+            await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
+            logger.warning(f"{call_id}: no worker has a free slot, answering busy")
+            return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+        workers = {w.worker_id: w for w, _load in await registry.live_workers()}
+        media_base = workers[worker_id].media_url if worker_id in workers else None
+        if media_base is None:  # died between reservation and lookup
+            metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
+            return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+        token = stream_tokens.issue(
+            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
+        )
+        await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
+        params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+        twiml = connect_stream_twiml(websocket_url(media_base, f"{MEDIA_PATH}/{token}"), params)
+        return Response(twiml, media_type="application/xml")
+
+    @app.post("/webhooks/livekit")
+    async def livekit_webhook(request: Request) -> dict:
+        received_at = time.time()
+        if not (settings.livekit_api_key and settings.livekit_api_secret):
+            metrics.WEBHOOKS.labels(provider="livekit", result="unconfigured").inc()
+            raise HTTPException(status_code=401, detail="LiveKit webhooks need LIVEKIT_API_KEY/SECRET")
+        body = await request.body()
+        try:
+            event = verify_livekit_webhook(
+                body,
+                request.headers.get("Authorization"),
+                settings.livekit_api_key,
+                settings.livekit_api_secret.get_secret_value(),
+            )
+        except WebhookRejected as e:
+            metrics.WEBHOOKS.labels(provider="livekit", result="bad_signature").inc()
+            raise HTTPException(status_code=401, detail=f"webhook rejected: {e}") from e
+        if event.id and not await client.set(keys.webhook_event(event.id), "1", nx=True, ex=EVENT_MEMORY_SECS):
+            metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
+            raise HTTPException(status_code=401, detail=f"event {event.id} already received")
+        needed = agent_needed(event)
+        if needed is None:
+            metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()
+            return {"dispatched": False}
+        job = Job(kind=JobKind.LIVEKIT_ROOM, room=needed.room, caller=needed.caller, created_at=received_at)
+        if not await client.set(keys.room(needed.room), job.call_id, nx=True, ex=settings.call_state_ttl_secs):
+            metrics.WEBHOOKS.labels(provider="livekit", result="duplicate_room").inc()
+            return {"dispatched": False, "reason": "room already has an agent"}
+        await ledger.record(job.call_id, CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
+        await queue.enqueue(job)
+        metrics.WEBHOOKS.labels(provider="livekit", result="dispatched").inc()
+        logger.info(f"{job.call_id}: agent job queued for room {needed.room}")
+        return {"dispatched": True, "call_id": job.call_id, "job_id": job.job_id}
+
+    @app.post("/manual/dispatch", dependencies=[Depends(require_api_key)])
+    async def manual_dispatch(request: ManualDispatch) -> dict:
+        if request.kind is JobKind.LIVEKIT_ROOM and not (request.room and is_call_room(request.room)):
+            raise HTTPException(status_code=422, detail="livekit_room jobs need a room named call-*")
+        job = Job(kind=request.kind, room=request.room, duration_secs=request.duration_secs)
+        await ledger.record(job.call_id, CallStatus.QUEUED, job_id=job.job_id, manual=1)
+        await queue.enqueue(job)
+        return {"call_id": job.call_id, "job_id": job.job_id}
+
+    @app.get("/calls/{call_id}", dependencies=[Depends(require_api_key)])
+    async def call_state(call_id: str) -> dict:
+        state = await ledger.get(call_id)
+        if not state:
+            raise HTTPException(status_code=404, detail=f"no call {call_id}")
+        return state
+
+    return app

@@ -1,0 +1,59 @@
+"""Run an ASGI app under uvicorn with a drain step before shutdown.
+
+Uvicorn's own SIGTERM handling closes WebSockets at once (code 1012), which would cut live
+calls. Here the first SIGTERM/SIGINT runs ``before_exit`` (stop taking calls, let live ones
+finish) and only then lets uvicorn shut down; a second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from types import FrameType
+
+import uvicorn
+from loguru import logger
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server whose first exit signal drains before exiting."""
+
+    def __init__(self, config: uvicorn.Config, before_exit: Callable[[], Awaitable[None]] | None):
+        super().__init__(config)
+        self._before_exit = before_exit
+        self._draining: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is not None or self._before_exit is None or self._loop is None:
+            if sig == signal.SIGINT and self._draining is not None:
+                logger.warning("second interrupt: exiting without waiting for calls")
+            self.force_exit = self.should_exit
+            self.should_exit = True
+            return
+        logger.info(f"received {signal.Signals(sig).name}: draining before exit")
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        async def drain_then_exit() -> None:
+            try:
+                assert self._before_exit is not None
+                await self._before_exit()
+            except Exception:
+                logger.exception("drain failed; exiting anyway")
+            self.should_exit = True
+
+        self._draining = asyncio.create_task(drain_then_exit(), name="drain")
+
+
+def serve(app, host: str, port: int, before_exit: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve ``app`` until a signal, draining first."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, ws="websockets-sansio", timeout_graceful_shutdown=10
+    )
+    DrainingServer(config, before_exit).run()

@@ -1,0 +1,214 @@
+"""A worker in the pool: registers, heartbeats, claims jobs while it has room, drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+from loguru import logger
+
+from switchboard.agent.config import AgentConfig
+from switchboard.dispatch import keys
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.connection import connect
+from switchboard.dispatch.models import CallStatus, Job, WorkerInfo
+from switchboard.dispatch.queue import JobQueue
+from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.observability import metrics
+from switchboard.settings import Settings
+from switchboard.worker.jobs import run_job
+
+_CLAIM_BLOCK_MS = 1000
+_LATENCY_SAMPLES = 1000
+
+
+@dataclass
+class _Running:
+    job: Job
+    msg_id: str
+    task: asyncio.Task = field(repr=False)
+
+
+class WorkerService:
+    """The Redis side of one worker process; the HTTP side lives in ``worker.app``."""
+
+    def __init__(self, settings: Settings, agent: AgentConfig, *, worker_id: str, media_url: str):
+        self.settings = settings
+        self.agent = agent
+        self.worker_id = worker_id
+        self.redis: redis.Redis = connect(settings.redis_url)
+        self.queue = JobQueue(self.redis)
+        self.registry = WorkerRegistry(self.redis, settings.worker_ttl_secs)
+        self.ledger = CallLedger(self.redis, settings.call_state_ttl_secs)
+        self.info = WorkerInfo(
+            worker_id=worker_id,
+            media_url=media_url,
+            capacity=settings.max_calls,
+            pid=os.getpid(),
+            started_at=time.time(),
+            heartbeat_at=time.time(),
+        )
+        self._jobs: dict[str, _Running] = {}
+        self.stream_calls: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
+        self._room = asyncio.Event()
+        self._room.set()
+        self.draining = False
+
+    @property
+    def active(self) -> int:
+        return len(self._jobs) + len(self.stream_calls)
+
+    async def start(self) -> None:
+        await self.queue.ensure_group()
+        await self.registry.register(self.info)
+        metrics.WORKER_CAPACITY.set(self.settings.max_calls)
+        self._loops = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._claim_loop(), name="claim"),
+            asyncio.create_task(self._reclaim_loop(), name="reclaim"),
+            asyncio.create_task(_event_loop_lag_monitor(), name="loop-lag"),
+        ]
+        logger.info(f"worker {self.worker_id} registered: {self.settings.max_calls} slots at {self.info.media_url}")
+
+    async def drain(self) -> None:
+        """Stop taking calls, let live ones finish up to the deadline, then leave the pool."""
+        self.draining = True
+        self.info.draining = True
+        await self._safe(self.registry.heartbeat(self.info))
+        self._cancel_loop("claim")
+        self._cancel_loop("reclaim")
+        live = [r.task for r in self._jobs.values()] + list(self.stream_calls)
+        if live:
+            logger.info(f"draining: {len(live)} live call(s), up to {self.settings.drain_timeout_secs:.0f} s")
+            _done, pending = await asyncio.wait(live, timeout=self.settings.drain_timeout_secs)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._safe(self.registry.deregister(self.worker_id))
+        await self.redis.aclose()
+        logger.info(f"worker {self.worker_id} drained and deregistered")
+
+    def _cancel_loop(self, name: str) -> None:
+        for task in self._loops:
+            if task.get_name() == name:
+                task.cancel()
+
+    def _update_room(self) -> None:
+        if self.active < self.settings.max_calls:
+            self._room.set()
+        else:
+            self._room.clear()
+        metrics.WORKER_LOAD.set(self.active)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._safe(self.registry.heartbeat(self.info))
+            await self._safe(self.queue.refresh(self.worker_id, [r.msg_id for r in self._jobs.values()]))
+            await asyncio.sleep(self.settings.heartbeat_interval_secs)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await self._room.wait()
+            try:
+                claimed = await self.queue.claim(self.worker_id, _CLAIM_BLOCK_MS)
+            except redis.RedisError as e:
+                logger.warning(f"claim failed ({e}); retrying")
+                await asyncio.sleep(1)
+                continue
+            if claimed:
+                await self._start_job(*claimed)
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_secs)
+            if self.active >= self.settings.max_calls:
+                continue
+            try:
+                for msg_id, job in await self.queue.reclaim(self.worker_id, self.settings.reclaim_idle_secs):
+                    await self._start_job(msg_id, job)
+            except redis.RedisError as e:
+                logger.warning(f"reclaim failed: {e}")
+
+    async def _start_job(self, msg_id: str, job: Job) -> None:
+        verdict = await self.ledger.take(job.call_id, self.worker_id)
+        if verdict == "done":
+            await self.queue.ack(msg_id)
+            return
+        if verdict == "owned":
+            return  # a live worker runs it; its refresh moves the entry back to it
+        if not await self.registry.take_slot(self.worker_id):
+            # Our slots went to Twilio reservations meanwhile: give the job back.
+            await self.ledger.record(job.call_id, CallStatus.QUEUED, owner="")
+            await self.queue.requeue(msg_id, job)
+            return
+        metrics.JOBS_CLAIMED.labels(kind=job.kind.value).inc()
+        latency_ms = (time.time() - job.created_at) * 1000
+        metrics.DISPATCH_LATENCY_MS.observe(latency_ms)
+        await self._safe(self._push_sample(keys.dispatch_latency(), latency_ms))
+        await self.ledger.record(job.call_id, CallStatus.RUNNING, worker=self.worker_id, claim_ms=round(latency_ms, 2))
+        task = asyncio.create_task(self._run_job(msg_id, job), name=f"job-{job.job_id}")
+        self._jobs[job.job_id] = _Running(job, msg_id, task)
+        self._update_room()
+
+    async def _run_job(self, msg_id: str, job: Job) -> None:
+        status = CallStatus.COMPLETED
+        try:
+            await run_job(job, self.agent, self.settings)
+        except asyncio.CancelledError:
+            status = CallStatus.FAILED
+            raise
+        except Exception as e:  # one call's failure never touches another
+            status = CallStatus.FAILED
+            metrics.PIPELINE_ERRORS.labels(stage="job").inc()
+            logger.exception(f"job {job.job_id} ({job.call_id}) failed: {e}")
+        finally:
+            self._jobs.pop(job.job_id, None)
+            self._update_room()
+            await self._safe(self.ledger.record(job.call_id, status))
+            await self._safe(self.queue.ack(msg_id))
+            await self._safe(self.registry.release_slot(self.worker_id))
+            metrics.CALLS_TOTAL.labels(outcome=status.value).inc()
+
+    def track_stream_call(self, task: asyncio.Task) -> None:
+        self.stream_calls.add(task)
+        self._update_room()
+
+        def _done(t: asyncio.Task) -> None:
+            self.stream_calls.discard(t)
+            self._update_room()
+
+        task.add_done_callback(_done)
+
+    async def _push_sample(self, key: str, value: float) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, round(value, 2))
+            pipe.ltrim(key, 0, _LATENCY_SAMPLES - 1)
+            await pipe.execute()
+
+    async def record_turn_latency(self, value_ms: float) -> None:
+        await self._safe(self._push_sample(keys.turn_latency(), value_ms))
+
+    @staticmethod
+    async def _safe(coro) -> None:
+        """Redis hiccups must not kill a worker's housekeeping; they are logged and retried later."""
+        try:
+            await coro
+        except (redis.RedisError, OSError) as e:
+            logger.warning(f"redis operation failed: {e}")
+
+
+async def _event_loop_lag_monitor(period: float = 0.25) -> None:
+    """Blocking work on the event loop delays every call's audio; measure how late timers fire."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + period
+        await asyncio.sleep(period)
+        metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - expected))
