@@ -23,13 +23,13 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
 from switchboard.agent.scripted import ScriptedResponder
 from switchboard.agent.timing import TurnTimingObserver
+from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
 from switchboard.engines import build_stt, build_tts
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
@@ -64,16 +64,21 @@ def build_call_pipeline(
         vad_analyzer=SharedSileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_secs))
     )
     turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
+    matcher = IntentMatcher(agent)
+    stop_strategy = TranscriptAwareTurnStopStrategy(
+        turn_analyzer=turn_analyzer,
+        is_complete=lambda text: ends_a_sentence(text) or matcher.match(text).intent is not None,
+    )
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
             user_turn_strategies=UserTurnStrategies(
-                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
+                stop=[stop_strategy]
             ),
         ),
     )
-    responder = ScriptedResponder(IntentMatcher(agent))
+    responder = ScriptedResponder(matcher)
     pipeline = Pipeline(
         [
             transport.input(),

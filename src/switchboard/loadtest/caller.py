@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -42,6 +42,7 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
+from switchboard.engines.turn_detection import silero_speech_bounds
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
 
 _TICK_MS = 20
@@ -92,6 +93,11 @@ class CallScript(BaseModel):
         default=1_500, description="Agent must stop this soon after a barge-in"
     )
     speech_threshold_dbfs: float = -45.0
+    caller_speech_detector: Literal["vad", "energy"] = Field(
+        default="vad",
+        description="How the caller's speech bounds are found in each clip: Silero VAD (where a "
+        "listener hears speech) or the energy threshold (for synthetic test audio)",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,10 +110,13 @@ class _Clip:
 
 
 @lru_cache(maxsize=128)
-def _load_clip(path: Path, threshold_dbfs: float) -> _Clip:
+def _load_clip(path: Path, threshold_dbfs: float, detector: str = "vad") -> _Clip:
     """Read, convert and measure a clip once per process; load tests reuse the same few clips."""
     samples = read_wav(path, TELEPHONY_RATE)
-    bounds = speech_bounds(samples, TELEPHONY_RATE, threshold_dbfs, _LEVEL_MS)
+    # Where a listener hears speech end (the VAD), not where a noisy clip's floor drops below a
+    # fixed level; energy is the fallback for audio the VAD does not call speech (tones).
+    bounds = silero_speech_bounds(samples, TELEPHONY_RATE) if detector == "vad" else None
+    bounds = bounds or speech_bounds(samples, TELEPHONY_RATE, threshold_dbfs, _LEVEL_MS)
     if bounds is None:
         raise ValueError(f"caller clip {path} has no speech above {threshold_dbfs} dBFS")
     return _Clip(
@@ -662,7 +671,10 @@ class _Call:
             duration_s=0.0,
         )
         self.script = script
-        self.clips = [_load_clip(t.audio, script.speech_threshold_dbfs) for t in script.turns]
+        self.clips = [
+            _load_clip(t.audio, script.speech_threshold_dbfs, script.caller_speech_detector)
+            for t in script.turns
+        ]
         self.timeline = _Timeline(script.speech_threshold_dbfs)
         self.conversation: _Conversation | None = None
         self._base_url = base_url
