@@ -92,12 +92,27 @@ _SENTENCE = re.compile(r"[^.!?]+[.!?]?")
 
 
 def _drop_repeats(text: str) -> str:
-    """Remove sentences the decoder repeated verbatim (a short-window failure mode)."""
+    """Undo the short-window failure mode where the decoder loops over what it just said."""
     kept: list[str] = []
     for sentence in (s.strip() for s in _SENTENCE.findall(text)):
         if sentence and (not kept or sentence.lower() != kept[-1].lower()):
             kept.append(sentence)
-    return " ".join(kept)
+    return _drop_word_loop(" ".join(kept))
+
+
+def _drop_word_loop(text: str) -> str:
+    """"a b c a b c a b" → "a b c": a phrase repeated back to back, possibly cut short."""
+    words = text.split()
+    folded = [w.lower().strip(",.!?") for w in words]
+    last = len(words) - 1
+    # Single repeated words ("no no no") are real speech; loops are phrases.
+    for period in range(2, len(words) // 2 + 1):
+        if all(
+            folded[i] == folded[i % period] or (i == last and folded[i % period].startswith(folded[i]))
+            for i in range(len(words))
+        ):
+            return " ".join(words[:period])
+    return text
 
 
 _shared: dict[tuple[int, bool], WhisperEngine] = {}

@@ -93,6 +93,10 @@ class CallScript(BaseModel):
         default=1_500, description="Agent must stop this soon after a barge-in"
     )
     speech_threshold_dbfs: float = -45.0
+    raw_messages_after_start: list[str] = Field(
+        default_factory=list,
+        description="Sent verbatim right after `start` (malformed-input drills); not Twilio's behaviour",
+    )
     caller_speech_detector: Literal["vad", "energy"] = Field(
         default="vad",
         description="How the caller's speech bounds are found in each clip: Silero VAD (where a "
@@ -292,6 +296,12 @@ class _MediaLeg:
         }
         await self._send({"event": "start", "streamSid": self.ids.stream_sid, "start": start})
         self._t0 = asyncio.get_running_loop().time()
+
+    async def send_raw(self, messages: list[str]) -> None:
+        """Send messages verbatim: for checking that an agent survives malformed input."""
+        async with self._send_lock:
+            for message in messages:
+                await asyncio.wait_for(self._ws.send(message), self._send_timeout_s)
 
     def say(self, ulaw: bytes) -> int:
         """Start sending caller audio at the next tick; returns that tick."""
@@ -725,6 +735,8 @@ class _Call:
         tasks: list[asyncio.Task[None]] = []
         try:
             await leg.begin(custom)
+            if self.script.raw_messages_after_start:
+                await leg.send_raw(self.script.raw_messages_after_start)
             tasks = [asyncio.create_task(leg.run_clock()), asyncio.create_task(leg.run_receiver())]
             try:
                 async with asyncio.timeout(max_call_s):

@@ -18,6 +18,7 @@ from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 
 START_TIMEOUT_SECS = 10.0
+_DTMF_DIGITS = set("0123456789*#")
 
 
 def connect_stream_twiml(stream_url: str, parameters: dict[str, str] | None = None) -> str:
@@ -129,6 +130,11 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
             return None
         if event not in ("media", "dtmf"):
             return self._bad(data, f"unknown event {event!r}")
+        body = message.get(event)
+        if event == "media" and not (isinstance(body, dict) and isinstance(body.get("payload"), str)):
+            return self._bad(data, "media without a payload")
+        if event == "dtmf" and not (isinstance(body, dict) and body.get("digit") in _DTMF_DIGITS):
+            return self._bad(data, "dtmf without a valid digit")
         try:
             return await super().deserialize(data)
         except Exception:  # a corrupt payload costs one frame, never the call

@@ -1,0 +1,91 @@
+"""End to end: simulated Twilio calls with real human speech against a real offline agent."""
+
+import httpx
+
+from conftest import Clip
+from switchboard.agent.intents import normalize
+from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.report import CallOutcome, format_summary
+
+
+def said(text: str | None, *words: str) -> bool:
+    heard = normalize(text or "")
+    return all(w in heard for w in words)
+
+
+async def agent_record(agent_url: str, call_sid: str) -> dict:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{agent_url}/calls/{call_sid}")
+    response.raise_for_status()
+    return response.json()
+
+
+async def test_agent_answers_each_turn_with_the_matching_intent(agent_url: str, speech_clips: dict[str, Clip]) -> None:
+    script = CallScript(
+        turns=[
+            CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path),  # "...birch canoe..."
+            CallerTurn(audio=speech_clips["osr_us_0010_s05_8k.wav"].path),  # "Rice is often served..."
+            CallerTurn(audio=speech_clips["pocketsphinx_cards_003_16k.wav"].path),  # "seven of clubs"
+            CallerTurn(audio=speech_clips["fw_stereo_right_16k.wav"].path, hangup_expected=True),  # "...horizon..."
+        ]
+    )
+    result = await run_call(agent_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert said(result.greeting.transcript, "test", "line"), summary
+    replies = [t.transcript for t in result.turns]
+    assert said(replies[0], "boat"), summary
+    assert said(replies[1], "food"), summary
+    assert said(replies[2], "cards"), summary
+    assert said(replies[3], "goodbye"), summary
+    assert all(t.voice_to_voice_ms is not None and t.voice_to_voice_ms > 0 for t in result.turns), summary
+
+    record = await agent_record(agent_url, result.call_sid)
+    assert record["intents"] == ["boats", "food", "cards", "goodbye"]
+    assert record["marks_played"], "Twilio marks were never sent or never echoed"
+    assert len(record["turns"]) == 4 and all(t["bot_started_ms"] for t in record["turns"])
+
+
+async def test_barge_in_stops_the_agent_and_clears_twilios_buffer(agent_url: str, speech_clips: dict[str, Clip]) -> None:
+    # Talk over the greeting 800 ms after it starts; then the agent must answer the barge-in.
+    script = CallScript(
+        turns=[CallerTurn(audio=speech_clips["osr_us_0010_s04_8k.wav"].path, barge_in_after_ms=800)]
+    )
+    result = await run_call(agent_url, script, transcribe=True)
+    summary = format_summary(result)
+    turn = result.turns[0]
+    assert turn.agent_talking_at_barge_in, summary
+    assert turn.clear_received, summary
+    assert turn.barge_in_ok, summary
+    assert turn.agent_stopped_ms is not None and turn.agent_stopped_ms < 1000, summary
+    assert said(turn.transcript, "food"), summary
+
+
+async def test_malformed_messages_neither_end_the_call_nor_the_server(
+    agent_url: str, speech_clips: dict[str, Clip]
+) -> None:
+    junk = [
+        "this is not json",
+        "[1, 2, 3]",
+        '{"event": 5}',
+        '{"no_event": true}',
+        '{"event": "media", "media": {"payload": "!!!not base64!!!"}}',
+        '{"event": "media"}',
+        '{"event": "media", "media": "not an object"}',
+        '{"event": "dtmf", "dtmf": {"digit": "X"}}',
+        '{"event": "surprise", "streamSid": "MZ0"}',
+        "{" * 5000,
+    ]
+    script = CallScript(
+        turns=[CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path)], raw_messages_after_start=junk
+    )
+    result = await run_call(agent_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert said(result.turns[0].transcript, "boat"), summary
+    async with httpx.AsyncClient() as client:
+        health = await client.get(f"{agent_url}/health")
+        exposition = (await client.get(f"{agent_url}/metrics")).text
+    assert health.status_code == 200
+    dropped = [line for line in exposition.splitlines() if line.startswith("telephony_bad_messages_total{")]
+    assert dropped and float(dropped[0].split()[-1]) >= 9, dropped
