@@ -40,6 +40,15 @@ class CallLedger:
             pipe.expire(keys.call(call_id), self._ttl)
             await pipe.execute()
 
+    async def finish(self, call_id: str, status: CallStatus) -> None:
+        """Record how a run ended; ``completions`` counts finished runs (exactly-once checks)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.call(call_id), mapping={"status": status.value, f"{status.value}_at": str(time.time())})
+            if status is CallStatus.COMPLETED:
+                pipe.hincrby(keys.call(call_id), "completions", 1)
+            pipe.expire(keys.call(call_id), self._ttl)
+            await pipe.execute()
+
     async def take(self, call_id: str, worker_id: str) -> str:
         """Claim the right to run a call: 'run', 'done' (finished already) or 'owned' (alive elsewhere)."""
         return await self._take(

@@ -157,7 +157,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                             await service.record_turn_latency(turn["bot_started_ms"])
             finally:
                 await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
-                await WorkerService._safe(service.ledger.record(claims.call_id, status))
+                await WorkerService._safe(service.ledger.finish(claims.call_id, status))
 
     else:
 

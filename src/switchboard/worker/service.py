@@ -124,7 +124,11 @@ class WorkerService:
                 await asyncio.sleep(1)
                 continue
             if claimed:
-                await self._start_job(*claimed)
+                try:
+                    await self._start_job(*claimed)
+                except redis.RedisError as e:
+                    # Unacknowledged, so it will be reclaimed once our refresh stops covering it.
+                    logger.warning(f"could not start job {claimed[1].job_id}: {e}")
 
     async def _reclaim_loop(self) -> None:
         while True:
@@ -172,7 +176,7 @@ class WorkerService:
         finally:
             self._jobs.pop(job.job_id, None)
             self._update_room()
-            await self._safe(self.ledger.record(job.call_id, status))
+            await self._safe(self.ledger.finish(job.call_id, status))
             await self._safe(self.queue.ack(msg_id))
             await self._safe(self.registry.release_slot(self.worker_id))
             metrics.CALLS_TOTAL.labels(outcome=status.value).inc()
