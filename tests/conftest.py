@@ -43,13 +43,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen, limit_secs: float = 90.0) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen, limit_secs: float = 90.0, path: str = "/health") -> None:
     deadline = time.monotonic() + limit_secs
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -112,3 +112,90 @@ def agent_server() -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def agent_url(agent_server: Server) -> str:
     return agent_server.base_url
+
+
+def _start(argv: list[str], name: str, health_path: str, port: int, env: dict[str, str] | None) -> Server:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            argv,
+            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_healthy(server.base_url, process, path=health_path)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own, with AOF persistence in a temporary directory."""
+
+    url: str
+    port: int
+    data_dir: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        import redis
+
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def start_redis(data_dir: Path) -> RedisServer:
+    port = free_port()
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port, data_dir)
+    server.start()
+    return server
+
+
+def start_orchestrator(redis_url: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    return _start(
+        [sys.executable, "-m", "switchboard.cli", "orchestrator", "--port", str(port)],
+        "orchestrator", "/health/live", port, {"SWITCHBOARD_REDIS_URL": redis_url, **(env or {})},
+    )
+
+
+def start_worker(redis_url: str, worker_id: str, max_calls: int = 2, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    return _start(
+        [sys.executable, "-m", "switchboard.cli", "worker", "--port", str(port), "--worker-id", worker_id,
+         "--max-calls", str(max_calls), "--agent", str(TEST_AGENT)],
+        worker_id, "/health", port,
+        {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1", **(env or {})},
+    )
+
+
+def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + limit_secs
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met within {limit_secs} s")
