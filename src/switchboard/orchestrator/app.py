@@ -65,6 +65,13 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
 
+    @app.exception_handler(redis.RedisError)
+    async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
+        logger.error(f"redis unavailable: {exc}")
+        metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        body = json.dumps({"error": "dispatch store unavailable, try again"})
+        return Response(body, status_code=503, media_type="application/json")
+
     def require_api_key(x_api_key: str | None = Header(None)) -> None:
         if settings.api_key is None:
             raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
