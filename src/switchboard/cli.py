@@ -28,11 +28,11 @@ def _settings(args: argparse.Namespace, role: str):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, "agent")
     from switchboard.agent.config import load_agent_config
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
 
-    settings = _settings(args, "agent")
     agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
     serve(app, settings.host, settings.port, before_exit=app.state.drain)
@@ -40,12 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
-    settings = _settings(args, f"worker:{args.port}")
     agent = load_agent_config(settings.agent_config)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     media_url = settings.worker_public_url or f"http://{settings.host}:{settings.port}"
@@ -56,19 +56,19 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _orchestrator(args: argparse.Namespace) -> int:
+    settings = _settings(args, "orchestrator")
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
 
-    settings = _settings(args, "orchestrator")
     serve(create_orchestrator_app(settings), settings.host, settings.port)
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
+    settings = _settings(args, "up")
     from switchboard.agent.config import load_agent_config
     from switchboard.supervisor import Supervisor
 
-    settings = _settings(args, "up")
     load_agent_config(settings.agent_config)  # fail here, not in every worker
     workers = args.workers or os.cpu_count() or 1
     return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token", default=None, help="sign requests like Twilio (default TWILIO_AUTH_TOKEN)")
     p.add_argument("--no-transcribe", action="store_true", help="skip transcribing the agent's audio")
     p.set_defaults(func=_call)
+
+    from switchboard.loadtest.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 
 import redis.asyncio as redis
+from loguru import logger
 
 from switchboard.dispatch import keys
 from switchboard.dispatch.models import WorkerInfo
+from switchboard.observability import metrics
 
 # KEYS: workers set. ARGV: prefix, call_id, deadline. Picks the live, non-draining worker with
 # the most free slots and takes one; returns its id or false.
@@ -27,8 +29,6 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local free = tonumber(info[1]) - load
       if free > best_free then best, best_free = id, free end
     end
-  else
-    redis.call('SREM', KEYS[1], id)
   end
 end
 if not best then return false end
@@ -119,12 +119,25 @@ class WorkerRegistry:
                 pipe.hgetall(keys.worker(worker_id))
                 pipe.get(keys.worker_load(worker_id))
             replies = await pipe.execute()
-        live = []
-        for i in range(0, len(replies), 2):
+        live, dead = [], []
+        for worker_id, i in zip(ids, range(0, len(replies), 2), strict=True):
             fields, load = replies[i], replies[i + 1]
             if fields:
                 live.append((WorkerInfo.model_validate(_parse(fields)), int(load or 0)))
+            else:
+                dead.append(worker_id)
+        if dead:
+            await self._forget_dead(dead)
         return live
+
+    async def _forget_dead(self, worker_ids: list[str]) -> None:
+        """Workers whose registration expired without a deregistration died: count each once."""
+        for worker_id in worker_ids:
+            # SREM answers 1 to exactly one caller, so several orchestrators count a death once.
+            if await self._redis.srem(keys.workers(), worker_id):
+                metrics.WORKER_FAILURES.inc()
+                logger.warning(f"worker {worker_id} stopped heartbeating without deregistering")
+                await self._redis.delete(keys.worker_load(worker_id), keys.worker_reservations(worker_id))
 
     async def reserve_any(self, call_id: str, hold_secs: float) -> str | None:
         """Take a slot on the least-loaded live worker for a call about to connect."""

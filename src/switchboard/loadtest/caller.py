@@ -130,6 +130,13 @@ def _load_clip(path: Path, threshold_dbfs: float, detector: str = "vad") -> _Cli
     )
 
 
+def preload_clips(paths: list[Path], script: CallScript | None = None) -> None:
+    """Read and measure clips now, so a load test's first calls do not pay for it on the clock."""
+    script = script or CallScript()
+    for path in paths:
+        _load_clip(path, script.speech_threshold_dbfs, script.caller_speech_detector)
+
+
 class _Timeline:
     """Both channels of the call on one 8 kHz timeline, one 20 ms tick at a time.
 

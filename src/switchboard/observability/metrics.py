@@ -2,16 +2,25 @@
 
 Names follow the architecture document (``turn_rtt_ms``, ``active_calls``,
 ``connection_errors_total``, ``pipeline_errors_total``). Labels stay low-cardinality:
-never a call id.
+never a call id, a phone number or a worker id (Prometheus adds ``instance`` itself).
+Each process exposes its own registry on ``/metrics``; dashboards and alerts in
+``deploy/`` sum across instances, and ``tests/test_dashboard.py`` checks that every name
+they use is defined here.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# 50 ms steps from 250 to 800 ms, where the 600 ms p95 target sits: histogram_quantile
+# interpolates inside one bucket, so its error there is at most 50 ms. 600 is a boundary,
+# so "p95 > 600" is exact in bucket counts whatever the interpolation.
+# fmt: off
 _LATENCY_BUCKETS_MS = (
-    100, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 800, 900, 1000, 1250, 1500, 2000, 3000, 5000,
+    100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 900, 1000,
+    1250, 1500, 2000, 3000, 5000,
 )
+# fmt: on
 _STAGE_BUCKETS_MS = (5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 2000, 5000)
 
 TURN_RTT_MS = Histogram(
@@ -26,17 +35,38 @@ STAGE_LATENCY_MS = Histogram(
     buckets=_STAGE_BUCKETS_MS,
 )
 ACTIVE_CALLS = Gauge("active_calls", "Calls currently connected to this process.")
-CALLS_TOTAL = Counter("calls_total", "Calls handled, by outcome.", ["outcome"])
+CALLS_TOTAL = Counter(
+    "calls_total",
+    "Calls a worker ran to the end, by outcome (completed | failed); refusals are calls_rejected_total.",
+    ["outcome"],
+)
 CONNECTION_ERRORS = Counter(
     "connection_errors_total", "Media or signalling connections that failed.", ["transport"]
 )
-PIPELINE_ERRORS = Counter("pipeline_errors_total", "Errors raised inside call pipelines.", ["stage"])
+PIPELINE_ERRORS = Counter(
+    "pipeline_errors_total", "Errors raised inside call pipelines.", ["stage"]
+)
 ENGINE_ERRORS = Counter("engine_errors_total", "Errors from STT/TTS/LLM engines.", ["engine"])
+PROVIDER_FALLBACKS = Counter(
+    "provider_fallbacks_total",
+    "Requests a provider (engine) failed or timed out on and that went to the next one configured.",
+    ["provider"],
+)
+CALL_DURATION_SECONDS = Histogram(
+    "call_duration_seconds",
+    "Connected time of finished calls, by outcome.",
+    ["outcome"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
 TTS_CACHE = Counter("tts_cache_total", "TTS sentence cache lookups.", ["result"])
 BAD_MESSAGES = Counter(
-    "telephony_bad_messages_total", "Telephony messages that were malformed or unexpected.", ["provider"]
+    "telephony_bad_messages_total",
+    "Telephony messages that were malformed or unexpected.",
+    ["provider"],
 )
-WEBHOOKS = Counter("webhooks_total", "Webhooks received, by provider and result.", ["provider", "result"])
+WEBHOOKS = Counter(
+    "webhooks_total", "Webhooks received, by provider and result.", ["provider", "result"]
+)
 
 # Dispatch: orchestrators, the Redis queue and the worker pool.
 QUEUE_LENGTH = Gauge("queue_length", "Call jobs waiting in the Redis stream, not yet claimed.")
@@ -45,7 +75,11 @@ JOBS_CLAIMED = Counter("jobs_claimed_total", "Call jobs claimed by workers.", ["
 JOBS_REDELIVERED = Counter(
     "jobs_redelivered_total", "Call jobs reclaimed from a worker that stopped acknowledging."
 )
-CALLS_REJECTED = Counter("calls_rejected_total", "Calls answered busy, by reason.", ["reason"])
+CALLS_REJECTED = Counter(
+    "calls_rejected_total",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full).",
+    ["reason"],
+)
 DISPATCH_LATENCY_MS = Histogram(
     "dispatch_latency_ms",
     "Webhook received to job claimed by a worker.",
@@ -53,7 +87,9 @@ DISPATCH_LATENCY_MS = Histogram(
 )
 WORKER_CAPACITY = Gauge("worker_capacity", "Calls this worker may run at once.")
 WORKER_LOAD = Gauge("worker_load", "Calls running or reserved on this worker.")
-WORKERS_LIVE = Gauge("workers_live", "Workers with a fresh heartbeat, as the orchestrator sees them.")
+WORKERS_LIVE = Gauge(
+    "workers_live", "Workers with a fresh heartbeat, as the orchestrator sees them."
+)
 WORKER_FAILURES = Counter("worker_failures_total", "Worker processes that exited unexpectedly.")
 EVENT_LOOP_LAG_SECONDS = Histogram(
     "event_loop_lag_seconds",

@@ -24,6 +24,7 @@ from switchboard.dispatch.models import CallStatus, Job, JobKind
 from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
+from switchboard.observability.logging import call_context
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
@@ -123,24 +124,25 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
         call_sid = form.get("CallSid") or uuid.uuid4().hex
         call_id = f"call-{call_sid}"
-        worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
-        if worker_id is None:
-            metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
-            await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
-            logger.warning(f"{call_id}: no worker has a free slot, answering busy")
-            return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
-        workers = {w.worker_id: w for w, _load in await registry.live_workers()}
-        media_base = workers[worker_id].media_url if worker_id in workers else None
-        if media_base is None:  # died between reservation and lookup
-            metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
-            return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
-        token = stream_tokens.issue(
-            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
-        )
-        await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
-        params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
-        twiml = connect_stream_twiml(websocket_url(media_base, f"{MEDIA_PATH}/{token}"), params)
-        return Response(twiml, media_type="application/xml")
+        with call_context(call_id):
+            worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
+            if worker_id is None:
+                metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
+                await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
+                logger.warning(f"{call_id}: no worker has a free slot, answering busy")
+                return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+            workers = {w.worker_id: w for w, _load in await registry.live_workers()}
+            media_base = workers[worker_id].media_url if worker_id in workers else None
+            if media_base is None:  # died between reservation and lookup
+                metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
+                return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
+            token = stream_tokens.issue(
+                settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
+            )
+            await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
+            params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+            twiml = connect_stream_twiml(websocket_url(media_base, f"{MEDIA_PATH}/{token}"), params)
+            return Response(twiml, media_type="application/xml")
 
     @app.post("/webhooks/livekit")
     async def livekit_webhook(request: Request) -> dict:
@@ -167,23 +169,25 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()
             return {"dispatched": False}
         job = Job(kind=JobKind.LIVEKIT_ROOM, room=needed.room, caller=needed.caller, created_at=received_at)
-        if not await client.set(keys.room(needed.room), job.call_id, nx=True, ex=settings.call_state_ttl_secs):
-            metrics.WEBHOOKS.labels(provider="livekit", result="duplicate_room").inc()
-            return {"dispatched": False, "reason": "room already has an agent"}
-        await ledger.record(job.call_id, CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
-        await queue.enqueue(job)
-        metrics.WEBHOOKS.labels(provider="livekit", result="dispatched").inc()
-        logger.info(f"{job.call_id}: agent job queued for room {needed.room}")
-        return {"dispatched": True, "call_id": job.call_id, "job_id": job.job_id}
+        with call_context(job.call_id):
+            if not await client.set(keys.room(needed.room), job.call_id, nx=True, ex=settings.call_state_ttl_secs):
+                metrics.WEBHOOKS.labels(provider="livekit", result="duplicate_room").inc()
+                return {"dispatched": False, "reason": "room already has an agent"}
+            await ledger.record(job.call_id, CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
+            await queue.enqueue(job)
+            metrics.WEBHOOKS.labels(provider="livekit", result="dispatched").inc()
+            logger.info(f"{job.call_id}: agent job queued for room {needed.room}")
+            return {"dispatched": True, "call_id": job.call_id, "job_id": job.job_id}
 
     @app.post("/manual/dispatch", dependencies=[Depends(require_api_key)])
     async def manual_dispatch(request: ManualDispatch) -> dict:
         if request.kind is JobKind.LIVEKIT_ROOM and not (request.room and is_call_room(request.room)):
             raise HTTPException(status_code=422, detail="livekit_room jobs need a room named call-*")
         job = Job(kind=request.kind, room=request.room, duration_secs=request.duration_secs)
-        await ledger.record(job.call_id, CallStatus.QUEUED, job_id=job.job_id, manual=1)
-        await queue.enqueue(job)
-        return {"call_id": job.call_id, "job_id": job.job_id}
+        with call_context(job.call_id):
+            await ledger.record(job.call_id, CallStatus.QUEUED, job_id=job.job_id, manual=1)
+            await queue.enqueue(job)
+            return {"call_id": job.call_id, "job_id": job.job_id}
 
     @app.get("/calls/{call_id}", dependencies=[Depends(require_api_key)])
     async def call_state(call_id: str) -> dict:

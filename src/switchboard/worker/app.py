@@ -22,6 +22,7 @@ from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
+from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.twilio import (
@@ -135,29 +136,30 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 logger.warning(f"refusing media stream: {e}")
                 await websocket.close(code=1008, reason=str(e))
                 return
-            if service.draining or not (
-                await service.registry.confirm_reservation(service.worker_id, claims.call_id)
-                or await service.registry.take_slot(service.worker_id)
-            ):
-                metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-                await websocket.close(code=1013, reason="worker has no free slot")
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            service.track_stream_call(task)
-            status = CallStatus.FAILED
-            try:
-                await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
-                start = await serve_stream(websocket)
-                if start is not None:
-                    record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
-                    status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
-                    for turn in record.turns:
-                        if turn.get("bot_started_ms") is not None:
-                            await service.record_turn_latency(turn["bot_started_ms"])
-            finally:
-                await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
-                await WorkerService._safe(service.ledger.finish(claims.call_id, status))
+            with call_context(claims.call_id):
+                # A slot reserved before a drain began is honoured: the orchestrator already
+                # promised this call to us.
+                reserved = await service.registry.confirm_reservation(service.worker_id, claims.call_id)
+                if not reserved and (service.draining or not await service.registry.take_slot(service.worker_id)):
+                    metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
+                    await websocket.close(code=1013, reason="worker has no free slot")
+                    return
+                task = asyncio.current_task()
+                assert task is not None
+                service.track_stream_call(task)
+                status = CallStatus.FAILED
+                try:
+                    await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
+                    start = await serve_stream(websocket)
+                    if start is not None:
+                        record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
+                        status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
+                        for turn in record.turns:
+                            if turn.get("bot_started_ms") is not None:
+                                await service.record_turn_latency(turn["bot_started_ms"])
+                finally:
+                    await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
+                    await WorkerService._safe(service.ledger.finish(claims.call_id, status))
 
     else:
 
@@ -191,7 +193,8 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             try:
                 start = await serve_stream(websocket)
                 if start is not None:
-                    await run_twilio_call(websocket, start, agent, settings, registry)
+                    with call_context(f"call-{start.call_sid or start.stream_sid}"):
+                        await run_twilio_call(websocket, start, agent, settings, registry)
             finally:
                 standalone_calls.discard(task)
 

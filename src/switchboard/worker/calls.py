@@ -113,6 +113,7 @@ async def run_twilio_call(
         metrics.ACTIVE_CALLS.dec()
         metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
         record.ended_at = time.time()
+        metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(record.ended_at - record.started_at)
         record.intents = [m.name for m in call.responder.matches]
         record.turns = call.timings.as_dicts()
         record.marks_played = list(serializer.marks_played)

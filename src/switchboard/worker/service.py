@@ -18,6 +18,7 @@ from switchboard.dispatch.models import CallStatus, Job, WorkerInfo
 from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
+from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.worker.jobs import run_job
 
@@ -142,6 +143,10 @@ class WorkerService:
                 logger.warning(f"reclaim failed: {e}")
 
     async def _start_job(self, msg_id: str, job: Job) -> None:
+        with call_context(job.call_id):
+            await self._start_job_in_context(msg_id, job)
+
+    async def _start_job_in_context(self, msg_id: str, job: Job) -> None:
         verdict = await self.ledger.take(job.call_id, self.worker_id)
         if verdict == "done":
             await self.queue.ack(msg_id)
@@ -163,6 +168,10 @@ class WorkerService:
         self._update_room()
 
     async def _run_job(self, msg_id: str, job: Job) -> None:
+        with call_context(job.call_id):
+            await self._run_job_in_context(msg_id, job)
+
+    async def _run_job_in_context(self, msg_id: str, job: Job) -> None:
         status = CallStatus.COMPLETED
         try:
             await run_job(job, self.agent, self.settings)
