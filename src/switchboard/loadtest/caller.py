@@ -42,7 +42,6 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
-from switchboard.engines.turn_detection import silero_speech_bounds
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
 
 _TICK_MS = 20
@@ -116,6 +115,8 @@ class _Clip:
 @lru_cache(maxsize=128)
 def _load_clip(path: Path, threshold_dbfs: float, detector: str = "vad") -> _Clip:
     """Read, convert and measure a clip once per process; load tests reuse the same few clips."""
+    from switchboard.engines.turn_detection import silero_speech_bounds  # loads onnxruntime
+
     samples = read_wav(path, TELEPHONY_RATE)
     # Where a listener hears speech end (the VAD), not where a noisy clip's floor drops below a
     # fixed level; energy is the fallback for audio the VAD does not call speech (tones).

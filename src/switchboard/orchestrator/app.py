@@ -31,6 +31,7 @@ from switchboard.orchestrator.livekit_webhooks import (
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.stats import collect_stats
+from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.twilio import busy_twiml, connect_stream_twiml, signature_is_valid
@@ -65,6 +66,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    app.include_router(create_web_router(settings, client, registry))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:

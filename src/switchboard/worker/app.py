@@ -31,6 +31,7 @@ from switchboard.telephony.twilio import (
     read_stream_start,
     signature_is_valid,
 )
+from switchboard.telephony.webrtc import WebRTCAnswerer
 from switchboard.worker.calls import CallRegistry, run_twilio_call
 from switchboard.worker.service import WorkerService
 
@@ -68,21 +69,28 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
     registry = CallRegistry()
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
+    answerer = WebRTCAnswerer(service, settings, agent, calls=registry) if service is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await asyncio.to_thread(warm_engines, settings, agent)
         if service is not None:
             await service.start()
+        if answerer is not None:
+            await answerer.start()
         state["ready"] = True
         logger.info(f"agent '{agent.name}' ready on port {settings.port}")
         yield
         state["ready"] = False
+        if answerer is not None:
+            await answerer.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
 
     async def drain() -> None:
         state["ready"] = False
+        if answerer is not None:
+            await answerer.stop()
         if service is not None:
             await service.drain()
         elif standalone_calls:

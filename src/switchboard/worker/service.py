@@ -174,6 +174,9 @@ class WorkerService:
     async def _run_job_in_context(self, msg_id: str, job: Job) -> None:
         status = CallStatus.COMPLETED
         try:
+            # "Ready": the job's own code starts; for a room job, the agent begins joining.
+            ready_ms = round((time.time() - job.created_at) * 1000, 2)
+            await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
             await run_job(job, self.agent, self.settings)
         except asyncio.CancelledError:
             status = CallStatus.FAILED
