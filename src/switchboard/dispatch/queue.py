@@ -40,17 +40,18 @@ class JobQueue:
         metrics.JOBS_DISPATCHED.labels(kind=job.kind.value).inc()
         return msg_id
 
-    async def claim(self, consumer: str, block_ms: int) -> Claimed | None:
-        """The next undelivered job, waiting up to ``block_ms``."""
+    async def claim(self, consumer: str, block_ms: int, count: int = 1) -> list[Claimed]:
+        """Up to ``count`` undelivered jobs, waiting up to ``block_ms`` for the first."""
         reply = await self._redis.xreadgroup(
-            keys.JOB_GROUP, consumer, {keys.jobs(): ">"}, count=1, block=block_ms
+            keys.JOB_GROUP, consumer, {keys.jobs(): ">"}, count=count, block=block_ms
         )
+        claimed = []
         for _stream, entries in reply or []:
             for msg_id, fields in entries:
                 job = await self._parse(msg_id, fields)
                 if job is not None:
-                    return msg_id, job
-        return None
+                    claimed.append((msg_id, job))
+        return claimed
 
     async def reclaim(self, consumer: str, min_idle_secs: float) -> list[Claimed]:
         """Jobs pending on consumers that stopped refreshing them, now ours."""

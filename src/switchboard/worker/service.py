@@ -23,6 +23,7 @@ from switchboard.settings import Settings
 from switchboard.worker.jobs import run_job
 
 _CLAIM_BLOCK_MS = 1000
+_CLAIM_BATCH = 16
 _LATENCY_SAMPLES = 1000
 
 
@@ -118,18 +119,19 @@ class WorkerService:
     async def _claim_loop(self) -> None:
         while True:
             await self._room.wait()
+            free = self.settings.max_calls - self.active
             try:
-                claimed = await self.queue.claim(self.worker_id, _CLAIM_BLOCK_MS)
+                # A burst is claimed in one read and its bookkeeping runs concurrently.
+                claimed = await self.queue.claim(self.worker_id, _CLAIM_BLOCK_MS, count=min(free, _CLAIM_BATCH))
             except redis.RedisError as e:
                 logger.warning(f"claim failed ({e}); retrying")
                 await asyncio.sleep(1)
                 continue
-            if claimed:
-                try:
-                    await self._start_job(*claimed)
-                except redis.RedisError as e:
+            results = await asyncio.gather(*(self._start_job(*c) for c in claimed), return_exceptions=True)
+            for (_msg_id, job), result in zip(claimed, results, strict=True):
+                if isinstance(result, Exception):
                     # Unacknowledged, so it will be reclaimed once our refresh stops covering it.
-                    logger.warning(f"could not start job {claimed[1].job_id}: {e}")
+                    logger.warning(f"could not start job {job.job_id}: {result}")
 
     async def _reclaim_loop(self) -> None:
         while True:
