@@ -15,6 +15,7 @@ import binascii
 import json
 import secrets
 import time
+import weakref
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable
@@ -29,7 +30,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidState, WebSocketException
+from websockets.protocol import State
 
 from switchboard.audio import (
     TELEPHONY_FRAME_BYTES,
@@ -51,6 +53,7 @@ _BYTES_PER_LEVEL = TELEPHONY_FRAME_BYTES // _LEVELS_PER_TICK
 _SILENCE = b"\xff" * TELEPHONY_FRAME_BYTES  # µ-law zero, what Twilio sends for a quiet caller
 _SILENCE_B64 = base64.b64encode(_SILENCE).decode()
 _UNKNOWN_KEPT = 20
+_MAX_SEND_BACKLOG = 256 * 1024  # bytes queued on a socket the agent no longer reads
 # Soft word onsets and endings sit below the energy threshold; Whisper needs them.
 _TRANSCRIBE_PAD_FRAMES = 20
 
@@ -258,6 +261,51 @@ class _CallIds:
     stream_sid: str
 
 
+class _SharedClock:
+    """One 20 ms clock per event loop that ticks every live call in turn.
+
+    A clock per call costs a timer, a task wake-up and a sleep per call every 20 ms; one clock
+    for all of them is what lets one process drive a few hundred calls. Ticks are scheduled
+    against the clock's start, so scheduling delays never accumulate.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedClock] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._legs: list[_MediaLeg] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _SharedClock:
+        clock = cls._by_loop.get(loop)
+        if clock is None:
+            clock = cls._by_loop[loop] = cls(loop)
+        return clock
+
+    def add(self, leg: _MediaLeg) -> None:
+        self._legs.append(leg)
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run(), name="caller-clock")
+
+    def remove(self, leg: _MediaLeg) -> None:
+        if leg in self._legs:
+            self._legs.remove(leg)
+
+    async def _run(self) -> None:
+        start, ticks = self._loop.time(), 0
+        while self._legs:
+            deadline = start + ticks * _TICK_MS / 1000
+            if deadline > self._loop.time():
+                await asyncio.sleep(deadline - self._loop.time())
+            lag_ms = (self._loop.time() - deadline) * 1000
+            ticks += 1
+            for leg in list(self._legs):
+                leg.tick_now(lag_ms)
+
+
 class _MediaLeg:
     """The Twilio end of one Media Stream: a clock-paced sender, a receiver and a playback buffer."""
 
@@ -279,7 +327,6 @@ class _MediaLeg:
         self._send_timeout_s = send_timeout_s
         self._send_lock = asyncio.Lock()
         self._seq = 0
-        self._t0 = 0.0
         self._caller_audio = b""
         self._caller_pos = 0
         self._stopping = False
@@ -303,7 +350,6 @@ class _MediaLeg:
             },
         }
         await self._send({"event": "start", "streamSid": self.ids.stream_sid, "start": start})
-        self._t0 = asyncio.get_running_loop().time()
 
     async def send_raw(self, messages: list[str]) -> None:
         """Send messages verbatim: for checking that an agent survives malformed input."""
@@ -317,34 +363,37 @@ class _MediaLeg:
         return self.timeline.ticks
 
     async def run_clock(self) -> None:
-        """Tick every 20 ms against the start time, so scheduling delays never accumulate."""
-        loop = asyncio.get_running_loop()
+        """Send and play 20 ms per tick of the process's shared clock until the stream closes."""
+        clock = _SharedClock.of(asyncio.get_running_loop())
+        clock.add(self)
         try:
             while not self.closed:
-                deadline = self._t0 + self.timeline.ticks * _TICK_MS / 1000
-                if deadline > loop.time():
-                    await asyncio.sleep(deadline - loop.time())
-                self.max_lag_ms = max(self.max_lag_ms, (loop.time() - deadline) * 1000)
-                if not self.closed:
-                    await self._tick_once()
+                await self.tick.wait()
         finally:
+            clock.remove(self)
             self._wake()
 
-    async def _tick_once(self) -> None:
+    def tick_now(self, lag_ms: float) -> None:
+        """One 20 ms tick, without awaiting: the shared clock runs every call's tick in a row."""
+        if self.closed:
+            return
+        self.max_lag_ms = max(self.max_lag_ms, lag_ms)
         caller = self._next_caller_frame()
         agent, due = self.playback.next_frame()
         k = self.timeline.ticks
         self.timeline.append(caller, agent)
-        self._wake()
-        media = {
-            "track": "inbound",
-            "chunk": str(k + 1),
-            "timestamp": str(k * _TICK_MS),
-            "payload": _SILENCE_B64 if caller is _SILENCE else base64.b64encode(caller).decode(),
-        }
-        await self._send({"event": "media", "streamSid": self.ids.stream_sid, "media": media})
+        payload = _SILENCE_B64 if caller is _SILENCE else base64.b64encode(caller).decode()
+        self._seq += 1
+        # Formatted by hand: json.dumps per frame per call is a measurable share of a load test.
+        self._send_now(
+            f'{{"event":"media","sequenceNumber":"{self._seq}","streamSid":"{self.ids.stream_sid}",'
+            f'"media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * _TICK_MS}",'
+            f'"payload":"{payload}"}}}}',
+            "media",
+        )
         for name in due:
-            await self._echo_mark(name)
+            self._echo_mark(name)
+        self._wake()
 
     def _next_caller_frame(self) -> bytes:
         if self._caller_pos >= len(self._caller_audio):
@@ -374,7 +423,7 @@ class _MediaLeg:
             elif event == "clear":
                 self.clear_frames.append(self.timeline.frames)
                 for name in self.playback.clear():
-                    await self._echo_mark(name)
+                    self._echo_mark(name)
             else:
                 self._record_unknown(raw)
                 return
@@ -400,10 +449,30 @@ class _MediaLeg:
         self.closed_by_agent = not self._stopping and self.error is None
         self._wake()
 
-    async def _echo_mark(self, name: str) -> None:
-        await self._send(
-            {"event": "mark", "streamSid": self.ids.stream_sid, "mark": {"name": name}}
-        )
+    def _echo_mark(self, name: str) -> None:
+        self._seq += 1
+        message = {"event": "mark", "sequenceNumber": str(self._seq), "streamSid": self.ids.stream_sid,
+                   "mark": {"name": name}}
+        self._send_now(json.dumps(message), "mark")
+
+    def _send_now(self, text: str, event: str) -> None:
+        """Queue a message on the socket without awaiting (one write, no task, no timer)."""
+        if self.closed:
+            return
+        try:
+            if self._ws.protocol.state is not State.OPEN:
+                self._on_closed()
+                return
+            self._ws.protocol.send_text(text.encode())
+            self._ws.send_data()
+        except (OSError, InvalidState):
+            self._on_closed()
+            return
+        self.sent[event] += 1
+        if self._ws.transport.get_write_buffer_size() > _MAX_SEND_BACKLOG:
+            # The agent stopped reading: a real network would have dropped the call by now.
+            self.error = "send_timeout"
+            self._on_closed()
 
     async def stop(self) -> None:
         """Send ``stop`` (if the socket is still open) as Twilio does when the caller hangs up."""
@@ -731,6 +800,8 @@ class _Call:
         try:
             ws = await connect(
                 url,
+                # Twilio does not compress media frames; deflating them only costs both ends CPU.
+                compression=None,
                 additional_headers=self._signature(url, {}),
                 open_timeout=self._timeout_s,
                 close_timeout=self._timeout_s,
