@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-transcribe", action="store_true", help="skip transcribing the agent's audio")
     p.set_defaults(func=_call)
 
-    from switchboard.loadtest.commands import add_commands
+    from switchboard.emulators.commands import add_commands as add_emulator_commands
+    from switchboard.loadtest.commands import add_commands as add_loadtest_commands
 
-    add_commands(sub)
+    add_loadtest_commands(sub)
+    add_emulator_commands(sub)
     return parser
 
 

@@ -37,6 +37,34 @@ class Settings(BaseSettings):
         False, description="Encode the full 30 s Whisper window (slower, slightly more accurate)."
     )
 
+    responder: Literal["scripted", "openai", "anthropic"] = Field(
+        "scripted", description="Who decides what to say: the agent's intents, or an LLM."
+    )
+
+    # Cloud providers (engines `deepgram`, `elevenlabs`; responders `openai`, `anthropic`).
+    # The URLs are settings so the emulators (`switchboard emulate ...`) can stand in.
+    deepgram_url: str = Field("wss://api.deepgram.com", description="Deepgram API root (ws:// for an emulator).")
+    deepgram_model: str = "nova-2"
+    deepgram_endpointing_ms: int = Field(300, ge=10, description="Silence that makes a result speech_final.")
+    deepgram_utterance_end_ms: int = Field(1000, ge=1000, description="Gap after which UtteranceEnd is sent.")
+    elevenlabs_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs API root (ws:// for an emulator).")
+    elevenlabs_voice_id: str = Field("21m00Tcm4TlvDq8ikWAM", description="Voice id (default: the premade 'Rachel').")
+    elevenlabs_model: str = "eleven_flash_v2_5"
+    llm_base_url: str | None = Field(
+        None, description="API root as the provider SDK expects it (OpenAI: ending in /v1); unset: the provider's."
+    )
+    llm_model: str | None = Field(None, description="Model name; unset: gpt-4o-mini / claude-haiku-4-5.")
+    llm_max_tokens: int = Field(200, ge=1, description="Cap on one reply; phone replies are short.")
+
+    # Provider resilience: how long a call waits on a provider before falling back to the local engine.
+    provider_connect_timeout_secs: float = Field(2.0, gt=0, description="Connect (TCP+TLS+WS/HTTP) timeout.")
+    provider_response_timeout_secs: float = Field(
+        3.0, gt=0, description="First transcript/audio/token after the request; longer counts as a failure."
+    )
+    provider_retries: int = Field(1, ge=0, le=5, description="SDK-level retries (with backoff) of a failed request.")
+    breaker_failure_threshold: int = Field(3, ge=1, description="Consecutive failures that open a provider's breaker.")
+    breaker_reset_secs: float = Field(30.0, gt=0, description="How long an open breaker sends calls to local engines.")
+
     vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
     turn_stop_secs: float = Field(
         1.2, ge=0.2, le=5.0, description="Silence that ends a turn the turn model judged incomplete."

@@ -30,7 +30,8 @@ from switchboard.agent.intents import IntentMatcher
 from switchboard.agent.scripted import ScriptedResponder
 from switchboard.agent.timing import TurnTimingObserver
 from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
-from switchboard.engines import build_stt, build_tts
+from switchboard.engines import build_responder, build_stt, build_tts
+from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
 
@@ -43,7 +44,7 @@ class CallPipeline:
     """A call's pipeline worker plus what we observe of it."""
 
     worker: PipelineWorker
-    responder: ScriptedResponder
+    responder: ScriptedResponder | ResilientResponder
     timings: TurnTimingObserver
 
 
@@ -65,9 +66,12 @@ def build_call_pipeline(
     )
     turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
     matcher = IntentMatcher(agent)
+    # An LLM can answer anything, so only punctuation says the caller finished.
+    scripted = settings.responder == "scripted"
     stop_strategy = TranscriptAwareTurnStopStrategy(
         turn_analyzer=turn_analyzer,
-        is_complete=lambda text: ends_a_sentence(text) or matcher.match(text).intent is not None,
+        is_complete=lambda text: ends_a_sentence(text)
+        or (scripted and matcher.match(text).intent is not None),
     )
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
@@ -78,7 +82,7 @@ def build_call_pipeline(
             ),
         ),
     )
-    responder = ScriptedResponder(matcher)
+    responder = build_responder(settings, agent)
     pipeline = Pipeline(
         [
             transport.input(),

@@ -46,8 +46,8 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     build_stt(settings)
     build_tts(settings)
     warm_up()
-    if settings.tts_engine == "piper":
-        shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
+    # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
+    shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
 
 
 def public_base(request: Request | WebSocket, configured: str | None) -> str:

@@ -1,0 +1,246 @@
+"""LLM emulator: OpenAI chat completions and Anthropic messages, streamed as server-sent events.
+
+The reply comes from a rule table (the first rule whose pattern matches the last user
+message wins) or, without one, echoes the caller. It streams word-sized tokens after the
+profile's time to first token, at its token rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from switchboard.emulators.profiles import LLMProfile
+from switchboard.emulators.stats import EmulatorStats
+from switchboard.errors import ConfigError
+
+GREETING_REPLY = "Hello! How can I help you today?"
+
+
+class ReplyRules:
+    """Ordered (pattern, reply) pairs; ``{user}`` in a reply is replaced by what the caller said."""
+
+    def __init__(self, rules: list[tuple[str, str]] | None = None):
+        self._rules = [(re.compile(p, re.IGNORECASE), r) for p, r in rules or []]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplyRules:
+        """A YAML list of ``{match: regex, reply: text}``."""
+        raw = yaml.safe_load(Path(path).read_text())
+        if not isinstance(raw, list) or not all(
+            isinstance(r, dict) and "match" in r and "reply" in r for r in raw
+        ):
+            raise ConfigError(f"LLM rules {path}: expected a list of {{match, reply}} mappings")
+        return cls([(str(r["match"]), str(r["reply"])) for r in raw])
+
+    def reply(self, user_text: str) -> str:
+        if not user_text.strip():
+            return GREETING_REPLY
+        for pattern, reply in self._rules:
+            if pattern.search(user_text):
+                return reply.replace("{user}", user_text.strip())
+        return (
+            f"You said: {user_text.strip().rstrip('.?!')}. Is there anything else I can help with?"
+        )
+
+
+def tokens(text: str) -> list[str]:
+    """Word-sized pieces that join back to ``text`` (leading spaces kept, as real tokenizers do)."""
+    return re.findall(r"\s*\S+", text)
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def last_user_text(messages: list[dict]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _content_text(message.get("content"))
+    return ""
+
+
+async def _paced(pieces: list[str], profile: LLMProfile) -> AsyncIterator[str]:
+    await asyncio.sleep(profile.ttft_ms / 1000)
+    for i, piece in enumerate(pieces):
+        if i:
+            await asyncio.sleep(1 / profile.tokens_per_sec)
+        yield piece
+
+
+def _sse(data: dict | str, event: str | None = None) -> str:
+    body = data if isinstance(data, str) else json.dumps(data)
+    return (f"event: {event}\n" if event else "") + f"data: {body}\n\n"
+
+
+def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
+    """The emulator's ASGI app."""
+    rules = rules or ReplyRules()
+    app = FastAPI(title="LLM emulator")
+    stats = EmulatorStats()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True, "provider": "llm"}
+
+    @app.get("/stats")
+    async def get_stats() -> dict:
+        return stats.as_dict()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return _error(401, "invalid_api_key", "Missing bearer token")
+        body = await request.json()
+        stats.connections += 1
+        stats.items.append({"api": "openai", "messages": body.get("messages", [])})
+        model = body.get("model", "gpt-4o-mini")
+        reply = rules.reply(last_user_text(body.get("messages", [])))
+        pieces = tokens(reply)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        usage = {
+            "prompt_tokens": 20,
+            "completion_tokens": len(pieces),
+            "total_tokens": 20 + len(pieces),
+        }
+        if not body.get("stream"):
+            await asyncio.sleep(profile.ttft_ms / 1000 + len(pieces) / profile.tokens_per_sec)
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        async def stream() -> AsyncIterator[str]:
+            first = True
+            async for piece in _paced(pieces, profile):
+                yield _sse(
+                    chunk({"role": "assistant", "content": piece} if first else {"content": piece})
+                )
+                first = False
+            yield _sse(chunk({}, "stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+            yield _sse("[DONE]")
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.post("/v1/messages")
+    async def messages(request: Request):
+        if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
+            return _error(401, "authentication_error", "x-api-key header is required")
+        body = await request.json()
+        stats.connections += 1
+        stats.items.append(
+            {"api": "anthropic", "system": body.get("system"), "messages": body.get("messages", [])}
+        )
+        model = body.get("model", "claude-haiku-4-5")
+        pieces = tokens(rules.reply(last_user_text(body.get("messages", []))))
+        mid = f"msg_{uuid.uuid4().hex[:24]}"
+        if not body.get("stream"):
+            await asyncio.sleep(profile.ttft_ms / 1000 + len(pieces) / profile.tokens_per_sec)
+            return {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": "".join(pieces)}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 20, "output_tokens": len(pieces)},
+            }
+
+        async def stream() -> AsyncIterator[str]:
+            yield _sse(
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": mid,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 20, "output_tokens": 1},
+                    },
+                },
+                "message_start",
+            )
+            yield _sse(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            )
+            async for piece in _paced(pieces, profile):
+                yield _sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                    "content_block_delta",
+                )
+            yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            yield _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": len(pieces)},
+                },
+                "message_delta",
+            )
+            yield _sse({"type": "message_stop"}, "message_stop")
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return app
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": code, "code": code}}, status_code=status
+    )
