@@ -29,6 +29,22 @@ class Clip:
     transcript: str
 
 
+def _test_agent_replies() -> dict[str, str]:
+    from switchboard.agent.config import load_agent_config
+
+    return {intent.name: intent.reply for intent in load_agent_config(TEST_AGENT).intents}
+
+
+REPLIES = _test_agent_replies()
+
+
+def replied(text: str | None, reply: str) -> bool:
+    """The caller heard this reply: most of its words (Whisper tiny mishears single words)."""
+    from switchboard.loadtest.clarity import word_accuracy
+
+    return word_accuracy(reply, text or "") >= 0.6
+
+
 @pytest.fixture(scope="session")
 def speech_clips() -> dict[str, Clip]:
     """The manifest's clips by file name."""

@@ -2,7 +2,7 @@
 
 import httpx
 
-from conftest import Clip
+from conftest import REPLIES, Clip, replied
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -34,10 +34,8 @@ async def test_agent_answers_each_turn_with_the_matching_intent(agent_url: str, 
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     assert said(result.greeting.transcript, "test", "line"), summary
     replies = [t.transcript for t in result.turns]
-    assert said(replies[0], "boat"), summary
-    assert said(replies[1], "food"), summary
-    assert said(replies[2], "cards"), summary
-    assert said(replies[3], "goodbye"), summary
+    for reply, intent in zip(replies, ["boats", "food", "cards", "goodbye"], strict=True):
+        assert replied(reply, REPLIES[intent]), summary
     assert all(t.voice_to_voice_ms is not None and t.voice_to_voice_ms > 0 for t in result.turns), summary
 
     record = await agent_record(agent_url, result.call_sid)
@@ -58,7 +56,7 @@ async def test_barge_in_stops_the_agent_and_clears_twilios_buffer(agent_url: str
     assert turn.clear_received, summary
     assert turn.barge_in_ok, summary
     assert turn.agent_stopped_ms is not None and turn.agent_stopped_ms < 1000, summary
-    assert said(turn.transcript, "food"), summary
+    assert replied(turn.transcript, REPLIES["food"]), summary
 
 
 async def test_malformed_messages_neither_end_the_call_nor_the_server(
@@ -82,7 +80,7 @@ async def test_malformed_messages_neither_end_the_call_nor_the_server(
     result = await run_call(agent_url, script, transcribe=True)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert said(result.turns[0].transcript, "boat"), summary
+    assert replied(result.turns[0].transcript, REPLIES["boats"]), summary
     async with httpx.AsyncClient() as client:
         health = await client.get(f"{agent_url}/health")
         exposition = (await client.get(f"{agent_url}/metrics")).text

@@ -23,9 +23,11 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from conftest import (
+    REPLIES,
     TEST_AGENT,
     Clip,
     Server,
+    replied,
     start_agent_server,
     start_orchestrator,
     start_redis,
@@ -130,7 +132,7 @@ def metric(server: Server, name: str, label: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def replied(result) -> bool:
+def every_turn_answered(result) -> bool:
     return all(t.agent_audio_start_s is not None for t in result.turns)
 
 
@@ -140,7 +142,7 @@ async def test_call_runs_on_deepgram_elevenlabs_and_openai_through_their_emulato
     result = await run_call(cloud_agent.base_url, two_turns(speech_clips), transcribe=False)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert result.greeting is not None and replied(result), summary
+    assert result.greeting is not None and every_turn_answered(result), summary
 
     # The LLM heard Deepgram's transcripts, with the system prompt and the call's memory.
     requests = [r for r in stats(emulators.llm)["items"] if r["api"] == "openai"][-2:]
@@ -170,7 +172,7 @@ async def test_anthropic_responder_with_deepgram_and_local_piper(
         script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
         result = await run_call(server.base_url, script, transcribe=True)
         summary = format_summary(result)
-        assert result.outcome == CallOutcome.COMPLETED and replied(result), summary
+        assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), summary
         heard = normalize(result.turns[0].transcript or "")
         assert "birch" in heard and "planks" in heard, summary  # Piper spoke the echoed transcript
         request = [r for r in stats(emulators.llm)["items"] if r["api"] == "anthropic"][-1]
@@ -207,9 +209,9 @@ async def test_call_falls_back_to_local_engines_when_the_providers_die_mid_call(
         result = await call
         summary = format_summary(result)
         assert result.outcome == CallOutcome.COMPLETED, summary
-        assert replied(result), summary
+        assert every_turn_answered(result), summary
         # The second turn went through Whisper and the scripted agent, spoken by Piper.
-        assert "food" in normalize(result.turns[1].transcript or ""), summary
+        assert replied(result.turns[1].transcript, REPLIES["food"]), summary
         for provider in ("deepgram", "elevenlabs", "openai"):
             assert metric(server, "provider_fallbacks_total", provider) >= 1, provider
             assert metric(server, "engine_errors_total", provider) >= 1, provider
@@ -218,9 +220,8 @@ async def test_call_falls_back_to_local_engines_when_the_providers_die_mid_call(
         result = await run_call(
             server.base_url, CallScript(turns=[CallerTurn(audio=speech_clips[RICE].path)])
         )
-        assert result.outcome == CallOutcome.COMPLETED and "food" in normalize(
-            result.turns[0].transcript or ""
-        )
+        assert result.outcome == CallOutcome.COMPLETED
+        assert replied(result.turns[0].transcript, REPLIES["food"]), format_summary(result)
         assert "breaker open" in server.log()
     finally:
         server.stop()
@@ -248,7 +249,7 @@ async def test_ten_concurrent_calls_through_orchestrator_workers_and_emulators(
             *[run_call(orchestrator.base_url, script, transcribe=False) for _ in range(10)]
         )
         for result in results:
-            assert result.outcome == CallOutcome.COMPLETED and replied(result), format_summary(
+            assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(
                 result
             )
         assert stats(emulators.deepgram)["connections"] >= 10
