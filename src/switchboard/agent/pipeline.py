@@ -108,6 +108,9 @@ def build_call_pipeline(
         ),
         observers=[timings],
         enable_rtvi=False,
+        # Pipecat's own turn and latency observers would see every frame of every call a second
+        # and third time; TurnTimingObserver already measures what we report.
+        enable_turn_tracking=False,
         idle_timeout_secs=120,
     )
 

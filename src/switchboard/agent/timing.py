@@ -42,7 +42,8 @@ class TurnTimingObserver(BaseObserver):
     """Watches frames go by and records when each stage of a turn happened."""
 
     def __init__(self, *, vad_stop_secs: float, stt_engine: str, tts_engine: str, **kwargs):
-        super().__init__(**kwargs)
+        # Every frame is pushed through ~8 processors; one look at each is enough.
+        super().__init__(observe_every_push=False, **kwargs)
         self._vad_stop_secs = vad_stop_secs
         self._engines = {"transcript": stt_engine, "first_tts_audio": tts_engine}
         self._pending: _Pending | None = None

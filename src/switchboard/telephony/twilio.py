@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.frames.frames import Frame, OutputTransportMessageFrame, TTSStoppedFrame
+from pipecat.audio.utils import ulaw_to_pcm
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    OutputTransportMessageFrame,
+    TTSStoppedFrame,
+)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
+from switchboard.audio import TELEPHONY_FRAME_BYTES
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 
@@ -104,9 +113,13 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
     ``mark`` echoes are logged so we know when the caller actually heard an utterance.
     """
 
-    def __init__(self, *args, call_sid: str | None = None, **kwargs):
+    def __init__(self, *args, call_sid: str | None = None, input_frame_ms: int = 20, **kwargs):
         super().__init__(*args, call_sid=call_sid, **kwargs)
         self.marks_played: list[str] = []
+        # Twilio sends 20 ms frames; every frame costs a hop through each processor of the
+        # pipeline, so audio is handed on in ``input_frame_ms`` chunks (VAD reads 32 ms anyway).
+        self._chunk_bytes = TELEPHONY_FRAME_BYTES * max(1, input_frame_ms // 20)
+        self._pending_audio = bytearray()
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
         if isinstance(frame, PlaybackMark):
@@ -135,10 +148,20 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
             return self._bad(data, "media without a payload")
         if event == "dtmf" and not (isinstance(body, dict) and body.get("digit") in _DTMF_DIGITS):
             return self._bad(data, "dtmf without a valid digit")
-        try:
+        if event == "dtmf":
             return await super().deserialize(data)
-        except Exception:  # a corrupt payload costs one frame, never the call
+        try:
+            self._pending_audio += base64.b64decode(body["payload"], validate=True)
+        except (binascii.Error, ValueError):
             return self._bad(data, "corrupt payload")
+        if len(self._pending_audio) < self._chunk_bytes:
+            return None
+        chunk = bytes(self._pending_audio)
+        self._pending_audio.clear()
+        pcm = await ulaw_to_pcm(chunk, self._twilio_sample_rate, self._sample_rate, self._input_resampler)
+        if not pcm:
+            return None
+        return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
 
     @staticmethod
     def _bad(data: str | bytes, why: str) -> None:

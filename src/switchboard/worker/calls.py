@@ -81,6 +81,7 @@ async def run_twilio_call(
         auth_token=auth_token if can_hang_up else None,
         # Without credentials, closing the stream ends <Connect> and the TwiML's <Hangup/> follows.
         params=SwitchboardTwilioSerializer.InputParams(auto_hang_up=can_hang_up),
+        input_frame_ms=settings.input_frame_ms,
     )
     transport = FastAPIWebsocketTransport(
         websocket,
