@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     breaker_reset_secs: float = Field(30.0, gt=0, description="How long an open breaker sends calls to local engines.")
 
     input_frame_ms: int = Field(
-        40, ge=20, le=100, multiple_of=20,
-        description="Telephony audio is handed to the pipeline in chunks this long (20 ms frames joined).",
+        20, ge=20, le=100, multiple_of=20,
+        description="Telephony audio is handed to the pipeline in chunks this long (20 ms frames "
+        "joined): fewer frames per call, but end of speech is seen up to that much later.",
     )
     vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
     turn_stop_secs: float = Field(
