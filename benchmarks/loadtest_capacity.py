@@ -53,7 +53,8 @@ def start_stack(args: argparse.Namespace, log_dir: Path, data_dir: str) -> tuple
     if args.standalone:
         argv = cli("serve", "--port", str(port), "--agent", str(AGENT))
         return url, start_process(argv, f"{url}/health", log_dir / "agent.log")
-    env = {"SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    env = {"SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "SWITCHBOARD_MAX_CALLS": str(args.max_calls)}
     argv = cli("up", "--port", str(port), "--workers", str(args.workers), "--agent", str(AGENT),
                "--data-dir", data_dir)
     process = start_process(argv, f"{url}/health", log_dir / "stack.log", env=env)
@@ -106,7 +107,7 @@ def markdown(data: dict) -> str:
         "## Capacity under load (`benchmarks/loadtest_capacity.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {data['cpus']} cores against "
-        f"{setup} (offline engines, the speech-clip test agent); the load generator ran on the same "
+        f"{setup} ({data['max_calls']} call slots each; offline engines, the speech-clip test agent); the load generator ran on the same "
         f"machine. Each level places {data['calls_per_slot']} calls per caller slot of the default "
         "scenario (real speech clips, random pauses, some barge-ins, a goodbye).",
         "",
@@ -150,6 +151,7 @@ def main() -> int:
     parser.add_argument("--levels", default="1,2,3,4,6,8", help="concurrency levels, ascending")
     parser.add_argument("--calls-per-slot", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-calls", type=int, default=12, help="slots per worker (enough not to cap the sweep)")
     parser.add_argument("--standalone", action="store_true", help="one standalone agent instead of the stack")
     parser.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
     parser.add_argument("--no-docs", action="store_true", help="results only; leave docs/ alone (trial runs)")
@@ -176,6 +178,7 @@ def main() -> int:
     runs = {r["concurrency"]: r.pop("_run") for r in rows}
     data = {
         "levels": rows, "capacity": best["concurrency"] if best else None, "workers": args.workers,
+        "max_calls": args.max_calls,
         "standalone": args.standalone, "calls_per_slot": args.calls_per_slot, "cpus": os.cpu_count(),
         "limits": {"p95_ms": P95_LIMIT_MS, "success_rate": SUCCESS_LIMIT},
     }

@@ -2,20 +2,9 @@
 
 import pytest
 
-from switchboard.agent.intents import normalize
 from switchboard.audio import TELEPHONY_RATE, read_wav, resample, ulaw_decode, ulaw_encode
 from switchboard.engines.whisper import shared_whisper
-
-
-def word_accuracy(reference: str, hypothesis: str) -> float:
-    """1 - word error rate (Levenshtein over words), floored at 0."""
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return max(0.0, 1 - d[len(hyp)] / max(1, len(ref)))
+from switchboard.loadtest.clarity import word_accuracy
 
 
 @pytest.mark.parametrize(

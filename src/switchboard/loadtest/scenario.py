@@ -72,7 +72,7 @@ class Scenario:
         by_name = {c.path.name: c for c in clips}
         if options.goodbye and GOODBYE_CLIP not in by_name:
             raise ValueError(f"{options.speech_dir} has no goodbye clip {GOODBYE_CLIP}")
-        self._goodbye = by_name.get(GOODBYE_CLIP)
+        self._goodbye = by_name.get(GOODBYE_CLIP) if options.goodbye else None
         self.pool = [
             c for c in clips if c.path.name != GOODBYE_CLIP and c.path.name not in MULTI_PHRASE_CLIPS
         ]

@@ -34,8 +34,13 @@ from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
-from switchboard.telephony.twilio import busy_twiml, connect_stream_twiml, signature_is_valid
-from switchboard.worker.app import MEDIA_PATH, public_base, websocket_url
+from switchboard.telephony.twilio import (
+    busy_twiml,
+    connect_stream_twiml,
+    verified_webhook_form,
+    websocket_url,
+)
+from switchboard.worker.app import MEDIA_PATH
 from switchboard.worker.jobs import is_call_room
 
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
@@ -115,15 +120,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        base = public_base(request, settings.public_url)
-        if settings.twilio_auth_token:
-            url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-            token = settings.twilio_auth_token.get_secret_value()
-            if not signature_is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
-                metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
-                raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
-        metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
+        form, _base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         call_sid = form.get("CallSid") or uuid.uuid4().hex
         call_id = f"call-{call_sid}"
         with call_context(call_id):

@@ -7,8 +7,9 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from fastapi import WebSocket
+from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
 from pipecat.audio.utils import ulaw_to_pcm
 from pipecat.frames.frames import (
@@ -19,6 +20,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
@@ -49,6 +51,36 @@ def busy_twiml(message: str) -> str:
     response.say(message)
     response.hangup()
     return str(response)
+
+
+def public_base(request: Request | WebSocket, configured: str | None) -> str:
+    """The base URL the caller used to reach us (a configured public URL wins)."""
+    if configured:
+        return configured.rstrip("/")
+    scheme = request.url.scheme.replace("ws", "http")
+    return f"{scheme}://{request.headers.get('host', request.url.netloc)}"
+
+
+def websocket_url(base: str, path: str) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path}{path}"
+
+
+async def verified_webhook_form(
+    request: Request, public_url: str | None, auth_token: SecretStr | None
+) -> tuple[dict[str, str], str]:
+    """A voice webhook's form fields and the base URL it reached; 403 if a token is set and the
+    request is not signed with it (the signed URL is the public one, query string included)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    base = public_base(request, public_url)
+    if auth_token is not None:
+        url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
+        if not signature_is_valid(auth_token.get_secret_value(), url, form, request.headers.get("X-Twilio-Signature")):
+            metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
+            raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
+    metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
+    return form, base
 
 
 def signature_is_valid(auth_token: str, url: str, params: dict[str, str], signature: str | None) -> bool:

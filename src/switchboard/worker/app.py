@@ -11,7 +11,6 @@ import asyncio
 import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
@@ -28,8 +27,11 @@ from switchboard.telephony import stream_tokens
 from switchboard.telephony.twilio import (
     StreamStart,
     connect_stream_twiml,
+    public_base,
     read_stream_start,
     signature_is_valid,
+    verified_webhook_form,
+    websocket_url,
 )
 from switchboard.telephony.webrtc import WebRTCAnswerer
 from switchboard.worker.calls import CallRegistry, run_twilio_call
@@ -48,20 +50,6 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     warm_up()
     # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
     shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
-
-
-def public_base(request: Request | WebSocket, configured: str | None) -> str:
-    """The base URL the caller used to reach us (a configured public URL wins)."""
-    if configured:
-        return configured.rstrip("/")
-    scheme = request.url.scheme.replace("ws", "http")
-    return f"{scheme}://{request.headers.get('host', request.url.netloc)}"
-
-
-def websocket_url(base: str, path: str) -> str:
-    parts = urlsplit(base)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path}{path}"
 
 
 def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerService | None = None) -> FastAPI:
@@ -173,15 +161,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
 
         @app.post("/twilio/voice")
         async def twilio_voice(request: Request) -> Response:
-            form = {k: str(v) for k, v in (await request.form()).items()}
-            base = public_base(request, settings.public_url)
-            if settings.twilio_auth_token:
-                url = f"{base}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-                token = settings.twilio_auth_token.get_secret_value()
-                if not signature_is_valid(token, url, form, request.headers.get("X-Twilio-Signature")):
-                    metrics.WEBHOOKS.labels(provider="twilio", result="bad_signature").inc()
-                    raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
-            metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
+            form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
             params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
             twiml = connect_stream_twiml(websocket_url(base, MEDIA_PATH), params)
             return Response(twiml, media_type="application/xml")
