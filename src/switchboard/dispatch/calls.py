@@ -33,10 +33,16 @@ class CallLedger:
         self._ttl = ttl_secs
         self._take = client.register_script(_TAKE)
 
-    async def record(self, call_id: str, status: CallStatus, **fields: str | float | int) -> None:
+    @staticmethod
+    def state(status: CallStatus, **fields: str | float | int) -> dict[str, str]:
+        """A call state hash's fields for ``status``, stamped now."""
         mapping = {"status": status.value, f"{status.value}_at": time.time(), **fields}
+        return {k: str(v) for k, v in mapping.items()}
+
+    async def record(self, call_id: str, status: CallStatus, **fields: str | float | int) -> None:
+        mapping = self.state(status, **fields)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.call(call_id), mapping={k: str(v) for k, v in mapping.items()})
+            pipe.hset(keys.call(call_id), mapping=mapping)
             pipe.expire(keys.call(call_id), self._ttl)
             await pipe.execute()
 

@@ -35,10 +35,16 @@ class JobQueue:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def enqueue(self, job: Job) -> str:
-        msg_id = await self._redis.xadd(keys.jobs(), job.to_fields())
+    async def enqueue(self, job: Job, state: dict[str, str] | None = None, state_ttl_secs: int = 86400) -> str:
+        """Add a job, and its call's initial state, in one round trip (state first, atomically)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if state:
+                pipe.hset(keys.call(job.call_id), mapping=state)
+                pipe.expire(keys.call(job.call_id), state_ttl_secs)
+            pipe.xadd(keys.jobs(), job.to_fields())
+            replies = await pipe.execute()
         metrics.JOBS_DISPATCHED.labels(kind=job.kind.value).inc()
-        return msg_id
+        return replies[-1]
 
     async def claim(self, consumer: str, block_ms: int, count: int = 1) -> list[Claimed]:
         """Up to ``count`` undelivered jobs, waiting up to ``block_ms`` for the first."""

@@ -172,8 +172,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             if not await client.set(keys.room(needed.room), job.call_id, nx=True, ex=settings.call_state_ttl_secs):
                 metrics.WEBHOOKS.labels(provider="livekit", result="duplicate_room").inc()
                 return {"dispatched": False, "reason": "room already has an agent"}
-            await ledger.record(job.call_id, CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
-            await queue.enqueue(job)
+            state = ledger.state(CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
+            await queue.enqueue(job, state, settings.call_state_ttl_secs)
             metrics.WEBHOOKS.labels(provider="livekit", result="dispatched").inc()
             logger.info(f"{job.call_id}: agent job queued for room {needed.room}")
             return {"dispatched": True, "call_id": job.call_id, "job_id": job.job_id}
@@ -184,8 +184,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=422, detail="livekit_room jobs need a room named call-*")
         job = Job(kind=request.kind, room=request.room, duration_secs=request.duration_secs)
         with call_context(job.call_id):
-            await ledger.record(job.call_id, CallStatus.QUEUED, job_id=job.job_id, manual=1)
-            await queue.enqueue(job)
+            state = ledger.state(CallStatus.QUEUED, job_id=job.job_id, manual=1)
+            await queue.enqueue(job, state, settings.call_state_ttl_secs)
             return {"call_id": job.call_id, "job_id": job.job_id}
 
     @app.get("/calls/{call_id}", dependencies=[Depends(require_api_key)])
