@@ -17,6 +17,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PERFORMANCE_DOC = REPO / "docs" / "performance.md"
+IMG = REPO / "docs" / "img"
+# The agent whose intents match the speech clips (tests and benchmarks share it).
+TEST_AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
 SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
-    REPO,
+    IMG,
     RESULTS,
+    TEST_AGENT,
     cli,
     free_port,
     start_process,
@@ -37,8 +38,7 @@ from switchboard.loadtest.html_report import summarize
 from switchboard.loadtest.loadgen import LoadTestConfig, run_load_test
 from switchboard.loadtest.scenario import ScenarioOptions
 
-AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
-IMG = REPO / "docs" / "img"
+AGENT = TEST_AGENT
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SECRETS = {"DEEPGRAM_API_KEY": "dg-bench", "ELEVENLABS_API_KEY": "el-bench", "OPENAI_API_KEY": "sk-bench"}

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 
 from _common import (
-    REPO,
     RESULTS,
     SHARED,
+    TEST_AGENT,
     cli,
     free_port,
     start_process,
@@ -33,7 +33,7 @@ from _common import (
 )
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 
-AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
+AGENT = TEST_AGENT
 GOODBYE_CLIP = "fw_stereo_right_16k.wav"  # the test agent's goodbye intent: ends the call
 # Clips with pauses longer than the VAD's stop time inside them: the agent (rightly, by its
 # settings) takes the first phrase as a turn, so "end of the clip" is not the end of a turn.

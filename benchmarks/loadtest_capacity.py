@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 
 from _common import (
-    REPO,
+    IMG,
     RESULTS,
+    TEST_AGENT,
     cli,
     free_port,
     start_process,
@@ -39,8 +40,7 @@ from switchboard.loadtest.html_report import figures, summarize, write_outputs
 from switchboard.loadtest.loadgen import LoadTestConfig, run_load_test
 from switchboard.loadtest.plots import capacity, save_png
 
-AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
-IMG = REPO / "docs" / "img"
+AGENT = TEST_AGENT
 P95_LIMIT_MS = 1000.0
 SUCCESS_LIMIT = 0.95
 CPU_GOAL_PCT = 0.5
