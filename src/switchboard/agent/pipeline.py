@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -21,7 +21,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.audio.vad_processor import VADProcessor
-from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
@@ -37,6 +37,20 @@ from switchboard.settings import Settings
 
 # Whisper and smart-turn both want 16 kHz; telephony audio is upsampled once at the edge.
 PIPELINE_IN_RATE = 16000
+
+
+class CallerAudioStop(FrameProcessor):
+    """Ends the caller's audio frames once the user aggregator has had them.
+
+    VAD, STT and end-of-turn detection are upstream of here; every processor downstream
+    (responder, TTS, output, the engines' fallback switchers) would only pass 50 audio frames a
+    second per call along to the output transport, which drops them.
+    """
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if not (isinstance(frame, InputAudioRawFrame) and direction is FrameDirection.DOWNSTREAM):
+            await self.push_frame(frame, direction)
 
 
 @dataclass
@@ -89,6 +103,7 @@ def build_call_pipeline(
             vad,
             build_stt(settings),
             aggregators.user(),
+            CallerAudioStop(),
             responder,
             build_tts(settings),
             *before_output,
