@@ -1,0 +1,140 @@
+"""Where speech starts and ends: the one definition every instrument and the agent use.
+
+**Speech is the 10 ms frames whose RMS level is at least ``MARGIN_DB`` above the signal's own
+noise floor** (and above ``MIN_THRESHOLD_DBFS``, however quiet the line). Pauses shorter than
+``bridge_ms`` stay inside one stretch of speech; stretches shorter than ``min_speech_ms`` are
+clicks, not speech. **The end of speech is the end of the last speech frame**: where the
+signal's energy ends, never where a detector's trailing window ends (Silero's last speech
+window closes 55-75 ms after the energy of clean studio speech has gone).
+
+The noise floor is a low percentile of the frames that carry any signal: digital silence is
+the absence of a signal (a simulator's quiet caller, a clip's padding), not its background.
+
+**Packetization.** A Twilio media stream delivers each 20 ms frame once its last sample has
+been captured, so the audio of the frame sent at time ``t`` covers ``[t - 20 ms, t)``. The
+caller simulator sends that way and places its recording that way; a speech end inside a
+frame therefore reaches the agent up to 20 ms later, which is the network's cost, not the
+agent's, and is included in every voice-to-voice figure as a caller would hear it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from switchboard.audio import frame_dbfs
+
+LEVEL_MS = 10
+MARGIN_DB = 10.0
+MIN_THRESHOLD_DBFS = -60.0
+DIGITAL_SILENCE_DBFS = -100.0
+FLOOR_PERCENTILE = 10.0
+BRIDGE_MS = 300
+MIN_SPEECH_MS = 30
+PACKET_MS = 20  # a Twilio media frame
+_LIVE_FLOOR_PERCENTILE = 5.0
+
+
+@dataclass(frozen=True)
+class SpeechBounds:
+    """Where speech starts and ends in a clip, in seconds, and the levels that decided it."""
+
+    start: float
+    end: float
+    floor_dbfs: float = -120.0
+    threshold_dbfs: float = MIN_THRESHOLD_DBFS
+
+
+def noise_floor_dbfs(levels: np.ndarray, percentile: float = FLOOR_PERCENTILE) -> float:
+    """The background level of a stretch of 10 ms frame levels."""
+    signal = levels[levels > DIGITAL_SILENCE_DBFS]
+    if len(signal) == 0:
+        return float(np.min(levels)) if len(levels) else -120.0
+    return float(np.percentile(signal, percentile))
+
+
+def threshold_dbfs(floor_dbfs: float, margin_db: float = MARGIN_DB) -> float:
+    """The level speech must reach over a background of ``floor_dbfs``."""
+    return max(floor_dbfs + margin_db, MIN_THRESHOLD_DBFS)
+
+
+def speech_runs(
+    active: np.ndarray, bridge_frames: int, min_frames: int
+) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges of speech: clicks dropped first, then short pauses bridged."""
+    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
+    merged: list[list[int]] = []
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+        if b - a < min_frames:
+            continue
+        if merged and a - merged[-1][1] < bridge_frames:
+            merged[-1][1] = int(b)
+        else:
+            merged.append([int(a), int(b)])
+    return [(a, b) for a, b in merged]
+
+
+def speech_bounds(
+    samples: np.ndarray,
+    rate: int,
+    *,
+    threshold: float | None = None,
+    bridge_ms: int = BRIDGE_MS,
+    min_speech_ms: int = MIN_SPEECH_MS,
+) -> SpeechBounds | None:
+    """First and last speech in a clip by the definition above; None if there is none.
+
+    ``threshold`` (dBFS) overrides the floor-relative level, for synthetic audio.
+    """
+    levels = frame_dbfs(samples, rate, LEVEL_MS)
+    floor = noise_floor_dbfs(levels)
+    level = threshold if threshold is not None else threshold_dbfs(floor)
+    runs = speech_runs(levels >= level, bridge_ms // LEVEL_MS, max(1, min_speech_ms // LEVEL_MS))
+    if not runs:
+        return None
+    s = LEVEL_MS / 1000
+    return SpeechBounds(runs[0][0] * s, runs[-1][1] * s, floor, level)
+
+
+class SpeechEnergyGate:
+    """The same definition, live: is the current window speech by energy, and since when not.
+
+    The agent feeds it every analysis window of caller audio. The floor follows the call's own
+    line: a low percentile of the last ``history_s`` of window levels, digital silence included
+    (a line that goes digitally silent has no background to rise above), refreshed once a second
+    (a percentile per window per call would cost more than the VAD it sits beside).
+    """
+
+    def __init__(self, *, margin_db: float = MARGIN_DB, history_s: float = 20.0):
+        self._margin_db = margin_db
+        self._levels: list[float] = []
+        self._history_s = history_s
+        self._since_refresh_s = 0.0
+        self._window_s = 0.0
+        self.floor_dbfs = -120.0
+        self.threshold_dbfs = MIN_THRESHOLD_DBFS
+        self.speech = False
+        self.silent_s = 0.0  # energy below the threshold for this long (0 while speech)
+        self.samples_seen = 0
+
+    def update(self, samples: np.ndarray, rate: int) -> bool:
+        """Take one window of int16 samples; returns whether it is speech by energy."""
+        self.samples_seen += len(samples)
+        window_s = len(samples) / rate
+        x = samples.astype(np.float32)
+        rms = float(np.sqrt(np.dot(x, x) / max(1, len(x)))) / 32768.0
+        level = 20.0 * np.log10(max(rms, 1e-6))
+        self._levels.append(level)
+        keep = int(self._history_s / max(window_s, 1e-3))
+        if len(self._levels) > keep:
+            del self._levels[: len(self._levels) - keep]
+        self._since_refresh_s += window_s
+        # Until a second of the line is heard its background is unknown: assume a quiet one.
+        if self._since_refresh_s >= 1.0:
+            self._since_refresh_s = 0.0
+            self.floor_dbfs = float(np.percentile(self._levels, _LIVE_FLOOR_PERCENTILE))
+            self.threshold_dbfs = threshold_dbfs(self.floor_dbfs, self._margin_db)
+        self.speech = level >= self.threshold_dbfs
+        self.silent_s = 0.0 if self.speech else self.silent_s + window_s
+        return self.speech
