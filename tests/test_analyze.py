@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from switchboard.audio import read_wav, speech_bounds, write_wav
+from switchboard.audio import read_wav, write_wav
+from switchboard.speech_end import speech_bounds
 from switchboard.loadtest.analyze import DetectorParams, analyze_channels, analyze_recording
 from switchboard.loadtest.commands import add_commands
 
@@ -128,13 +129,13 @@ def test_real_speech_with_pauses_inside_replies(speech_clips) -> None:
     rate = 16000
     said = [read_wav(speech_clips[f].path, rate) for f in ("cmu_arctic_aew_a0001_16k.wav", "cmu_arctic_aew_a0002_16k.wav")]
     reply = read_wav(speech_clips["fw_stereo_right_16k.wav"].path, rate)
-    rb = speech_bounds(reply, rate, -40)
+    rb = speech_bounds(reply, rate, threshold=-40)
     assert rb is not None
     sentence = reply[int(rb.start * rate) : int(rb.end * rate)]
     caller, agent = noise(24.0, rate, -58.0), np.zeros(rate * 24, np.int16)
     truth, t = [], 0.5
     for clip, gap in zip(said, (500, 850), strict=True):
-        b = speech_bounds(clip, rate, -40)
+        b = speech_bounds(clip, rate, threshold=-40)
         assert b is not None
         place(caller, clip, t, rate)
         end = t + b.end

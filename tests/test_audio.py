@@ -4,7 +4,8 @@ import warnings
 
 import numpy as np
 
-from switchboard.audio import read_wav, resample, speech_bounds, ulaw_decode, ulaw_encode
+from switchboard.audio import read_wav, resample, ulaw_decode, ulaw_encode
+from switchboard.speech_end import speech_bounds
 
 
 def test_ulaw_matches_reference_codec() -> None:

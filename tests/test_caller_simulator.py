@@ -330,7 +330,6 @@ class TwoTurnCall:
 async def two_turn_call(tmp_path_factory: pytest.TempPathFactory) -> TwoTurnCall:
     recording = tmp_path_factory.mktemp("calls") / "two_turns.wav"
     script = CallScript(
-        caller_speech_detector="energy",
         turns=[
             CallerTurn(audio=CLIPS[1].path, expected_text=CLIPS[1].transcript),
             CallerTurn(audio=CLIPS[2].path, hangup_expected=True),
@@ -460,7 +459,6 @@ def test_report_is_json_and_a_readable_table(two_turn_call: TwoTurnCall, tmp_pat
 def _barge_in_script(reply_timeout_ms: int = 5000) -> CallScript:
     # Interrupt the long greeting one second in; the caller's clip is clean and short.
     return CallScript(
-        caller_speech_detector="energy",
         turns=[CallerTurn(audio=SHORT.path, barge_in_after_ms=1000)],
         reply_timeout_ms=reply_timeout_ms,
     )
@@ -495,7 +493,7 @@ async def test_barge_in_fails_when_the_agent_talks_over_the_caller() -> None:
 
 
 async def test_missing_greeting_is_a_failure() -> None:
-    script = CallScript(turns=[CallerTurn(audio=SHORT.path)], greeting_timeout_ms=1000, caller_speech_detector="energy")
+    script = CallScript(turns=[CallerTurn(audio=SHORT.path)], greeting_timeout_ms=1000)
     result, _ = await call_fake_agent(AgentBehaviour(greeting=None), script)
     assert (result.outcome, result.reason) == (CallOutcome.FAILED, "no_greeting")
     assert result.messages_sent.get("stop") == 1

@@ -1,8 +1,10 @@
-"""The one home for audio conversions: G.711 µ-law, resampling, WAV I/O and speech energy."""
+"""The one home for audio conversions: G.711 µ-law, resampling, WAV I/O and frame levels.
+
+Where speech starts and ends is defined once, in ``switchboard.speech_end``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,22 +84,3 @@ def dbfs(samples: np.ndarray) -> float:
         return -120.0
     rms = float(np.sqrt(np.mean((samples.astype(np.float64) / 32768.0) ** 2)))
     return 20 * np.log10(max(rms, 1e-6))
-
-
-@dataclass(frozen=True)
-class SpeechBounds:
-    """Where speech starts and ends in a clip, in seconds."""
-
-    start: float
-    end: float
-
-
-def speech_bounds(
-    samples: np.ndarray, rate: int, threshold_dbfs: float = -40.0, frame_ms: int = 10
-) -> SpeechBounds | None:
-    """First and last frame above ``threshold_dbfs``; None for a silent clip."""
-    levels = frame_dbfs(samples, rate, frame_ms)
-    active = np.flatnonzero(levels > threshold_dbfs)
-    if len(active) == 0:
-        return None
-    return SpeechBounds(active[0] * frame_ms / 1000, (active[-1] + 1) * frame_ms / 1000)

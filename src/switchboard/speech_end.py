@@ -47,11 +47,20 @@ class SpeechBounds:
 
 
 def noise_floor_dbfs(levels: np.ndarray, percentile: float = FLOOR_PERCENTILE) -> float:
-    """The background level of a stretch of 10 ms frame levels."""
+    """The background level of a stretch of 10 ms frame levels.
+
+    Digital silence is left out when the signal has a quiet part of its own (a clip's hiss is
+    what its speech must stand out from); a signal with none (a tone between silences) is
+    judged against the silence.
+    """
+    if len(levels) == 0:
+        return -120.0
     signal = levels[levels > DIGITAL_SILENCE_DBFS]
-    if len(signal) == 0:
-        return float(np.min(levels)) if len(levels) else -120.0
-    return float(np.percentile(signal, percentile))
+    if len(signal):
+        quiet = float(np.percentile(signal, percentile))
+        if float(np.median(signal)) - quiet > MARGIN_DB:
+            return quiet
+    return float(np.percentile(levels, percentile))
 
 
 def threshold_dbfs(floor_dbfs: float, margin_db: float = MARGIN_DB) -> float:

@@ -18,7 +18,6 @@ from pipecat.audio.utils import exp_smoothing, normalize_value
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
-from switchboard.audio import SpeechBounds, resample
 from switchboard.engines.models import silero_vad_file, smart_turn_file
 
 _lock = threading.Lock()
@@ -94,30 +93,3 @@ def warm_up() -> None:
     """Load both sessions now, so the first call does not pay for it."""
     _silero_session()
     _smart_turn_session()
-
-
-_SILERO_WINDOW = 512  # samples at 16 kHz (32 ms), the model's frame
-_SILERO_CONTEXT = 64
-
-
-def silero_speech_bounds(samples: np.ndarray, rate: int, threshold: float = 0.5) -> SpeechBounds | None:
-    """Where speech starts and ends in a whole clip by Silero VAD (offline analysis, not streaming).
-
-    Energy thresholds put the end of speech at the end of a noisy clip's noise floor; the VAD
-    puts it where a listener would.
-    """
-    audio = resample(samples, rate, 16000).astype(np.float32) / 32768.0
-    session = _silero_session()
-    state = np.zeros((2, 1, 128), dtype=np.float32)
-    context = np.zeros((1, _SILERO_CONTEXT), dtype=np.float32)
-    sr = np.array(16000, dtype=np.int64)
-    speech = []
-    for i in range(0, len(audio) - _SILERO_WINDOW + 1, _SILERO_WINDOW):
-        chunk = np.concatenate([context, audio[None, i : i + _SILERO_WINDOW]], axis=1)
-        prob, state = session.run(None, {"input": chunk, "state": state, "sr": sr})
-        context = chunk[:, -_SILERO_CONTEXT:]
-        if prob[0][0] > threshold:
-            speech.append(i)
-    if not speech:
-        return None
-    return SpeechBounds(speech[0] / 16000, (speech[-1] + _SILERO_WINDOW) / 16000)

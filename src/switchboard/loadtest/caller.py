@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -39,12 +39,13 @@ from switchboard.audio import (
     frame_dbfs,
     read_wav,
     resample,
-    speech_bounds,
     ulaw_decode,
     ulaw_encode,
     write_wav,
 )
+from switchboard.loadtest.known_end import speech_end_of
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
+from switchboard.speech_end import speech_bounds
 
 _TICK_MS = 20
 _LEVEL_MS = 10  # speech detection granularity on the timeline
@@ -78,6 +79,11 @@ class CallerTurn(BaseModel):
     hangup_expected: bool = Field(
         default=False, description="The agent should hang up after replying"
     )
+    speech_end_s: float | None = Field(
+        default=None,
+        description="Where the clip's speech ends, if known; else a known-end manifest beside "
+        "the clip, else the energy definition in switchboard.speech_end",
+    )
 
 
 class CallScript(BaseModel):
@@ -94,15 +100,12 @@ class CallScript(BaseModel):
     barge_in_stop_ms: int = Field(
         default=1_500, description="Agent must stop this soon after a barge-in"
     )
-    speech_threshold_dbfs: float = -45.0
+    speech_threshold_dbfs: float = Field(
+        default=-45.0, description="Agent audio louder than this is audible to the caller"
+    )
     raw_messages_after_start: list[str] = Field(
         default_factory=list,
         description="Sent verbatim right after `start` (malformed-input drills); not Twilio's behaviour",
-    )
-    caller_speech_detector: Literal["vad", "energy"] = Field(
-        default="vad",
-        description="How the caller's speech bounds are found in each clip: Silero VAD (where a "
-        "listener hears speech) or the energy threshold (for synthetic test audio)",
     )
 
 
@@ -113,67 +116,94 @@ class _Clip:
     ulaw: bytes
     speech_start: int
     speech_end: int  # exclusive
+    speech_end_sample: int
 
 
 @lru_cache(maxsize=128)
-def _load_clip(path: Path, threshold_dbfs: float, detector: str = "vad") -> _Clip:
+def _load_clip(path: Path, speech_end_s: float | None = None) -> _Clip:
     """Read, convert and measure a clip once per process; load tests reuse the same few clips."""
-    from switchboard.engines.turn_detection import silero_speech_bounds  # loads onnxruntime
-
     samples = read_wav(path, TELEPHONY_RATE)
-    # Where a listener hears speech end (the VAD), not where a noisy clip's floor drops below a
-    # fixed level; energy is the fallback for audio the VAD does not call speech (tones).
-    bounds = silero_speech_bounds(samples, TELEPHONY_RATE) if detector == "vad" else None
-    bounds = bounds or speech_bounds(samples, TELEPHONY_RATE, threshold_dbfs, _LEVEL_MS)
+    bounds = speech_bounds(samples, TELEPHONY_RATE)
     if bounds is None:
-        raise ValueError(f"caller clip {path} has no speech above {threshold_dbfs} dBFS")
+        raise ValueError(f"caller clip {path} has no speech")
+    end_s = speech_end_s if speech_end_s is not None else speech_end_of(path)
+    end_s = bounds.end if end_s is None else end_s
     return _Clip(
         ulaw_encode(samples),
         round(bounds.start * 1000 / _LEVEL_MS),
-        round(bounds.end * 1000 / _LEVEL_MS),
+        round(end_s * 1000 / _LEVEL_MS),
+        round(end_s * TELEPHONY_RATE),
     )
 
 
 def preload_clips(paths: list[Path], script: CallScript | None = None) -> None:
     """Read and measure clips now, so a load test's first calls do not pay for it on the clock."""
-    script = script or CallScript()
+    known = {t.audio: t.speech_end_s for t in (script.turns if script else [])}
     for path in paths:
-        _load_clip(path, script.speech_threshold_dbfs, script.caller_speech_detector)
+        _load_clip(path, known.get(path))
 
 
 class _Timeline:
-    """Both channels of the call on one 8 kHz timeline, one 20 ms tick at a time.
+    """Both channels of the call on one 8 kHz timeline, in the caller's time.
 
-    Positions are in 10 ms level frames. The agent channel keeps a level per frame so replies can
-    be found online without re-analysing audio.
+    Time zero is the stream's first clock tick. The caller's frame sent at a tick covers the
+    20 ms *before* it (Twilio sends a frame once it has been captured: see
+    ``switchboard.speech_end``). Agent audio is placed where a caller would hear it: from the
+    moment it arrives, or right after the audio queued before it, so no reply waits for the
+    next 20 ms tick to be counted. Levels are kept per 10 ms frame, up to "now" (the last
+    tick), so replies can be found online.
     """
 
     def __init__(self, threshold_dbfs: float, capacity_ticks: int = 3000):
         self.caller = bytearray()
-        self.agent = bytearray()
         self.ticks = 0
+        self.frames = 0  # 10 ms frames whose agent level is final
         self._threshold = threshold_dbfs
+        self._agent = np.zeros(capacity_ticks * TELEPHONY_FRAME_BYTES, dtype=np.int16)
+        self._agent_until = 0  # samples written so far (the end of the last placed chunk)
         self._levels = np.full(capacity_ticks * _LEVELS_PER_TICK, -120.0, dtype=np.float32)
 
-    @property
-    def frames(self) -> int:
-        """Number of 10 ms frames recorded so far."""
-        return self.ticks * _LEVELS_PER_TICK
+    def append_caller(self, caller_frame: bytes) -> None:
+        """Record one tick's caller frame; its audio lies in the 20 ms before the tick."""
+        if self.ticks:
+            self.caller += caller_frame
+        self.ticks += 1
+        self.advance(self.ticks - 1)
 
-    def append(self, caller_frame: bytes, agent_frame: bytes) -> None:
-        """Record one tick: what the caller sent and what the agent had playing."""
-        self.caller += caller_frame
-        self.agent += agent_frame
-        i = self.frames
-        if i + _LEVELS_PER_TICK > len(self._levels):
-            grown = np.full(2 * len(self._levels), -120.0, dtype=np.float32)
+    def advance(self, tick: int) -> None:
+        """Agent levels are final up to ``tick``: nothing placed later can start before it."""
+        upto = tick * _LEVELS_PER_TICK
+        if upto <= self.frames:
+            return
+        self._grow_levels(upto)
+        a = self.frames * _BYTES_PER_LEVEL
+        b = min(upto * _BYTES_PER_LEVEL, self._agent_until)
+        if b > a:
+            levels = frame_dbfs(self._agent[a:b], TELEPHONY_RATE, _LEVEL_MS)
+            self._levels[self.frames : self.frames + len(levels)] = levels
+        self.frames = upto
+
+    def place_agent(self, pcm: np.ndarray, at_sample: int) -> None:
+        """Write agent samples from ``at_sample`` on (the playback buffer decides where)."""
+        end = at_sample + len(pcm)
+        if end > len(self._agent):
+            grown = np.zeros(max(2 * len(self._agent), end), dtype=np.int16)
+            grown[: len(self._agent)] = self._agent
+            self._agent = grown
+        self._agent[at_sample:end] = pcm
+        self._agent_until = max(self._agent_until, end)
+
+    def truncate_agent(self, at_sample: int) -> None:
+        """A ``clear``: queued agent audio from ``at_sample`` on is never played."""
+        if at_sample < self._agent_until:
+            self._agent[at_sample : self._agent_until] = 0
+            self._agent_until = at_sample
+
+    def _grow_levels(self, frames: int) -> None:
+        if frames > len(self._levels):
+            grown = np.full(max(2 * len(self._levels), frames), -120.0, dtype=np.float32)
             grown[: len(self._levels)] = self._levels
             self._levels = grown
-        if agent_frame is not _SILENCE:
-            self._levels[i : i + _LEVELS_PER_TICK] = frame_dbfs(
-                ulaw_decode(agent_frame), TELEPHONY_RATE, _LEVEL_MS
-            )
-        self.ticks += 1
 
     def _audible(self, start: int, stop: int | None = None) -> np.ndarray:
         stop = self.frames if stop is None else min(stop, self.frames)
@@ -183,6 +213,15 @@ class _Timeline:
         """First audible agent frame at or after ``start``."""
         found = self._audible(start)
         return int(found[0]) if len(found) else None
+
+    def onset_sample(self, frame: int) -> int:
+        """The first sample of an audible frame's sound: where a wave of the audible level
+        first peaks, searched from the frame before (10 ms levels alone would read up to 10 ms
+        late)."""
+        peak = 32768 * 10 ** (self._threshold / 20) * np.sqrt(2)
+        a = max(0, frame - 1) * _BYTES_PER_LEVEL
+        loud = np.flatnonzero(np.abs(self._agent[a : (frame + 1) * _BYTES_PER_LEVEL]) >= peak)
+        return a + int(loud[0]) if len(loud) else frame * _BYTES_PER_LEVEL
 
     def last_audible(self, start: int, stop: int | None = None) -> int | None:
         """Last audible agent frame in ``[start, stop)``."""
@@ -204,54 +243,48 @@ class _Timeline:
 
     def agent_pcm(self, start: int, end: int) -> np.ndarray:
         """Agent samples of frames ``start..end`` inclusive."""
-        return ulaw_decode(
-            bytes(self.agent[start * _BYTES_PER_LEVEL : (end + 1) * _BYTES_PER_LEVEL])
-        )
+        return self._agent[start * _BYTES_PER_LEVEL : (end + 1) * _BYTES_PER_LEVEL].copy()
 
     def stereo(self) -> np.ndarray:
-        """(n, 2) int16: caller left, agent right."""
-        return np.stack([ulaw_decode(bytes(self.caller)), ulaw_decode(bytes(self.agent))], axis=1)
+        """(n, 2) int16: caller left, agent right, on the caller's time."""
+        caller = ulaw_decode(bytes(self.caller))
+        n = max(len(caller), self._agent_until)
+        out = np.zeros((n, 2), dtype=np.int16)
+        out[: len(caller), 0] = caller
+        out[: self._agent_until, 1] = self._agent[: self._agent_until]
+        return out
 
 
 class _Playback:
-    """Twilio's outbound buffer: played 160 bytes per tick; a mark fires when playback reaches it."""
+    """Twilio's outbound buffer in continuous time: audio plays from the moment it arrives, or
+    right after what is already queued; a mark fires when playback reaches it."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._queued = 0
-        self._played = 0
+        self.end = 0  # sample at which the queued audio finishes playing
         self._marks: deque[tuple[int, str]] = deque()
 
-    def __len__(self) -> int:
-        return len(self._buffer)
+    def queue(self, samples: int, now: int) -> int:
+        """Queue ``samples`` of audio arriving at sample ``now``; returns where they start."""
+        start = max(now, self.end)
+        self.end = start + samples
+        return start
 
-    def queue(self, audio: bytes) -> None:
-        self._buffer += audio
-        self._queued += len(audio)
+    def mark(self, name: str, now: int) -> None:
+        self._marks.append((max(now, self.end), name))
 
-    def mark(self, name: str) -> None:
-        self._marks.append((self._queued, name))
-
-    def clear(self) -> list[str]:
+    def clear(self, now: int) -> list[str]:
         """Drop queued audio; returns the pending marks, which Twilio echoes at once."""
-        self._buffer.clear()
-        self._played = self._queued
+        self.end = min(self.end, now)
         names = [name for _, name in self._marks]
         self._marks.clear()
         return names
 
-    def next_frame(self) -> tuple[bytes, list[str]]:
-        """The next 20 ms to play (the shared silence frame when empty) and the marks now due."""
-        frame = _SILENCE
-        if self._buffer:
-            chunk = bytes(self._buffer[:TELEPHONY_FRAME_BYTES])
-            del self._buffer[:TELEPHONY_FRAME_BYTES]
-            self._played += len(chunk)
-            frame = chunk + _SILENCE[len(chunk) :]
-        due: list[str] = []
-        while self._marks and self._marks[0][0] <= self._played:
-            due.append(self._marks.popleft()[1])
-        return frame, due
+    def due(self, now: int) -> list[str]:
+        """Marks whose audio has finished playing by sample ``now``."""
+        out: list[str] = []
+        while self._marks and self._marks[0][0] <= now:
+            out.append(self._marks.popleft()[1])
+        return out
 
 
 @dataclass(frozen=True)
@@ -303,7 +336,7 @@ class _SharedClock:
             lag_ms = (self._loop.time() - deadline) * 1000
             ticks += 1
             for leg in list(self._legs):
-                leg.tick_now(lag_ms)
+                leg.tick_now(deadline, lag_ms)
 
 
 class _MediaLeg:
@@ -330,6 +363,7 @@ class _MediaLeg:
         self._caller_audio = b""
         self._caller_pos = 0
         self._stopping = False
+        self._base: float | None = None  # loop time of the first tick: the timeline's zero
         self.tick = asyncio.Event()
 
     async def begin(self, custom_parameters: dict[str, str]) -> None:
@@ -373,15 +407,23 @@ class _MediaLeg:
             clock.remove(self)
             self._wake()
 
-    def tick_now(self, lag_ms: float) -> None:
+    def now_sample(self) -> int:
+        """Where on the timeline (8 kHz samples) this moment is."""
+        if self._base is None:
+            return 0
+        return max(0, round((asyncio.get_running_loop().time() - self._base) * TELEPHONY_RATE))
+
+    def tick_now(self, deadline: float, lag_ms: float) -> None:
         """One 20 ms tick, without awaiting: the shared clock runs every call's tick in a row."""
         if self.closed:
             return
+        if self._base is None:
+            self._base = deadline
         self.max_lag_ms = max(self.max_lag_ms, lag_ms)
         caller = self._next_caller_frame()
-        agent, due = self.playback.next_frame()
         k = self.timeline.ticks
-        self.timeline.append(caller, agent)
+        self.timeline.append_caller(caller)
+        due = self.playback.due(k * TELEPHONY_FRAME_BYTES)
         payload = _SILENCE_B64 if caller is _SILENCE else base64.b64encode(caller).decode()
         self._seq += 1
         # Formatted by hand: json.dumps per frame per call is a measurable share of a load test.
@@ -417,12 +459,16 @@ class _MediaLeg:
             message = json.loads(raw)
             event = message["event"]
             if event == "media":
-                self.playback.queue(base64.b64decode(message["media"]["payload"], validate=True))
+                pcm = ulaw_decode(base64.b64decode(message["media"]["payload"], validate=True))
+                at = self.playback.queue(len(pcm), self.now_sample())
+                self.timeline.place_agent(pcm, at)
             elif event == "mark":
-                self.playback.mark(str(message["mark"]["name"]))
+                self.playback.mark(str(message["mark"]["name"]), self.now_sample())
             elif event == "clear":
-                self.clear_frames.append(self.timeline.frames)
-                for name in self.playback.clear():
+                now = self.now_sample()
+                self.clear_frames.append(now // _BYTES_PER_LEVEL)
+                self.timeline.truncate_agent(now)
+                for name in self.playback.clear(now):
                     self._echo_mark(name)
             else:
                 self._record_unknown(raw)
@@ -442,9 +488,7 @@ class _MediaLeg:
         waiters: an agent that says goodbye and hangs up is heard to the end."""
         if self.closed:
             return
-        while len(self.playback):
-            frame, _ = self.playback.next_frame()
-            self.timeline.append(_SILENCE, frame)
+        self.timeline.advance(-(-self.playback.end // TELEPHONY_FRAME_BYTES))
         self.closed = True
         self.closed_by_agent = not self._stopping and self.error is None
         self._wake()
@@ -558,14 +602,15 @@ class _Conversation:
     async def _turn(
         self, index: int, turn: CallerTurn, clip: _Clip, previous: _Reply
     ) -> _Reply | None:
-        base = self._leg.say(clip.ulaw) * _LEVELS_PER_TICK
+        # The clip's first frame goes out at the next tick and holds the 20 ms before it.
+        base = (self._leg.say(clip.ulaw) - 1) * _LEVELS_PER_TICK
         speech_start, speech_end = base + clip.speech_start, base + clip.speech_end
         result = TurnResult(
             index=index,
             clip=str(turn.audio),
             expected_text=turn.expected_text,
             caller_speech_start_s=_seconds(speech_start),
-            caller_speech_end_s=_seconds(speech_end),
+            caller_speech_end_s=(base * _BYTES_PER_LEVEL + clip.speech_end_sample) / TELEPHONY_RATE,
             barge_in=turn.barge_in_after_ms is not None,
         )
         self.turns.append(result)
@@ -582,8 +627,10 @@ class _Conversation:
             return None
         reply = _Reply(start)
         self.replies.append((reply, result))
-        result.agent_audio_start_s = _seconds(start)
-        result.voice_to_voice_ms = float((start - speech_end) * _LEVEL_MS)
+        onset = self._tl.onset_sample(start)
+        result.agent_audio_start_s = onset / TELEPHONY_RATE
+        end_sample = base * _BYTES_PER_LEVEL + clip.speech_end_sample
+        result.voice_to_voice_ms = round((onset - end_sample) * 1000 / TELEPHONY_RATE, 1)
         return reply
 
     def _interrupted_end(self, previous: _Reply, barge_in: int) -> int | None:
@@ -759,8 +806,7 @@ class _Call:
         )
         self.script = script
         self.clips = [
-            _load_clip(t.audio, script.speech_threshold_dbfs, script.caller_speech_detector)
-            for t in script.turns
+_load_clip(t.audio, t.speech_end_s) for t in script.turns
         ]
         self.timeline = _Timeline(script.speech_threshold_dbfs)
         self.conversation: _Conversation | None = None
