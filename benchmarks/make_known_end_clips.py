@@ -4,7 +4,7 @@
 
 Every clip of the shared manifest except the 11 s inaugural address (several sentences, not
 one caller turn) is cut where its speech energy ends, faded and padded with digital silence;
-``benchmarks/clips/manifest.tsv`` records where each one's speech ends.
+``benchmarks/clips/known_end.tsv`` records where each one's speech ends.
 """
 
 from __future__ import annotations

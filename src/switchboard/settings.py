@@ -71,6 +71,16 @@ class Settings(BaseSettings):
         "joined): fewer frames per call, but end of speech is seen up to that much later.",
     )
     vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
+    vad_start_secs: float = Field(
+        0.2, ge=0.02, le=1.0, description="Speech before VAD reports a start (and a barge-in)."
+    )
+    speculative_stt_after_secs: float | None = Field(
+        0.032,
+        ge=0.0,
+        le=1.0,
+        description="Start transcribing this long into the caller's silence, before VAD reports "
+        "the stop (the result is dropped if they go on); unset to transcribe only at the stop.",
+    )
     turn_stop_secs: float = Field(
         1.2, ge=0.2, le=5.0, description="Silence that ends a turn the turn model judged incomplete."
     )

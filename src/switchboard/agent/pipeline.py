@@ -34,6 +34,7 @@ from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
+from switchboard.speech_end import SpeechEnergyGate
 
 # Whisper and smart-turn both want 16 kHz; telephony audio is upsampled once at the edge.
 PIPELINE_IN_RATE = 16000
@@ -75,8 +76,13 @@ def build_call_pipeline(
     ``before_output`` are transport-specific processors placed just before the output
     (for example Twilio's playback marks).
     """
+    # One gate per call: the VAD, speculative STT and the timings share the caller's energy.
+    gate = SpeechEnergyGate()
     vad = VADProcessor(
-        vad_analyzer=SharedSileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_secs))
+        vad_analyzer=SharedSileroVADAnalyzer(
+            params=VADParams(start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs),
+            gate=gate,
+        )
     )
     turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
     matcher = IntentMatcher(agent)
@@ -101,7 +107,7 @@ def build_call_pipeline(
         [
             transport.input(),
             vad,
-            build_stt(settings),
+            build_stt(settings, gate),
             aggregators.user(),
             CallerAudioStop(),
             responder,
@@ -112,7 +118,7 @@ def build_call_pipeline(
         ]
     )
     timings = TurnTimingObserver(
-        vad_stop_secs=settings.vad_stop_secs, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine
+        gate=gate, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine
     )
     worker = PipelineWorker(
         pipeline,

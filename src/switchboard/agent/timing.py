@@ -17,11 +17,12 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from switchboard.observability import metrics
+from switchboard.speech_end import SpeechEnergyGate
 
 
 @dataclass
 class TurnTiming:
-    """Milliseconds from the caller's end of speech (as VAD saw it) to each stage."""
+    """Milliseconds from the caller's end of speech (where its energy ended) to each stage."""
 
     transcript: str = ""
     vad_stop_ms: float | None = None
@@ -41,10 +42,10 @@ class _Pending:
 class TurnTimingObserver(BaseObserver):
     """Watches frames go by and records when each stage of a turn happened."""
 
-    def __init__(self, *, vad_stop_secs: float, stt_engine: str, tts_engine: str, **kwargs):
+    def __init__(self, *, gate: SpeechEnergyGate, stt_engine: str, tts_engine: str, **kwargs):
         # Every frame is pushed through ~8 processors; one look at each is enough.
         super().__init__(observe_every_push=False, **kwargs)
-        self._vad_stop_secs = vad_stop_secs
+        self._gate = gate
         self._engines = {"transcript": stt_engine, "first_tts_audio": tts_engine}
         self._pending: _Pending | None = None
         self.turns: list[TurnTiming] = []
@@ -54,7 +55,8 @@ class TurnTimingObserver(BaseObserver):
             return
         frame, now = data.frame, time.monotonic()
         if isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._pending = _Pending(speech_end=now - self._vad_stop_secs)
+            # The VAD stops after its window of silence; the gate knows how long that silence is.
+            self._pending = _Pending(speech_end=now - self._gate.silent_s)
             self._pending.timing.vad_stop_ms = self._since(now)
         elif self._pending is None:
             return

@@ -5,13 +5,20 @@ sentence spoken in a flat voice) as unfinished; the turn then waits for the full
 timeout. Whisper's sentence punctuation, and a transcript the agent can already answer, are
 strong evidence that the caller is done, so either one also ends the turn. A caller who was
 not done simply keeps talking: barge-in stops the reply and the next turn carries on.
+
+Smart-turn runs *beside* the transcript, not in front of it: Pipecat's strategy awaits the
+model at every VAD stop (~50 ms of CPU, far more when many calls stop at once) before it even
+looks at the transcript, so every reply waited for a verdict it often did not need.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
 
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.frames.frames import TranscriptionFrame, VADUserStoppedSpeakingFrame
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 
@@ -32,14 +39,48 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     def __init__(self, *, is_complete: Callable[[str], bool], **kwargs):
         super().__init__(**kwargs)
         self._is_complete = is_complete
+        self._verdict_task: asyncio.Task | None = None
 
     async def _handle_transcription(self, frame: TranscriptionFrame):
         await super()._handle_transcription(frame)
         await self._second_opinion()
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
-        await super()._handle_vad_user_stopped_speaking(frame)
+        # Pipecat's own handler, with the smart-turn inference moved off the frame path.
+        self._vad_user_speaking = False
+        self._stop_secs = frame.stop_secs
+        self._vad_stopped = True
+        stt_deadline = frame.timestamp - frame.stop_secs + self._stt_timeout
+        self._timeout_task = self.task_manager.create_task(
+            self._timeout_handler(max(0.0, stt_deadline - time.time())), f"{self}::_timeout_handler"
+        )
         await self._second_opinion()
+        if not self._turn_complete:
+            self._verdict_task = self.task_manager.create_task(
+                self._smart_turn_verdict(), f"{self}::_smart_turn_verdict"
+            )
+
+    async def _smart_turn_verdict(self) -> None:
+        try:
+            state, prediction = await self._turn_analyzer.analyze_end_of_turn()
+        finally:
+            self._verdict_task = None
+        await self._handle_prediction_result(prediction)
+        if self._vad_stopped and not self._turn_complete and state == EndOfTurnState.COMPLETE:
+            self._turn_complete = True
+            await self._maybe_trigger_user_turn_stopped()
+
+    async def _discard_pending_end_of_turn(self):
+        if self._verdict_task is not None:
+            await self.task_manager.cancel_task(self._verdict_task)
+            self._verdict_task = None
+        await super()._discard_pending_end_of_turn()
+
+    async def cleanup(self):
+        if self._verdict_task is not None:
+            await self.task_manager.cancel_task(self._verdict_task)
+            self._verdict_task = None
+        await super().cleanup()
 
     async def _second_opinion(self) -> None:
         # Only between the caller's words, never while they are still speaking.

@@ -21,18 +21,21 @@ from switchboard.agent.scripted import ScriptedResponder
 from switchboard.engines.resilience import EngineKind, ResilientResponder, with_fallback
 from switchboard.errors import EngineError
 from switchboard.settings import Settings
+from switchboard.speech_end import SpeechEnergyGate
 
 LOCAL_STT = "whisper"
 LOCAL_TTS = "piper"
 LOCAL_RESPONDER = "scripted"
 
 
-def _whisper(settings: Settings) -> STTService:
+def _whisper(settings: Settings, gate: SpeechEnergyGate | None = None) -> STTService:
     from switchboard.engines.whisper import shared_whisper
     from switchboard.engines.whisper_stt import LocalWhisperSTTService
 
     engine = shared_whisper(settings.inference_threads, settings.whisper_full_window)
-    return LocalWhisperSTTService(engine=engine)
+    return LocalWhisperSTTService(
+        engine=engine, gate=gate, speculate_after_secs=settings.speculative_stt_after_secs
+    )
 
 
 def _piper(settings: Settings) -> TTSService:
@@ -93,17 +96,20 @@ def _lookup(table: dict[str, _F], name: str, what: str) -> _F:
         raise EngineError(f"unknown {what} {name!r}; choose one of {sorted(table)}") from None
 
 
-def build_stt(settings: Settings) -> FrameProcessor:
-    """A new STT service for one call (a cloud engine comes with a Whisper fallback)."""
+def build_stt(settings: Settings, gate: SpeechEnergyGate | None = None) -> FrameProcessor:
+    """A new STT service for one call (a cloud engine comes with a Whisper fallback).
+
+    ``gate`` is the call's speech-energy gate, which lets Whisper transcribe speculatively.
+    """
     factory = _lookup(STT_ENGINES, settings.stt_engine, "STT engine")
     if settings.stt_engine == LOCAL_STT:
-        return factory(settings)
+        return _whisper(settings, gate)
     return with_fallback(
         settings.stt_engine,
         EngineKind.STT,
         settings,
         lambda: factory(settings),
-        lambda: _whisper(settings),
+        lambda: _whisper(settings, gate),
     )
 
 

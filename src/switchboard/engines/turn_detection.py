@@ -19,6 +19,7 @@ from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 from switchboard.engines.models import silero_vad_file, smart_turn_file
+from switchboard.speech_end import SpeechEnergyGate
 
 _lock = threading.Lock()
 _VOLUME_WINDOW_SECS = 0.4  # Pipecat's loudness window
@@ -54,8 +55,15 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     loudness gate only needs to tell speech from near-silence, which RMS level does.
     """
 
-    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None):
+    def __init__(
+        self,
+        *,
+        sample_rate: int | None = None,
+        params: VADParams | None = None,
+        gate: SpeechEnergyGate | None = None,
+    ):
         VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
+        self._gate = gate
         model = SileroOnnxModel.__new__(SileroOnnxModel)
         model.session = _silero_session()
         model.sample_rates = [8000, 16000]
@@ -69,6 +77,12 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
     def _get_smoothed_volume(self, audio: bytes) -> float:
+        if self._gate is not None:
+            # Speech by energy over the call's own floor, window by window: the stop countdown
+            # starts where the caller's speech energy ends, not ~60 ms later where Silero's
+            # confidence decays (see switchboard.speech_end).
+            samples = np.frombuffer(audio, dtype=np.int16)
+            return 1.0 if self._gate.update(samples, self.sample_rate) else 0.0
         self._volume_window += audio
         keep = int(_VOLUME_WINDOW_SECS * self.sample_rate) * 2
         if len(self._volume_window) > keep:

@@ -6,7 +6,9 @@ after the *arrival* of the last media frame that carried a non-zero sample. Know
 end on a frame boundary and are followed by digital silence, so that arrival is the caller's
 end of speech plus the network: a correct instrument reads the delay it was given.
 
-``GET /turns`` returns the delay actually used for every reply of every call, by CallSid.
+``GET /turns`` returns, by CallSid, the delay each reply actually had: from that arrival to
+the moment its first frame was written to the socket (the planned delay plus however late
+this process's event loop woke up, so a busy machine does not count against the instrument).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class _FakeCall:
                     self._stream_sid = message["streamSid"]
                     self.call_sid = message["start"].get("callSid", self._stream_sid)
                     calls[self.call_sid] = self.delays_ms
-                    self._speak(0.0)
+                    self._speak(0.0, None)
                 elif event == "media":
                     self._on_audio(base64.b64decode(message["media"]["payload"]))
                 elif event == "stop":
@@ -73,17 +75,18 @@ class _FakeCall:
             self._last_speech_at = now
         elif self._last_speech_at is not None:
             delay = self._delay_ms + self._rng.uniform(-self._jitter_ms, self._jitter_ms)
-            self.delays_ms.append(round(delay, 1))
-            self._speak(max(0.0, self._last_speech_at + delay / 1000 - now))
+            self._speak(max(0.0, self._last_speech_at + delay / 1000 - now), self._last_speech_at)
             self._last_speech_at = None
 
-    def _speak(self, after_s: float) -> None:
-        task = asyncio.create_task(self._send_tone(after_s))
+    def _speak(self, after_s: float, speech_end_at: float | None) -> None:
+        task = asyncio.create_task(self._send_tone(after_s, speech_end_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_tone(self, after_s: float) -> None:
+    async def _send_tone(self, after_s: float, speech_end_at: float | None) -> None:
         await asyncio.sleep(after_s)
+        if speech_end_at is not None:
+            self.delays_ms.append(round((time.monotonic() - speech_end_at) * 1000, 1))
         audio = tone(REPLY_MS)
         for i in range(0, len(audio), TELEPHONY_FRAME_BYTES):
             payload = base64.b64encode(audio[i : i + TELEPHONY_FRAME_BYTES]).decode()

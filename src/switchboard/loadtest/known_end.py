@@ -5,7 +5,7 @@ out over those 20 ms and followed by digital silence, so the signal ends at one 
 nothing after it can be mistaken for speech. The clip's start is trimmed by up to 19 ms of
 leading background so that the end falls on a 20 ms media-frame boundary: the agent then
 receives the last speech sample exactly at the end of speech (see the packetization note in
-``switchboard.speech_end``). ``manifest.tsv`` records ``speech_end_s`` for every clip.
+``switchboard.speech_end``). ``known_end.tsv`` records ``speech_end_s`` for every clip.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from switchboard.audio import TELEPHONY_RATE, read_wav, write_wav
 from switchboard.speech_end import PACKET_MS, speech_bounds
 
-MANIFEST = "manifest.tsv"
+MANIFEST = "known_end.tsv"  # a name of its own: clip folders often have a manifest.tsv
 FADE_MS = 20
 SILENCE_AFTER_S = 0.5
 _FIELDS = ["file", "source", "transcript", "speech_start_s", "speech_end_s", "seconds"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from switchboard.loadtest import known_end
 from switchboard.loadtest.caller import CallerTurn, CallScript
 
 DEFAULT_SPEECH_DIR = Path(
@@ -30,17 +31,20 @@ MULTI_PHRASE_CLIPS = frozenset(
 
 @dataclass(frozen=True)
 class SpeechClip:
-    """One manifest clip: the file and what is said in it."""
+    """One manifest clip: the file, what is said in it, and the shared clip it came from."""
 
     path: Path
     transcript: str
+    source: str
 
 
 def load_manifest(speech_dir: Path = DEFAULT_SPEECH_DIR) -> list[SpeechClip]:
-    """The clips listed in ``speech_dir/manifest.tsv``."""
+    """The clips of ``speech_dir``: its known-end manifest if it has one, else ``manifest.tsv``."""
+    if (speech_dir / known_end.MANIFEST).exists():
+        return [SpeechClip(c.path, c.transcript, c.source) for c in known_end.load_manifest(speech_dir)]
     with open(speech_dir / "manifest.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return [SpeechClip(speech_dir / r["file"], r["transcript"]) for r in rows]
+    return [SpeechClip(speech_dir / r["file"], r["transcript"], r["file"]) for r in rows]
 
 
 class ScenarioOptions(BaseModel):
@@ -69,12 +73,12 @@ class Scenario:
         self._seed = seed
         self._reply_timeout_ms = reply_timeout_ms
         clips = load_manifest(options.speech_dir)
-        by_name = {c.path.name: c for c in clips}
+        by_name = {c.source: c for c in clips}
         if options.goodbye and GOODBYE_CLIP not in by_name:
             raise ValueError(f"{options.speech_dir} has no goodbye clip {GOODBYE_CLIP}")
         self._goodbye = by_name.get(GOODBYE_CLIP) if options.goodbye else None
         self.pool = [
-            c for c in clips if c.path.name != GOODBYE_CLIP and c.path.name not in MULTI_PHRASE_CLIPS
+            c for c in clips if c.source != GOODBYE_CLIP and c.source not in MULTI_PHRASE_CLIPS
         ]
         if not self.pool and options.max_turns > 0:
             raise ValueError(f"{options.speech_dir} has no single-phrase clips")

@@ -46,6 +46,11 @@ CONNECTION_ERRORS = Counter(
 PIPELINE_ERRORS = Counter(
     "pipeline_errors_total", "Errors raised inside call pipelines.", ["stage"]
 )
+STT_SPECULATIONS = Counter(
+    "stt_speculations_total",
+    "Transcriptions started in the caller's silence before the VAD stop, by what became of them.",
+    ["result"],  # used, dropped (the caller went on)
+)
 ENGINE_ERRORS = Counter("engine_errors_total", "Errors from STT/TTS/LLM engines.", ["engine"])
 PROVIDER_FALLBACKS = Counter(
     "provider_fallbacks_total",

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from switchboard.audio import TELEPHONY_FRAME_BYTES
+from switchboard.audio import TELEPHONY_FRAME_BYTES, TELEPHONY_RATE, TelephonyUpsampler, ulaw_decode
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 
@@ -152,6 +152,7 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         # pipeline, so audio is handed on in ``input_frame_ms`` chunks (VAD reads 32 ms anyway).
         self._chunk_bytes = TELEPHONY_FRAME_BYTES * max(1, input_frame_ms // 20)
         self._pending_audio = bytearray()
+        self._upsampler = TelephonyUpsampler()
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
         if isinstance(frame, PlaybackMark):
@@ -190,7 +191,10 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
             return None
         chunk = bytes(self._pending_audio)
         self._pending_audio.clear()
-        pcm = await ulaw_to_pcm(chunk, self._twilio_sample_rate, self._sample_rate, self._input_resampler)
+        if self._sample_rate == 2 * TELEPHONY_RATE:
+            pcm = self._upsampler.process(ulaw_decode(chunk)).tobytes()
+        else:
+            pcm = await ulaw_to_pcm(chunk, self._twilio_sample_rate, self._sample_rate, self._input_resampler)
         if not pcm:
             return None
         return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)

@@ -1,0 +1,127 @@
+"""Each instrument checked against the fake agent's known delay, before its numbers are believed.
+
+``switchboard call`` (the caller simulator), ``switchboard loadtest`` (the load generator) and
+``switchboard analyze`` (on the caller's recording) each measure the same calls against a
+fake agent that answers exactly N ms (± jitter) after the caller's speech ends; every turn's
+reading is compared with the delay the agent actually used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.fake_agent import fake_agent_app
+from switchboard.loadtest.known_end import KnownEndClip
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One turn as an instrument read it, beside the truth."""
+
+    instrument: str
+    delay_ms: float
+    jitter_ms: float
+    truth_ms: float
+    read_ms: float | None
+
+    @property
+    def error_ms(self) -> float | None:
+        return None if self.read_ms is None else round(self.read_ms - self.truth_ms, 1)
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` on an ephemeral loopback port in its own thread and event loop."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def _one_call(
+    delay_ms: float, jitter_ms: float, clips: list[KnownEndClip], record: Path
+) -> list[Reading]:
+    from switchboard.loadtest.analyze import analyze_recording
+
+    script = CallScript(turns=[CallerTurn(audio=c.path) for c in clips])
+    with serve_app(fake_agent_app(delay_ms, jitter_ms, seed=int(delay_ms + jitter_ms))) as url:
+        result = await run_call(url, script, transcribe=False, record_path=record)
+        async with httpx.AsyncClient() as client:
+            truth = (await client.get(f"{url}/turns")).json().get(result.call_sid, [])
+    readings = [
+        Reading("switchboard call", delay_ms, jitter_ms, t, turn.voice_to_voice_ms)
+        for t, turn in zip(truth, result.turns, strict=False)
+    ]
+    gaps = [g.gap_ms for g in (await asyncio.to_thread(analyze_recording, record)).gaps]
+    readings += [
+        Reading("switchboard analyze", delay_ms, jitter_ms, t, g)
+        for t, g in zip(truth, gaps, strict=False)
+    ]
+    return readings
+
+
+async def validate_calls(
+    configs: list[tuple[float, float]], clips: list[KnownEndClip], out_dir: Path | None = None
+) -> list[Reading]:
+    """One call per ``(delay_ms, jitter_ms)``, all at once, read by the simulator and the analyzer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = out_dir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        calls = [
+            _one_call(d, j, clips, folder / f"fake_agent_{int(d)}ms_{int(j)}jitter.wav")
+            for d, j in configs
+        ]
+        return [r for readings in await asyncio.gather(*calls) for r in readings]
+
+
+def validate_loadtest(
+    delay_ms: float, jitter_ms: float, clips_dir: Path, *, calls: int = 3, out_dir: Path
+) -> list[Reading]:
+    """A small load test (``calls`` callers at once) against the fake agent."""
+    from switchboard.loadtest.loadgen import LoadTestConfig, run_load_test
+    from switchboard.loadtest.scenario import ScenarioOptions
+
+    with serve_app(fake_agent_app(delay_ms, jitter_ms)) as url:
+        config = LoadTestConfig(
+            url=url,
+            concurrency=calls,
+            calls=calls,
+            ramp_up_s=1.0,
+            record_fraction=0.0,
+            out_dir=out_dir,
+            scenario=ScenarioOptions(
+                speech_dir=clips_dir, min_turns=2, max_turns=2, barge_in_probability=0.0, goodbye=False
+            ),
+        )
+        run = run_load_test(config)
+        truth = httpx.get(f"{url}/turns").json()
+    return [
+        Reading("switchboard loadtest", delay_ms, jitter_ms, t, turn.voice_to_voice_ms)
+        for record in run.calls
+        for t, turn in zip(truth.get(record.result.call_sid, []), record.result.turns, strict=False)
+    ]
