@@ -1,9 +1,15 @@
 """Turn-taking from a dual-channel call recording: reply gaps, barge-ins and who talked how much.
 
 Works on any recording with the caller on one channel and the agent on another (the caller
-simulator's WAVs, Twilio's dual-channel recordings) at any sample rate. Speech is found by
-energy against an adaptive noise floor, so a hissing caller line and a digitally silent agent
-line are each judged against their own background.
+simulator's WAVs, Twilio's dual-channel recordings) at any sample rate. Speech is found by the
+one definition in ``switchboard.speech_end`` (10 ms frames at least ``MARGIN_DB`` above the
+noise floor, short pauses bridged, clicks dropped; speech ends where the last speech frame
+ends), with the floor followed over a sliding window so a long call's changing line is judged
+against its own background. Two refinements never move an end later than the energy says:
+a stretch with no voiced frame is a breath or a noise burst, not speech (nor is an unvoiced
+burst trailing the voice after a breath's pause), and where a line goes digitally silent the
+edge is the signal's own first or last sample (a cut clip's fade carries no speech energy, but
+it is where the signal stops, the point a caller simulator and a fake agent count from).
 """
 
 from __future__ import annotations
@@ -16,37 +22,77 @@ import soundfile as sf
 from pydantic import BaseModel, Field
 
 from switchboard.audio import frame_dbfs, resample
+from switchboard.speech_end import (
+    BRIDGE_MS,
+    DIGITAL_SILENCE_DBFS,
+    FLOOR_PERCENTILE,
+    LEVEL_MS,
+    MARGIN_DB,
+    MIN_SPEECH_MS,
+    MIN_THRESHOLD_DBFS,
+    noise_floor_dbfs,
+    speech_runs,
+)
 
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: energy edges by speech_end, channel confidence, warnings
 _CLIP_LEVEL = 32700  # int16 samples at or past this are counted as clipped
-_DIGITAL_SILENCE_DBFS = -100.0
-_MIN_SIGNAL_SHARE = 0.2
 _SILERO_WINDOW = 512  # samples at 16 kHz, the model's frame
 _SILERO_CONTEXT = 64
 _VAD_THRESHOLD = 0.5
+_VOICING_WINDOW_MS = 40
+_VOICING_F0_HZ = (60.0, 400.0)
+_VOICING_MIN_FRAMES = 2
+_SPEECH_LEVEL_PERCENTILE = 90.0
 
 
 class DetectorParams(BaseModel):
-    """How speech is told from background on each channel."""
+    """How speech is told from background on each channel (defaults: ``switchboard.speech_end``)."""
 
     detector: Literal["energy", "vad"] = Field(
-        default="vad",
-        description="energy: adaptive-floor energy alone; vad: energy frames inside Silero VAD "
-        "speech, so breaths and hiss after a phrase do not lengthen it",
+        default="energy",
+        description="energy: the speech_end definition over an adaptive floor; vad: only those "
+        "energy frames inside Silero VAD speech (never later than the energy end)",
     )
     vad_pad_ms: int = Field(default=50, description="Energy frames this near VAD speech count")
-    frame_ms: int = 10
-    margin_db: float = Field(default=12.0, description="Speech is this far above the noise floor")
+    frame_ms: int = Field(default=LEVEL_MS, description="Level frame length")
+    margin_db: float = Field(
+        default=MARGIN_DB, description="Speech is this far above the noise floor"
+    )
     min_threshold_dbfs: float = Field(
-        default=-55.0, description="Nothing quieter is speech, however quiet the line"
+        default=MIN_THRESHOLD_DBFS, description="Nothing quieter is speech, however quiet the line"
     )
     floor_window_s: float = Field(default=8.0, description="Span the noise floor is estimated over")
     floor_percentile: float = Field(
-        default=10.0, description="Quiet share of that span taken as background; a percentile, "
-        "not the minimum, so dropouts to digital silence on a noisy line do not drag it down"
+        default=FLOOR_PERCENTILE,
+        description="Quiet share of the signal in that span taken as background; digital "
+        "silence is left out, so a simulator's quiet caller does not drag it down",
     )
-    hangover_ms: int = Field(default=250, description="Shorter pauses stay inside one segment")
-    min_speech_ms: int = Field(default=60, description="Shorter bursts are clicks, not speech")
+    hangover_ms: int = Field(
+        default=BRIDGE_MS, description="Shorter pauses stay inside one segment"
+    )
+    min_speech_ms: int = Field(
+        default=MIN_SPEECH_MS, description="Shorter bursts are clicks, not speech"
+    )
+    voicing: bool = Field(
+        default=True,
+        description="Drop stretches with no voiced frame (breaths, noise bursts) and breaths "
+        "trailing or leading the voice inside a stretch",
+    )
+    voicing_threshold: float = Field(
+        default=0.6,
+        description="Normalised autocorrelation at the pitch lag that makes a frame voiced",
+    )
+    breath_pause_ms: int = Field(
+        default=100, description="An unvoiced burst this far from the voice may be a breath"
+    )
+    breath_min_ms: int = Field(default=150, description="and is one if it lasts this long")
+    edge_tail_ms: int = Field(
+        default=50,
+        description="Digital silence this near a speech edge moves it to the signal's edge",
+    )
+    min_snr_db: float = Field(
+        default=15.0, description="Below this speech-to-floor ratio a channel's edges are unsure"
+    )
     turn_pause_ms: int = Field(
         default=1500,
         description="Same-speaker segments closer than this, with the other party silent in "
@@ -74,6 +120,15 @@ class ChannelStats(BaseModel):
     threshold_dbfs: float = Field(description="Median speech threshold")
     peak_dbfs: float
     clipped_fraction: float
+    speech_level_dbfs: float | None = Field(
+        default=None, description="90th percentile level of the speech (of the signal if none)"
+    )
+    snr_db: float | None = Field(
+        default=None, description="Speech level over the noise floor under it; None: no signal"
+    )
+    confidence: Literal["high", "low"] = Field(
+        default="high", description="low: speech too close to the noise to place its edges"
+    )
 
 
 class Gap(BaseModel):
@@ -127,6 +182,7 @@ class RecordingAnalysis(BaseModel):
     gaps: list[Gap]
     overlaps: list[Overlap]
     talk: TalkRatios
+    warnings: list[str] = Field(default_factory=list)
 
     def latencies_ms(self) -> list[float]:
         """Reply gaps of answered caller turns."""
@@ -145,57 +201,157 @@ class RecordingAnalysis(BaseModel):
         }
 
 
-def noise_floor(levels: np.ndarray, params: DetectorParams) -> np.ndarray:
-    """Per-frame background level: a low percentile over a centred window, on a coarse grid."""
+def _signals(levels: np.ndarray, min_gap: int) -> list[tuple[int, int, int, int]]:
+    """Split a channel into spans ``(start, stop, from, to)``: each signal (or digital silence)
+    between digital silences of ``min_gap`` frames or more, and the frames its floor may be
+    judged over, the silence around it included but not another signal (a simulator's clips each
+    have their own background; a real line, never digitally silent, is one signal)."""
     n = len(levels)
-    if n == 0:
-        return levels
+    gaps = speech_runs(levels <= DIGITAL_SILENCE_DBFS, 1, min_gap)
+    spans, at = [], 0
+    for i, (a, b) in enumerate(gaps):
+        if a > at:
+            spans.append((at, a, gaps[i - 1][0] if i else 0, b))
+        spans.append((a, b, a, b))
+        at = b
+    if at < n:
+        spans.append((at, n, gaps[-1][0] if gaps else 0, n))
+    return spans
+
+
+def noise_floor(levels: np.ndarray, params: DetectorParams) -> np.ndarray:
+    """Per-frame background: ``noise_floor_dbfs`` over a centred window within each signal,
+    on a coarse grid."""
+    out = np.full(len(levels), -120.0)
     half = max(1, int(params.floor_window_s * 1000 / params.frame_ms) // 2)
     step = max(1, half // 8)
-    centers = np.arange(0, n, step)
-    floors = [_window_floor(levels[max(0, c - half) : c + half + 1], params) for c in centers]
-    return np.interp(np.arange(n), centers, floors)
+    for start, stop, lo, hi in _signals(levels, max(1, params.hangover_ms // params.frame_ms)):
+        centers = np.unique(np.append(np.arange(start, stop, step), stop - 1))
+        floors = [
+            noise_floor_dbfs(
+                levels[max(lo, c - half) : min(hi, c + half + 1)], params.floor_percentile
+            )
+            for c in centers
+        ]
+        out[start:stop] = np.interp(np.arange(start, stop), centers, floors)
+    return out
 
 
-def _window_floor(window: np.ndarray, params: DetectorParams) -> float:
-    # Digital silence is the absence of a signal, not its background: a simulator channel is
-    # silent between clips, and a clip's own hiss is what its speech must stand out from. Only
-    # when the signal has such a quiet part, though: speech alone has no background in it.
-    signal = window[window > _DIGITAL_SILENCE_DBFS]
-    if len(signal) >= _MIN_SIGNAL_SHARE * len(window):
-        quiet = float(np.percentile(signal, params.floor_percentile))
-        if float(np.median(signal)) - quiet > params.margin_db:
-            return quiet
-    return float(np.percentile(window, params.floor_percentile))
+def voiced_frames(
+    samples: np.ndarray, rate: int, frames: np.ndarray, params: DetectorParams
+) -> np.ndarray:
+    """Whether each of ``frames`` (indices) is voiced: a window around it repeats at a pitch
+    period (normalised autocorrelation peak between 60 and 400 Hz). Breath and hiss do not."""
+    hop = rate * params.frame_ms // 1000
+    win = rate * _VOICING_WINDOW_MS // 1000
+    lo, hi = int(rate / _VOICING_F0_HZ[1]), int(rate / _VOICING_F0_HZ[0])
+    out = np.zeros(len(frames), dtype=bool)
+    if len(samples) < win or not len(frames):
+        return out
+    nfft = 1 << int(np.ceil(np.log2(2 * win)))
+    lags = np.arange(lo, hi + 1)
+    unbias = win / (win - lags)
+    x = samples.astype(np.float32)
+    for i in range(0, len(frames), 1024):
+        chunk = frames[i : i + 1024]
+        starts = np.clip(chunk * hop + hop // 2 - win // 2, 0, len(x) - win)
+        seg = x[starts[:, None] + np.arange(win)]
+        seg -= seg.mean(axis=1, keepdims=True)
+        ac = np.fft.irfft(np.abs(np.fft.rfft(seg, nfft)) ** 2, nfft)
+        r = ac[:, lo : hi + 1] / (ac[:, :1] + 1e-9) * unbias
+        out[i : i + len(chunk)] = r.max(axis=1) >= params.voicing_threshold
+    return out
 
 
-def _runs(active: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) frame ranges where ``active`` is true."""
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+def _is_breath(runs: list[tuple[int, int]], burst: int, voice: int, pause: int, long: int) -> bool:
+    """An unvoiced run as long as a breath, a breath's pause away from the voice beside it (a
+    trailing fricative is short, or joined to the voice)."""
+    (a, b), (c, d) = runs[burst], runs[voice]
+    return b - a >= long and (c - b if burst < voice else a - d) >= pause
+
+
+def _stretches(
+    runs: list[tuple[int, int]], voiced: list[bool], params: DetectorParams
+) -> list[tuple[int, int]]:
+    """Bridge runs closer than the hangover into stretches, keeping only the voice and the
+    unvoiced bursts joined to it by less than a breath's pause."""
+    bridge = params.hangover_ms // params.frame_ms
+    breath = params.breath_pause_ms // params.frame_ms
+    long = params.breath_min_ms // params.frame_ms
+    groups: list[list[int]] = []
+    for i, (a, _) in enumerate(runs):
+        if groups and a - runs[groups[-1][-1]][1] < bridge:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    out = []
+    for group in groups:
+        if not params.voicing:
+            out.append((runs[group[0]][0], runs[group[-1]][1]))
+            continue
+        with_voice = [k for k, i in enumerate(group) if voiced[i]]
+        if not with_voice:
+            continue  # a breath, a cough's hiss, a burst of line noise
+        first, last = with_voice[0], with_voice[-1]
+        while first > 0 and not _is_breath(runs, group[first - 1], group[first], breath, long):
+            first -= 1
+        while last < len(group) - 1 and not _is_breath(
+            runs, group[last + 1], group[last], breath, long
+        ):
+            last += 1
+        out.append((runs[group[first]][0], runs[group[last]][1]))
+    return out
+
+
+def _silence_after(x: np.ndarray, at: int, back: int, ahead: int, run: int) -> int | None:
+    """The sample after the last non-zero one when digital silence (``run`` zero samples or
+    more) begins between ``at - back`` and ``at + ahead``; None if it does not."""
+    lo, hi = max(0, at - back), min(len(x), at + ahead + run)
+    nonzero = np.flatnonzero(x[lo:hi]) + lo
+    if not len(nonzero):
+        return None
+    following = np.append(nonzero[1:], hi if hi < len(x) else hi + run)
+    ok = np.flatnonzero((following - nonzero - 1 >= run) & (nonzero + 1 <= at + ahead))
+    return int(nonzero[ok[0]] + 1) if len(ok) else None
+
+
+def _signal_edges(x: np.ndarray, start: int, end: int, hop: int, ahead: int) -> tuple[int, int]:
+    """Sample edges of a stretch, moved to where the signal itself starts or stops when the
+    line is digitally silent right beside it."""
+    stop = _silence_after(x, end, hop, ahead, hop)
+    back = _silence_after(x[::-1], len(x) - start, hop, ahead, hop)
+    return (start if back is None else len(x) - back), (end if stop is None else stop)
 
 
 def detect_speech(
     samples: np.ndarray, rate: int, params: DetectorParams
-) -> tuple[list[Segment], np.ndarray, np.ndarray]:
-    """Speech segments of one channel, with its per-frame levels and thresholds."""
+) -> tuple[list[Segment], np.ndarray, np.ndarray, np.ndarray]:
+    """Speech segments of one channel, with its per-frame levels, noise floor and thresholds."""
     levels = frame_dbfs(samples, rate, params.frame_ms)
-    threshold = np.maximum(noise_floor(levels, params) + params.margin_db, params.min_threshold_dbfs)
-    active = levels > threshold
+    floor = noise_floor(levels, params)
+    # threshold_dbfs, per frame: the margin over the floor, never below the quiet-line minimum.
+    threshold = np.maximum(floor + params.margin_db, params.min_threshold_dbfs)
+    active = levels >= threshold
     if params.detector == "vad":
         active &= _vad_mask(samples, rate, len(levels), params)
-    runs = _runs(active)
-    hangover = params.hangover_ms // params.frame_ms
-    merged: list[list[int]] = []
-    for a, b in runs:
-        if merged and a - merged[-1][1] < hangover:
-            merged[-1][1] = b
-        else:
-            merged.append([int(a), int(b)])
-    shortest = params.min_speech_ms // params.frame_ms
-    s = params.frame_ms / 1000
-    segments = [Segment(start_s=a * s, end_s=b * s) for a, b in merged if b - a >= shortest]
-    return segments, levels, threshold
+    runs = speech_runs(
+        active, 1, max(1, params.min_speech_ms // params.frame_ms)
+    )  # no bridging yet
+    voiced: list[bool] = [False] * len(runs)
+    if params.voicing and runs:
+        frames = np.concatenate([np.arange(a, b) for a, b in runs])
+        flags = voiced_frames(samples, rate, frames, params)
+        at = 0
+        for i, (a, b) in enumerate(runs):
+            voiced[i] = int(flags[at : at + b - a].sum()) >= _VOICING_MIN_FRAMES
+            at += b - a
+    hop = rate * params.frame_ms // 1000
+    ahead = rate * params.edge_tail_ms // 1000
+    segments = []
+    for a, b in _stretches(runs, voiced, params):
+        start, end = _signal_edges(samples, a * hop, b * hop, hop, ahead)
+        segments.append(Segment(start_s=start / rate, end_s=end / rate))
+    return segments, levels, floor, threshold
 
 
 def _vad_mask(samples: np.ndarray, rate: int, n_frames: int, params: DetectorParams) -> np.ndarray:
@@ -292,10 +448,26 @@ def _union_s(segments: list[Segment]) -> float:
 
 
 def _stats(
-    channel: int, samples: np.ndarray, segments: list[Segment], levels: np.ndarray,
-    threshold: np.ndarray, params: DetectorParams,
+    channel: int,
+    samples: np.ndarray,
+    segments: list[Segment],
+    levels: np.ndarray,
+    floor: np.ndarray,
+    threshold: np.ndarray,
+    rate: int,
+    params: DetectorParams,
 ) -> ChannelStats:
-    floor = threshold - params.margin_db
+    in_speech = np.zeros(len(levels), dtype=bool)
+    per_s = 1000 / params.frame_ms
+    for seg in segments:
+        in_speech[int(seg.start_s * per_s) : int(np.ceil(seg.end_s * per_s))] = True
+    # How sure the edges are: the speech's loud end over the floor beneath it; with no speech
+    # found, the signal's (a line of noise alone cannot say whether speech hides in it).
+    judged = in_speech if in_speech.any() else levels > DIGITAL_SILENCE_DBFS
+    level = snr = None
+    if judged.any():
+        level = float(np.percentile(levels[judged], _SPEECH_LEVEL_PERCENTILE))
+        snr = round(level - float(np.median(floor[judged])), 1)
     return ChannelStats(
         channel=channel,
         speech_s=round(_union_s(segments), 3),
@@ -305,7 +477,20 @@ def _stats(
         clipped_fraction=float(np.mean(np.abs(samples.astype(np.int32)) >= _CLIP_LEVEL))
         if len(samples)
         else 0.0,
+        speech_level_dbfs=None if level is None else round(level, 1),
+        snr_db=snr,
+        confidence="low" if snr is not None and snr < params.min_snr_db else "high",
     )
+
+
+def _warnings(stats: dict[str, ChannelStats], params: DetectorParams) -> list[str]:
+    return [
+        f"{name} channel {ch.channel} is too noisy to tell speech from background "
+        f"(speech {ch.snr_db:.0f} dB over the floor, under {params.min_snr_db:.0f} dB): "
+        "its speech edges, and the gaps measured from them, are unreliable"
+        for name, ch in stats.items()
+        if ch.confidence == "low"
+    ]
 
 
 def analyze_channels(
@@ -319,8 +504,8 @@ def analyze_channels(
 ) -> RecordingAnalysis:
     """Analyse int16 caller and agent samples of one recording."""
     params = params or DetectorParams()
-    c_segs, c_levels, c_thr = detect_speech(caller, rate, params)
-    a_segs, a_levels, a_thr = detect_speech(agent, rate, params)
+    c_segs, *c_levels = detect_speech(caller, rate, params)
+    a_segs, *a_levels = detect_speech(agent, rate, params)
     pause = params.turn_pause_ms / 1000
     c_turns, a_turns = group_turns(c_segs, a_segs, pause), group_turns(a_segs, c_segs, pause)
     overlaps = find_overlaps(c_segs, a_segs)
@@ -328,13 +513,17 @@ def analyze_channels(
     caller_s, agent_s = _union_s(c_segs), _union_s(a_segs)
     overlap_s = sum(o.end_s - o.start_s for o in overlaps)
     share = (lambda x: round(x / duration, 4)) if duration else (lambda x: 0.0)
+    stats = {
+        "caller": _stats(caller_channel, caller, c_segs, *c_levels, rate, params),
+        "agent": _stats(agent_channel, agent, a_segs, *a_levels, rate, params),
+    }
     return RecordingAnalysis(
         sample_rate=rate,
         duration_s=round(duration, 3),
         caller_channel=caller_channel,
         agent_channel=agent_channel,
-        caller=_stats(caller_channel, caller, c_segs, c_levels, c_thr, params),
-        agent=_stats(agent_channel, agent, a_segs, a_levels, a_thr, params),
+        caller=stats["caller"],
+        agent=stats["agent"],
         caller_segments=c_segs,
         agent_segments=a_segs,
         caller_turns=c_turns,
@@ -347,6 +536,7 @@ def analyze_channels(
             overlap=share(overlap_s),
             silence=share(max(0.0, duration - (caller_s + agent_s - overlap_s))),
         ),
+        warnings=_warnings(stats, params),
     )
 
 
@@ -395,8 +585,14 @@ def format_analysis(analysis: RecordingAnalysis) -> str:
         lines.append(
             f"  {name:<6} channel {ch.channel}: speech {ch.speech_s:.1f} s, noise floor "
             f"{ch.noise_floor_dbfs:.0f} dBFS, threshold {ch.threshold_dbfs:.0f} dBFS, "
-            f"peak {ch.peak_dbfs:.0f} dBFS, clipped {ch.clipped_fraction:.1%}"
+            f"peak {ch.peak_dbfs:.0f} dBFS, clipped {ch.clipped_fraction:.1%}, "
+            + (
+                f"SNR {ch.snr_db:.0f} dB ({ch.confidence} confidence)"
+                if ch.snr_db is not None
+                else "no signal"
+            )
         )
+    lines += [f"  warning: {w}" for w in a.warnings]
     t = a.talk
     lines.append(
         f"  talk: caller {t.caller:.0%}, agent {t.agent:.0%}, both {t.overlap:.0%}, "
