@@ -85,7 +85,7 @@ class DetectorParams(BaseModel):
     breath_pause_ms: int = Field(
         default=100, description="An unvoiced burst this far from the voice may be a breath"
     )
-    breath_min_ms: int = Field(default=150, description="and is one if it lasts this long")
+    breath_min_ms: int = Field(default=80, description="and is one if it lasts this long")
     edge_tail_ms: int = Field(
         default=50,
         description="Digital silence this near a speech edge moves it to the signal's edge",
@@ -263,11 +263,16 @@ def voiced_frames(
     return out
 
 
-def _is_breath(runs: list[tuple[int, int]], burst: int, voice: int, pause: int, long: int) -> bool:
-    """An unvoiced run as long as a breath, a breath's pause away from the voice beside it (a
-    trailing fricative is short, or joined to the voice)."""
-    (a, b), (c, d) = runs[burst], runs[voice]
-    return b - a >= long and (c - b if burst < voice else a - d) >= pause
+def _kept_tail(tail: list[tuple[int, int]], pause: int, long: int) -> int:
+    """How many unvoiced runs beyond the voice (``(near, far)`` frames from its edge, nearest
+    first) are speech: those joined to it by shorter pauses than a breath's, and those beyond
+    such a pause when together they are too brief for a breath (a last fricative)."""
+    reach = 0
+    for k, (near, far) in enumerate(tail):
+        if near - reach >= pause:
+            return k if tail[-1][1] - near >= long else len(tail)
+        reach = far
+    return len(tail)
 
 
 def _stretches(
@@ -292,14 +297,13 @@ def _stretches(
         with_voice = [k for k, i in enumerate(group) if voiced[i]]
         if not with_voice:
             continue  # a breath, a cough's hiss, a burst of line noise
-        first, last = with_voice[0], with_voice[-1]
-        while first > 0 and not _is_breath(runs, group[first - 1], group[first], breath, long):
-            first -= 1
-        while last < len(group) - 1 and not _is_breath(
-            runs, group[last + 1], group[last], breath, long
-        ):
-            last += 1
-        out.append((runs[group[first]][0], runs[group[last]][1]))
+        first, last = group[with_voice[0]], group[with_voice[-1]]
+        v0, v1 = runs[first][0], runs[last][1]
+        before = [(v0 - runs[i][1], v0 - runs[i][0]) for i in reversed(group[: with_voice[0]])]
+        after = [(runs[i][0] - v1, runs[i][1] - v1) for i in group[with_voice[-1] + 1 :]]
+        first -= _kept_tail(before, breath, long)
+        last += _kept_tail(after, breath, long)
+        out.append((runs[first][0], runs[last][1]))
     return out
 
 
