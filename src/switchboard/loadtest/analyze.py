@@ -43,6 +43,7 @@ _VOICING_WINDOW_MS = 40
 _VOICING_F0_HZ = (60.0, 400.0)
 _VOICING_MIN_FRAMES = 2
 _SPEECH_LEVEL_PERCENTILE = 90.0
+_FLICKER_FRAMES = 2
 
 
 class DetectorParams(BaseModel):
@@ -338,9 +339,12 @@ def detect_speech(
     active = levels >= threshold
     if params.detector == "vad":
         active &= _vad_mask(samples, rate, len(levels), params)
-    runs = speech_runs(
-        active, 1, max(1, params.min_speech_ms // params.frame_ms)
-    )  # no bridging yet
+    # A dip of a frame or two is no pause: a tail hovering at the threshold is one run, not
+    # clicks (speech_runs would drop its blips before bridging them). Then clicks, unbridged.
+    flicker = np.zeros_like(active)
+    for a, b in speech_runs(active, _FLICKER_FRAMES + 1, 1):
+        flicker[a:b] = True
+    runs = speech_runs(flicker, 1, max(1, params.min_speech_ms // params.frame_ms))
     voiced: list[bool] = [False] * len(runs)
     if params.voicing and runs:
         frames = np.concatenate([np.arange(a, b) for a, b in runs])
