@@ -223,3 +223,14 @@ def test_a_channel_drowned_in_noise_is_reported_unsure(tmp_path: Path, capsys) -
     assert _cli(["analyze", str(path), "--json", str(tmp_path / "a.json")]) == 0
     assert "warning: caller channel 0 is too noisy" in capsys.readouterr().out
     assert '"confidence": "low"' in (tmp_path / "a.json").read_text()
+
+
+def test_vad_option_never_ends_caller_speech_later_than_the_energy() -> None:
+    caller, agent, ends = noisy_call(-50, -5, BREATHS)
+    energy = analyze_channels(caller, agent, RATE)
+    vad = analyze_channels(caller, agent, RATE, DetectorParams(detector="vad"))
+    assert len(vad.gaps) == len(energy.gaps) == len(ends)
+    for v, e in zip(vad.gaps, energy.gaps, strict=True):
+        assert v.caller_end_s <= e.caller_end_s + 1e-9
+        assert v.agent_start_s is not None and e.agent_start_s is not None
+        assert v.agent_start_s >= e.agent_start_s - 1e-9

@@ -2,14 +2,16 @@
 
 Works on any recording with the caller on one channel and the agent on another (the caller
 simulator's WAVs, Twilio's dual-channel recordings) at any sample rate. Speech is found by the
-one definition in ``switchboard.speech_end`` (10 ms frames at least ``MARGIN_DB`` above the
-noise floor, short pauses bridged, clicks dropped; speech ends where the last speech frame
-ends), with the floor followed over a sliding window so a long call's changing line is judged
-against its own background. Two refinements never move an end later than the energy says:
-a stretch with no voiced frame is a breath or a noise burst, not speech (nor is an unvoiced
-burst trailing the voice after a breath's pause), and where a line goes digitally silent the
-edge is the signal's own first or last sample (a cut clip's fade carries no speech energy, but
-it is where the signal stops, the point a caller simulator and a fake agent count from).
+one definition in ``switchboard.speech_end``: 10 ms frames at least ``MARGIN_DB`` above the
+noise floor, clicks dropped, short pauses bridged; speech ends where its last speech frame
+ends, never where a detector's window does. The floor is ``noise_floor_dbfs`` over a sliding
+window inside each signal (digital silence separates signals: a simulator's clips each have
+their own background), so a long call's changing line is judged against itself. Beyond the
+definition: a dip of a frame or two does not split a run; a stretch with no voiced frame is a
+breath or a burst of noise, as is an unvoiced burst a breath's pause beyond the voice; and where
+the line is digitally silent within ``edge_tail_ms`` of an edge, the edge is the signal's own
+first or last sample (a cut clip's fade carries little energy, but it is where the signal
+stops: the point the caller simulator and the fake agent count from).
 """
 
 from __future__ import annotations
