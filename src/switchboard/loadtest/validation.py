@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,39 +64,44 @@ def serve_app(app: FastAPI) -> Iterator[str]:
 
 
 async def _one_call(
-    delay_ms: float, jitter_ms: float, clips: list[KnownEndClip], record: Path
-) -> list[Reading]:
-    from switchboard.loadtest.analyze import analyze_recording
-
+    url: str, delay_ms: float, jitter_ms: float, clips: list[KnownEndClip], record: Path
+) -> tuple[list[float], list[Reading]]:
     script = CallScript(turns=[CallerTurn(audio=c.path) for c in clips])
-    with serve_app(fake_agent_app(delay_ms, jitter_ms, seed=int(delay_ms + jitter_ms))) as url:
-        result = await run_call(url, script, transcribe=False, record_path=record)
-        async with httpx.AsyncClient() as client:
-            truth = (await client.get(f"{url}/turns")).json().get(result.call_sid, [])
+    result = await run_call(url, script, transcribe=False, record_path=record)
+    async with httpx.AsyncClient() as client:
+        truth = (await client.get(f"{url}/turns")).json().get(result.call_sid, [])
     readings = [
         Reading("switchboard call", delay_ms, jitter_ms, t, turn.voice_to_voice_ms)
         for t, turn in zip(truth, result.turns, strict=False)
     ]
-    gaps = [g.gap_ms for g in (await asyncio.to_thread(analyze_recording, record)).gaps]
-    readings += [
-        Reading("switchboard analyze", delay_ms, jitter_ms, t, g)
-        for t, g in zip(truth, gaps, strict=False)
-    ]
-    return readings
+    return truth, readings
 
 
 async def validate_calls(
     configs: list[tuple[float, float]], clips: list[KnownEndClip], out_dir: Path | None = None
 ) -> list[Reading]:
-    """One call per ``(delay_ms, jitter_ms)``, all at once, read by the simulator and the analyzer."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """One call per ``(delay_ms, jitter_ms)``, all at once, read by the simulator; then each
+    recording read by the analyzer (after the calls: analysis must not steal their clock)."""
+    from switchboard.loadtest.analyze import analyze_recording
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         folder = out_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        calls = [
-            _one_call(d, j, clips, folder / f"fake_agent_{int(d)}ms_{int(j)}jitter.wav")
-            for d, j in configs
-        ]
-        return [r for readings in await asyncio.gather(*calls) for r in readings]
+        records = [folder / f"fake_agent_{int(d)}ms_{int(j)}jitter.wav" for d, j in configs]
+        # Servers start before and stop after every call: stopping one joins its thread, which
+        # would stall the calls still measuring.
+        urls = [servers.enter_context(serve_app(fake_agent_app(d, j, seed=int(d + j)))) for d, j in configs]
+        calls = await asyncio.gather(
+            *(_one_call(u, d, j, clips, r) for u, (d, j), r in zip(urls, configs, records, strict=True))
+        )
+        readings = [r for _, call_readings in calls for r in call_readings]
+        for (delay, jitter), (truth, _), record in zip(configs, calls, records, strict=True):
+            gaps = [g.gap_ms for g in analyze_recording(record).gaps]
+            readings += [
+                Reading("switchboard analyze", delay, jitter, t, g)
+                for t, g in zip(truth, gaps, strict=False)
+            ]
+        return readings
 
 
 def validate_loadtest(
