@@ -464,7 +464,6 @@ def _stats(
     levels: np.ndarray,
     floor: np.ndarray,
     threshold: np.ndarray,
-    rate: int,
     params: DetectorParams,
 ) -> ChannelStats:
     in_speech = np.zeros(len(levels), dtype=bool)
@@ -524,8 +523,8 @@ def analyze_channels(
     overlap_s = sum(o.end_s - o.start_s for o in overlaps)
     share = (lambda x: round(x / duration, 4)) if duration else (lambda x: 0.0)
     stats = {
-        "caller": _stats(caller_channel, caller, c_segs, *c_levels, rate, params),
-        "agent": _stats(agent_channel, agent, a_segs, *a_levels, rate, params),
+        "caller": _stats(caller_channel, caller, c_segs, *c_levels, params),
+        "agent": _stats(agent_channel, agent, a_segs, *a_levels, params),
     }
     return RecordingAnalysis(
         sample_rate=rate,
