@@ -54,6 +54,13 @@ class DrainingServer(uvicorn.Server):
 def serve(app, host: str, port: int, before_exit: Callable[[], Awaitable[None]] | None = None) -> None:
     """Serve ``app`` until a signal, draining first."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, ws="websockets-sansio", timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        ws="websockets-sansio",
+        # Audio does not compress; deflating every media frame only costs both ends CPU.
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
     )
     DrainingServer(config, before_exit).run()

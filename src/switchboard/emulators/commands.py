@@ -74,5 +74,9 @@ def _emulate(args: argparse.Namespace) -> int:
         f"{args.provider} emulator on http://{args.host}:{args.port} (profile {args.profile})",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_ping_interval=None)
+    # Audio does not compress: no permessage-deflate on the emulated providers either.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", ws_ping_interval=None,
+        ws_per_message_deflate=False,
+    )
     return 0

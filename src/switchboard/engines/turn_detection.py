@@ -8,6 +8,7 @@ per call, so these subclasses take a process-wide session instead. The per-call 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
@@ -95,12 +96,30 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
-    """Smart-turn v3.2 with the process-wide ONNX session."""
+    """Smart-turn v3.2 with the process-wide ONNX session and one inference thread per process.
+
+    Pipecat starts a thread per analyzer, so per call: a worker's thread count grew with its
+    calls and twenty inferences ran at once at each burst of turn ends, starving the event
+    loop. Inferences queue on one thread instead (each is ~50 ms of CPU at most).
+    """
 
     def __init__(self, *, sample_rate: int | None = None, params: SmartTurnParams | None = None):
         BaseSmartTurn.__init__(self, sample_rate=sample_rate, params=params)
         self._log_data = False
         self._session = _smart_turn_session()
+
+    @property
+    def _model_executor(self) -> ThreadPoolExecutor:
+        return _smart_turn_executor()
+
+    async def cleanup(self):
+        self._executor = None  # the shared thread outlives every call
+        await super().cleanup()
+
+
+@cache
+def _smart_turn_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 
 
 def warm_up() -> None:
