@@ -36,9 +36,9 @@ from _common import (
     update_doc_section,
     write_result,
 )
-from switchboard.audio import TELEPHONY_RATE, write_wav
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.known_end import load_manifest
+from switchboard.loadtest.line_noise import write_line_noises
 from switchboard.loadtest.scenario import GOODBYE_CLIP, MULTI_PHRASE_CLIPS
 from switchboard.loadtest.validation import validate_calls, validate_loadtest
 
@@ -55,35 +55,6 @@ def turn_clips() -> list[Path]:
 
 def goodbye_clip() -> Path:
     return next(c.path for c in load_manifest(CLIPS_DIR) if c.source == GOODBYE_CLIP)
-
-
-def noise_clips() -> dict[str, Path]:
-    """Line noise alone: what must never interrupt the agent (telephone-level, 8 kHz)."""
-    rng = np.random.default_rng(7)
-    rate = TELEPHONY_RATE
-
-    def shaped(seconds: float, dbfs: float, envelope=None, lowpass: int = 1) -> np.ndarray:
-        x = rng.standard_normal(int(seconds * rate))
-        if lowpass > 1:
-            x = np.convolve(x, np.ones(lowpass) / lowpass, "same")
-        x = x / np.sqrt(np.mean(x * x)) * 32768 * 10 ** (dbfs / 20)
-        if envelope is not None:
-            x = x * envelope(np.linspace(0, 1, len(x)))
-        return np.clip(x, -32768, 32767).astype(np.int16)
-
-    clips = {
-        "hiss_-50dBFS": shaped(1.5, -50),
-        "hum_and_hiss_-45dBFS": (shaped(1.5, -50) + (32768 * 10 ** (-48 / 20) * np.sqrt(2)
-                                 * np.sin(2 * np.pi * 60 * np.arange(int(1.5 * rate)) / rate))).astype(np.int16),
-        "breath": shaped(0.5, -38, lambda t: np.sin(np.pi * t) ** 2, lowpass=4),
-        "cough": shaped(0.25, -22, lambda t: np.exp(-6 * t) * (t > 0.02), lowpass=2),
-    }
-    NOISE_DIR.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, samples in clips.items():
-        paths[name] = NOISE_DIR / f"{name}.wav"
-        write_wav(paths[name], np.concatenate([samples, np.zeros(rate // 2, np.int16)]), rate)
-    return paths
 
 
 def latency_script(clips: list[Path]) -> CallScript:
@@ -108,7 +79,7 @@ async def agent_turns(client: httpx.AsyncClient, base_url: str, call_sid: str) -
 
 async def measure(urls: dict[str, str], rounds: int) -> dict:
     pool = turn_clips()
-    noises = noise_clips()
+    noises = write_line_noises(NOISE_DIR)
     per_call = -(-len(pool) // rounds)
     data: dict = {v: {"rows": [], "barge_ins": [], "noise": [], "failures": []} for v in urls}
     async with httpx.AsyncClient(timeout=10) as client:
@@ -130,11 +101,11 @@ async def measure(urls: dict[str, str], rounds: int) -> dict:
                 barge = await run_call(url, barge_in_script(chosen[:2]), transcribe=False, http_client=client)
                 out["barge_ins"] += [t.agent_stopped_ms for t in barge.turns
                                      if t.agent_talking_at_barge_in and t.agent_stopped_ms is not None]
-                noise = list(noises.items())[i % len(noises)]
-                heard = await run_call(url, noise_script(noise[1]), transcribe=False, http_client=client)
-                greeting = heard.greeting
-                out["noise"].append({"noise": noise[0], "clears": len(heard.clear_times_s),
-                                     "greeting_s": greeting.duration_s if greeting else None})
+                for name, noise in noises.items():
+                    heard = await run_call(url, noise_script(noise), transcribe=False, http_client=client)
+                    greeting = heard.greeting
+                    out["noise"].append({"noise": name, "clears": len(heard.clear_times_s),
+                                         "greeting_s": greeting.duration_s if greeting else None})
     return data
 
 

@@ -1,10 +1,12 @@
 """End to end: simulated Twilio calls with real human speech against a real offline agent."""
 
 import httpx
+import pytest
 
 from conftest import REPLIES, Clip, replied
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.line_noise import write_line_noises
 from switchboard.loadtest.report import CallOutcome, format_summary
 
 
@@ -57,6 +59,17 @@ async def test_barge_in_stops_the_agent_and_clears_twilios_buffer(agent_url: str
     assert turn.barge_in_ok, summary
     assert turn.agent_stopped_ms is not None and turn.agent_stopped_ms < 1000, summary
     assert replied(turn.transcript, REPLIES["food"]), summary
+
+
+@pytest.mark.parametrize("noise", ["hiss_-50dBFS", "breath_-38dBFS", "cough_-22dBFS"])
+async def test_line_noise_alone_never_interrupts_the_agent(agent_url: str, noise: str, tmp_path) -> None:
+    # Noise 600 ms into the greeting: the agent must neither clear Twilio's buffer nor stop.
+    clip = write_line_noises(tmp_path)[noise]
+    script = CallScript(turns=[CallerTurn(audio=clip, barge_in_after_ms=600)], reply_timeout_ms=2000)
+    result = await run_call(agent_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.clear_times_s == [], summary
+    assert result.greeting is not None and said(result.greeting.transcript, "please", "say"), summary
 
 
 async def test_malformed_messages_neither_end_the_call_nor_the_server(
