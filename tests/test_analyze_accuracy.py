@@ -68,27 +68,27 @@ def serve(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-async def test_gaps_in_the_recording_are_the_fake_agents_known_delays(tmp_path: Path) -> None:
-    """Six calls at once, one per delay: each recording's gaps are the delays the agent used."""
+async def _fake_agent_calls(
+    configs: list[tuple[int, int]], tmp_path: Path
+) -> list[tuple[list[float], list[float | None], Path]]:
+    """One two-turn call per ``(delay_ms, jitter_ms)``, all at once: for each, the delays the
+    agent used, the caller simulator's readings and the recording."""
     clips = {c.path.name: c for c in load_manifest(REPO / "benchmarks" / "clips")}
     with ExitStack() as stack:
-        urls = [
-            stack.enter_context(serve(fake_agent_app(d, j, seed=i)))
-            for i, (d, j) in enumerate(DELAYS)
-        ]
+        urls = [stack.enter_context(serve(fake_agent_app(d, j, seed=d + j))) for d, j in configs]
         scripts = [
             CallScript(
                 turns=[
                     CallerTurn(
-                        audio=clips[FAKE_AGENT_CLIPS[(i + k) % len(FAKE_AGENT_CLIPS)]].path,
-                        pause_before_ms=300,
+                        audio=clips[FAKE_AGENT_CLIPS[(2 * i + k) % 6]].path, pause_before_ms=300
                     )
-                    for k in range(3)
-                ]
+                    for k in range(2)
+                ],
+                agent_done_silence_ms=300,  # the agent's reply is one unbroken tone
             )
-            for i in range(len(DELAYS))
+            for i in range(len(configs))
         ]
-        paths = [tmp_path / f"call_{d}_{j}.wav" for d, j in DELAYS]
+        paths = [tmp_path / f"call_{d}_{j}.wav" for d, j in configs]
         results = await asyncio.gather(
             *(
                 run_call(u, s, transcribe=False, record_path=p)
@@ -97,14 +97,26 @@ async def test_gaps_in_the_recording_are_the_fake_agents_known_delays(tmp_path: 
         )
         async with httpx.AsyncClient() as client:
             truths = [(await client.get(u + "/turns")).json() for u in urls]
-    errors = {}
-    for (delay, jitter), result, truth, path in zip(DELAYS, results, truths, paths, strict=True):
+    out = []
+    for result, truth, path in zip(results, truths, paths, strict=True):
         assert result.outcome == CallOutcome.COMPLETED, result.reason
-        used = truth[result.call_sid]
+        out.append((truth[result.call_sid], [t.voice_to_voice_ms for t in result.turns], path))
+    return out
+
+
+async def test_gaps_in_the_recording_are_the_fake_agents_known_delays(tmp_path: Path) -> None:
+    """Three calls at a time (a busy loop would delay the caller, not the analyzer): each
+    recording's gaps are the delays the agent used, and what the caller simulator read."""
+    calls = await _fake_agent_calls(DELAYS[:3], tmp_path)
+    calls += await _fake_agent_calls(DELAYS[3:], tmp_path)
+    errors = {}
+    for (delay, jitter), (used, simulator, path) in zip(DELAYS, calls, strict=True):
         analysis = analyze_recording(path)
         got = analysis.latencies_ms()
-        assert len(got) == len(used) == 3, (got, used)
+        assert len(got) == len(used) == len(simulator) == 2, (got, used, simulator)
         errors[(delay, jitter)] = [round(g - u, 1) for g, u in zip(got, used, strict=True)]
+        for g, read in zip(got, simulator, strict=True):
+            assert read is not None and abs(g - read) <= 2, (got, simulator)
         assert analysis.caller.confidence == analysis.agent.confidence == "high"
     print("analyzer - fake agent delay, ms:", errors)
     for case, err in errors.items():
