@@ -1,14 +1,18 @@
-"""Capacity sweep with emulated cloud engines: how many concurrent calls one 2-core machine holds.
+"""Capacity sweep: how many concurrent calls one 2-core machine holds, per configuration.
 
-Starts Redis, the Deepgram / ElevenLabs / LLM emulators (published latency profiles), one
-orchestrator and N workers (Deepgram STT + ElevenLabs TTS + OpenAI-compatible LLM responder,
-all pointed at the emulators), then runs the load generator at rising concurrency. Per level it
-reports p50/p95/p99 voice-to-voice latency, success rate, and CPU and memory per process role
-(read from /proc), CPU also per call. The load generator runs in this process; its CPU is
-reported separately. Writes ``benchmarks/results/capacity.json``, ``docs/img/capacity.png`` and
-a section of ``docs/performance.md``.
+Configurations (``--config``): ``cloud`` — the architecture document's: Deepgram STT +
+ElevenLabs TTS + scripted conversation logic, both providers emulated at published latency;
+``cloud-llm`` — the same with the OpenAI-compatible LLM responder (emulated); ``offline`` —
+Whisper + Piper + scripted, no provider at all. Starts Redis, the emulators the configuration
+needs, one orchestrator and N workers, then runs the load generator at rising concurrency with
+staggered callers over the known-end clips (``benchmarks/clips``). Per level it reports
+p50/p95/p99 voice-to-voice latency, success and failure reasons, and per process role the CPU
+sampled every second (mean and peak over the level's steady state, when ≥ 90 % of its callers
+are on a call), RSS, threads, and the workers' event-loop lag. The load generator runs in this
+process. Writes ``benchmarks/results/capacity-<config>.json``, ``docs/img/capacity-<config>.png``
+and a section of ``docs/performance.md``.
 
-    .venv/bin/python benchmarks/capacity.py [--levels 10,25,50,75,100] [--workers 2]
+    .venv/bin/python benchmarks/capacity.py --config cloud [--levels 10,25,50,75,100] [--workers 2]
 """
 
 from __future__ import annotations
@@ -16,15 +20,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import numpy as np
+
 from _common import (
     IMG,
+    REPO,
     RESULTS,
     TEST_AGENT,
     cli,
@@ -35,16 +45,26 @@ from _common import (
     write_result,
 )
 from switchboard.loadtest.html_report import summarize
-from switchboard.loadtest.loadgen import LoadTestConfig, run_load_test
+from switchboard.loadtest.loadgen import LoadTestConfig, Progress, run_load_test
 from switchboard.loadtest.scenario import ScenarioOptions
 
 AGENT = TEST_AGENT
+CLIPS = REPO / "benchmarks" / "clips"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SECRETS = {"DEEPGRAM_API_KEY": "dg-bench", "ELEVENLABS_API_KEY": "el-bench", "OPENAI_API_KEY": "sk-bench"}
 # What the emulated Deepgram "hears", in order, per connection: ordinary caller requests.
 TRANSCRIPTS = ["I would like to book an appointment.", "What time do you open on Saturday?",
                "Can I pay my bill online?", "Thank you, that is all."]
+CONFIGS = {
+    "cloud": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
+              "SWITCHBOARD_RESPONDER": "scripted"},
+    "cloud-llm": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
+                  "SWITCHBOARD_RESPONDER": "openai"},
+    "offline": {"SWITCHBOARD_STT_ENGINE": "whisper", "SWITCHBOARD_TTS_ENGINE": "piper",
+                "SWITCHBOARD_RESPONDER": "scripted"},
+}
+EMULATORS = {"cloud": ("deepgram", "elevenlabs"), "cloud-llm": ("deepgram", "elevenlabs", "llm"), "offline": ()}
 
 
 @dataclass
@@ -57,6 +77,9 @@ class Role:
 
     def rss_mb(self) -> float:
         return sum(_proc_rss(p.pid) for p in self.processes) / 1e6
+
+    def threads(self) -> int:
+        return sum(_proc_threads(p.pid) for p in self.processes)
 
 
 def _proc_cpu(pid: int) -> float:
@@ -74,7 +97,53 @@ def _proc_rss(pid: int) -> float:
         return 0.0
 
 
-def start_stack(workers: int, max_calls: int, tmp: Path) -> tuple[str, list[Role]]:
+def _proc_threads(pid: int) -> int:
+    try:
+        return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
+    except (OSError, TypeError):
+        return 0
+
+
+class Sampler:
+    """Every second: each role's CPU (% of a core), RSS and threads, the load generator's too,
+    and how many callers were on a call."""
+
+    def __init__(self, roles: list[Role]):
+        self._roles = roles
+        self._self = os.getpid()
+        self.samples: list[dict] = []
+        self.active = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _cpu(self) -> dict[str, float]:
+        cpu = {r.name: r.cpu_seconds() for r in self._roles}
+        cpu["load generator"] = _proc_cpu(self._self)
+        return cpu
+
+    def _run(self) -> None:
+        last, t_last = self._cpu(), time.monotonic()
+        while not self._stop.wait(1.0):
+            now, t = self._cpu(), time.monotonic()
+            dt = t - t_last
+            self.samples.append({
+                "t": t, "active": self.active,
+                "cpu": {k: 100 * (now[k] - last[k]) / dt for k in now},
+                "rss_mb": {r.name: r.rss_mb() for r in self._roles},
+                "threads": {r.name: r.threads() for r in self._roles},
+            })
+            last, t_last = now, t
+
+
+def start_stack(config: str, workers: int, max_calls: int, tmp: Path) -> tuple[str, list[Role], list[str]]:
     logs = RESULTS / "capacity"
     redis_port = free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
@@ -84,94 +153,149 @@ def start_stack(workers: int, max_calls: int, tmp: Path) -> tuple[str, list[Role
     roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}
     roles["redis"].processes.append(redis)
     urls = {}
-    for provider, extra in (("deepgram", ["--transcripts", str(transcripts)]), ("elevenlabs", []), ("llm", [])):
+    for provider in EMULATORS[config]:
+        extra = ["--transcripts", str(transcripts)] if provider == "deepgram" else []
         port = free_port()
         urls[provider] = f"http://127.0.0.1:{port}"
         roles["emulators"].processes.append(start_process(
             cli("emulate", provider, "--port", str(port), *extra), f"{urls[provider]}/health", logs / f"{provider}.log"))
     env = {
         **SECRETS,
+        **CONFIGS[config],
         "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "SWITCHBOARD_MAX_CALLS": str(max_calls),
         "SWITCHBOARD_INFERENCE_THREADS": "1",
-        "SWITCHBOARD_STT_ENGINE": "deepgram",
-        "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
-        "SWITCHBOARD_RESPONDER": "openai",
-        "SWITCHBOARD_DEEPGRAM_URL": urls["deepgram"].replace("http://", "ws://"),
-        "SWITCHBOARD_ELEVENLABS_URL": urls["elevenlabs"].replace("http://", "ws://"),
-        "SWITCHBOARD_LLM_BASE_URL": urls["llm"] + "/v1",
     }
+    if "deepgram" in urls:
+        env["SWITCHBOARD_DEEPGRAM_URL"] = urls["deepgram"].replace("http://", "ws://")
+        env["SWITCHBOARD_ELEVENLABS_URL"] = urls["elevenlabs"].replace("http://", "ws://")
+    if "llm" in urls:
+        env["SWITCHBOARD_LLM_BASE_URL"] = urls["llm"] + "/v1"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     roles["orchestrator"].processes.append(
         start_process(cli("orchestrator", "--port", str(port)), f"{url}/health/live", logs / "orchestrator.log", env))
+    worker_urls = []
     for i in range(workers):
         wport = free_port()
+        worker_urls.append(f"http://127.0.0.1:{wport}")
         roles["workers"].processes.append(start_process(
             cli("worker", "--port", str(wport), "--worker-id", f"cap-{i}", "--agent", str(AGENT)),
             f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", env))
-    return url, list(roles.values())
+    return url, list(roles.values()), worker_urls
 
 
-def run_level(url: str, level: int, roles: list[Role], calls_per_slot: int) -> dict:
-    out = RESULTS / "capacity" / f"concurrency-{level}"
-    config = LoadTestConfig(url=url, concurrency=level, calls=level * calls_per_slot, ramp_up_s=level * 0.1,
-                            seed=level, record_fraction=0.0, max_recordings=0, out_dir=out,
-                            # An LLM agent has no scripted goodbye: the caller hangs up after the last reply.
-                            scenario=ScenarioOptions(goodbye=False))
-    before = {r.name: r.cpu_seconds() for r in roles}
-    started = time.monotonic()
-    run = run_load_test(config)
-    wall = time.monotonic() - started
+_BUCKET = re.compile(r'^switchboard_event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+
+
+def loop_lag_buckets(worker_urls: list[str]) -> dict[float, float]:
+    """Cumulative event-loop lag histogram summed over the workers."""
+    total: dict[float, float] = {}
+    for url in worker_urls:
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            continue
+        for le, count in _BUCKET.findall(text):
+            total[float(le)] = total.get(float(le), 0.0) + float(count)
+    return total
+
+
+def lag_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """p99 of the lag observed between two scrapes, as the upper edge of its bucket."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not delta or delta[-1][1] <= 0:
+        return None
+    n = delta[-1][1]
+    return next((1000 * le for le, c in delta if c >= 0.99 * n), None)
+
+
+def steady(samples: list[dict], level: int) -> list[dict]:
+    """Seconds when at least 90 % of the level's callers were on a call (all seconds if none)."""
+    full = [s for s in samples if s["active"] >= 0.9 * level]
+    return full or samples
+
+
+def run_level(url: str, level: int, roles: list[Role], worker_urls: list[str], calls_per_slot: int,
+              config: str) -> dict:
+    out = RESULTS / "capacity" / f"{config}-{level}"
+    load = LoadTestConfig(url=url, concurrency=level, calls=level * calls_per_slot, ramp_up_s=max(5.0, level * 0.2),
+                          seed=level, record_fraction=0.0, max_recordings=0, out_dir=out,
+                          # Emulated Deepgram hears its own transcripts, not the clips: no scripted
+                          # goodbye there, so the caller hangs up after the last reply.
+                          scenario=ScenarioOptions(speech_dir=CLIPS, goodbye=config == "offline"))
+    idle_rss = {r.name: r.rss_mb() for r in roles}
+    lag_before = loop_lag_buckets(worker_urls)
+    with Sampler(roles) as sampler:
+        def progress(p: Progress) -> None:
+            sampler.active = p.active
+
+        run = run_load_test(load, on_progress=progress)
     s = summarize(run)
-    cpu = {r.name: round(100 * (r.cpu_seconds() - before[r.name]) / wall, 1) for r in roles}
-    cpu["load generator"] = round(100 * s.cpu_s / wall, 1) if hasattr(s, "cpu_s") else None
-    concurrency = s.mean_concurrency or level
+    window = steady(sampler.samples, level)
+    roles_all = [r.name for r in roles] + ["load generator"]
+    mean = {k: round(float(np.mean([x["cpu"][k] for x in window])), 1) for k in roles_all}
+    peak = {k: round(float(np.max([x["cpu"][k] for x in window])), 1) for k in roles_all}
+    peak_rss = {r.name: round(max(x["rss_mb"][r.name] for x in window), 1) for r in roles}
+    active = float(np.mean([x["active"] for x in window])) or level
     row = {
+        "config": config,
         "concurrency": level,
-        "mean_concurrency": round(concurrency, 1),
+        "steady_state_s": len(window),
+        "mean_active_calls": round(active, 1),
         "calls": s.calls,
         "success_rate": s.success_rate,
         "failure_reasons": s.failure_reasons,
         "voice_to_voice_ms": s.voice_to_voice_ms.model_dump(),
-        "cpu_pct_of_a_core": cpu,
-        "cpu_pct_per_call": {k: (round(v / concurrency, 2) if v is not None else None) for k, v in cpu.items()},
-        "rss_mb": {r.name: round(r.rss_mb(), 1) for r in roles},
+        "cpu_pct_mean": mean,
+        "cpu_pct_peak": peak,
+        "worker_cpu_pct_per_call": round(mean["workers"] / active, 2),
+        "rss_mb": peak_rss,
+        "worker_rss_mb_per_call": round((peak_rss["workers"] - idle_rss["workers"]) / active, 2),
+        "threads_max": {r.name: max(x["threads"][r.name] for x in window) for r in roles},
+        "worker_loop_lag_p99_ms": lag_p99_ms(lag_before, loop_lag_buckets(worker_urls)),
         "loadgen_cpu_per_call_pct": s.cpu_per_call_pct,
         "max_clock_lag_ms": s.max_clock_lag_ms,
     }
     v = row["voice_to_voice_ms"]
-    print(f"{level} calls: failures {s.failure_reasons}", flush=True)
-    print(f"{level} calls: success {s.success_rate:.0%} p50 {v['p50']} p95 {v['p95']} p99 {v['p99']} ms; "
-          f"CPU % of a core {cpu}", flush=True)
+    print(f"{config} {level} calls: success {s.success_rate:.0%} p50 {v['p50']} p95 {v['p95']} p99 {v['p99']} ms; "
+          f"failures {s.failure_reasons}; CPU mean {mean} peak {peak}; threads {row['threads_max']}; "
+          f"lag p99 {row['worker_loop_lag_p99_ms']} ms", flush=True)
     return row
 
 
 def markdown(data: dict) -> str:
+    config = data["config"]
+    what = {"cloud": "Deepgram STT + ElevenLabs TTS + scripted responder, both providers emulated at published latency",
+            "cloud-llm": "Deepgram STT + ElevenLabs TTS + LLM responder, all emulated at published latency",
+            "offline": "Whisper tiny.en + Piper + scripted responder, no provider"}[config]
     lines = [
-        "## Capacity with emulated cloud engines (`benchmarks/capacity.py`)",
+        f"## Capacity: {config} (`benchmarks/capacity.py --config {config}`)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {data['cpus']} cores: Redis, the "
-        f"Deepgram/ElevenLabs/LLM emulators (published latency profiles), one orchestrator and {data['workers']} "
-        "worker processes (Deepgram STT + ElevenLabs TTS + LLM responder) and the load generator, all on this "
-        "machine. Goal: 100 concurrent calls, p95 within 100 ms of the emulated providers' own latency, ≥ 99 % success.",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {data['cpus']} cores: {what}; Redis, "
+        f"{'the emulators, ' if config != 'offline' else ''}one orchestrator, {data['workers']} worker processes and the "
+        f"load generator all on this machine. Callers staggered over the ramp, {data['calls_per_slot']} calls per caller "
+        "slot; CPU sampled every second per process role over the steady state (≥ 90 % of callers on a call). "
+        "Latency from where the caller's speech ends (known-end clips).",
         "",
-        "| concurrent calls | calls | success | p50 | p95 | p99 | CPU: workers | orchestrator | Redis | emulators | load generator | worker CPU per call | worker RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| calls | steady s | success | p50 | p95 | p99 | workers CPU mean / peak | per call | worker RSS / call | threads (workers) | loop lag p99 | orchestrator | Redis | emulators | load gen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["levels"]:
-        v, c, pc = r["voice_to_voice_ms"], r["cpu_pct_of_a_core"], r["cpu_pct_per_call"]
+        v, m, p = r["voice_to_voice_ms"], r["cpu_pct_mean"], r["cpu_pct_peak"]
         lines.append(
-            f"| {r['concurrency']} | {r['calls']} | {r['success_rate']:.0%} | {v['p50']} | {v['p95']} | {v['p99']} "
-            f"| {c['workers']} % | {c['orchestrator']} % | {c['redis']} % | {c['emulators']} % | {c['load generator']} % "
-            f"| {pc['workers']} % | {r['rss_mb']['workers']} MB |"
+            f"| {r['concurrency']} | {r['steady_state_s']} | {r['success_rate']:.0%} | {v['p50']} | {v['p95']} | {v['p99']} "
+            f"| {m['workers']} / {p['workers']} % | {r['worker_cpu_pct_per_call']} % | {r['worker_rss_mb_per_call']} MB "
+            f"| {r['threads_max']['workers']} | {r['worker_loop_lag_p99_ms']} ms "
+            f"| {m['orchestrator']} / {p['orchestrator']} % | {m['redis']} / {p['redis']} % "
+            f"| {m['emulators']} / {p['emulators']} % | {m['load generator']} / {p['load generator']} % |"
         )
     failures = {k: n for r in data["levels"] for k, n in r["failure_reasons"].items()}
     if failures:
         lines += ["", "Failure reasons: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items()))]
-    lines += ["", "CPU is % of one core over the level's wall time (200 % = both cores); latency in ms.",
-              "", "![capacity sweep](img/capacity.png)"]
+    lines += ["", "CPU is % of one core (200 % = both cores), mean / peak of per-second samples; latency in ms.",
+              "", f"![capacity sweep, {config}](img/capacity-{config}.png)"]
     return "\n".join(lines)
 
 
@@ -188,45 +312,49 @@ def plot(data: dict) -> None:
     ax1.axhline(600, color="red", linestyle="--", label="target p95 600 ms")
     ax1.set_xlabel("concurrent calls")
     ax1.set_ylabel("voice-to-voice latency (ms)")
+    ax1.set_title(data["config"])
     ax1.legend()
     for role in ("workers", "orchestrator", "redis", "emulators", "load generator"):
-        ax2.plot(levels, [r["cpu_pct_of_a_core"][role] or 0 for r in data["levels"]], marker="o", label=role)
+        line, = ax2.plot(levels, [r["cpu_pct_mean"][role] for r in data["levels"]], marker="o", label=f"{role} mean")
+        ax2.plot(levels, [r["cpu_pct_peak"][role] for r in data["levels"]], linestyle=":", color=line.get_color())
     ax2.axhline(200, color="grey", linestyle=":", label="2 cores")
     ax2.set_xlabel("concurrent calls")
-    ax2.set_ylabel("CPU (% of one core)")
-    ax2.legend()
+    ax2.set_ylabel("CPU (% of one core), mean and peak (dotted)")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
-    fig.savefig(IMG / "capacity.png", dpi=110)
+    fig.savefig(IMG / f"capacity-{data['config']}.png", dpi=110)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="cloud")
     parser.add_argument("--levels", default="10,25,50,75,100")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--calls-per-slot", type=int, default=1)
+    parser.add_argument("--calls-per-slot", type=int, default=2)
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="sb-capacity-"))
     max_calls = -(-max(levels) // args.workers) + 2
-    url, roles = start_stack(args.workers, max_calls, tmp)
+    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp)
     rows = []
     try:
         for level in levels:
-            rows.append(run_level(url, level, roles, args.calls_per_slot))
+            rows.append(run_level(url, level, roles, worker_urls, args.calls_per_slot, args.config))
     finally:
         for role in reversed(roles):
             for p in role.processes:
                 stop_process(p)
         shutil.rmtree(tmp, ignore_errors=True)
-    data = {"levels": rows, "workers": args.workers, "cpus": os.cpu_count(), "max_calls_per_worker": max_calls}
-    write_result("capacity", data)
+    data = {"config": args.config, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),
+            "max_calls_per_worker": max_calls, "calls_per_slot": args.calls_per_slot}
+    write_result(f"capacity-{args.config}", data)
     text = markdown(data)
     print(text)
     if not args.no_docs:
         plot(data)
-        update_doc_section("capacity", text)
+        update_doc_section(f"capacity-{args.config}", text)
     return 0
 
 
