@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
@@ -33,9 +34,12 @@ from switchboard.telephony.twilio import (
     verified_webhook_form,
     websocket_url,
 )
-from switchboard.telephony.webrtc import WebRTCAnswerer
-from switchboard.worker.calls import CallRegistry, run_twilio_call
+from switchboard.telephony.twilio_call import TwilioStreamAdapter
+from switchboard.worker.browser_calls import WebRTCAnswerer
+from switchboard.worker.calls import CallRegistry
+from switchboard.worker.runner import CallEndedHook, run_call
 from switchboard.worker.service import WorkerService
+from switchboard.worker.slots import PoolSlot
 
 MEDIA_PATH = "/twilio/media"
 
@@ -52,12 +56,26 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
 
 
-def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerService | None = None) -> FastAPI:
-    """Build the worker server; models load during start-up, before it reports ready."""
-    registry = CallRegistry()
+def create_worker_app(
+    settings: Settings,
+    agent: AgentConfig,
+    service: WorkerService | None = None,
+    *,
+    on_call_ended: Sequence[CallEndedHook] = (),
+) -> FastAPI:
+    """Build the worker server; models load during start-up, before it reports ready.
+
+    ``on_call_ended`` hooks run once per finished call of any ingress, with its record (the
+    place for saving call records).
+    """
+    registry = service.calls if service is not None else CallRegistry()
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
-    answerer = WebRTCAnswerer(service, settings, agent, calls=registry) if service is not None else None
+    answerer = (
+        WebRTCAnswerer(service, settings, agent, calls=registry, on_ended=on_call_ended)
+        if service is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -143,19 +161,15 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 task = asyncio.current_task()
                 assert task is not None
                 service.track_stream_call(task)
-                status = CallStatus.FAILED
+                slot = PoolSlot(service, claims.call_id)
                 try:
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     start = await serve_stream(websocket)
                     if start is not None:
-                        record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
-                        status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
-                        for turn in record.turns:
-                            if turn.get("bot_started_ms") is not None:
-                                await service.record_turn_latency(turn["bot_started_ms"])
+                        adapter = TwilioStreamAdapter(websocket, start, settings, call_id=claims.call_id)
+                        await run_call(adapter, agent, settings, registry, slot=slot, on_ended=on_call_ended)
                 finally:
-                    await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
-                    await WorkerService._safe(service.ledger.finish(claims.call_id, status))
+                    await slot.release(None)  # a stream that never started; no-op after a call
 
     else:
 
@@ -182,7 +196,8 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        await run_twilio_call(websocket, start, agent, settings, registry)
+                        adapter = TwilioStreamAdapter(websocket, start, settings)
+                        await run_call(adapter, agent, settings, registry, on_ended=on_call_ended)
             finally:
                 standalone_calls.discard(task)
 
