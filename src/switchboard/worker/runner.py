@@ -15,6 +15,7 @@ from typing import Protocol
 from loguru import logger
 from pipecat.workers.runner import WorkerRunner
 
+from switchboard.agent.call_control import FOLLOW_UP_LIMIT_SECS, CallController
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.observability import metrics
@@ -48,8 +49,11 @@ async def run_call(
         call_id=ids.call_id,
         ingress=adapter.ingress,
     )
+    record.agent = agent.name
     registry.add(record)
-    call = None
+    call = controller = None
+    # A hard stop behind the agent's own time limit (which says goodbye first).
+    hard_limit = agent.limits.max_duration_secs + FOLLOW_UP_LIMIT_SECS + 10
     metrics.ACTIVE_CALLS.inc()
     try:
         call = build_call_pipeline(
@@ -59,10 +63,13 @@ async def run_call(
             out_sample_rate=adapter.out_sample_rate,
             before_output=adapter.before_output(),
         )
+        controller = CallController(call.worker, agent, adapter.control)
+        call.worker.add_observer(controller)
         adapter.attach(call)
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         await runner.add_workers(call.worker)
-        async with asyncio.timeout(adapter.max_call_secs):
+        controller.start()
+        async with asyncio.timeout(hard_limit):
             await runner.run()
         record.outcome = "completed" if adapter.succeeded() else "failed"
     except asyncio.CancelledError:
@@ -83,6 +90,12 @@ async def run_call(
             record.intents = [m.name for m in call.responder.matches]
             record.turns = call.timings.as_dicts()
         record.marks_played = adapter.marks_played()
+        if controller is not None:
+            await _quietly(controller.stop(), record, "stopping call control")
+            record.events, record.transfer = controller.events, controller.transfer
+            record.ended_by = controller.ended_by or (
+                "caller" if record.outcome == "completed" else ""
+            )
         await _quietly(adapter.close(), record, "closing the transport")
         logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
         # Hook point "call ended -> save record": the records package registers its saver in
