@@ -1,11 +1,19 @@
-"""End to end over Twilio media streams: silence re-prompts, the time limit, the keypad."""
+"""End to end over Twilio media streams: an agent per number, silence re-prompts, the time
+limit, the keypad.
 
+One agent server answers every test: the default test agent, and the agents in
+tests/agents/numbers picked by the number the simulated caller dials.
+"""
+
+import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, Server, replied, start_agent_server
+from conftest import REPO, Server, replied, start_agent_server, wait_for
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -26,18 +34,51 @@ def digits_heard(text: str | None) -> str:
     return "".join(out)
 
 
+CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
+SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
+
+
 @pytest.fixture(scope="module")
-def control_agent() -> Iterator[Server]:
-    server = start_agent_server(agent=AGENTS / "call_control.yaml")
+def agents_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tests/agents/numbers that a test may edit while the server runs."""
+    return Path(shutil.copytree(AGENTS / "numbers", tmp_path_factory.mktemp("agents") / "numbers"))
+
+
+@pytest.fixture(scope="module")
+def control_agent(agents_dir: Path) -> Iterator[Server]:
+    server = start_agent_server(
+        env={"SWITCHBOARD_AGENTS_DIR": str(agents_dir), "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2"}
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def short_agent() -> Iterator[Server]:
-    server = start_agent_server(agent=AGENTS / "short_calls.yaml")
-    yield server
-    server.stop()
+def short_agent(control_agent: Server) -> Server:
+    return control_agent
+
+
+@pytest.mark.parametrize(
+    ("dialed", "greeting", "agent"),
+    [
+        (CONTROL_LINE, "Hello, this is the call control line.", "Call control test agent"),
+        (SHORT_LINE, "Hello, this line is short.", "Short call test agent"),
+        (
+            "+15005550199",
+            "Hello, this is the test line. Please say something.",
+            "Test agent for the speech clips",
+        ),
+    ],
+)
+async def test_the_dialed_number_picks_the_agent(
+    control_agent: Server, dialed: str, greeting: str, agent: str
+) -> None:
+    script = CallScript(to_number=dialed, turns=[])
+    result = await run_call(control_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.greeting.transcript, greeting), summary
+    assert (await record_of(control_agent, result.call_sid))["agent"] == agent
 
 
 async def record_of(server: Server, call_sid: str) -> dict:
@@ -56,10 +97,11 @@ def metric(server: Server, name: str, labels: str) -> float:
 async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Server) -> None:
     before = metric(control_agent, "calls_ended_by_agent_total", 'reason="idle"')
     script = CallScript(
+        to_number=CONTROL_LINE,
         turns=[
             CallerTurn(reply_timeout_ms=6000),  # silence: the re-prompt is the reply
             CallerTurn(reply_timeout_ms=6000, hangup_expected=True),  # silence again: goodbye
-        ]
+        ],
     )
     result = await run_call(control_agent.base_url, script, transcribe=True)
     summary = format_summary(result)
@@ -78,7 +120,9 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Serv
 
 
 async def test_a_call_reaching_its_time_limit_is_closed_politely(short_agent: Server) -> None:
-    script = CallScript(turns=[CallerTurn(reply_timeout_ms=9000, hangup_expected=True)])
+    script = CallScript(
+        to_number=SHORT_LINE, turns=[CallerTurn(reply_timeout_ms=9000, hangup_expected=True)]
+    )
     result = await run_call(short_agent.base_url, script, transcribe=True)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
@@ -95,12 +139,13 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
     control_agent: Server,
 ) -> None:
     script = CallScript(
+        to_number=CONTROL_LINE,
         turns=[
             CallerTurn(dtmf="1"),  # menu: cards
             CallerTurn(dtmf="2"),  # menu: account, which collects digits
             CallerTurn(dtmf="4521#"),
             CallerTurn(dtmf="9", hangup_expected=True),  # menu: goodbye
-        ]
+        ],
     )
     result = await run_call(control_agent.base_url, script, transcribe=True)
     summary = format_summary(result)
@@ -133,6 +178,7 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
         '{"event": "dtmf", "streamSid": "MZ0"}',
     ]
     script = CallScript(
+        to_number=CONTROL_LINE,
         raw_messages_after_start=junk,
         turns=[
             CallerTurn(dtmf="7"),  # not on the menu
@@ -159,3 +205,42 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
     assert metric(
         control_agent, "telephony_bad_messages_total", 'provider="twilio"'
     ) == bad_before + len(junk)
+
+
+RELOADED = """version: 1
+name: Reloaded agent
+numbers: ["+15005550103"]
+greeting: {greeting}
+fallback: Sorry?
+"""
+
+
+async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_last_good_one(
+    control_agent: Server, agents_dir: Path
+) -> None:
+    path = agents_dir / "reloaded.yaml"
+    path.write_text(RELOADED.format(greeting="This agent was added while the server ran."))
+    script = CallScript(to_number="+15005550103", turns=[])
+    result = await run_call(control_agent.base_url, script, transcribe=True)
+    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
+        format_summary(result)
+    )
+
+    path.write_text(RELOADED.format(greeting="Broken.") + "silence: {max_reprompts: many}\n")
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))  # a new mtime even within one tick
+    health = wait_for(
+        lambda: (
+            (body := httpx.get(f"{control_agent.base_url}/health", timeout=5).json()).get(
+                "agent_config_errors"
+            )
+            and body
+        ),
+        what="the bad edit to be noticed",
+    )
+    assert health["agent_config_errors"] == ["reloaded.yaml"]
+    result = await run_call(control_agent.base_url, script, transcribe=True)
+    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
+        format_summary(result)
+    )
+    assert "silence.max_reprompts" in control_agent.log()

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         None, description="Base URL Twilio reaches us at (https://...); derived from the request when unset."
     )
     agent_config: Path = DEFAULT_AGENT_CONFIG
+    agents_dir: Path | None = Field(
+        None, description="Directory of agent YAMLs, each answering its `numbers`; others get agent_config."
+    )
+    agents_reload_secs: float = Field(2.0, gt=0, description="How often agents_dir is checked for edits.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 

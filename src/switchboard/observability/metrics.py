@@ -69,6 +69,10 @@ DTMF_DIGITS = Counter(
     "messages are bad_messages_total.",
     ["result"],
 )
+AGENT_CONFIG_ERRORS = Counter(
+    "agent_config_errors_total",
+    "Agent config files refused at load or reload (the previous version keeps serving).",
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",

@@ -18,6 +18,7 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
+from switchboard.agent.directory import AgentDirectory
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
@@ -44,7 +45,7 @@ from switchboard.worker.slots import PoolSlot
 MEDIA_PATH = "/twilio/media"
 
 
-def warm_engines(settings: Settings, agent: AgentConfig) -> None:
+def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
     """Load every model now and synthesize the fixed replies, so no call pays for it."""
     from switchboard.engines.piper_tts import shared_piper
     from switchboard.engines.turn_detection import warm_up
@@ -53,7 +54,7 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     build_tts(settings)
     warm_up()
     # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
-    shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
+    shared_piper(settings.inference_threads).prewarm([u for a in agents.agents() for u in a.fixed_utterances()])
 
 
 def create_worker_app(
@@ -69,6 +70,7 @@ def create_worker_app(
     place for saving call records).
     """
     registry = service.calls if service is not None else CallRegistry()
+    agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
     answerer = (
@@ -79,7 +81,7 @@ def create_worker_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await asyncio.to_thread(warm_engines, settings, agent)
+        await asyncio.to_thread(warm_engines, settings, agents)
         if service is not None:
             await service.start()
         if answerer is not None:
@@ -111,6 +113,9 @@ def create_worker_app(
         body = {"status": "ok" if state["ready"] else "unavailable", "active_calls": active}
         if service is not None:
             body.update(worker_id=service.worker_id, draining=service.draining, capacity=settings.max_calls)
+        agents.refresh()
+        if agents.errors:
+            body["agent_config_errors"] = sorted(agents.errors)
         return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
 
     @app.get("/metrics")
@@ -167,7 +172,8 @@ def create_worker_app(
                     start = await serve_stream(websocket)
                     if start is not None:
                         adapter = TwilioStreamAdapter(websocket, start, settings, call_id=claims.call_id)
-                        await run_call(adapter, agent, settings, registry, slot=slot, on_ended=on_call_ended)
+                        answering = agents.for_number(adapter.ids.dialed)
+                        await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended)
                 finally:
                     await slot.release(None)  # a stream that never started; no-op after a call
 
@@ -197,7 +203,8 @@ def create_worker_app(
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
                         adapter = TwilioStreamAdapter(websocket, start, settings)
-                        await run_call(adapter, agent, settings, registry, on_ended=on_call_ended)
+                        answering = agents.for_number(adapter.ids.dialed)
+                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended)
             finally:
                 standalone_calls.discard(task)
 
