@@ -7,13 +7,15 @@ tests/agents/numbers picked by the number the simulated caller dials.
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, Server, replied, start_agent_server, wait_for
+from conftest import REPO, Server, free_port, replied, start_agent_server, wait_for
+from conftest import _start as start_server
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -34,6 +36,8 @@ def digits_heard(text: str | None) -> str:
     return "".join(out)
 
 
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "call-control-test-token"
 CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
 SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
 
@@ -45,9 +49,27 @@ def agents_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def control_agent(agents_dir: Path) -> Iterator[Server]:
+def twilio_api() -> Iterator[Server]:
+    """``switchboard emulate twilio``: the REST API the agent transfers and hangs up through."""
+    port = free_port()
+    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
+            "--dial-outcome", "sip:busy@desk.example.com=busy"]  # fmt: skip
+    server = start_server(argv, "emulator-twilio", "/health", port, None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def control_agent(agents_dir: Path, twilio_api: Server) -> Iterator[Server]:
     server = start_agent_server(
-        env={"SWITCHBOARD_AGENTS_DIR": str(agents_dir), "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2"}
+        env={
+            "SWITCHBOARD_AGENTS_DIR": str(agents_dir),
+            "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2",
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
+        }
     )
     yield server
     server.stop()
@@ -74,7 +96,13 @@ async def test_the_dialed_number_picks_the_agent(
     control_agent: Server, dialed: str, greeting: str, agent: str
 ) -> None:
     script = CallScript(to_number=dialed, turns=[])
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert replied(result.greeting.transcript, greeting), summary
@@ -86,6 +114,11 @@ async def record_of(server: Server, call_sid: str) -> dict:
         response = await client.get(f"{server.base_url}/calls/{call_sid}")
     response.raise_for_status()
     return response.json()
+
+
+def twilio_call(twilio_api: Server, sid: str) -> dict | None:
+    response = httpx.get(f"{twilio_api.base_url}/emulator/calls/{sid}", timeout=5)
+    return response.json() if response.status_code == 200 else None
 
 
 def metric(server: Server, name: str, labels: str) -> float:
@@ -103,7 +136,13 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Serv
             CallerTurn(reply_timeout_ms=6000, hangup_expected=True),  # silence again: goodbye
         ],
     )
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     assert replied(result.turns[0].transcript, "Are you still there?"), summary
@@ -123,7 +162,13 @@ async def test_a_call_reaching_its_time_limit_is_closed_politely(short_agent: Se
     script = CallScript(
         to_number=SHORT_LINE, turns=[CallerTurn(reply_timeout_ms=9000, hangup_expected=True)]
     )
-    result = await run_call(short_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        short_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     assert replied(result.turns[0].transcript, "Our time is up. Thank you for calling, goodbye."), (
@@ -136,7 +181,7 @@ async def test_a_call_reaching_its_time_limit_is_closed_politely(short_agent: Se
 
 
 async def test_keypad_menu_routes_digits_and_collects_an_account_number(
-    control_agent: Server,
+    control_agent: Server, twilio_api: Server
 ) -> None:
     script = CallScript(
         to_number=CONTROL_LINE,
@@ -147,7 +192,13 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
             CallerTurn(dtmf="9", hangup_expected=True),  # menu: goodbye
         ],
     )
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     replies = [t.transcript for t in result.turns]
@@ -165,6 +216,9 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
         ("keypad", "goodbye", None),
     ]
     assert record["ended_by"] == "agent"
+    # With credentials the agent hangs up through the REST API, as Pipecat's serializer does.
+    hung_up = wait_for(lambda: twilio_call(twilio_api, result.call_sid), what="the REST hang-up")
+    assert hung_up["status"] == "completed"
 
 
 async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
@@ -186,7 +240,13 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
             CallerTurn(dtmf="38", reply_timeout_ms=6000),  # no terminator: the 3 s timeout ends it
         ],
     )
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert replied(result.turns[0].transcript, "That key does nothing."), summary
@@ -221,7 +281,13 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
     path = agents_dir / "reloaded.yaml"
     path.write_text(RELOADED.format(greeting="This agent was added while the server ran."))
     script = CallScript(to_number="+15005550103", turns=[])
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
         format_summary(result)
     )
@@ -239,8 +305,76 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
         what="the bad edit to be noticed",
     )
     assert health["agent_config_errors"] == ["reloaded.yaml"]
-    result = await run_call(control_agent.base_url, script, transcribe=True)
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
     assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
         format_summary(result)
     )
     assert "silence.max_reprompts" in control_agent.log()
+
+
+async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    answered_before = metric(control_agent, "call_transfers_total", 'outcome="answered"')
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="0", hangup_expected=True)])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    # The agent says its line, then its side of the stream ends: Twilio now runs the call.
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "Putting you through to the front desk."), summary
+    call = wait_for(
+        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
+        what="the redirect",
+    )
+    assert "<Dial" in call["twiml"][0] and "<Number>+15005550200</Number>" in call["twiml"][0]
+    assert call["dialed"][0]["outcome"] == "completed"
+    assert call["status"] != "completed", "a transferred call must not be hung up by the agent"
+
+    def transferred() -> dict | None:
+        record = httpx.get(f"{control_agent.base_url}/calls/{result.call_sid}", timeout=5).json()
+        return record if (record.get("transfer") or {}).get("outcome") == "answered" else None
+
+    record = wait_for(transferred, what="the dial result to be recorded")
+    assert record["ended_by"] == "transfer"
+    assert record["transfer"]["target"] == "+15005550200"
+    assert [e["event"] for e in record["events"]] == ["keypad", "transfer", "transfer_result"]
+    assert (
+        metric(control_agent, "call_transfers_total", 'outcome="answered"') == answered_before + 1
+    )
+
+
+async def test_a_busy_transfer_target_is_recorded_and_counted(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    busy_before = metric(control_agent, "call_transfers_total", 'outcome="busy"')
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8", hangup_expected=True)])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
+    call = wait_for(
+        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
+        what="the redirect",
+    )
+    assert "<Sip>sip:busy@desk.example.com</Sip>" in call["twiml"][0]
+    assert call["dialed"][0] == {**call["dialed"][0], "outcome": "busy", "callback_status": 200}
+    wait_for(
+        lambda: metric(control_agent, "call_transfers_total", 'outcome="busy"') == busy_before + 1,
+        what="the busy transfer to be counted",
+    )

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         None, description="Base URL Twilio reaches this worker at; defaults to http://host:port."
     )
 
+    twilio_api_url: str = Field(
+        "https://api.twilio.com", description="Twilio REST API root (an emulator's URL in tests)."
+    )
+    transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL"))

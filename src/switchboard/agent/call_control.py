@@ -47,7 +47,12 @@ from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig, Intent
 from switchboard.observability import metrics
-from switchboard.telephony.base import CallControl, CallControlError, TransferOutcome
+from switchboard.telephony.base import (
+    CallControl,
+    CallControlError,
+    TransferOutcome,
+    UnsupportedOperation,
+)
 
 FOLLOW_UP_LIMIT_SECS = 20.0  # a line that never produced audio must not leave the call hanging
 _SPOKEN_DIGITS = {"*": "star", "#": "pound"}
@@ -291,6 +296,9 @@ class CallController(BaseObserver):
     async def _transfer(self, intent: Intent, target: str) -> None:
         try:
             outcome = await self._control.transfer(target)
+        except UnsupportedOperation as e:
+            logger.warning(f"call control: cannot transfer on this call: {e}")
+            outcome = TransferOutcome.UNSUPPORTED
         except CallControlError as e:
             logger.warning(f"call control: transfer to {target} failed: {e}")
             outcome = TransferOutcome.FAILED

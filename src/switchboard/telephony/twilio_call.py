@@ -10,8 +10,9 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.settings import Settings
-from switchboard.telephony.base import CallAdapter, CallControl, CallIds, NoCallControl
+from switchboard.telephony.base import CallAdapter, CallControl, CallIds
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
+from switchboard.telephony.twilio_rest import TwilioCallControl, transfer_status_url
 
 
 class TwilioStreamAdapter(CallAdapter):
@@ -28,7 +29,9 @@ class TwilioStreamAdapter(CallAdapter):
         *,
         call_id: str | None = None,
         control: CallControl | None = None,
+        callback_base: str | None = None,
     ):
+        """``callback_base``: the public URL Twilio reaches this server at, for transfer reports."""
         self.start = start
         params = start.custom_parameters
         self.ids = CallIds(
@@ -38,7 +41,6 @@ class TwilioStreamAdapter(CallAdapter):
             dialed=params.get("To", ""),
             caller=params.get("From", ""),
         )
-        self.control = control or NoCallControl()
         auth_token = (
             settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
         )
@@ -49,9 +51,18 @@ class TwilioStreamAdapter(CallAdapter):
             account_sid=settings.twilio_account_sid,
             auth_token=auth_token if can_hang_up else None,
             # Without credentials, closing the stream ends <Connect> and the TwiML's <Hangup/> follows.
+            base_url=settings.twilio_api_url,
             params=SwitchboardTwilioSerializer.InputParams(auto_hang_up=can_hang_up),
             input_frame_ms=settings.input_frame_ms,
         )
+        if control is None:
+            status_url = (
+                transfer_status_url(callback_base, self.ids.call_sid) if callback_base else None
+            )
+            control = TwilioCallControl(
+                settings, start.call_sid, self.serializer, status_url=status_url
+            )
+        self.control = control
         self._websocket = websocket
         self._transport: FastAPIWebsocketTransport | None = None
 

@@ -26,6 +26,7 @@ from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
+from switchboard.telephony.base import TransferOutcome
 from switchboard.telephony.twilio import (
     StreamStart,
     connect_stream_twiml,
@@ -36,6 +37,7 @@ from switchboard.telephony.twilio import (
     websocket_url,
 )
 from switchboard.telephony.twilio_call import TwilioStreamAdapter
+from switchboard.telephony.twilio_rest import transfer_status_router
 from switchboard.worker.browser_calls import WebRTCAnswerer
 from switchboard.worker.calls import CallRegistry
 from switchboard.worker.runner import CallEndedHook, run_call
@@ -94,6 +96,17 @@ def create_worker_app(
             await answerer.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    # Twilio reaches this process at its media URL: transfer reports come back there too.
+    callback_url = settings.worker_public_url if service is not None else settings.public_url
+
+    def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
+        record = registry.get(call_sid)
+        if record is not None:
+            record.transfer = {**(record.transfer or {}), "outcome": outcome.value}
+            record.events.append({"event": "transfer_result", "outcome": outcome.value,
+                                  "dial_status": form.get("DialCallStatus", "")})
+
+    app.include_router(transfer_status_router(settings, callback_url, transfer_result))
 
     async def drain() -> None:
         state["ready"] = False
@@ -171,7 +184,10 @@ def create_worker_app(
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     start = await serve_stream(websocket)
                     if start is not None:
-                        adapter = TwilioStreamAdapter(websocket, start, settings, call_id=claims.call_id)
+                        adapter = TwilioStreamAdapter(
+                            websocket, start, settings, call_id=claims.call_id,
+                            callback_base=public_base(websocket, callback_url),
+                        )
                         answering = agents.for_number(adapter.ids.dialed)
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended)
                 finally:
@@ -202,7 +218,9 @@ def create_worker_app(
                 start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        adapter = TwilioStreamAdapter(websocket, start, settings)
+                        adapter = TwilioStreamAdapter(
+                            websocket, start, settings, callback_base=public_base(websocket, callback_url)
+                        )
                         answering = agents.for_number(adapter.ids.dialed)
                         await run_call(adapter, answering, settings, registry, on_ended=on_call_ended)
             finally:
