@@ -1,16 +1,21 @@
-"""A LiveKit room as a call: the agent's access token and Pipecat's LiveKit transport."""
+"""A LiveKit room as a call: the agent's access token, Pipecat's LiveKit transport, and SIP
+call control through ``livekit-api`` (transfer by SIP REFER, hang up by closing the room)."""
 
 from __future__ import annotations
 
 import datetime
 import re
 
+import aiohttp
 from livekit import api as livekit_api
+from livekit.protocol import sip as sip_proto
+from loguru import logger
 from pipecat.transports.base_transport import BaseTransport
 
+from switchboard.agent.config import valid_transfer_target
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import Settings
-from switchboard.telephony.base import CallAdapter, CallControl, CallIds, NoCallControl
+from switchboard.telephony.base import CallAdapter, CallControl, CallIds, TransferOutcome
 
 ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
@@ -49,6 +54,73 @@ def agent_room_token(settings: Settings, room: str, identity: str) -> str:
     )
 
 
+def transfer_uri(target: str) -> str:
+    """What ``TransferSIPParticipant`` wants: ``tel:+1...`` for numbers, SIP URIs as they are."""
+    return target if target.startswith(("sip:", "sips:")) else f"tel:{target}"
+
+
+class LiveKitCallControl(CallControl):
+    """The SIP caller in one LiveKit room, through the LiveKit server API."""
+
+    def __init__(self, settings: Settings, room: str):
+        self._settings = settings
+        self._room = room
+
+    def _api(self) -> livekit_api.LiveKitAPI:
+        assert self._settings.livekit_api_secret is not None
+        return livekit_api.LiveKitAPI(
+            self._settings.livekit_url,
+            self._settings.livekit_api_key,
+            self._settings.livekit_api_secret.get_secret_value(),
+            failover=False,
+        )
+
+    async def _sip_participant(self, lk: livekit_api.LiveKitAPI) -> str | None:
+        listed = await lk.room.list_participants(
+            livekit_api.ListParticipantsRequest(room=self._room)
+        )
+        sip = livekit_api.ParticipantInfo.Kind.SIP
+        return next((p.identity for p in listed.participants if p.kind == sip), None)
+
+    async def transfer(self, target: str) -> TransferOutcome:
+        if not valid_transfer_target(target):
+            return TransferOutcome.INVALID_TARGET
+        try:
+            async with self._api() as lk:
+                identity = await self._sip_participant(lk)
+                if identity is None:
+                    logger.warning(f"room {self._room}: no SIP participant to transfer")
+                    return TransferOutcome.FAILED
+                response = await lk.sip.transfer_sip_participant(
+                    livekit_api.TransferSIPParticipantRequest(
+                        room_name=self._room,
+                        participant_identity=identity,
+                        transfer_to=transfer_uri(target),
+                        play_dialtone=False,
+                        ringing_timeout=_duration(self._settings.transfer_ring_secs),
+                    )
+                )
+        except (livekit_api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            logger.warning(f"room {self._room}: transfer to {target} failed: {e!r}")
+            return TransferOutcome.FAILED
+        ok = response.status != sip_proto.STS_TRANSFER_FAILED
+        return TransferOutcome.ANSWERED if ok else TransferOutcome.FAILED
+
+    async def hang_up(self) -> None:
+        """Leaving the room would leave the caller on hold: close the room, which hangs up SIP."""
+        try:
+            async with self._api() as lk:
+                await lk.room.delete_room(livekit_api.DeleteRoomRequest(room=self._room))
+        except (livekit_api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            logger.warning(f"room {self._room}: could not close the room: {e!r}")
+
+
+def _duration(secs: int):
+    from google.protobuf.duration_pb2 import Duration
+
+    return Duration(seconds=secs)
+
+
 class LiveKitRoomAdapter(CallAdapter):
     """The agent joining one ``call-*`` room, where the SIP caller already is."""
 
@@ -61,7 +133,7 @@ class LiveKitRoomAdapter(CallAdapter):
         if not settings.livekit_url:
             raise ConfigError("LIVEKIT_URL is needed to join LiveKit rooms")
         self.ids = CallIds(call_sid=call_id, stream_sid=room, call_id=call_id)
-        self.control = control or NoCallControl()
+        self.control = control or LiveKitCallControl(settings, room)
         self._url = settings.livekit_url
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")

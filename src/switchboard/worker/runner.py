@@ -24,6 +24,7 @@ from switchboard.telephony.base import CallAdapter
 from switchboard.worker.calls import CallRecord, CallRegistry
 
 CallEndedHook = Callable[[CallRecord], Awaitable[None]]
+AGENT_ENDINGS = ("agent", "idle", "max_duration")  # the agent hung up: the carrier must know
 
 
 class CallSlot(Protocol):
@@ -96,6 +97,8 @@ async def run_call(
             record.ended_by = controller.ended_by or (
                 "caller" if record.outcome == "completed" else ""
             )
+        if record.ended_by in AGENT_ENDINGS:
+            await _quietly(adapter.control.hang_up(), record, "hanging up")
         await _quietly(adapter.close(), record, "closing the transport")
         logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
         # Hook point "call ended -> save record": the records package registers its saver in
