@@ -29,6 +29,7 @@ from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.commands import add_commands
 from switchboard.loadtest.fake_agent import fake_agent_app
 from switchboard.loadtest.known_end import FADE_MS, derive, load_manifest
+from switchboard.loadtest.line_noise import line_noises
 from switchboard.loadtest.report import CallOutcome
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +126,8 @@ async def test_gaps_in_the_recording_are_the_fake_agents_known_delays(tmp_path: 
 
 # Noisy 8 kHz recordings. Caller: OSR sentences (their own background is -45 dBFS) cut at their
 # known end, then put on a line whose noise continues through the call, scaled so the line's
-# floor is -45 to -60 dBFS; breaths (band-limited noise bursts) after some phrases; trailing
-# fricatives as they are. Agent: known-end clips whose speech starts exactly ``gap`` after the
+# floor is -45 to -60 dBFS; breaths (band-limited noise bursts) and a cough after some phrases;
+# trailing fricatives as they are. Agent: known-end clips whose speech starts exactly ``gap`` after the
 # caller's speech ended, on a digitally silent line (TTS on a Twilio recording).
 CALLER = [f"osr_us_0010_s0{i}_8k.wav" for i in range(1, 6)]
 AGENT = [
@@ -137,7 +138,8 @@ AGENT = [
     "ljspeech_LJ050-0131_22k.wav",
 ]
 GAPS_MS = [430, 780, 1250, 300, 950]
-BREATHS = [True, False, True, True, False]
+# What follows each phrase, 200 ms after it: a breath, nothing, a cough, a breath, nothing.
+AFTER = ["breath", None, "cough", "breath", None]
 NOISY_TOLERANCE_MS = 20
 
 
@@ -159,21 +161,22 @@ def breath(rng: np.random.Generator, ms: int = 300, dbfs: float = -38.0) -> np.n
 
 
 def noisy_call(
-    noise_dbfs: float, gain_db: float, breaths: list[bool], seed: int = 1
+    noise_dbfs: float, gain_db: float, after: list[str | None], seed: int = 1
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """µ-law caller and agent channels and the true caller speech ends (s)."""
     rng = np.random.default_rng(seed)
     gain = 10 ** (gain_db / 20)
     caller, agent = np.zeros(90 * RATE), np.zeros(90 * RATE)
     ends, t = [], 0.5
-    for said, reply, gap, breathes in zip(CALLER, AGENT, GAPS_MS, breaths, strict=True):
+    cough = line_noises()["cough_-22dBFS"].astype(float)
+    for said, reply, gap, burst in zip(CALLER, AGENT, GAPS_MS, after, strict=True):
         clip, _, clip_end = derive(read_wav(SPEECH / said, RATE))
         at = round(t * RATE)
         caller[at : at + len(clip)] += clip * gain
         # The definition's end on the clean clip: derive cut FADE_MS after it.
         end = at / RATE + clip_end - FADE_MS / 1000
-        if breathes:
-            b = breath(rng)
+        if burst:
+            b = breath(rng) if burst == "breath" else cough
             caller[round((end + 0.2) * RATE) :][: len(b)] += b * gain
         answer, answer_start, answer_end = derive(read_wav(SPEECH / reply, RATE))
         at = round((end + gap / 1000 - answer_start) * RATE)
@@ -193,7 +196,7 @@ def noisy_call(
 def test_noisy_8k_recording_gives_known_gaps_within_20_ms(
     noise_dbfs: float, gain_db: float
 ) -> None:
-    caller, agent, ends = noisy_call(noise_dbfs, gain_db, BREATHS)
+    caller, agent, ends = noisy_call(noise_dbfs, gain_db, AFTER)
     analysis = analyze_channels(caller, agent, RATE)
     assert analysis.caller.noise_floor_dbfs == pytest.approx(noise_dbfs, abs=3)
     got = analysis.latencies_ms()
@@ -207,12 +210,12 @@ def test_noisy_8k_recording_gives_known_gaps_within_20_ms(
     assert analysis.caller.confidence == "high" and not analysis.warnings
 
 
-def test_breaths_are_loud_enough_to_lengthen_a_turn_by_energy_alone() -> None:
-    """The breaths above are speech to the bare energy rule: the voicing check is what drops them."""
-    caller, agent, _ = noisy_call(-45, 0, BREATHS)
+def test_breaths_and_coughs_are_loud_enough_to_lengthen_a_turn_by_energy_alone() -> None:
+    """They are speech to the bare energy rule: the voicing and brightness checks drop them."""
+    caller, agent, _ = noisy_call(-45, 0, AFTER)
     bare = analyze_channels(caller, agent, RATE, DetectorParams(voicing=False)).latencies_ms()
     off = [g - t for g, t in zip(bare, GAPS_MS, strict=True)]
-    assert all(e < -100 for e, b in zip(off, BREATHS, strict=True) if b), off
+    assert all(e < -100 for e, b in zip(off, AFTER, strict=True) if b), off
 
 
 def _cli(argv: list[str]) -> int:
@@ -223,7 +226,7 @@ def _cli(argv: list[str]) -> int:
 
 
 def test_a_channel_drowned_in_noise_is_reported_unsure(tmp_path: Path, capsys) -> None:
-    caller, agent, _ = noisy_call(-24, 0, [False] * 5)
+    caller, agent, _ = noisy_call(-24, 0, [None] * 5)
     analysis = analyze_channels(caller, agent, RATE)
     assert analysis.caller.confidence == "low" and analysis.caller.snr_db is not None
     assert analysis.caller.snr_db < 15
@@ -238,7 +241,7 @@ def test_a_channel_drowned_in_noise_is_reported_unsure(tmp_path: Path, capsys) -
 
 
 def test_vad_option_never_ends_caller_speech_later_than_the_energy() -> None:
-    caller, agent, ends = noisy_call(-50, -5, BREATHS)
+    caller, agent, ends = noisy_call(-50, -5, AFTER)
     energy = analyze_channels(caller, agent, RATE)
     vad = analyze_channels(caller, agent, RATE, DetectorParams(detector="vad"))
     assert len(vad.gaps) == len(energy.gaps) == len(ends)

@@ -13,6 +13,11 @@ def test_example_receptionist_loads() -> None:
     config = load_agent_config(DEFAULT_AGENT_CONFIG)
     assert {"hours", "appointment", "billing", "transfer", "goodbye"} <= {i.name for i in config.intents}
     assert any(i.end_call for i in config.intents)
+    # The shipped example uses call control: a keypad menu, a transfer, digit collection, idle handling.
+    assert config.keypad is not None and config.keypad.options["0"] == "transfer"
+    assert config.intent("transfer").transfer == "+15555550100"
+    assert config.intent("patient_number").collect_digits is not None
+    assert config.silence.max_reprompts >= 1 and config.limits.max_duration_secs <= 3600
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -34,6 +39,20 @@ def _write(tmp_path: Path, text: str) -> Path:
             "unique",
         ),
         ("- just\n- a list\n", "mapping"),
+        ("name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, transfer: desk}\n", "intents.0.transfer"),
+        (
+            "name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, transfer: '+15551234567', end_call: true}\n",
+            "either ends the call or transfers",
+        ),
+        ("name: x\ngreeting: hi\nfallback: f\nkeypad: {options: {'11': a}}\n", "keypad.options"),
+        ("name: x\ngreeting: hi\nfallback: f\nkeypad: {options: {'1': nobody}}\n", "unknown intents: nobody"),
+        ("name: x\ngreeting: hi\nfallback: f\nsilence: {reprompt_after_secs: 0}\n", "silence.reprompt_after_secs"),
+        ("name: x\ngreeting: hi\nfallback: f\nlimits: {max_duration_secs: -5}\n", "limits.max_duration_secs"),
+        ("name: x\ngreeting: hi\nfallback: f\nnumbers: ['5551234']\n", "numbers"),
+        (
+            "name: x\ngreeting: hi\nfallback: f\nintents:\n  - name: a\n    phrases: [p]\n    reply: r\n    collect_digits: {reply: 'got {account}'}\n",
+            "intents.0.collect_digits.reply",
+        ),
         ("name: [unclosed\n", "YAML"),
     ],
 )

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         None, description="Base URL Twilio reaches us at (https://...); derived from the request when unset."
     )
     agent_config: Path = DEFAULT_AGENT_CONFIG
+    agents_dir: Path | None = Field(
+        None, description="Directory of agent YAMLs, each answering its `numbers`; others get agent_config."
+    )
+    agents_reload_secs: float = Field(2.0, gt=0, description="How often agents_dir is checked for edits.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -109,6 +113,10 @@ class Settings(BaseSettings):
         None, description="Base URL Twilio reaches this worker at; defaults to http://host:port."
     )
 
+    twilio_api_url: str = Field(
+        "https://api.twilio.com", description="Twilio REST API root (an emulator's URL in tests)."
+    )
+    transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL"))

@@ -1,7 +1,12 @@
-"""The agent config file (YAML): greeting, intents, fallback and goodbye, validated with pydantic."""
+"""The agent config file (YAML): greeting, intents, keypad menu, call limits, validated with pydantic.
+
+Call-control fields all have production defaults, so a config that names none of them still
+re-prompts a silent caller, hangs up after a while and caps the call's length.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -10,9 +15,45 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from switchboard.errors import ConfigError
 
+DTMF_DIGITS = "0123456789*#"
+# E.164 (+ and 8-15 digits) or a SIP URI; what Twilio's <Dial> and LiveKit's transfer accept.
+_TRANSFER_TARGET = re.compile(
+    r"^(\+[1-9][0-9]{7,14}|sips?:[^\s@<>\"]+@[A-Za-z0-9.\-]+(:[0-9]{1,5})?)$"
+)
+
+
+def valid_transfer_target(target: str) -> bool:
+    """A phone number in E.164 form or a ``sip:user@host`` URI."""
+    return bool(_TRANSFER_TARGET.match(target))
+
+
+class DigitCollection(BaseModel):
+    """After the intent's reply, read a string of keypad digits (an account number)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_digits: int = Field(12, ge=1, le=64)
+    terminator: Literal["#", "*"] | None = "#"
+    timeout_secs: float = Field(8.0, gt=0, le=120, description="Since the last key (or the prompt)")
+    reply: str = Field(
+        "Thank you. I have {digits}.",
+        min_length=1,
+        description="Spoken once collected; {digits} is read out digit by digit",
+    )
+    no_input: str = Field("Sorry, I didn't get any digits.", min_length=1)
+
+    @field_validator("reply")
+    @classmethod
+    def _only_digits_placeholder(cls, reply: str) -> str:
+        try:
+            reply.format(digits="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"only the {{digits}} placeholder is allowed ({e})") from None
+        return reply
+
 
 class Intent(BaseModel):
-    """Something the caller may ask for, recognised by phrases, answered with a reply."""
+    """Something the caller may ask for, recognised by phrases (or a keypad key), answered with a reply."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -20,6 +61,23 @@ class Intent(BaseModel):
     phrases: list[str] = Field(min_length=1)
     reply: str = Field(min_length=1)
     end_call: bool = False
+    transfer: str | None = Field(
+        None, description="After the reply, connect the caller here: +E.164 number or sip: URI"
+    )
+    collect_digits: DigitCollection | None = None
+
+    @field_validator("transfer")
+    @classmethod
+    def _transfer_target(cls, target: str | None) -> str | None:
+        if target is not None and not valid_transfer_target(target):
+            raise ValueError(f"{target!r} is neither an E.164 number (+15551234567) nor a sip: URI")
+        return target
+
+    @model_validator(mode="after")
+    def _one_ending(self) -> Intent:
+        if self.end_call and self.transfer:
+            raise ValueError("an intent either ends the call or transfers it, not both")
+        return self
 
     @field_validator("phrases")
     @classmethod
@@ -28,6 +86,50 @@ class Intent(BaseModel):
         if any(not p for p in cleaned):
             raise ValueError("phrases must not be blank")
         return cleaned
+
+
+class Keypad(BaseModel):
+    """A keypad menu: a pressed digit answers as its intent would."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: dict[str, str] = Field(min_length=1, description="digit -> intent name")
+    invalid: str = Field("Sorry, that is not one of the options.", min_length=1)
+
+    @field_validator("options")
+    @classmethod
+    def _digits(cls, options: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in options if len(k) != 1 or k not in DTMF_DIGITS)
+        if bad:
+            raise ValueError(
+                f"keys must be single keypad digits (0-9, * or #), not {', '.join(bad)}"
+            )
+        return options
+
+
+class Silence(BaseModel):
+    """What the agent does when the caller says nothing while the agent is quiet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reprompt_after_secs: float = Field(10.0, gt=0, le=600)
+    reprompt: str = Field("Are you still there?", min_length=1)
+    max_reprompts: int = Field(2, ge=0, le=10, description="Re-prompts before saying goodbye")
+    goodbye: str = Field(
+        "I haven't heard anything for a while, so I'll end the call now. Goodbye.", min_length=1
+    )
+
+
+class CallLimits(BaseModel):
+    """The longest a call may run, and the line that closes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_duration_secs: float = Field(900.0, gt=0, le=4 * 3600)
+    closing: str = Field(
+        "We have reached the time limit for this call. Thank you for calling, goodbye.",
+        min_length=1,
+    )
 
 
 class AgentConfig(BaseModel):
@@ -41,6 +143,17 @@ class AgentConfig(BaseModel):
     fallback: str = Field(min_length=1)
     intents: list[Intent] = Field(default_factory=list)
     system_prompt: str | None = None
+    keypad: Keypad | None = None
+    silence: Silence = Field(default_factory=Silence)
+    limits: CallLimits = Field(default_factory=CallLimits)
+    transfer_failed: str = Field(
+        "Sorry, I couldn't put you through right now. Is there anything else I can help with?",
+        min_length=1,
+    )
+    numbers: list[str] = Field(
+        default_factory=list,
+        description="Dialed numbers (E.164) this agent answers, in an agents dir",
+    )
 
     @model_validator(mode="after")
     def _unique_intent_names(self) -> AgentConfig:
@@ -50,9 +163,38 @@ class AgentConfig(BaseModel):
             raise ValueError(f"intent names must be unique, repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _keypad_intents_exist(self) -> AgentConfig:
+        if self.keypad is not None:
+            names = {i.name for i in self.intents}
+            missing = sorted({n for n in self.keypad.options.values() if n not in names})
+            if missing:
+                raise ValueError(f"keypad.options name unknown intents: {', '.join(missing)}")
+        return self
+
+    @field_validator("numbers")
+    @classmethod
+    def _e164(cls, numbers: list[str]) -> list[str]:
+        bad = [n for n in numbers if not re.fullmatch(r"\+[1-9][0-9]{7,14}", n)]
+        if bad:
+            raise ValueError(f"numbers must be E.164 (+15551234567), not {', '.join(bad)}")
+        return numbers
+
+    def intent(self, name: str) -> Intent | None:
+        return next((i for i in self.intents if i.name == name), None)
+
     def fixed_utterances(self) -> list[str]:
         """Everything a scripted agent can say, for warming the TTS cache."""
-        return [self.greeting, self.fallback, *(i.reply for i in self.intents)]
+        lines = [self.greeting, self.fallback, *(i.reply for i in self.intents)]
+        lines += [
+            self.silence.reprompt,
+            self.silence.goodbye,
+            self.limits.closing,
+            self.transfer_failed,
+        ]
+        if self.keypad is not None:
+            lines.append(self.keypad.invalid)
+        return lines
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -70,6 +212,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         return AgentConfig.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in e.errors()
         )
         raise ConfigError(f"agent config {path}: {problems}") from e

@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from switchboard.agent.call_control import CallActionFrame
 from switchboard.agent.intents import IntentMatcher, Match
 
 
@@ -35,7 +36,8 @@ class ScriptedResponder(FrameProcessor):
     """Answers each finished user turn with the reply of the first matching intent.
 
     It speaks the same frames an LLM service does, so an LLM can take its place in the
-    pipeline unchanged. A reply whose intent ends the call hangs up once it has been spoken.
+    pipeline unchanged. A reply whose intent ends the call hangs up once it has been spoken; one
+    that transfers or collects digits is followed by a ``CallActionFrame`` for the call controller.
     """
 
     def __init__(self, matcher: IntentMatcher, **kwargs):
@@ -64,3 +66,7 @@ class ScriptedResponder(FrameProcessor):
         await self.push_frame(LLMTextFrame(match.reply))
         await self.push_frame(LLMFullResponseEndFrame())
         self._hang_up_after_reply = match.end_call
+        intent = match.intent
+        if intent is not None and (intent.transfer or intent.collect_digits):
+            action = "transfer" if intent.transfer else "collect_digits"
+            await self.push_frame(CallActionFrame(action=action, intent=intent.name))

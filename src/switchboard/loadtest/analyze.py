@@ -8,7 +8,8 @@ ends, never where a detector's window does. The floor is ``noise_floor_dbfs`` ov
 window inside each signal (digital silence separates signals: a simulator's clips each have
 their own background), so a long call's changing line is judged against itself. Beyond the
 definition: a dip of a frame or two does not split a run; a stretch with no voiced frame is a
-breath or a burst of noise, as is an unvoiced burst a breath's pause beyond the voice; and where
+breath or a burst of noise, as is a dark unvoiced burst a breath's pause beyond the voice (a
+bright one is a last fricative); and where
 the line is digitally silent within ``edge_tail_ms`` of an edge, the edge is the signal's own
 first or last sample (a cut clip's fade carries little energy, but it is where the signal
 stops: the point the caller simulator and the fake agent count from).
@@ -88,7 +89,11 @@ class DetectorParams(BaseModel):
     breath_pause_ms: int = Field(
         default=100, description="An unvoiced burst this far from the voice may be a breath"
     )
-    breath_min_ms: int = Field(default=80, description="and is one if it lasts this long")
+    fricative_hf_share: float = Field(
+        default=0.4,
+        description="and is a fricative (speech) if this share of its 0.1-4 kHz energy lies "
+        "above 2 kHz; darker bursts are breaths and coughs",
+    )
     edge_tail_ms: int = Field(
         default=50,
         description="Digital silence this near a speech edge moves it to the signal's edge",
@@ -266,26 +271,38 @@ def voiced_frames(
     return out
 
 
-def _kept_tail(tail: list[tuple[int, int]], pause: int, long: int) -> int:
-    """How many unvoiced runs beyond the voice (``(near, far)`` frames from its edge, nearest
-    first) are speech: those joined to it by shorter pauses than a breath's, and those beyond
-    such a pause when together they are too brief for a breath (a last fricative)."""
+def _band_energy(x: np.ndarray, rate: int) -> tuple[float, float]:
+    """Energy of a burst above 2 kHz and in 0.1-4 kHz (the telephone band)."""
+    power = np.abs(np.fft.rfft(x.astype(np.float64) * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    band = (freqs >= 100) & (freqs <= 4000)
+    return float(power[band & (freqs >= 2000)].sum()), float(power[band].sum())
+
+
+def _kept_tail(tail: list[tuple[int, int, float, float]], pause: int, share: float) -> int:
+    """How many unvoiced runs beyond the voice (``(near, far, high, total)``: frames from its
+    edge, nearest first, and their energy above 2 kHz and in all) are speech: those joined to it
+    by shorter pauses than a breath's, and those beyond such a pause if they are bright enough
+    for a fricative (a breath or a cough is darker)."""
     reach = 0
-    for k, (near, far) in enumerate(tail):
+    for k, (near, far, _, _) in enumerate(tail):
         if near - reach >= pause:
-            return k if tail[-1][1] - near >= long else len(tail)
+            high, total = (sum(t[i] for t in tail[k:]) for i in (2, 3))
+            return len(tail) if high >= share * total else k
         reach = far
     return len(tail)
 
 
 def _stretches(
-    runs: list[tuple[int, int]], voiced: list[bool], params: DetectorParams
+    runs: list[tuple[int, int]],
+    voiced: list[bool],
+    bands: list[tuple[float, float]],
+    params: DetectorParams,
 ) -> list[tuple[int, int]]:
     """Bridge runs closer than the hangover into stretches, keeping only the voice and the
-    unvoiced bursts joined to it by less than a breath's pause."""
+    unvoiced bursts that belong to it (see ``_kept_tail``)."""
     bridge = params.hangover_ms // params.frame_ms
     breath = params.breath_pause_ms // params.frame_ms
-    long = params.breath_min_ms // params.frame_ms
     groups: list[list[int]] = []
     for i, (a, _) in enumerate(runs):
         if groups and a - runs[groups[-1][-1]][1] < bridge:
@@ -302,10 +319,12 @@ def _stretches(
             continue  # a breath, a cough's hiss, a burst of line noise
         first, last = group[with_voice[0]], group[with_voice[-1]]
         v0, v1 = runs[first][0], runs[last][1]
-        before = [(v0 - runs[i][1], v0 - runs[i][0]) for i in reversed(group[: with_voice[0]])]
-        after = [(runs[i][0] - v1, runs[i][1] - v1) for i in group[with_voice[-1] + 1 :]]
-        first -= _kept_tail(before, breath, long)
-        last += _kept_tail(after, breath, long)
+        before = [
+            (v0 - runs[i][1], v0 - runs[i][0], *bands[i]) for i in reversed(group[: with_voice[0]])
+        ]
+        after = [(runs[i][0] - v1, runs[i][1] - v1, *bands[i]) for i in group[with_voice[-1] + 1 :]]
+        first -= _kept_tail(before, breath, params.fricative_hf_share)
+        last += _kept_tail(after, breath, params.fricative_hf_share)
         out.append((runs[first][0], runs[last][1]))
     return out
 
@@ -348,6 +367,8 @@ def detect_speech(
         flicker[a:b] = True
     runs = speech_runs(flicker, 1, max(1, params.min_speech_ms // params.frame_ms))
     voiced: list[bool] = [False] * len(runs)
+    hop = rate * params.frame_ms // 1000
+    bands = [(0.0, 0.0)] * len(runs)
     if params.voicing and runs:
         frames = np.concatenate([np.arange(a, b) for a, b in runs])
         flags = voiced_frames(samples, rate, frames, params)
@@ -355,10 +376,11 @@ def detect_speech(
         for i, (a, b) in enumerate(runs):
             voiced[i] = int(flags[at : at + b - a].sum()) >= _VOICING_MIN_FRAMES
             at += b - a
-    hop = rate * params.frame_ms // 1000
+            if not voiced[i]:
+                bands[i] = _band_energy(samples[a * hop : b * hop], rate)
     ahead = rate * params.edge_tail_ms // 1000
     segments = []
-    for a, b in _stretches(runs, voiced, params):
+    for a, b in _stretches(runs, voiced, bands, params):
         start, end = _signal_edges(samples, a * hop, b * hop, hop, ahead)
         segments.append(Segment(start_s=start / rate, end_s=end / rate))
     return segments, levels, floor, threshold

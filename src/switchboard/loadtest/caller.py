@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidState, WebSocketException
@@ -62,9 +62,18 @@ T = TypeVar("T")
 
 
 class CallerTurn(BaseModel):
-    """One thing the caller says, and when."""
+    """One thing the caller says (or keys they press, or a silence they keep), and when."""
 
-    audio: Path
+    audio: Path | None = Field(
+        default=None, description="What the caller says; with neither audio nor dtmf, they stay silent"
+    )
+    dtmf: str | None = Field(
+        default=None, pattern=r"^[0-9*#]+$", description="Keys pressed instead of speaking"
+    )
+    dtmf_gap_ms: int = Field(default=250, ge=0, description="Between two key presses")
+    reply_timeout_ms: int | None = Field(
+        default=None, description="Overrides the script's (a silent caller waits for a re-prompt)"
+    )
     expected_text: str | None = None
     pause_before_ms: int = Field(
         default=600,
@@ -84,6 +93,16 @@ class CallerTurn(BaseModel):
         description="Where the clip's speech ends, if known; else a known-end manifest beside "
         "the clip, else the energy definition in switchboard.speech_end",
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CallerTurn:
+        if self.audio is not None and self.dtmf is not None:
+            raise ValueError("a turn either speaks (audio) or presses keys (dtmf), not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        return str(self.audio) if self.audio else f"dtmf:{self.dtmf}" if self.dtmf else "silence"
 
 
 class CallScript(BaseModel):
@@ -391,6 +410,15 @@ class _MediaLeg:
             for message in messages:
                 await asyncio.wait_for(self._ws.send(message), self._send_timeout_s)
 
+    def press(self, digit: str) -> None:
+        """A key press, as Twilio reports it on a bidirectional stream."""
+        self._seq += 1
+        self._send_now(
+            json.dumps({"event": "dtmf", "streamSid": self.ids.stream_sid, "sequenceNumber": str(self._seq),
+                        "dtmf": {"track": "inbound_track", "digit": digit}}),
+            "dtmf",
+        )
+
     def say(self, ulaw: bytes) -> int:
         """Start sending caller audio at the next tick; returns that tick."""
         self._caller_audio, self._caller_pos = ulaw, 0
@@ -557,7 +585,7 @@ class _Reply:
 class _Conversation:
     """Runs a CallScript over a media leg and measures each turn from the outside."""
 
-    def __init__(self, leg: _MediaLeg, script: CallScript, clips: list[_Clip]):
+    def __init__(self, leg: _MediaLeg, script: CallScript, clips: list[_Clip | None]):
         self._leg = leg
         self._tl = leg.timeline
         self._script = script
@@ -600,21 +628,31 @@ class _Conversation:
         return CallOutcome.COMPLETED, None
 
     async def _turn(
-        self, index: int, turn: CallerTurn, clip: _Clip, previous: _Reply
+        self, index: int, turn: CallerTurn, clip: _Clip | None, previous: _Reply
     ) -> _Reply | None:
-        # The clip's first frame goes out at the next tick and holds the 20 ms before it.
-        base = (self._leg.say(clip.ulaw) - 1) * _LEVELS_PER_TICK
-        speech_start, speech_end = base + clip.speech_start, base + clip.speech_end
+        if clip is not None:
+            # The clip's first frame goes out at the next tick and holds the 20 ms before it.
+            base = (self._leg.say(clip.ulaw) - 1) * _LEVELS_PER_TICK
+            speech_start, speech_end = base + clip.speech_start, base + clip.speech_end
+            end_sample = base * _BYTES_PER_LEVEL + clip.speech_end_sample
+        else:  # keys, or silence: "speech end" is the last key press, or the silence's start
+            speech_start = self._tl.frames
+            for i, digit in enumerate(turn.dtmf or ""):
+                if i:
+                    await self._wait(lambda: None, self._tl.frames + _frames(turn.dtmf_gap_ms))
+                self._leg.press(digit)
+            speech_end = self._tl.frames
+            end_sample = speech_end * _BYTES_PER_LEVEL
         result = TurnResult(
             index=index,
-            clip=str(turn.audio),
+            clip=turn.label,
             expected_text=turn.expected_text,
             caller_speech_start_s=_seconds(speech_start),
-            caller_speech_end_s=(base * _BYTES_PER_LEVEL + clip.speech_end_sample) / TELEPHONY_RATE,
+            caller_speech_end_s=end_sample / TELEPHONY_RATE,
             barge_in=turn.barge_in_after_ms is not None,
         )
         self.turns.append(result)
-        deadline = speech_end + _frames(self._script.reply_timeout_ms)
+        deadline = speech_end + _frames(turn.reply_timeout_ms or self._script.reply_timeout_ms)
         if result.barge_in:
             start = await self._wait(
                 lambda: self._reply_after_barge_in(previous, speech_start, speech_end), deadline
@@ -629,7 +667,6 @@ class _Conversation:
         self.replies.append((reply, result))
         onset = self._tl.onset_sample(start)
         result.agent_audio_start_s = onset / TELEPHONY_RATE
-        end_sample = base * _BYTES_PER_LEVEL + clip.speech_end_sample
         result.voice_to_voice_ms = round((onset - end_sample) * 1000 / TELEPHONY_RATE, 1)
         return reply
 
@@ -806,7 +843,8 @@ class _Call:
         )
         self.script = script
         self.clips = [
-_load_clip(t.audio, t.speech_end_s) for t in script.turns
+            _load_clip(t.audio, t.speech_end_s) if t.audio is not None else None
+            for t in script.turns
         ]
         self.timeline = _Timeline(script.speech_threshold_dbfs)
         self.conversation: _Conversation | None = None

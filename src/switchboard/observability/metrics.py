@@ -57,6 +57,27 @@ PROVIDER_FALLBACKS = Counter(
     "Requests a provider (engine) failed or timed out on and that went to the next one configured.",
     ["provider"],
 )
+CALLS_ENDED_BY_AGENT = Counter(
+    "calls_ended_by_agent_total",
+    "Calls the agent hung up itself, by reason (agent | idle | max_duration).",
+    ["reason"],
+)
+TRANSFERS = Counter(
+    "call_transfers_total",
+    "Transfers asked of the carrier and how they ended (initiated | answered | busy | no_answer | "
+    "failed | invalid_target | unsupported).",
+    ["outcome"],
+)
+DTMF_DIGITS = Counter(
+    "dtmf_digits_total",
+    "Keypad presses, by what they did (menu | invalid | collected | ignored); malformed dtmf "
+    "messages are bad_messages_total.",
+    ["result"],
+)
+AGENT_CONFIG_ERRORS = Counter(
+    "agent_config_errors_total",
+    "Agent config files refused at load or reload (the previous version keeps serving).",
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",

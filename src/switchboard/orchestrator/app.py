@@ -34,6 +34,7 @@ from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
+from switchboard.telephony.livekit import is_call_room
 from switchboard.telephony.twilio import (
     busy_twiml,
     connect_stream_twiml,
@@ -41,7 +42,6 @@ from switchboard.telephony.twilio import (
     websocket_url,
 )
 from switchboard.worker.app import MEDIA_PATH
-from switchboard.worker.jobs import is_call_room
 
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token

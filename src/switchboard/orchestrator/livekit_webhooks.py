@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from livekit import api as livekit_api
 from livekit.protocol.models import ParticipantInfo
 
-from switchboard.worker.jobs import is_call_room
+from switchboard.telephony.livekit import is_call_room
 
 
 class WebhookRejected(Exception):

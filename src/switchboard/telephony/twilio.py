@@ -13,6 +13,8 @@ from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
 from pipecat.audio.utils import ulaw_to_pcm
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
     InputAudioRawFrame,
     OutputTransportMessageFrame,
@@ -153,8 +155,13 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         self._chunk_bytes = TELEPHONY_FRAME_BYTES * max(1, input_frame_ms // 20)
         self._pending_audio = bytearray()
         self._upsampler = TelephonyUpsampler()
+        # Set once the call was transferred: Twilio runs it elsewhere, so the end of our
+        # pipeline must not hang it up.
+        self.handed_off = False
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
+        if self.handed_off and isinstance(frame, EndFrame | CancelFrame):
+            return None
         if isinstance(frame, PlaybackMark):
             return json.dumps({"event": "mark", "streamSid": self._stream_sid, "mark": frame.message})
         return await super().serialize(frame)

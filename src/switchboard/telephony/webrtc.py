@@ -1,8 +1,7 @@
-"""Browser calls on a worker: answer WebRTC offers from Redis and run the agent over aiortc.
+"""A browser's WebRTC peer as a call: Pipecat's ``SmallWebRTCTransport`` over aiortc.
 
-``WebRTCAnswerer`` runs next to the ``WorkerService``: it takes offers the orchestrator placed
-on this worker, answers each with Pipecat's ``SmallWebRTCConnection`` and runs the agent's
-pipeline on a ``SmallWebRTCTransport``. While the call runs, ``CallEventsObserver`` tells the
+``worker.browser_calls.WebRTCAnswerer`` answers the offer; :class:`WebRTCPeerAdapter` is the
+answered peer, ready for the call runner. While the call runs, ``CallEventsObserver`` tells the
 browser over the data channel what each side said and how long each turn took.
 
 Messages to the browser are JSON objects ``{"type": "switchboard", "version": 1, "event": ...}``:
@@ -19,11 +18,9 @@ The browser may send ``{"type": "hangup"}``; closing its peer connection ends th
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as redis
 from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -40,24 +37,16 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-from pipecat.workers.runner import WorkerRunner
-from pydantic import ValidationError
 
-from switchboard.agent.config import AgentConfig
-from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.agent.timing import TurnTimingObserver
-from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
-from switchboard.settings import Settings
-from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
-from switchboard.worker.calls import CallRecord, CallRegistry
-from switchboard.worker.service import WorkerService
+from switchboard.telephony.base import CallAdapter, CallIds, NoCallControl
+
+if TYPE_CHECKING:
+    from switchboard.agent.pipeline import CallPipeline
 
 OUT_SAMPLE_RATE = 24000  # Piper's 22.05 kHz fits; Opus resamples to 48 kHz either way
 CONNECT_TIMEOUT_SECS = 20.0  # answer sent, browser never connected: give the slot back
-MAX_CALL_SECS = 3600
-_ANSWER_SETUP_SECS = 5.0  # aiortc gathers host candidates only, which takes milliseconds
-_STOP_SECS = 5.0
 MESSAGE_TYPE = "switchboard"
 
 
@@ -114,129 +103,34 @@ class CallEventsObserver(BaseObserver):
         self._send({"type": MESSAGE_TYPE, "version": 1, "event": event, **fields})
 
 
-class WebRTCAnswerer:
-    """Answers the browser calls the orchestrator places on this worker."""
+class WebRTCPeerAdapter(CallAdapter):
+    """An answered browser peer; the call fails if the browser never connects."""
 
-    def __init__(
-        self,
-        service: WorkerService,
-        settings: Settings,
-        agent: AgentConfig,
-        *,
-        calls: CallRegistry | None = None,
-    ):
-        self._service = service
-        self._settings = settings
-        self._agent = agent
-        self._calls = calls if calls is not None else CallRegistry()
-        self._inbox = OfferInbox(service.redis, service.worker_id)
-        self._loop: asyncio.Task | None = None
-        self._setups: set[asyncio.Task] = set()
+    ingress = "webrtc"
+    out_sample_rate = OUT_SAMPLE_RATE
 
-    async def start(self) -> None:
-        self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
-        logger.info(f"worker {self._service.worker_id} answers browser calls")
+    def __init__(self, connection: SmallWebRTCConnection, call_id: str):
+        self.ids = CallIds(call_sid=call_id, stream_sid=connection.pc_id, call_id=call_id)
+        self.control = NoCallControl()
+        self.connection = connection
+        self._connected = asyncio.Event()
+        self._transport: SmallWebRTCTransport | None = None
+        self._watchdog: asyncio.Task | None = None
 
-    async def stop(self) -> None:
-        """Stop taking offers and refuse those still queued; live calls drain with the service."""
-        if self._loop is None:
-            return
-        self._loop.cancel()
-        await asyncio.gather(self._loop, return_exceptions=True)
-        self._loop = None
-        if self._setups:
-            await asyncio.wait(self._setups, timeout=_STOP_SECS)
-        try:
-            for offer in await self._inbox.take_waiting():
-                await self._refuse(offer, "the agent is shutting down")
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"could not refuse queued browser calls: {e}")
-
-    async def _take_offers(self) -> None:
-        while True:
-            try:
-                offer = await self._inbox.next_offer()
-            except ValidationError as e:
-                metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
-                logger.warning(f"dropping a malformed WebRTC offer: {e}")
-                continue
-            except (redis.RedisError, OSError) as e:
-                logger.warning(f"taking WebRTC offers failed ({e}); retrying")
-                await asyncio.sleep(1)
-                continue
-            if offer is None:
-                continue
-            task = asyncio.create_task(self._answer(offer), name=f"webrtc-answer-{offer.call_id}")
-            self._setups.add(task)
-            task.add_done_callback(self._setups.discard)
-            task.add_done_callback(_log_setup_failure)
-
-    async def _answer(self, offer: Offer) -> None:
-        """Take a slot, answer the offer and start the call; or tell the orchestrator why not."""
-        if time.time() > offer.deadline:
-            logger.warning(f"{offer.call_id}: offer arrived after its deadline, ignored")
-            return  # nobody waits for it; its reservation expires on its own
-        service = self._service
-        if service.draining:
-            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()  # as Twilio streams count it
-            await self._refuse(offer, "the agent is shutting down")
-            return
-        try:
-            has_slot = await service.registry.confirm_reservation(
-                service.worker_id, offer.call_id
-            ) or await service.registry.take_slot(service.worker_id)
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"{offer.call_id}: cannot take a slot for a browser call: {e}")
-            await self._refuse(offer, "the agent could not take the call")
-            return
-        if not has_slot:
-            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-            await self._refuse(offer, "worker has no free slot")
-            return
-        connection = SmallWebRTCConnection(connection_timeout_secs=int(CONNECT_TIMEOUT_SECS))
-        try:
-            async with asyncio.timeout(_ANSWER_SETUP_SECS):
-                await connection.initialize(sdp=offer.sdp, type=offer.type)
-            local = connection.get_answer()
-            if local is None:
-                raise RuntimeError("aiortc produced no SDP answer")
-        except Exception as e:  # a bad offer fails this call only; aiortc raises many kinds
-            metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
-            logger.warning(f"{offer.call_id}: cannot answer the browser's offer: {e!r}")
-            await connection.pc.close()
-            await WorkerService._safe(
-                service.registry.release_slot(service.worker_id, offer.call_id)
+    def transport(self) -> SmallWebRTCTransport:
+        if self._transport is None:
+            self._transport = SmallWebRTCTransport(
+                self.connection, TransportParams(audio_in_enabled=True, audio_out_enabled=True)
             )
-            await self._refuse(offer, "the offer could not be answered")
-            return
-        call = asyncio.create_task(
-            self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
-        )
-        service.track_stream_call(call)
-        reply = Answer(
-            request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
-        )
-        # If this reply is lost the browser never connects and the call's watchdog ends it.
-        await WorkerService._safe(self._inbox.reply(reply))
+        return self._transport
 
-    async def _refuse(self, offer: Offer, reason: str) -> None:
-        await WorkerService._safe(self._inbox.refuse(offer, reason))
-
-    async def _run_call(self, offer: Offer, connection: SmallWebRTCConnection) -> None:
-        """Run one browser call to its end, then free its slot and record it."""
-        call_id = offer.call_id
-        transport = SmallWebRTCTransport(
-            connection, TransportParams(audio_in_enabled=True, audio_out_enabled=True)
-        )
-        call = build_call_pipeline(
-            transport, self._agent, self._settings, out_sample_rate=OUT_SAMPLE_RATE
-        )
-        call.worker.add_observer(CallEventsObserver(connection.send_app_message, call.timings))
-        connected = asyncio.Event()
+    def attach(self, call: CallPipeline) -> None:
+        transport, call_id = self.transport(), self.ids.call_id
+        call.worker.add_observer(CallEventsObserver(self.connection.send_app_message, call.timings))
 
         @transport.event_handler("on_client_connected")
         async def _connected(_transport, _client):
-            connected.set()
+            self._connected.set()
 
         @transport.event_handler("on_app_message")
         async def _message(_transport, message, _sender):
@@ -244,47 +138,19 @@ class WebRTCAnswerer:
                 logger.info(f"{call_id}: the caller hung up")
                 await call.worker.cancel()
 
-        watchdog = asyncio.create_task(
-            _cancel_unless_connected(call.worker, connected, call_id),
+        self._watchdog = asyncio.create_task(
+            _cancel_unless_connected(call.worker, self._connected, call_id),
             name=f"webrtc-watchdog-{call_id}",
         )
-        record = CallRecord(call_sid=call_id, stream_sid=connection.pc_id, call_id=call_id)
-        self._calls.add(record)
-        metrics.ACTIVE_CALLS.inc()
-        try:
-            await self._service.ledger.record(
-                call_id, CallStatus.RUNNING, worker=self._service.worker_id
-            )
-            runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
-            await runner.add_workers(call.worker)
-            async with asyncio.timeout(MAX_CALL_SECS):
-                await runner.run()
-            record.outcome = "completed" if connected.is_set() else "failed"
-        except Exception:
-            record.outcome = "failed"
-            metrics.PIPELINE_ERRORS.labels(stage="call").inc()
-            logger.exception(f"{call_id}: browser call failed")
-        finally:
-            watchdog.cancel()
-            metrics.ACTIVE_CALLS.dec()
-            if connection.pc.connectionState != "closed":
-                await WorkerService._safe(connection.disconnect())
-            record.ended_at = time.time()
-            record.intents = [m.name for m in call.responder.matches]
-            record.turns = call.timings.as_dicts()
-            await self._record_end(record)
 
-    async def _record_end(self, record: CallRecord) -> None:
-        """Free the call's slot and write its outcome and turn latencies to Redis."""
-        service = self._service
-        metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
-        for turn in record.turns:
-            if turn.get("bot_started_ms") is not None:
-                await service.record_turn_latency(turn["bot_started_ms"])
-        status = CallStatus.COMPLETED if record.outcome == "completed" else CallStatus.FAILED
-        await WorkerService._safe(service.registry.release_slot(service.worker_id, record.call_id))
-        await WorkerService._safe(service.ledger.finish(record.call_id, status))
-        logger.info(f"{record.call_id}: browser call {record.outcome}, intents {record.intents}")
+    def succeeded(self) -> bool:
+        return self._connected.is_set()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self.connection.pc.connectionState != "closed":
+            await self.connection.disconnect()
 
 
 async def _cancel_unless_connected(
@@ -297,9 +163,3 @@ async def _cancel_unless_connected(
         metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
         logger.warning(f"{call_id}: the browser never connected, giving up")
         await worker.cancel()
-
-
-def _log_setup_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and (error := task.exception()) is not None:
-        metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
-        logger.opt(exception=error).error(f"{task.get_name()}: setting up a browser call failed")

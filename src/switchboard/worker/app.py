@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
@@ -17,6 +18,7 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
+from switchboard.agent.directory import AgentDirectory
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
@@ -24,6 +26,7 @@ from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
+from switchboard.telephony.base import TransferOutcome
 from switchboard.telephony.twilio import (
     StreamStart,
     connect_stream_twiml,
@@ -33,14 +36,18 @@ from switchboard.telephony.twilio import (
     verified_webhook_form,
     websocket_url,
 )
-from switchboard.telephony.webrtc import WebRTCAnswerer
-from switchboard.worker.calls import CallRegistry, run_twilio_call
+from switchboard.telephony.twilio_call import TwilioStreamAdapter
+from switchboard.telephony.twilio_rest import transfer_status_router
+from switchboard.worker.browser_calls import WebRTCAnswerer
+from switchboard.worker.calls import CallRegistry
+from switchboard.worker.runner import CallEndedHook, run_call
 from switchboard.worker.service import WorkerService
+from switchboard.worker.slots import PoolSlot
 
 MEDIA_PATH = "/twilio/media"
 
 
-def warm_engines(settings: Settings, agent: AgentConfig) -> None:
+def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
     """Load every model now and synthesize the fixed replies, so no call pays for it."""
     from switchboard.engines.piper_tts import shared_piper
     from switchboard.engines.turn_detection import warm_up
@@ -49,19 +56,34 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
     build_tts(settings)
     warm_up()
     # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
-    shared_piper(settings.inference_threads).prewarm(agent.fixed_utterances())
+    shared_piper(settings.inference_threads).prewarm([u for a in agents.agents() for u in a.fixed_utterances()])
 
 
-def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerService | None = None) -> FastAPI:
-    """Build the worker server; models load during start-up, before it reports ready."""
-    registry = CallRegistry()
+def create_worker_app(
+    settings: Settings,
+    agent: AgentConfig,
+    service: WorkerService | None = None,
+    *,
+    on_call_ended: Sequence[CallEndedHook] = (),
+) -> FastAPI:
+    """Build the worker server; models load during start-up, before it reports ready.
+
+    ``on_call_ended`` hooks run once per finished call of any ingress, with its record (the
+    place for saving call records).
+    """
+    registry = service.calls if service is not None else CallRegistry()
+    agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
-    answerer = WebRTCAnswerer(service, settings, agent, calls=registry) if service is not None else None
+    answerer = (
+        WebRTCAnswerer(service, settings, agent, calls=registry, on_ended=on_call_ended)
+        if service is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await asyncio.to_thread(warm_engines, settings, agent)
+        await asyncio.to_thread(warm_engines, settings, agents)
         if service is not None:
             await service.start()
         if answerer is not None:
@@ -74,6 +96,17 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             await answerer.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    # Twilio reaches this process at its media URL: transfer reports come back there too.
+    callback_url = settings.worker_public_url if service is not None else settings.public_url
+
+    def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
+        record = registry.get(call_sid)
+        if record is not None:
+            record.transfer = {**(record.transfer or {}), "outcome": outcome.value}
+            record.events.append({"event": "transfer_result", "outcome": outcome.value,
+                                  "dial_status": form.get("DialCallStatus", "")})
+
+    app.include_router(transfer_status_router(settings, callback_url, transfer_result))
 
     async def drain() -> None:
         state["ready"] = False
@@ -93,6 +126,9 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
         body = {"status": "ok" if state["ready"] else "unavailable", "active_calls": active}
         if service is not None:
             body.update(worker_id=service.worker_id, draining=service.draining, capacity=settings.max_calls)
+        agents.refresh()
+        if agents.errors:
+            body["agent_config_errors"] = sorted(agents.errors)
         return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
 
     @app.get("/metrics")
@@ -143,19 +179,19 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 task = asyncio.current_task()
                 assert task is not None
                 service.track_stream_call(task)
-                status = CallStatus.FAILED
+                slot = PoolSlot(service, claims.call_id)
                 try:
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     start = await serve_stream(websocket)
                     if start is not None:
-                        record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
-                        status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
-                        for turn in record.turns:
-                            if turn.get("bot_started_ms") is not None:
-                                await service.record_turn_latency(turn["bot_started_ms"])
+                        adapter = TwilioStreamAdapter(
+                            websocket, start, settings, call_id=claims.call_id,
+                            callback_base=public_base(websocket, callback_url),
+                        )
+                        answering = agents.for_number(adapter.ids.dialed)
+                        await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended)
                 finally:
-                    await WorkerService._safe(service.registry.release_slot(service.worker_id, claims.call_id))
-                    await WorkerService._safe(service.ledger.finish(claims.call_id, status))
+                    await slot.release(None)  # a stream that never started; no-op after a call
 
     else:
 
@@ -182,7 +218,11 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        await run_twilio_call(websocket, start, agent, settings, registry)
+                        adapter = TwilioStreamAdapter(
+                            websocket, start, settings, callback_base=public_base(websocket, callback_url)
+                        )
+                        answering = agents.for_number(adapter.ids.dialed)
+                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended)
             finally:
                 standalone_calls.discard(task)
 

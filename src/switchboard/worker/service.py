@@ -20,6 +20,7 @@ from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
+from switchboard.worker.calls import CallRegistry
 from switchboard.worker.jobs import run_job
 
 _CLAIM_BLOCK_MS = 1000
@@ -45,6 +46,7 @@ class WorkerService:
         self.queue = JobQueue(self.redis)
         self.registry = WorkerRegistry(self.redis, settings.worker_ttl_secs)
         self.ledger = CallLedger(self.redis, settings.call_state_ttl_secs)
+        self.calls = CallRegistry()
         self.info = WorkerInfo(
             worker_id=worker_id,
             media_url=media_url,
@@ -179,7 +181,9 @@ class WorkerService:
             # "Ready": the job's own code starts; for a room job, the agent begins joining.
             ready_ms = round((time.time() - job.created_at) * 1000, 2)
             await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
-            await run_job(job, self.agent, self.settings)
+            record = await run_job(job, self.agent, self.settings, self.calls)
+            if record is not None and record.outcome != "completed":
+                status = CallStatus.FAILED
         except asyncio.CancelledError:
             status = CallStatus.FAILED
             raise
@@ -193,7 +197,8 @@ class WorkerService:
             await self._safe(self.ledger.finish(job.call_id, status))
             await self._safe(self.queue.ack(msg_id))
             await self._safe(self.registry.release_slot(self.worker_id))
-            metrics.CALLS_TOTAL.labels(outcome=status.value).inc()
+            if self.calls.get(job.call_id) is None:  # a call the runner ran is counted there
+                metrics.CALLS_TOTAL.labels(outcome=status.value).inc()
 
     def track_stream_call(self, task: asyncio.Task) -> None:
         self.stream_calls.add(task)

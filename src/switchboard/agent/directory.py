@@ -1,0 +1,142 @@
+"""An agent per number: a directory of agent configs, each naming the numbers it answers.
+
+``SWITCHBOARD_AGENTS_DIR`` holds ``*.yaml`` agent configs with ``numbers: [...]``. The dialed
+number (Twilio ``To``) picks the agent; unknown numbers, and calls with no number, get the
+default agent (``--agent``). Files are checked for changes (mtime and size) at most every
+``agents_reload_secs`` when a call asks, so edits apply to the next call without a restart.
+A file that fails validation, or claims a number another file already answers, is refused:
+the error names the file and the field, is counted in ``agent_config_errors_total``, and the
+file's previous good version keeps serving.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from switchboard.agent.config import AgentConfig, load_agent_config
+from switchboard.errors import ConfigError
+from switchboard.observability import metrics
+
+_PATTERNS = ("*.yaml", "*.yml")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    stamp: tuple[float, int]  # mtime, size of the version tried last
+    config: AgentConfig | None  # the last good version (None: never loaded)
+
+
+class AgentDirectory:
+    """The agents this process answers with, by dialed number."""
+
+    def __init__(
+        self,
+        default: AgentConfig,
+        directory: Path | None = None,
+        *,
+        reload_secs: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.default = default
+        self.directory = directory
+        self.errors: dict[str, str] = {}
+        self._reload_secs = reload_secs
+        self._clock = clock
+        self._files: dict[Path, _Loaded] = {}
+        self._by_number: dict[str, AgentConfig] = {}
+        self._checked_at: float | None = None
+        if directory is not None:
+            if not directory.is_dir():
+                raise ConfigError(f"agents dir {directory}: not a directory")
+            self.reload()
+
+    def for_number(self, dialed: str | None) -> AgentConfig:
+        """The agent answering ``dialed``; the default for unknown or missing numbers."""
+        self.refresh()
+        return self._by_number.get(dialed or "", self.default)
+
+    def agents(self) -> list[AgentConfig]:
+        """Every agent that can answer a call now (the default first)."""
+        self.refresh()
+        seen = [self.default]
+        for config in self._by_number.values():
+            if all(config is not s for s in seen):
+                seen.append(config)
+        return seen
+
+    def refresh(self) -> None:
+        """Reload changed files if the last check is older than ``reload_secs``."""
+        if self.directory is None:
+            return
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self._reload_secs:
+            self.reload()
+
+    def reload(self) -> None:
+        """Re-read changed files and rebuild the number table."""
+        assert self.directory is not None
+        self._checked_at = self._clock()
+        present = sorted({p for pattern in _PATTERNS for p in self.directory.glob(pattern)})
+        for path in set(self._files) - set(present):
+            logger.info(f"agents dir: {path.name} removed")
+            del self._files[path]
+            self.errors.pop(path.name, None)
+        for path in present:
+            self._load_if_changed(path)
+        self._rebuild()
+
+    def _load_if_changed(self, path: Path) -> None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return  # removed between glob and stat; the next reload drops it
+        stamp = (stat.st_mtime, stat.st_size)
+        known = self._files.get(path)
+        if known is not None and known.stamp == stamp:
+            return
+        previous = known.config if known else None
+        try:
+            config = load_agent_config(path)
+        except ConfigError as e:
+            self._refuse(path, str(e), stamp, previous)
+            return
+        self._files[path] = _Loaded(stamp, config)
+        self.errors.pop(path.name, None)
+        logger.info(
+            f"agents dir: {path.name} loaded ({config.name}: {', '.join(config.numbers) or 'no numbers'})"
+        )
+
+    def _refuse(
+        self, path: Path, error: str, stamp: tuple[float, int], previous: AgentConfig | None
+    ) -> None:
+        self._files[path] = _Loaded(stamp, previous)
+        self.errors[path.name] = error
+        metrics.AGENT_CONFIG_ERRORS.inc()
+        kept = f"; still serving its previous version ({previous.name})" if previous else ""
+        logger.error(f"agents dir: refusing {path.name}: {error}{kept}")
+
+    def _rebuild(self) -> None:
+        table: dict[str, AgentConfig] = {}
+        owner: dict[str, Path] = {}
+        for path, loaded in sorted(self._files.items()):
+            config = loaded.config
+            if config is None:
+                continue
+            clash = sorted(n for n in config.numbers if n in table)
+            if clash:
+                error = (
+                    f"agent config {path}: numbers: {', '.join(clash)} already answered by "
+                    f"{owner[clash[0]].name}"
+                )
+                if self.errors.get(path.name) != error:
+                    self._refuse(path, error, loaded.stamp, None)
+                continue
+            for number in config.numbers:
+                table[number] = config
+                owner[number] = path
+        self._by_number = table

@@ -1,0 +1,109 @@
+"""What every ingress hands the call runner: a Pipecat transport and its call-control operations.
+
+An ingress (a Twilio media stream, a LiveKit room, a browser's WebRTC peer) is a
+:class:`CallAdapter` in its own module of this package. The one call runner
+(:func:`switchboard.worker.runner.run_call`) builds the agent's pipeline around
+``adapter.transport()``, and features that act on the phone call itself (hang up, transfer,
+send digits) go through ``adapter.control``, so each is written once.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+
+from switchboard.errors import TelephonyError
+
+if TYPE_CHECKING:
+    from switchboard.agent.pipeline import CallPipeline
+
+DEFAULT_MAX_CALL_SECS = 3600.0
+
+
+class CallControlError(TelephonyError):
+    """A call-control operation (transfer, send digits) failed or is not possible here."""
+
+
+class UnsupportedOperation(CallControlError):
+    """This ingress cannot do that operation (a browser call has no number to transfer)."""
+
+
+class TransferOutcome(enum.StrEnum):
+    """How a transfer ended, as far as this process learns it."""
+
+    INITIATED = "initiated"  # the carrier accepted the redirect; the dial result comes later
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    INVALID_TARGET = "invalid_target"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class CallIds:
+    """How the call is known: to the carrier, to its media stream and to Switchboard."""
+
+    call_sid: str
+    stream_sid: str
+    call_id: str = ""
+    dialed: str = ""  # the number the caller dialed (Twilio ``To``), when the ingress knows it
+    caller: str = ""
+
+
+class CallControl:
+    """Operations on the phone call beyond its audio; each ingress overrides what it can do."""
+
+    async def hang_up(self) -> None:
+        """End the call at the carrier. By default the transport closing is enough."""
+
+    async def transfer(self, target: str) -> TransferOutcome:
+        """Connect the caller to ``target`` (a number or SIP URI) and leave the call."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot transfer calls")
+
+    async def send_digits(self, digits: str) -> None:
+        """Play DTMF ``digits`` to the far end (to navigate a remote IVR)."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot send digits")
+
+
+class NoCallControl(CallControl):
+    """An ingress with no carrier behind it: the call ends when its transport closes."""
+
+
+class CallAdapter(ABC):
+    """One call arriving through one ingress, ready to be run by the call runner."""
+
+    ingress: ClassVar[str]
+    ids: CallIds
+    control: CallControl
+    out_sample_rate: int
+    max_call_secs: float = DEFAULT_MAX_CALL_SECS
+
+    @abstractmethod
+    def transport(self) -> BaseTransport:
+        """The Pipecat transport the pipeline runs on (built once, on first call)."""
+
+    def before_output(self) -> Sequence[FrameProcessor]:
+        """Ingress-specific processors just before the output (Twilio's playback marks)."""
+        return ()
+
+    def attach(self, call: CallPipeline) -> None:  # noqa: B027 - optional hook, empty by design
+        """Wire ingress-specific handlers and observers to the built pipeline."""
+
+    def succeeded(self) -> bool:
+        """Whether a pipeline that ran to its end was a real call (a peer that never connected
+        was not)."""
+        return True
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release what the ingress holds once the pipeline has ended."""
+
+    def marks_played(self) -> list[str]:
+        """Playback marks the peer echoed (Twilio only)."""
+        return []

@@ -1,0 +1,87 @@
+"""A Twilio Media Stream as a call: Pipecat's WebSocket transport with our serializer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import WebSocket
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+
+from switchboard.audio import TELEPHONY_RATE
+from switchboard.settings import Settings
+from switchboard.telephony.base import CallAdapter, CallControl, CallIds
+from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
+from switchboard.telephony.twilio_rest import TwilioCallControl, transfer_status_url
+
+
+class TwilioStreamAdapter(CallAdapter):
+    """One ``<Connect><Stream>`` WebSocket whose ``start`` message has been read."""
+
+    ingress = "twilio"
+    out_sample_rate = TELEPHONY_RATE
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        start: StreamStart,
+        settings: Settings,
+        *,
+        call_id: str | None = None,
+        control: CallControl | None = None,
+        callback_base: str | None = None,
+    ):
+        """``callback_base``: the public URL Twilio reaches this server at, for transfer reports."""
+        self.start = start
+        params = start.custom_parameters
+        self.ids = CallIds(
+            call_sid=start.call_sid or start.stream_sid,
+            stream_sid=start.stream_sid,
+            call_id=call_id or "",
+            dialed=params.get("To", ""),
+            caller=params.get("From", ""),
+        )
+        auth_token = (
+            settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        )
+        can_hang_up = bool(auth_token and settings.twilio_account_sid and start.call_sid)
+        self.serializer = SwitchboardTwilioSerializer(
+            stream_sid=start.stream_sid,
+            call_sid=start.call_sid or None,
+            account_sid=settings.twilio_account_sid,
+            auth_token=auth_token if can_hang_up else None,
+            # Without credentials, closing the stream ends <Connect> and the TwiML's <Hangup/> follows.
+            base_url=settings.twilio_api_url,
+            params=SwitchboardTwilioSerializer.InputParams(auto_hang_up=can_hang_up),
+            input_frame_ms=settings.input_frame_ms,
+        )
+        if control is None:
+            status_url = (
+                transfer_status_url(callback_base, self.ids.call_sid) if callback_base else None
+            )
+            control = TwilioCallControl(
+                settings, start.call_sid, self.serializer, status_url=status_url
+            )
+        self.control = control
+        self._websocket = websocket
+        self._transport: FastAPIWebsocketTransport | None = None
+
+    def transport(self) -> FastAPIWebsocketTransport:
+        if self._transport is None:
+            self._transport = FastAPIWebsocketTransport(
+                self._websocket,
+                FastAPIWebsocketParams(
+                    audio_in_enabled=True,
+                    audio_out_enabled=True,
+                    add_wav_header=False,
+                    serializer=self.serializer,
+                    session_timeout=int(self.max_call_secs),
+                ),
+            )
+        return self._transport
+
+    def before_output(self) -> Sequence[FrameProcessor]:
+        return [PlaybackMarker()]
+
+    def marks_played(self) -> list[str]:
+        return list(self.serializer.marks_played)

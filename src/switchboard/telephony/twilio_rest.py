@@ -1,0 +1,142 @@
+"""Twilio call control over the REST API (the ``twilio`` SDK): transfer by ``<Dial>`` TwiML.
+
+A media stream cannot move a call by itself (pipecat#1554): the call is redirected with the
+REST API's call update, whose new TwiML ``<Dial>``s the target. Twilio ends our
+``<Connect><Stream>`` and rings the target; when the dial ends it posts ``DialCallStatus`` to
+the ``<Dial action>`` URL, served by :func:`transfer_status_router`, which records and counts
+the outcome. ``SWITCHBOARD_TWILIO_API_URL`` points the SDK (and the serializer's hang-up) at
+another host, such as ``switchboard emulate twilio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import quote
+
+import aiohttp
+from fastapi import APIRouter, Request, Response
+from loguru import logger
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from switchboard.agent.config import valid_transfer_target
+from switchboard.observability import metrics
+from switchboard.settings import Settings
+from switchboard.telephony.base import CallControl, TransferOutcome, UnsupportedOperation
+from switchboard.telephony.twilio import SwitchboardTwilioSerializer, verified_webhook_form
+
+TRANSFER_STATUS_PATH = "/twilio/transfer-status"
+UNANSWERED_LINE = "Sorry, nobody could take your call right now. Please try again later. Goodbye."
+_DIAL_OUTCOMES = {
+    "completed": TransferOutcome.ANSWERED,
+    "answered": TransferOutcome.ANSWERED,
+    "busy": TransferOutcome.BUSY,
+    "no-answer": TransferOutcome.NO_ANSWER,
+    "failed": TransferOutcome.FAILED,
+    "canceled": TransferOutcome.FAILED,
+}
+
+
+def dial_twiml(target: str, *, action: str | None, ring_secs: int) -> str:
+    """TwiML that rings ``target`` (a number or ``sip:`` URI) and reports to ``action``."""
+    response = VoiceResponse()
+    dial = (
+        Dial(action=action, method="POST", timeout=ring_secs) if action else Dial(timeout=ring_secs)
+    )
+    if target.startswith(("sip:", "sips:")):
+        dial.sip(target)
+    else:
+        dial.number(target)
+    response.append(dial)
+    return str(response)
+
+
+def rest_client(settings: Settings, http_client: AsyncTwilioHttpClient) -> Client:
+    """A ``twilio`` SDK client on the configured API host."""
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    client = Client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        http_client=http_client,
+    )
+    client.api.base_url = settings.twilio_api_url.rstrip("/")
+    return client
+
+
+class TwilioCallControl(CallControl):
+    """Transfers one Twilio call; needs ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        call_sid: str,
+        serializer: SwitchboardTwilioSerializer,
+        *,
+        status_url: str | None,
+    ):
+        self._settings = settings
+        self._call_sid = call_sid
+        self._serializer = serializer
+        self._status_url = status_url
+
+    async def transfer(self, target: str) -> TransferOutcome:
+        settings = self._settings
+        if not (settings.twilio_account_sid and settings.twilio_auth_token and self._call_sid):
+            raise UnsupportedOperation(
+                "transfers need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a CallSid"
+            )
+        if not valid_transfer_target(target):
+            return TransferOutcome.INVALID_TARGET
+        twiml = dial_twiml(target, action=self._status_url, ring_secs=settings.transfer_ring_secs)
+        try:
+            async with AsyncTwilioHttpClient(
+                timeout=settings.provider_connect_timeout_secs * 5
+            ) as http:
+                client = rest_client(settings, http)
+                await client.calls(self._call_sid).update_async(twiml=twiml)
+        except TwilioRestException as e:
+            logger.warning(
+                f"twilio refused the transfer of {self._call_sid}: {e.status} {e.code} {e.msg}"
+            )
+            return TransferOutcome.FAILED
+        except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as e:
+            logger.warning(f"transfer of {self._call_sid} failed: {e!r}")
+            return TransferOutcome.FAILED
+        # Twilio now runs the call on the new TwiML; ending our stream must not hang it up.
+        self._serializer.handed_off = True
+        logger.info(f"call {self._call_sid} redirected to {target}")
+        return TransferOutcome.INITIATED
+
+
+def transfer_status_url(base: str, call_sid: str) -> str:
+    return f"{base.rstrip('/')}{TRANSFER_STATUS_PATH}?call={quote(call_sid)}"
+
+
+def transfer_status_router(
+    settings: Settings,
+    public_url: str | None,
+    on_result: Callable[[str, TransferOutcome, dict[str, str]], None],
+) -> APIRouter:
+    """``POST /twilio/transfer-status``: Twilio's ``<Dial action>`` report of a transfer."""
+    router = APIRouter()
+
+    @router.post(TRANSFER_STATUS_PATH)
+    async def transfer_status(request: Request) -> Response:
+        form, _base = await verified_webhook_form(request, public_url, settings.twilio_auth_token)
+        call_sid = request.query_params.get("call") or form.get("CallSid", "")
+        status = form.get("DialCallStatus", "")
+        outcome = _DIAL_OUTCOMES.get(status, TransferOutcome.FAILED)
+        metrics.TRANSFERS.labels(outcome=outcome.value).inc()
+        logger.info(
+            f"call {call_sid}: transfer {outcome.value} (DialCallStatus {status or 'missing'})"
+        )
+        on_result(call_sid, outcome, form)
+        response = VoiceResponse()
+        if outcome is not TransferOutcome.ANSWERED:
+            response.say(UNANSWERED_LINE)
+        response.hangup()
+        return Response(str(response), media_type="application/xml")
+
+    return router

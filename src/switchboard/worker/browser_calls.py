@@ -1,0 +1,164 @@
+"""Browser calls on a worker: answer WebRTC offers from Redis and run them as calls.
+
+``WebRTCAnswerer`` runs next to the ``WorkerService``: it takes offers the orchestrator placed
+on this worker, answers each with Pipecat's ``SmallWebRTCConnection`` and hands the answered
+peer (``telephony.webrtc.WebRTCPeerAdapter``) to the call runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as redis
+from loguru import logger
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pydantic import ValidationError
+
+from switchboard.agent.config import AgentConfig
+from switchboard.dispatch.models import CallStatus
+from switchboard.observability import metrics
+from switchboard.settings import Settings
+from switchboard.telephony.webrtc import CONNECT_TIMEOUT_SECS, WebRTCPeerAdapter
+from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
+from switchboard.worker.calls import CallRegistry
+from switchboard.worker.runner import CallEndedHook, run_call
+from switchboard.worker.service import WorkerService
+from switchboard.worker.slots import PoolSlot
+
+_ANSWER_SETUP_SECS = 5.0  # aiortc gathers host candidates only, which takes milliseconds
+_STOP_SECS = 5.0
+
+
+class WebRTCAnswerer:
+    """Answers the browser calls the orchestrator places on this worker."""
+
+    def __init__(
+        self,
+        service: WorkerService,
+        settings: Settings,
+        agent: AgentConfig,
+        *,
+        calls: CallRegistry | None = None,
+        on_ended: Sequence[CallEndedHook] = (),
+    ):
+        self._service = service
+        self._settings = settings
+        self._agent = agent
+        self._calls = calls if calls is not None else CallRegistry()
+        self._on_ended = on_ended
+        self._inbox = OfferInbox(service.redis, service.worker_id)
+        self._loop: asyncio.Task | None = None
+        self._setups: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
+        logger.info(f"worker {self._service.worker_id} answers browser calls")
+
+    async def stop(self) -> None:
+        """Stop taking offers and refuse those still queued; live calls drain with the service."""
+        if self._loop is None:
+            return
+        self._loop.cancel()
+        await asyncio.gather(self._loop, return_exceptions=True)
+        self._loop = None
+        if self._setups:
+            await asyncio.wait(self._setups, timeout=_STOP_SECS)
+        try:
+            for offer in await self._inbox.take_waiting():
+                await self._refuse(offer, "the agent is shutting down")
+        except (redis.RedisError, OSError) as e:
+            logger.warning(f"could not refuse queued browser calls: {e}")
+
+    async def _take_offers(self) -> None:
+        while True:
+            try:
+                offer = await self._inbox.next_offer()
+            except ValidationError as e:
+                metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+                logger.warning(f"dropping a malformed WebRTC offer: {e}")
+                continue
+            except (redis.RedisError, OSError) as e:
+                logger.warning(f"taking WebRTC offers failed ({e}); retrying")
+                await asyncio.sleep(1)
+                continue
+            if offer is None:
+                continue
+            task = asyncio.create_task(self._answer(offer), name=f"webrtc-answer-{offer.call_id}")
+            self._setups.add(task)
+            task.add_done_callback(self._setups.discard)
+            task.add_done_callback(_log_setup_failure)
+
+    async def _answer(self, offer: Offer) -> None:
+        """Take a slot, answer the offer and start the call; or tell the orchestrator why not."""
+        if time.time() > offer.deadline:
+            logger.warning(f"{offer.call_id}: offer arrived after its deadline, ignored")
+            return  # nobody waits for it; its reservation expires on its own
+        service = self._service
+        if service.draining:
+            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()  # as Twilio streams count it
+            await self._refuse(offer, "the agent is shutting down")
+            return
+        try:
+            has_slot = await service.registry.confirm_reservation(
+                service.worker_id, offer.call_id
+            ) or await service.registry.take_slot(service.worker_id)
+        except (redis.RedisError, OSError) as e:
+            logger.warning(f"{offer.call_id}: cannot take a slot for a browser call: {e}")
+            await self._refuse(offer, "the agent could not take the call")
+            return
+        if not has_slot:
+            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
+            await self._refuse(offer, "worker has no free slot")
+            return
+        connection = SmallWebRTCConnection(connection_timeout_secs=int(CONNECT_TIMEOUT_SECS))
+        try:
+            async with asyncio.timeout(_ANSWER_SETUP_SECS):
+                await connection.initialize(sdp=offer.sdp, type=offer.type)
+            local = connection.get_answer()
+            if local is None:
+                raise RuntimeError("aiortc produced no SDP answer")
+        except Exception as e:  # a bad offer fails this call only; aiortc raises many kinds
+            metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+            logger.warning(f"{offer.call_id}: cannot answer the browser's offer: {e!r}")
+            await connection.pc.close()
+            await WorkerService._safe(
+                service.registry.release_slot(service.worker_id, offer.call_id)
+            )
+            await self._refuse(offer, "the offer could not be answered")
+            return
+        call = asyncio.create_task(
+            self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
+        )
+        service.track_stream_call(call)
+        reply = Answer(
+            request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
+        )
+        # If this reply is lost the browser never connects and the call's watchdog ends it.
+        await WorkerService._safe(self._inbox.reply(reply))
+
+    async def _refuse(self, offer: Offer, reason: str) -> None:
+        await WorkerService._safe(self._inbox.refuse(offer, reason))
+
+    async def _run_call(self, offer: Offer, connection: SmallWebRTCConnection) -> None:
+        """Run one browser call to its end through the call runner, which frees its slot."""
+        service = self._service
+        await service._safe(
+            service.ledger.record(offer.call_id, CallStatus.RUNNING, worker=service.worker_id)
+        )
+        adapter = WebRTCPeerAdapter(connection, offer.call_id)
+        await run_call(
+            adapter,
+            self._agent,
+            self._settings,
+            self._calls,
+            slot=PoolSlot(service, offer.call_id),
+            on_ended=self._on_ended,
+        )
+
+
+def _log_setup_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+        logger.opt(exception=error).error(f"{task.get_name()}: setting up a browser call failed")

@@ -1,0 +1,380 @@
+"""End to end over Twilio media streams: an agent per number, silence re-prompts, the time
+limit, the keypad.
+
+One agent server answers every test: the default test agent, and the agents in
+tests/agents/numbers picked by the number the simulated caller dials.
+"""
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, Server, free_port, replied, start_agent_server, wait_for
+from conftest import _start as start_server
+from switchboard.agent.intents import normalize
+from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.report import CallOutcome, format_summary
+
+AGENTS = REPO / "tests" / "agents"
+_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digits_heard(text: str | None) -> str:
+    """The digits in a transcript, whether Whisper wrote them as numerals or words."""
+    words = (text or "").lower().replace(",", " ").replace(".", " ").split()
+    out = []
+    for word in words:
+        if word in _DIGIT_WORDS:
+            out.append(str(_DIGIT_WORDS.index(word)))
+        else:
+            out.extend(ch for ch in word if ch.isdigit())
+    return "".join(out)
+
+
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "call-control-test-token"
+CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
+SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
+
+
+@pytest.fixture(scope="module")
+def agents_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tests/agents/numbers that a test may edit while the server runs."""
+    return Path(shutil.copytree(AGENTS / "numbers", tmp_path_factory.mktemp("agents") / "numbers"))
+
+
+@pytest.fixture(scope="module")
+def twilio_api() -> Iterator[Server]:
+    """``switchboard emulate twilio``: the REST API the agent transfers and hangs up through."""
+    port = free_port()
+    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
+            "--dial-outcome", "sip:busy@desk.example.com=busy"]  # fmt: skip
+    server = start_server(argv, "emulator-twilio", "/health", port, None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def control_agent(agents_dir: Path, twilio_api: Server) -> Iterator[Server]:
+    server = start_agent_server(
+        env={
+            "SWITCHBOARD_AGENTS_DIR": str(agents_dir),
+            "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2",
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
+        }
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def short_agent(control_agent: Server) -> Server:
+    return control_agent
+
+
+@pytest.mark.parametrize(
+    ("dialed", "greeting", "agent"),
+    [
+        (CONTROL_LINE, "Hello, this is the call control line.", "Call control test agent"),
+        (SHORT_LINE, "Hello, this line is short.", "Short call test agent"),
+        (
+            "+15005550199",
+            "Hello, this is the test line. Please say something.",
+            "Test agent for the speech clips",
+        ),
+    ],
+)
+async def test_the_dialed_number_picks_the_agent(
+    control_agent: Server, dialed: str, greeting: str, agent: str
+) -> None:
+    script = CallScript(to_number=dialed, turns=[])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.greeting.transcript, greeting), summary
+    assert (await record_of(control_agent, result.call_sid))["agent"] == agent
+
+
+async def record_of(server: Server, call_sid: str) -> dict:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{server.base_url}/calls/{call_sid}")
+    response.raise_for_status()
+    return response.json()
+
+
+def twilio_call(twilio_api: Server, sid: str) -> dict | None:
+    response = httpx.get(f"{twilio_api.base_url}/emulator/calls/{sid}", timeout=5)
+    return response.json() if response.status_code == 200 else None
+
+
+def metric(server: Server, name: str, labels: str) -> float:
+    exposition = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    line = next((x for x in exposition.splitlines() if x.startswith(f"{name}{{{labels}}}")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
+async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Server) -> None:
+    before = metric(control_agent, "calls_ended_by_agent_total", 'reason="idle"')
+    script = CallScript(
+        to_number=CONTROL_LINE,
+        turns=[
+            CallerTurn(reply_timeout_ms=6000),  # silence: the re-prompt is the reply
+            CallerTurn(reply_timeout_ms=6000, hangup_expected=True),  # silence again: goodbye
+        ],
+    )
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "Are you still there?"), summary
+    assert replied(result.turns[1].transcript, "I will hang up now. Goodbye."), summary
+    # The re-prompt came about 3 s after the greeting ended, not at once and not much later.
+    gap = result.turns[0].agent_audio_start_s - (
+        result.greeting.start_s + result.greeting.duration_s
+    )
+    assert 2.5 <= gap <= 4.5, summary
+    record = await record_of(control_agent, result.call_sid)
+    assert record["ended_by"] == "idle"
+    assert [e["event"] for e in record["events"]] == ["reprompt", "idle_hangup"]
+    assert metric(control_agent, "calls_ended_by_agent_total", 'reason="idle"') == before + 1
+
+
+async def test_a_call_reaching_its_time_limit_is_closed_politely(short_agent: Server) -> None:
+    script = CallScript(
+        to_number=SHORT_LINE, turns=[CallerTurn(reply_timeout_ms=9000, hangup_expected=True)]
+    )
+    result = await run_call(
+        short_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "Our time is up. Thank you for calling, goodbye."), (
+        summary
+    )
+    assert 5.5 <= result.turns[0].agent_audio_start_s <= 7.5, summary
+    record = await record_of(short_agent, result.call_sid)
+    assert record["ended_by"] == "max_duration"
+    assert record["events"][0]["event"] == "max_duration"
+
+
+async def test_keypad_menu_routes_digits_and_collects_an_account_number(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    script = CallScript(
+        to_number=CONTROL_LINE,
+        turns=[
+            CallerTurn(dtmf="1"),  # menu: cards
+            CallerTurn(dtmf="2"),  # menu: account, which collects digits
+            CallerTurn(dtmf="4521#"),
+            CallerTurn(dtmf="9", hangup_expected=True),  # menu: goodbye
+        ],
+    )
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    replies = [t.transcript for t in result.turns]
+    assert replied(replies[0], "You asked about playing cards."), summary
+    assert replied(replies[1], "Please type your account number, then press pound."), summary
+    assert normalize(replies[2] or "").startswith("thank you i have"), summary
+    assert digits_heard(replies[2]) == "4521", summary
+    assert replied(replies[3], "Thank you for calling, goodbye."), summary
+    record = await record_of(control_agent, result.call_sid)
+    keyed = [(e["event"], e.get("intent"), e.get("digits")) for e in record["events"]]
+    assert keyed == [
+        ("keypad", "cards", None),
+        ("keypad", "account", None),
+        ("digits", "account", "4521"),
+        ("keypad", "goodbye", None),
+    ]
+    assert record["ended_by"] == "agent"
+    # With credentials the agent hangs up through the REST API, as Pipecat's serializer does.
+    hung_up = wait_for(lambda: twilio_call(twilio_api, result.call_sid), what="the REST hang-up")
+    assert hung_up["status"] == "completed"
+
+
+async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
+    control_agent: Server,
+) -> None:
+    bad_before = metric(control_agent, "telephony_bad_messages_total", 'provider="twilio"')
+    junk = [
+        '{"event": "dtmf", "streamSid": "MZ0", "dtmf": {"track": "inbound_track", "digit": "X"}}',
+        '{"event": "dtmf", "streamSid": "MZ0", "dtmf": {"track": "inbound_track", "digit": "12"}}',
+        '{"event": "dtmf", "streamSid": "MZ0", "dtmf": "5"}',
+        '{"event": "dtmf", "streamSid": "MZ0"}',
+    ]
+    script = CallScript(
+        to_number=CONTROL_LINE,
+        raw_messages_after_start=junk,
+        turns=[
+            CallerTurn(dtmf="7"),  # not on the menu
+            CallerTurn(dtmf="2"),
+            CallerTurn(dtmf="38", reply_timeout_ms=6000),  # no terminator: the 3 s timeout ends it
+        ],
+    )
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.turns[0].transcript, "That key does nothing."), summary
+    assert normalize(result.turns[2].transcript or "").startswith("thank you i have"), summary
+    assert digits_heard(result.turns[2].transcript) == "38", summary
+    assert result.turns[2].voice_to_voice_ms >= 2500, summary  # waited for the timeout
+    record = await record_of(control_agent, result.call_sid)
+    digits = [e for e in record["events"] if e["event"] == "digits"]
+    assert digits == [{**digits[0], "digits": "38", "timed_out": True}]
+    assert record["events"][0] == {
+        **record["events"][0],
+        "event": "keypad",
+        "digit": "7",
+        "intent": None,
+    }
+    assert metric(
+        control_agent, "telephony_bad_messages_total", 'provider="twilio"'
+    ) == bad_before + len(junk)
+
+
+RELOADED = """version: 1
+name: Reloaded agent
+numbers: ["+15005550103"]
+greeting: {greeting}
+fallback: Sorry?
+"""
+
+
+async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_last_good_one(
+    control_agent: Server, agents_dir: Path
+) -> None:
+    path = agents_dir / "reloaded.yaml"
+    path.write_text(RELOADED.format(greeting="This agent was added while the server ran."))
+    script = CallScript(to_number="+15005550103", turns=[])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
+        format_summary(result)
+    )
+
+    path.write_text(RELOADED.format(greeting="Broken.") + "silence: {max_reprompts: many}\n")
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))  # a new mtime even within one tick
+    health = wait_for(
+        lambda: (
+            (body := httpx.get(f"{control_agent.base_url}/health", timeout=5).json()).get(
+                "agent_config_errors"
+            )
+            and body
+        ),
+        what="the bad edit to be noticed",
+    )
+    assert health["agent_config_errors"] == ["reloaded.yaml"]
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
+        format_summary(result)
+    )
+    assert "silence.max_reprompts" in control_agent.log()
+
+
+async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    answered_before = metric(control_agent, "call_transfers_total", 'outcome="answered"')
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="0", hangup_expected=True)])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    # The agent says its line, then its side of the stream ends: Twilio now runs the call.
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "Putting you through to the front desk."), summary
+    call = wait_for(
+        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
+        what="the redirect",
+    )
+    assert "<Dial" in call["twiml"][0] and "<Number>+15005550200</Number>" in call["twiml"][0]
+    assert call["dialed"][0]["outcome"] == "completed"
+    assert call["status"] != "completed", "a transferred call must not be hung up by the agent"
+
+    def transferred() -> dict | None:
+        record = httpx.get(f"{control_agent.base_url}/calls/{result.call_sid}", timeout=5).json()
+        return record if (record.get("transfer") or {}).get("outcome") == "answered" else None
+
+    record = wait_for(transferred, what="the dial result to be recorded")
+    assert record["ended_by"] == "transfer"
+    assert record["transfer"]["target"] == "+15005550200"
+    assert [e["event"] for e in record["events"]] == ["keypad", "transfer", "transfer_result"]
+    assert (
+        metric(control_agent, "call_transfers_total", 'outcome="answered"') == answered_before + 1
+    )
+
+
+async def test_a_busy_transfer_target_is_recorded_and_counted(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    busy_before = metric(control_agent, "call_transfers_total", 'outcome="busy"')
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8", hangup_expected=True)])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
+    call = wait_for(
+        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
+        what="the redirect",
+    )
+    assert "<Sip>sip:busy@desk.example.com</Sip>" in call["twiml"][0]
+    assert call["dialed"][0] == {**call["dialed"][0], "outcome": "busy", "callback_status": 200}
+    wait_for(
+        lambda: metric(control_agent, "call_transfers_total", 'outcome="busy"') == busy_before + 1,
+        what="the busy transfer to be counted",
+    )
