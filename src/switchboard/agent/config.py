@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from switchboard.errors import ConfigError
 
@@ -30,6 +39,26 @@ class Intent(BaseModel):
         return cleaned
 
 
+class RecordingConfig(BaseModel):
+    """Opt-in call recording: both sides, stored with the call record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    disclosure: str | None = Field(
+        None, min_length=1, description="Spoken before the greeting when recording is enabled."
+    )
+
+
+class WebhookConfig(BaseModel):
+    """Where the finished call's record is POSTed, signed with ``secret`` (HMAC-SHA256)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl
+    secret: SecretStr = Field(min_length=16)
+
+
 class AgentConfig(BaseModel):
     """A scripted agent; ``llm`` engines may later use ``system_prompt`` instead of intents."""
 
@@ -41,6 +70,8 @@ class AgentConfig(BaseModel):
     fallback: str = Field(min_length=1)
     intents: list[Intent] = Field(default_factory=list)
     system_prompt: str | None = None
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    webhook: WebhookConfig | None = None
 
     @model_validator(mode="after")
     def _unique_intent_names(self) -> AgentConfig:
@@ -50,9 +81,15 @@ class AgentConfig(BaseModel):
             raise ValueError(f"intent names must be unique, repeated: {', '.join(duplicates)}")
         return self
 
+    def opening(self) -> str:
+        """What the agent says first: the recording disclosure (if recording), then the greeting."""
+        if self.recording.enabled and self.recording.disclosure:
+            return f"{self.recording.disclosure} {self.greeting}"
+        return self.greeting
+
     def fixed_utterances(self) -> list[str]:
         """Everything a scripted agent can say, for warming the TTS cache."""
-        return [self.greeting, self.fallback, *(i.reply for i in self.intents)]
+        return [self.opening(), self.fallback, *(i.reply for i in self.intents)]
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

@@ -12,16 +12,26 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import (
+    Depends,
+    FastAPI,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
+from switchboard.auth import api_key_required
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.twilio import (
@@ -55,6 +65,7 @@ def warm_engines(settings: Settings, agent: AgentConfig) -> None:
 def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerService | None = None) -> FastAPI:
     """Build the worker server; models load during start-up, before it reports ready."""
     registry = CallRegistry()
+    archive = CallArchive(settings, agent)
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
     answerer = WebRTCAnswerer(service, settings, agent, calls=registry) if service is not None else None
@@ -62,6 +73,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await asyncio.to_thread(warm_engines, settings, agent)
+        await archive.start()
         if service is not None:
             await service.start()
         if answerer is not None:
@@ -72,6 +84,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
         state["ready"] = False
         if answerer is not None:
             await answerer.stop()
+        await archive.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
 
@@ -99,11 +112,11 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls")
+    @app.get("/calls", dependencies=[Depends(api_key_required(settings))])
     async def calls() -> list[dict]:
         return [asdict(r) for r in registry.recent()]
 
-    @app.get("/calls/{call_sid}")
+    @app.get("/calls/{call_sid}", dependencies=[Depends(api_key_required(settings))])
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
@@ -148,7 +161,9 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     start = await serve_stream(websocket)
                     if start is not None:
-                        record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
+                        record = await run_twilio_call(
+                            websocket, start, agent, settings, registry, call_id=claims.call_id, archive=archive
+                        )
                         status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
                         for turn in record.turns:
                             if turn.get("bot_started_ms") is not None:
@@ -182,7 +197,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        await run_twilio_call(websocket, start, agent, settings, registry)
+                        await run_twilio_call(websocket, start, agent, settings, registry, archive=archive)
             finally:
                 standalone_calls.discard(task)
 

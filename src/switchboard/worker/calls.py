@@ -15,6 +15,7 @@ from switchboard.agent.config import AgentConfig
 from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.observability import metrics
+from switchboard.records.archive import CallArchive, attach_capture, save_call
 from switchboard.settings import Settings
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
 
@@ -31,6 +32,7 @@ class CallRecord:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     outcome: str = "active"
+    failure_reason: str | None = None
     intents: list[str] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)
     marks_played: list[str] = field(default_factory=list)
@@ -70,6 +72,7 @@ async def run_twilio_call(
     registry: CallRegistry,
     *,
     call_id: str | None = None,
+    archive: CallArchive | None = None,
 ) -> CallRecord:
     """Serve one Twilio media stream until either side hangs up."""
     auth_token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
@@ -96,6 +99,7 @@ async def run_twilio_call(
     call = build_call_pipeline(
         transport, agent, settings, out_sample_rate=TELEPHONY_RATE, before_output=[PlaybackMarker()]
     )
+    capture = attach_capture(archive, call.worker, ingress="twilio", params=start.custom_parameters)
     record = CallRecord(
         call_sid=start.call_sid or start.stream_sid, stream_sid=start.stream_sid, call_id=call_id or ""
     )
@@ -106,8 +110,9 @@ async def run_twilio_call(
         await runner.add_workers(call.worker)
         await runner.run()
         record.outcome = "completed"
-    except Exception:
+    except Exception as e:
         record.outcome = "failed"
+        record.failure_reason = f"{type(e).__name__}: {e}"
         metrics.PIPELINE_ERRORS.labels(stage="call").inc()
         logger.exception(f"call {record.call_sid}: pipeline failed")
     finally:
@@ -119,4 +124,5 @@ async def run_twilio_call(
         record.turns = call.timings.as_dicts()
         record.marks_played = list(serializer.marks_played)
         logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
+        await save_call(archive, record, capture)
     return record

@@ -1,0 +1,1 @@
+"""Call records: history database, recordings, post-call webhooks."""
