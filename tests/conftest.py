@@ -215,3 +215,7 @@ def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {limit_secs} s")
+
+
+# Real databases (SQLite, PostgreSQL) for the call-record tests.
+from records_db import database_url, postgres  # noqa: E402, F401
