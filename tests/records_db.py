@@ -50,13 +50,40 @@ class PostgresServer:
 
     def start(self) -> None:
         data = self.dir / "data"
-        self._run(str(self.bin_dir / "initdb"), "-D", str(data), "-U", "switchboard", "--auth=trust", "-E", "UTF8")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "switchboard",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        )
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+            self._run(
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            )
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -67,7 +94,9 @@ class PostgresServer:
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"postgresql://switchboard@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            f"postgresql://switchboard@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
