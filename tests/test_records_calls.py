@@ -32,6 +32,8 @@ from conftest import (
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 from switchboard.records.models import StoredCall
+from switchboard.records.storage import LocalRecordingStorage
+from switchboard.records.store import CallStore
 from switchboard.records.webhooks import SIGNATURE_HEADER, verify_signature
 
 SECRET = "whsec-e2e-0123456789abcdef"
@@ -237,6 +239,33 @@ def test_the_worker_serves_its_recent_calls_only_with_the_key(
         )
     assert (
         httpx.get(f"{stack.worker.base_url}/calls/{sid}", headers=KEY, timeout=5).status_code == 200
+    )
+
+
+async def test_a_dead_letter_is_listed_and_replayed_through_the_api(stack: Stack) -> None:
+    store = CallStore(
+        stack.env["SWITCHBOARD_DATABASE_URL"], LocalRecordingStorage(stack.records_dir)
+    )
+    await store.open()
+    try:
+        receiver_url = f"http://127.0.0.1:{stack.receiver.server.server_address[1]}/hook"  # type: ignore[union-attr]
+        letter_id = await store.add_dead_letter(
+            "call-dead", receiver_url, '{"dead": "letter"}', 5, "HTTP 503"
+        )
+    finally:
+        await store.close()
+    async with httpx.AsyncClient(base_url=stack.url, headers=KEY, timeout=10) as client:
+        letters = (await client.get("/webhooks/dead-letters")).json()
+        assert [(d["id"], d["call_id"], d["last_error"]) for d in letters] == [
+            (letter_id, "call-dead", "HTTP 503")
+        ]
+        replayed = await client.post(f"/webhooks/dead-letters/{letter_id}/replay")
+        assert replayed.status_code == 200, replayed.text
+        assert (await client.get("/webhooks/dead-letters")).json() == []
+        assert (await client.post(f"/webhooks/dead-letters/{letter_id}/replay")).status_code == 404
+    headers, body = stack.receiver.bodies[-1]
+    assert body == b'{"dead": "letter"}' and verify_signature(
+        SECRET, headers[SIGNATURE_HEADER], body
     )
 
 
