@@ -7,17 +7,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
-from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis
-from phone_stack import module_browser, screenshot
+from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis, wait_for
+from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
 from switchboard.orchestrator.calls_api import analyze_flac
 from switchboard.records.models import RecordingRef, StoredCall, TranscriptEntry, TurnLatency
 from switchboard.records.storage import LocalRecordingStorage
@@ -228,9 +230,48 @@ def test_the_calls_page_filters_failed_calls(browser, history: Server) -> None:
     context.close()
 
 
-def test_the_page_itself_holds_no_call_data(history: Server) -> None:
-    import httpx
+def test_a_browser_call_appears_on_the_calls_page_with_what_was_said(
+    browser, request: pytest.FixtureRequest
+) -> None:
+    stack: PhoneStack = shared_stack(request)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    phone = context.new_page()
+    phone.goto(stack.url)
+    phone.get_by_role("button", name="Call").click()
+    expect(phone.locator("body")).to_have_attribute("data-call-state", "connected", timeout=20_000)
+    call_id = phone.locator("body").get_attribute("data-call-id")
+    expect(phone.locator("#transcript li.agent", has_text="Moving forward now.")).to_be_visible(
+        timeout=45_000
+    )
+    phone.get_by_role("button", name="Hang up").click()
+    expect(phone.get_by_role("button", name="Call")).to_be_visible()
 
+    # The worker writes the record just after the call ends.
+    wait_for(
+        lambda: (
+            httpx.get(f"{stack.url}/calls/{call_id}", headers={"X-API-Key": API_KEY}, timeout=5)
+            .json()
+            .get("transcript")
+        ),
+        limit_secs=15,
+        what="the browser call's record saved",
+    )
+    page = context.new_page()
+    page.goto(f"{stack.url}/history#{call_id}")
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_role("button", name="Show calls").click()
+    expect(page.locator("#detail-h")).to_have_text(f"Call {call_id}")
+    expect(page.locator("#detail-meta")).to_contain_text("webrtc")
+    expect(page.locator("#transcript li.user").first).to_contain_text(
+        re.compile("forward|meters", re.I)
+    )
+    expect(page.locator("#transcript li.agent", has_text="Moving forward now.")).to_have_count(1)
+    expect(page.locator("#latency-plot g.turn")).to_have_count(1)
+    expect(page.locator("#no-recording")).to_be_visible()  # the test agent does not record
+    context.close()
+
+
+def test_the_page_itself_holds_no_call_data(history: Server) -> None:
     html = httpx.get(f"{history.base_url}/history", timeout=5).text
     assert "call-CA" not in html and "+1510" not in html
     assert Path(__file__).name  # the page is static; everything comes from the keyed API

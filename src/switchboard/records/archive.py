@@ -179,7 +179,7 @@ def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
     call_id = record.call_id or f"call-{record.call_sid}"
     return StoredCall(
         call_id=call_id,
-        call_sid=record.call_sid or None,
+        call_sid=record.call_sid if record.call_sid and record.call_sid != call_id else None,
         from_number=capture.from_number,
         to_number=capture.to_number,
         agent=capture.agent,

@@ -48,6 +48,7 @@ from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.agent.timing import TurnTimingObserver
 from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
+from switchboard.records.archive import CallArchive, attach_capture, save_call
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
 from switchboard.worker.calls import CallRecord, CallRegistry
@@ -124,11 +125,13 @@ class WebRTCAnswerer:
         agent: AgentConfig,
         *,
         calls: CallRegistry | None = None,
+        archive: CallArchive | None = None,
     ):
         self._service = service
         self._settings = settings
         self._agent = agent
         self._calls = calls if calls is not None else CallRegistry()
+        self._archive = archive
         self._inbox = OfferInbox(service.redis, service.worker_id)
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
@@ -232,6 +235,7 @@ class WebRTCAnswerer:
             transport, self._agent, self._settings, out_sample_rate=OUT_SAMPLE_RATE
         )
         call.worker.add_observer(CallEventsObserver(connection.send_app_message, call.timings))
+        capture = attach_capture(self._archive, call.worker, ingress="webrtc")
         connected = asyncio.Event()
 
         @transport.event_handler("on_client_connected")
@@ -273,6 +277,7 @@ class WebRTCAnswerer:
             record.intents = [m.name for m in call.responder.matches]
             record.turns = call.timings.as_dicts()
             await self._record_end(record)
+            await save_call(self._archive, record, capture)
 
     async def _record_end(self, record: CallRecord) -> None:
         """Free the call's slot and write its outcome and turn latencies to Redis."""

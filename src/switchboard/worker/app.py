@@ -68,7 +68,9 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
     archive = CallArchive(settings, agent)
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
-    answerer = WebRTCAnswerer(service, settings, agent, calls=registry) if service is not None else None
+    answerer = (
+        WebRTCAnswerer(service, settings, agent, calls=registry, archive=archive) if service is not None else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
