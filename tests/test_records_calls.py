@@ -165,6 +165,14 @@ def test_the_call_is_stored_with_its_transcript_latency_and_recording(
     assert len(analysis["caller_turns"]) >= 2 and len(analysis["agent_turns"]) >= 3, analysis
     measured = [g["gap_ms"] for g in analysis["gaps"] if g["gap_ms"] is not None]
     assert measured and all(0 < g < 3000 for g in measured), analysis["gaps"]
+    # The recording's gaps agree with the agent's own per-turn latency (measured 880/600 ms
+    # against 981/662 ms: energy end of speech vs VAD's, agent audio placed when it was sent).
+    agent_ms = [t.bot_started_ms for t in record.turns]
+    if len(agent_ms) == len(measured):  # VAD may split one clip into two turns
+        assert all(abs(g - a) < 300 for g, a in zip(measured, agent_ms, strict=True)), (
+            measured,
+            agent_ms,
+        )
 
 
 def test_the_post_call_webhook_carried_the_signed_record(stack: Stack, finished_call: str) -> None:
