@@ -20,7 +20,13 @@ import soxr
 from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis, wait_for
 from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
 from switchboard.orchestrator.calls_api import analyze_flac
-from switchboard.records.models import RecordingRef, StoredCall, TranscriptEntry, TurnLatency
+from switchboard.records.models import (
+    CallAnalysis,
+    RecordingRef,
+    StoredCall,
+    TranscriptEntry,
+    TurnLatency,
+)
 from switchboard.records.storage import LocalRecordingStorage
 from switchboard.records.store import CallStore
 
@@ -91,6 +97,12 @@ def stored_calls(audio: bytes) -> list[tuple[StoredCall, bytes | None]]:
         ],
         turns=TURNS,
         intents=["cards", "cards"],
+        analysis=CallAnalysis(
+            summary="The caller named two cards.",
+            success=True,
+            reasons="Both were answered.",
+            model="m",
+        ),
         recording=RecordingRef(
             key=f"{now:%Y/%m/%d}/{CALL_ID}.flac",
             sample_rate=RATE,
@@ -167,6 +179,9 @@ def test_the_calls_page_plays_a_recording_beside_its_transcript_latency_and_gaps
     page.locator(f"#calls tr[data-call-id='{CALL_ID}']").click()
 
     expect(page.locator("#transcript li")).to_have_count(5)
+    expect(page.locator("#analysis")).to_have_text(
+        "Successful. The caller named two cards. Both were answered."
+    )
     expect(page.locator("#transcript li.user").first).to_contain_text("Seven of clubs.")
     expect(page.locator("#transcript li.agent").first).to_contain_text("may be recorded")
     bars = page.locator("#latency-plot g.turn")

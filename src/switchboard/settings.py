@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="Post-call webhook tries before dead-lettering.")
     webhook_backoff_secs: float = Field(1.0, gt=0, description="First retry delay; doubles on each retry.")
     webhook_timeout_secs: float = Field(5.0, gt=0, description="Timeout of one webhook POST.")
+    call_analysis_timeout_secs: float = Field(
+        30.0, gt=0, description="How long the post-call LLM summary may take before the record is saved without it."
+    )
 
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))

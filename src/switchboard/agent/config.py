@@ -59,6 +59,17 @@ class WebhookConfig(BaseModel):
     secret: SecretStr = Field(min_length=16)
 
 
+class CallAnalysisConfig(BaseModel):
+    """After the call, ask the configured LLM for a summary and a verdict on these criteria."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: bool = True
+    success_criteria: list[str] = Field(
+        default_factory=list, description="What a successful call achieved, one criterion each."
+    )
+
+
 class AgentConfig(BaseModel):
     """A scripted agent; ``llm`` engines may later use ``system_prompt`` instead of intents."""
 
@@ -72,6 +83,7 @@ class AgentConfig(BaseModel):
     system_prompt: str | None = None
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     webhook: WebhookConfig | None = None
+    analysis: CallAnalysisConfig | None = None
 
     @model_validator(mode="after")
     def _unique_intent_names(self) -> AgentConfig:

@@ -111,6 +111,11 @@ CALL_WEBHOOKS = Counter(
     "Post-call webhook attempts, by result (delivered | failed | dead_lettered).",
     ["result"],
 )
+CALL_ANALYSES = Counter(
+    "call_analyses_total",
+    "Post-call LLM summaries, by result (done | failed | skipped: no LLM configured).",
+    ["result"],
+)
 CALL_RECORDS_PURGED = Counter(
     "call_records_purged_total", "Calls deleted (rows and audio) by retention or on request.", ["reason"]
 )

@@ -16,6 +16,7 @@ from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig
 from switchboard.observability import metrics
+from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall, TurnLatency
 from switchboard.records.recording import RECORDING_RATE
@@ -120,6 +121,7 @@ class CallArchive:
 
     async def _archive(self, call: StoredCall, capture: CallCapture) -> None:
         audio = None
+        call.analysis = await analyse_call(self.settings, self.agent, call)
         try:
             if capture.recorder is not None and not capture.recorder.empty:
                 audio, duration = await asyncio.to_thread(capture.recorder.encode)

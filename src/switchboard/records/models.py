@@ -57,6 +57,15 @@ class RecordingRef(BaseModel):
     bytes: int
 
 
+class CallAnalysis(BaseModel):
+    """The LLM's post-call summary and success evaluation (``analysis`` in the agent config)."""
+
+    summary: str | None = None
+    success: bool | None = None
+    reasons: str | None = None
+    model: str
+
+
 class CallSummary(BaseModel):
     """A row of the call list: everything but the transcript, turns and events."""
 
@@ -89,6 +98,7 @@ class StoredCall(CallSummary):
     intents: list[str] = Field(default_factory=list)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     provider_fallbacks: list[ProviderFallback] = Field(default_factory=list)
+    analysis: CallAnalysis | None = None
 
 
 class CallQuery(BaseModel):

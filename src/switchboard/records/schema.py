@@ -55,6 +55,7 @@ class CallRow(Base):
     intents: Mapped[list] = mapped_column(JSON)
     tool_calls: Mapped[list] = mapped_column(JSON)
     provider_fallbacks: Mapped[list] = mapped_column(JSON)
+    analysis: Mapped[dict | None] = mapped_column(JSON)
     saved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 

@@ -100,6 +100,7 @@ def _row_values(call: StoredCall) -> dict[str, Any]:
         intents=data["intents"],
         tool_calls=data["tool_calls"],
         provider_fallbacks=data["provider_fallbacks"],
+        analysis=data["analysis"],
         saved_at=dt.datetime.now(dt.UTC),
     )
     return values

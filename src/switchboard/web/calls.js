@@ -186,6 +186,12 @@
     $("detail-meta").textContent =
       `${call.ingress ?? "?"} · ${call.from_number || "unknown"} → ${call.to_number || "unknown"} · ${call.agent ?? ""} · ${call.outcome ?? call.status}${failure}` +
       (call.intents?.length ? ` · intents: ${call.intents.join(", ")}` : "");
+    const analysis = call.analysis;
+    $("analysis").hidden = !analysis;
+    if (analysis) {
+      const verdict = analysis.success === null ? "" : analysis.success ? "Successful. " : "Not successful. ";
+      $("analysis").textContent = `${verdict}${analysis.summary || ""} ${analysis.reasons || ""}`.trim();
+    }
     renderTranscript({ transcript: call.transcript || [], recording: call.recording });
     renderPlot(call.turns || []);
     const player = $("player");
