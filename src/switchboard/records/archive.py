@@ -25,6 +25,10 @@ from switchboard.records.store import CallStore
 from switchboard.records.webhooks import WebhookSender
 from switchboard.settings import Settings
 
+# Calls have already drained when the archive stops: this bounds the extra wait for their
+# records and webhooks, so a dead webhook receiver cannot hold a shutdown past its grace period.
+STOP_WAIT_SECS = 5.0
+
 
 class FinishedCall(Protocol):
     """What a call runner knows of a call when it ends (``worker.calls.CallRecord``)."""
@@ -93,13 +97,14 @@ class CallArchive:
                 self._purge_loop(self.settings.records_retention_days), name="records-purge"
             )
 
-    async def stop(self, timeout_secs: float | None = None) -> None:
-        """Let pending saves and webhooks finish (up to the drain deadline), then cancel them."""
+    async def stop(self, timeout_secs: float = STOP_WAIT_SECS) -> None:
+        """Let pending saves and webhooks finish for a moment, then cancel them (a cancelled
+        webhook is dead-lettered for replay)."""
         if self._purge is not None:
             self._purge.cancel()
         pending = set(self._tasks)
         if pending:
-            limit = self.settings.drain_timeout_secs if timeout_secs is None else timeout_secs
+            limit = timeout_secs
             logger.info(f"records: waiting for {len(pending)} call record(s) and webhook(s)")
             _done, late = await asyncio.wait(pending, timeout=limit)
             for task in late:
