@@ -126,7 +126,6 @@ class CallArchive:
 
     async def _archive(self, call: StoredCall, capture: CallCapture) -> None:
         audio = None
-        call.analysis = await analyse_call(self.settings, self.agent, call)
         try:
             if capture.recorder is not None and not capture.recorder.empty:
                 audio, duration = await asyncio.to_thread(capture.recorder.encode)
@@ -151,6 +150,13 @@ class CallArchive:
             f"{call.call_id}: call record saved"
             + (f" with {len(audio)} bytes of audio" if audio else "")
         )
+        # Saved first, analysed after: a slow LLM or a shutdown never costs the record itself.
+        call.analysis = await analyse_call(self.settings, self.agent, call)
+        if call.analysis is not None:
+            try:
+                await self.store.save(call)
+            except Exception as e:  # the record stands; only its analysis is missing
+                logger.warning(f"{call.call_id}: call analysis not saved: {e}")
         if self.agent.webhook is not None:
             payload = webhook_payload(call)
             await self.webhooks.deliver(
