@@ -187,7 +187,7 @@ async def test_the_archive_saves_the_call_then_posts_its_record_without_holding_
 
 
 @pytest.mark.parametrize("receiver", [1000], indirect=True)
-async def test_stopping_the_archive_waits_for_webhooks_up_to_the_deadline_then_cancels_them(
+async def test_stopping_the_archive_waits_for_webhooks_briefly_then_dead_letters_them(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     settings = _settings(tmp_path, webhook_max_attempts=20)
@@ -200,3 +200,12 @@ async def test_stopping_the_archive_waits_for_webhooks_up_to_the_deadline_then_c
     await archive.stop(timeout_secs=0.3)
     assert task.cancelled()
     assert 0.3 <= time.monotonic() - started < 2
+    # Not lost: the interrupted delivery waits in the dead-letter list for a replay.
+    store = CallStore(settings.database_url, LocalRecordingStorage(tmp_path / "recordings"))
+    await store.open()
+    try:
+        [letter] = await store.dead_letters()
+        assert letter.call_id == "call-hook" and "shut down" in letter.last_error
+        assert await store.get("call-hook") is not None  # the record itself was saved first
+    finally:
+        await store.close()

@@ -6,17 +6,17 @@ With no ``SWITCHBOARD_API_KEY`` configured nothing is served (401): call data is
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from typing import Any
 
-from fastapi import Header, HTTPException
+from fastapi import Depends, Header, HTTPException
 
 from switchboard.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 
 
-def api_key_required(settings: Settings) -> Callable[[str | None], None]:
-    """A FastAPI dependency refusing requests without the right ``X-API-Key``."""
+def api_key_required(settings: Settings) -> list[Any]:
+    """Route or router ``dependencies`` refusing requests without the right ``X-API-Key``."""
 
     def check(x_api_key: str | None = Header(None, alias=API_KEY_HEADER)) -> None:
         expected = settings.api_key.get_secret_value() if settings.api_key else ""
@@ -27,4 +27,4 @@ def api_key_required(settings: Settings) -> Callable[[str | None], None]:
         if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
 
-    return check
+    return [Depends(check)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import soundfile as sf
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -76,7 +76,7 @@ class CallsBackend:
 
 def create_calls_router(settings: Settings, backend: CallsBackend, ledger: CallLedger) -> APIRouter:
     """Routes of ``/calls`` and ``/webhooks/dead-letters``, all behind the API key."""
-    router = APIRouter(dependencies=[Depends(api_key_required(settings))], tags=["calls"])
+    router = APIRouter(dependencies=api_key_required(settings), tags=["calls"])
     store, webhooks, agent = backend.store, backend.webhooks, backend.agent
 
     @router.get("/calls")

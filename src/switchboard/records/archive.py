@@ -25,6 +25,10 @@ from switchboard.records.store import CallStore
 from switchboard.records.webhooks import WebhookSender
 from switchboard.settings import Settings
 
+# Calls have already drained when the archive stops: this bounds the extra wait for their
+# records and webhooks, so a dead webhook receiver cannot hold a shutdown past its grace period.
+STOP_WAIT_SECS = 5.0
+
 
 class FinishedCall(Protocol):
     """What a call runner knows of a call when it ends (``worker.calls.CallRecord``)."""
@@ -100,13 +104,14 @@ class CallArchive:
                 self._purge_loop(self.settings.records_retention_days), name="records-purge"
             )
 
-    async def stop(self, timeout_secs: float | None = None) -> None:
-        """Let pending saves and webhooks finish (up to the drain deadline), then cancel them."""
+    async def stop(self, timeout_secs: float = STOP_WAIT_SECS) -> None:
+        """Let pending saves and webhooks finish for a moment, then cancel them (a cancelled
+        webhook is dead-lettered for replay)."""
         if self._purge is not None:
             self._purge.cancel()
         pending = set(self._tasks)
         if pending:
-            limit = self.settings.drain_timeout_secs if timeout_secs is None else timeout_secs
+            limit = timeout_secs
             logger.info(f"records: waiting for {len(pending)} call record(s) and webhook(s)")
             _done, late = await asyncio.wait(pending, timeout=limit)
             for task in late:
@@ -129,7 +134,6 @@ class CallArchive:
     async def _archive(self, call: StoredCall, capture: CallCapture) -> None:
         audio = None
         agent = capture.config or self.agent
-        call.analysis = await analyse_call(self.settings, agent, call)
         try:
             if capture.recorder is not None and not capture.recorder.empty:
                 audio, duration = await asyncio.to_thread(capture.recorder.encode)
@@ -154,6 +158,13 @@ class CallArchive:
             f"{call.call_id}: call record saved"
             + (f" with {len(audio)} bytes of audio" if audio else "")
         )
+        # Saved first, analysed after: a slow LLM or a shutdown never costs the record itself.
+        call.analysis = await analyse_call(self.settings, agent, call)
+        if call.analysis is not None:
+            try:
+                await self.store.save(call)
+            except Exception as e:  # the record stands; only its analysis is missing
+                logger.warning(f"{call.call_id}: call analysis not saved: {e}")
         if agent.webhook is not None:
             payload = webhook_payload(call)
             await self.webhooks.deliver(

@@ -92,8 +92,21 @@ class WebhookSender:
         return error
 
     async def deliver(self, url: str, secret: str, call_id: str, payload: str) -> bool:
-        """Deliver one call's webhook; False if it went to the dead-letter list."""
-        error = await self._attempts(url, secret, call_id, payload.encode(), self.max_attempts)
+        """Deliver one call's webhook; False if it went to the dead-letter list.
+
+        Cancelled (the worker is shutting down), it is dead-lettered too, so it can be replayed.
+        """
+        try:
+            error = await self._attempts(url, secret, call_id, payload.encode(), self.max_attempts)
+        except asyncio.CancelledError:
+            await self._store.add_dead_letter(
+                call_id, url, payload, 0, "cancelled: the worker shut down"
+            )
+            metrics.CALL_WEBHOOKS.labels(result="dead_lettered").inc()
+            logger.warning(
+                f"{call_id}: post-call webhook interrupted by shutdown, dead-lettered for replay"
+            )
+            raise
         if error is None:
             return True
         await self._store.add_dead_letter(call_id, url, payload, self.max_attempts, error)

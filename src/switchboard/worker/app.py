@@ -13,15 +13,7 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import (
-    Depends,
-    FastAPI,
-    HTTPException,
-    Request,
-    Response,
-    WebSocket,
-    WebSocketDisconnect,
-)
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -152,11 +144,11 @@ def create_worker_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls", dependencies=[Depends(api_key_required(settings))])
+    @app.get("/calls", dependencies=api_key_required(settings))
     async def calls() -> list[dict]:
         return [asdict(r) for r in registry.recent()]
 
-    @app.get("/calls/{call_sid}", dependencies=[Depends(api_key_required(settings))])
+    @app.get("/calls/{call_sid}", dependencies=api_key_required(settings))
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
