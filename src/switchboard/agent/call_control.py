@@ -64,6 +64,7 @@ class CallActionFrame(DataFrame):
 
     action: Literal["transfer", "collect_digits", "end_call"]
     intent: str
+    text: str = ""  # from an LLM tool: the line to say first (not yet spoken)
 
 
 def spoken_digits(digits: str) -> str:
@@ -155,12 +156,23 @@ class CallController(BaseObserver):
         if isinstance(frame, InputDTMFFrame):
             await self._key(str(frame.button.value))
         elif isinstance(frame, CallActionFrame):
-            intent = self._agent.intent(frame.intent)
-            if intent is not None:
-                self._follow_reply(intent)
+            await self._action(frame)
         elif isinstance(frame, EndWorkerFrame) and not self.ended_by:
             self.ended_by = "agent"  # a scripted goodbye intent (end_call: true)
             self._ending = True
+
+    async def _action(self, frame: CallActionFrame) -> None:
+        if frame.action == "end_call" and not self._ending:
+            self._event("end_call")
+            await self._end_with(frame.text or "Goodbye.", "agent")
+            return
+        intent = self._agent.intent(frame.intent)
+        if intent is None:
+            return
+        if frame.text:  # a tool call: the reply was not spoken by the responder
+            self._event("tool", action=frame.action, intent=intent.name)
+            await self._say(frame.text)
+        self._follow_reply(intent)
 
     # -- silence and the time limit ---------------------------------------------------------
 

@@ -73,6 +73,9 @@ AGENT_CONFIG_ERRORS = Counter(
     "agent_config_errors_total",
     "Agent config files refused at load or reload (the previous version keeps serving).",
 )
+LLM_TOOL_CALLS = Counter(
+    "llm_tool_calls_total", "Tool calls made by LLM responders, by tool and result.", ["tool", "result"]
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",
