@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     twilio_api_url: str = Field(
         "https://api.twilio.com", description="Twilio REST API root (an emulator's URL in tests)."
     )
+    outbound_from: str | None = Field(
+        None, pattern=r"^\+[1-9][0-9]{7,14}$", description="Caller ID of outbound calls (a Twilio number)."
+    )
     transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))

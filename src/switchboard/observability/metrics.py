@@ -76,6 +76,11 @@ AGENT_CONFIG_ERRORS = Counter(
 LLM_TOOL_CALLS = Counter(
     "llm_tool_calls_total", "Tool calls made by LLM responders, by tool and result.", ["tool", "result"]
 )
+OUTBOUND_CALLS = Counter(
+    "outbound_calls_total",
+    "Outbound calls: placed | refused | error when asking Twilio; human | machine | voicemail when answered.",
+    ["result"],
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",
