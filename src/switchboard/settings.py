@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     outbound_from: str | None = Field(
         None, pattern=r"^\+[1-9][0-9]{7,14}$", description="Caller ID of outbound calls (a Twilio number)."
     )
+    tool_signing_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing agent tool webhooks (X-Switchboard-Signature)."
+    )
     transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))

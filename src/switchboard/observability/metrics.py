@@ -81,6 +81,11 @@ OUTBOUND_CALLS = Counter(
     "Outbound calls: placed | refused | error when asking Twilio; human | machine | voicemail when answered.",
     ["result"],
 )
+AGENT_TOOL_CALLS = Counter(
+    "agent_tool_calls_total",
+    "Agent tool webhooks called, by tool and result (ok | timeout | unreachable | http_error | bad_response).",
+    ["tool", "result"],
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",

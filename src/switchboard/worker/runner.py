@@ -64,7 +64,14 @@ async def run_call(
             out_sample_rate=adapter.out_sample_rate,
             before_output=adapter.before_output(),
         )
-        controller = CallController(call.worker, agent, adapter.control)
+        secret = settings.tool_signing_secret
+        controller = CallController(
+            call.worker,
+            agent,
+            adapter.control,
+            call_id=ids.call_id or ids.call_sid,
+            tool_secret=secret.get_secret_value() if secret else None,
+        )
         call.worker.add_observer(controller)
         adapter.attach(call)
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
