@@ -1,9 +1,14 @@
-"""LLM agents hang up and transfer through tools: real calls, the OpenAI emulator calling them."""
+"""LLM agents hang up, transfer and call webhook tools: real calls, the OpenAI emulator calling them."""
 
+import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from conftest import REPO, Clip, Server, replied, start_agent_server
 from switchboard.agent.intents import normalize
@@ -17,6 +22,11 @@ RULES = """
   reply: ""
   tool: end_call
   arguments: {goodbye: "It was nice talking to you, goodbye."}
+- match: "rice|served|bowls"
+  reply: ""
+  tool: next_visit
+  arguments: {patient: "7"}
+  after_tool: "The clinic says {result}"
 - match: "canoe|birch|plank"
   reply: ""
   tool: transfer_call
@@ -33,15 +43,55 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
+class NextVisit(BaseHTTPRequestHandler):
+    """A tool webhook: the patient's next visit."""
+
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:
+        NextVisit.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        reply = b'{"day": "Friday", "hour": "nine"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def llm_agent(llm: Server) -> Iterator[Server]:
+def agent_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The call-control test agent plus one webhook tool on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NextVisit)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    config = yaml.safe_load(CALL_CONTROL_AGENT.read_text())
+    config["tools"] = [
+        {
+            "name": "next_visit",
+            "description": "The patient's next visit",
+            "url": f"http://127.0.0.1:{server.server_address[1]}/next-visit",
+            "parameters": {"type": "object", "properties": {"patient": {"type": "string"}}},
+        }
+    ]
+    path = tmp_path_factory.mktemp("agent") / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def llm_agent(llm: Server, agent_file: Path) -> Iterator[Server]:
     """Whisper and Piper locally, the OpenAI emulator as the responder; no Twilio credentials."""
     env = {
         "OPENAI_API_KEY": "sk-test-tools",
         "SWITCHBOARD_RESPONDER": "openai",
         "SWITCHBOARD_LLM_BASE_URL": llm.base_url + "/v1",
     }
-    server = start_agent_server(env=env, agent=CALL_CONTROL_AGENT)
+    server = start_agent_server(env=env, agent=agent_file)
     yield server
     server.stop()
 
@@ -86,3 +136,16 @@ async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call
     }
     assert [e["event"] for e in record["events"]] == ["tool", "transfer"]
     assert record["ended_by"] == "caller"
+
+
+async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+) -> None:
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s05_8k.wav"].path)])
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert "friday" in normalize(result.turns[0].transcript or ""), summary
+    assert NextVisit.seen[-1]["tool"] == "next_visit"
+    assert NextVisit.seen[-1]["arguments"] == {"patient": "7"}
+    assert NextVisit.seen[-1]["call_id"] == f"call-{result.call_sid}"

@@ -106,6 +106,7 @@ class ToolTurn:
     ok: bool
     line: str | None
     error: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 async def tool_turn(
@@ -127,6 +128,6 @@ async def tool_turn(
     if not result.ok:
         return ToolTurn(False, tool.failure, result.error)
     if answer is None:
-        return ToolTurn(True, None)
+        return ToolTurn(True, None, data=result.data)
     line = render_answer(answer, result.data)
     return ToolTurn(True, line) if line is not None else ToolTurn(False, tool.failure, "template")

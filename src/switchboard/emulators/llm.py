@@ -30,16 +30,19 @@ class ReplyRules:
     """Ordered rules; ``{user}`` in a reply is replaced by what the caller said.
 
     A rule may also call a tool (OpenAI API only): ``{match, reply, tool: NAME, arguments: {...}}``
-    streams the reply (may be empty), then the tool call, if the request offered that tool.
+    streams the reply (may be empty), then the tool call, if the request offered that tool; the
+    request carrying the tool's result gets ``after_tool`` (``{result}``: its content).
     """
 
     def __init__(
         self,
         rules: list[tuple[str, str]] | None = None,
         tools: list[tuple[str, dict] | None] | None = None,
+        after_tool: list[str] | None = None,
     ):
         self._rules = [(re.compile(p, re.IGNORECASE), r) for p, r in rules or []]
         self._tools = list(tools or [None] * len(self._rules))
+        self._after_tool = list(after_tool or [""] * len(self._rules))
 
     @classmethod
     def load(cls, path: str | Path) -> ReplyRules:
@@ -52,6 +55,7 @@ class ReplyRules:
         return cls(
             [(str(r["match"]), str(r.get("reply", ""))) for r in raw],
             [(str(r["tool"]), dict(r.get("arguments") or {})) if r.get("tool") else None for r in raw],
+            [str(r.get("after_tool", "")) for r in raw],
         )
 
     def _first(self, user_text: str) -> int | None:
@@ -66,6 +70,12 @@ class ReplyRules:
         return (
             f"You said: {user_text.strip().rstrip('.?!')}. Is there anything else I can help with?"
         )
+
+    def after_tool(self, user_text: str, result: str) -> str:
+        """The reply once a tool answered: the rule's ``after_tool`` with ``{result}`` filled."""
+        i = self._first(user_text) if user_text.strip() else None
+        template = self._after_tool[i] if i is not None else ""
+        return template.replace("{result}", result) if template else "Done."
 
     def tool(self, user_text: str, offered: set[str]) -> tuple[str, dict] | None:
         """The tool call the first matching rule makes, if the request offered that tool."""
@@ -131,10 +141,11 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         model = body.get("model", "gpt-4o-mini")
         user_text = last_user_text(body.get("messages", []))
         offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
-        # After a tool result the model would answer it; with no rule for that, it says nothing.
-        last_role = (body.get("messages") or [{}])[-1].get("role")
-        tool = rules.tool(user_text, offered) if last_role != "tool" else None
+        last = (body.get("messages") or [{}])[-1]
+        tool = rules.tool(user_text, offered) if last.get("role") != "tool" else None
         reply = rules.reply(user_text)
+        if last.get("role") == "tool":  # answer the tool's result, as a model would
+            reply = rules.after_tool(user_text, _content_text(last.get("content")))
         pieces = tokens(reply)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {

@@ -98,6 +98,11 @@ class SwitchboardOpenAILLMService(CallToolsMixin, OpenAILLMService):
         return self._shared_client
 
 
+def _tool_secret(settings: Settings) -> str | None:
+    secret = settings.tool_signing_secret
+    return secret.get_secret_value() if secret else None
+
+
 def _system_prompt(agent: AgentConfig) -> str:
     return agent.system_prompt or DEFAULT_SYSTEM_PROMPT
 
@@ -119,7 +124,7 @@ def build_openai_llm(settings: Settings, agent: AgentConfig) -> SwitchboardOpenA
             max_tokens=settings.llm_max_tokens,
         ),
     )
-    llm.install_call_tools(agent)
+    llm.install_call_tools(agent, _tool_secret(settings))
     return llm
 
 
@@ -136,5 +141,5 @@ def build_anthropic_llm(settings: Settings, agent: AgentConfig) -> AnthropicLLMS
             max_tokens=settings.llm_max_tokens,
         ),
     )
-    llm.install_call_tools(agent)
+    llm.install_call_tools(agent, _tool_secret(settings))
     return llm
