@@ -51,9 +51,16 @@ class DrainingServer(uvicorn.Server):
         self._draining = asyncio.create_task(drain_then_exit(), name="drain")
 
 
-def serve(app, host: str, port: int, before_exit: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Serve ``app`` until a signal, draining first."""
+def serve(
+    app, host: str, port: int, before_exit: Callable[[], Awaitable[None]] | None = None, *, ws_max_size: int
+) -> None:
+    """Serve ``app`` until a signal, draining first.
+
+    ``ws_max_size`` caps every WebSocket message of the process: the protocol layer closes the
+    socket with 1009 from the frame header, before it reads or decodes an oversized payload.
+    """
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, ws="websockets-sansio", timeout_graceful_shutdown=10
+        app, host=host, port=port, log_config=None, ws="websockets-sansio", ws_max_size=ws_max_size,
+        timeout_graceful_shutdown=10,
     )
     DrainingServer(config, before_exit).run()

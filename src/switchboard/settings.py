@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     )
     stream_token_ttl_secs: float = Field(30.0, gt=0, description="How long a stream URL stays valid.")
 
+    # Limits on each media WebSocket (a Twilio media message is ~300 bytes of JSON, 50 a second).
+    media_max_message_bytes: int = Field(
+        16384, ge=1024, description="Largest media message; larger closes it with 1009 (also uvicorn's ws_max_size)."
+    )
+    media_max_messages_per_sec: float = Field(
+        200.0, gt=0, description="Sustained messages per second per media socket; faster closes it with 1008."
+    )
+    media_message_burst: int = Field(200, ge=1, description="Messages a media socket may send at once above that rate.")
+    media_start_timeout_secs: float = Field(
+        10.0, gt=0, description="A media socket that has not sent 'start' this long after connecting is closed."
+    )
+
     # Worker pool (named like LiveKit's worker options, with production defaults).
     max_calls: int = Field(4, ge=1, le=1000, description="Calls one worker process runs at once.")
     heartbeat_interval_secs: float = Field(0.5, gt=0, description="Worker heartbeat period.")

@@ -12,18 +12,18 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
-from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
+from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
 from switchboard.telephony.twilio import (
     StreamStart,
     connect_stream_twiml,
@@ -110,16 +110,17 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             raise HTTPException(status_code=404, detail=f"no call {call_sid}")
         return asdict(record)
 
-    async def serve_stream(websocket: WebSocket) -> StreamStart | None:
-        """Accept the socket and read Twilio's start message; None if the peer never sent one."""
+    limits = MediaLimits.from_settings(settings)
+
+    async def serve_stream(websocket: WebSocket) -> tuple[MediaSocketGuard, StreamStart | None]:
+        """Accept the socket under the media limits and read Twilio's start message (None if the
+        peer never sent a valid one: the guard has closed the socket and counted why)."""
         await websocket.accept()
-        try:
-            return await read_stream_start(websocket)
-        except (TelephonyError, WebSocketDisconnect) as e:
+        socket = MediaSocketGuard(websocket, limits, transport="twilio")
+        start = await read_stream_start(socket)
+        if start is None:
             metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-            logger.warning(f"twilio media stream refused: {e}")
-            await _close(websocket, 1008)
-            return None
+        return socket, start
 
     if service is not None:
 
@@ -146,9 +147,9 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
                 status = CallStatus.FAILED
                 try:
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
-                    start = await serve_stream(websocket)
+                    socket, start = await serve_stream(websocket)
                     if start is not None:
-                        record = await run_twilio_call(websocket, start, agent, settings, registry, call_id=claims.call_id)
+                        record = await run_twilio_call(socket, start, agent, settings, registry, call_id=claims.call_id)
                         status = CallStatus(record.outcome) if record.outcome in ("completed", "failed") else status
                         for turn in record.turns:
                             if turn.get("bot_started_ms") is not None:
@@ -179,18 +180,11 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             assert task is not None
             standalone_calls.add(task)
             try:
-                start = await serve_stream(websocket)
+                socket, start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        await run_twilio_call(websocket, start, agent, settings, registry)
+                        await run_twilio_call(socket, start, agent, settings, registry)
             finally:
                 standalone_calls.discard(task)
 
     return app
-
-
-async def _close(websocket: WebSocket, code: int) -> None:
-    try:
-        await websocket.close(code=code)
-    except RuntimeError:
-        pass  # already closed by the peer

@@ -6,7 +6,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from fastapi import WebSocket
 from loguru import logger
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
@@ -16,6 +15,7 @@ from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.observability import metrics
 from switchboard.settings import Settings
+from switchboard.telephony.media_socket import MediaSocketGuard
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
 
 MAX_CALL_SECS = 3600
@@ -63,7 +63,7 @@ class CallRegistry:
 
 
 async def run_twilio_call(
-    websocket: WebSocket,
+    websocket: MediaSocketGuard,
     start: StreamStart,
     agent: AgentConfig,
     settings: Settings,
@@ -82,9 +82,10 @@ async def run_twilio_call(
         # Without credentials, closing the stream ends <Connect> and the TwiML's <Hangup/> follows.
         params=SwitchboardTwilioSerializer.InputParams(auto_hang_up=can_hang_up),
         input_frame_ms=settings.input_frame_ms,
+        socket=websocket,
     )
     transport = FastAPIWebsocketTransport(
-        websocket,
+        websocket,  # type: ignore[arg-type]  # the guard stands in for the Starlette WebSocket
         FastAPIWebsocketParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
