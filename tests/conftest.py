@@ -188,11 +188,16 @@ def start_redis(data_dir: Path) -> RedisServer:
     return server
 
 
+# Tests poll /stats every 50 ms; the production per-source limit is for people and Prometheus.
+TEST_OPERATOR_RATE_LIMIT = {"SWITCHBOARD_RATE_LIMIT_OPERATOR": "100000/minute"}
+
+
 def start_orchestrator(redis_url: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     return _start(
         [sys.executable, "-m", "switchboard.cli", "orchestrator", "--port", str(port)],
-        "orchestrator", "/health/live", port, {"SWITCHBOARD_REDIS_URL": redis_url, **(env or {})},
+        "orchestrator", "/health/live", port,
+        {"SWITCHBOARD_REDIS_URL": redis_url, **TEST_OPERATOR_RATE_LIMIT, **(env or {})},
     )
 
 

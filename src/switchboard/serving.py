@@ -15,6 +15,8 @@ from types import FrameType
 import uvicorn
 from loguru import logger
 
+from switchboard.settings import Settings
+
 
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first exit signal drains before exiting."""
@@ -51,16 +53,23 @@ class DrainingServer(uvicorn.Server):
         self._draining = asyncio.create_task(drain_then_exit(), name="drain")
 
 
-def serve(
-    app, host: str, port: int, before_exit: Callable[[], Awaitable[None]] | None = None, *, ws_max_size: int
-) -> None:
-    """Serve ``app`` until a signal, draining first.
+def serve(app, settings: Settings, before_exit: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve ``app`` on ``settings.host:port`` until a signal, draining first.
 
-    ``ws_max_size`` caps every WebSocket message of the process: the protocol layer closes the
-    socket with 1009 from the frame header, before it reads or decodes an oversized payload.
+    Every WebSocket message of the process is capped at ``media_max_message_bytes``: the protocol
+    layer closes the socket with 1009 from the frame header, before it reads or decodes an
+    oversized payload. ``X-Forwarded-For``/``-Proto`` are believed only from
+    ``trusted_proxies`` (uvicorn's own default would trust any local peer).
     """
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, ws="websockets-sansio", ws_max_size=ws_max_size,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        ws="websockets-sansio",
+        ws_max_size=settings.media_max_message_bytes,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=10,
     )
     DrainingServer(config, before_exit).run()

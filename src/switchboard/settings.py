@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AGENT_CONFIG = Path(__file__).parent / "agents" / "receptionist.yaml"
@@ -95,6 +95,21 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A media socket that has not sent 'start' this long after connecting is closed."
     )
 
+    # Limits on public HTTP endpoints: per source address, in a moving window shared in Redis
+    # (notation of the `limits` package: "600/minute", "10/second;100/hour").
+    rate_limit_webhooks: str = Field(
+        "600/minute", description="Twilio and LiveKit webhooks per source (Twilio sends from few addresses)."
+    )
+    rate_limit_webrtc: str = Field("10/minute", description="Browser call offers per source.")
+    rate_limit_operator: str = Field("600/minute", description="/stats, /metrics, /dashboard, /calls, /manual per source.")
+    rate_limit_pages: str = Field("300/minute", description="Every other path (the web pages and assets) per source.")
+    trusted_proxies: str = Field(
+        "",
+        description="Comma list of proxy addresses/networks whose X-Forwarded-For names the client "
+        "(\"*\": any peer); empty: the peer address is the client and X-Forwarded-For is ignored.",
+    )
+    max_request_body_bytes: int = Field(65536, ge=1024, description="Largest HTTP request body; larger gets 413.")
+
     # Worker pool (named like LiveKit's worker options, with production defaults).
     max_calls: int = Field(4, ge=1, le=1000, description="Calls one worker process runs at once.")
     heartbeat_interval_secs: float = Field(0.5, gt=0, description="Worker heartbeat period.")
@@ -120,6 +135,18 @@ class Settings(BaseSettings):
     elevenlabs_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ELEVENLABS_API_KEY"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+
+
+    @field_validator("rate_limit_webhooks", "rate_limit_webrtc", "rate_limit_operator", "rate_limit_pages")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as e:
+            raise ValueError(f"not a rate limit like '600/minute': {value!r}") from e
+        return value
 
 
 @lru_cache(maxsize=1)

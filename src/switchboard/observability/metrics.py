@@ -70,6 +70,10 @@ MEDIA_REJECTED = Counter(
     "bad_utf8 | bad_message | out_of_order | rate | start_timeout), and peers that left before start (left_before_start).",
     ["transport", "reason"],
 )
+RATE_LIMITED = Counter(
+    "rate_limited_total", "HTTP requests refused with 429, by endpoint group.", ["group"]
+)
+REQUESTS_TOO_LARGE = Counter("requests_too_large_total", "HTTP requests refused with 413 (body over the cap).")
 WEBHOOKS = Counter(
     "webhooks_total", "Webhooks received, by provider and result.", ["provider", "result"]
 )

@@ -25,11 +25,13 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
     verify_livekit_webhook,
 )
+from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
@@ -71,6 +73,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    # Outermost first: a flood is refused from Redis before its body is read or its signature checked.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
 
     @app.exception_handler(redis.RedisError)
