@@ -72,14 +72,16 @@ class PhoneStack:
         self.redis.stop()
 
 
-def start_stack(data_dir: Path, max_calls: int = 1) -> PhoneStack:
-    """One worker with ``max_calls`` slots behind one orchestrator, on a fresh Redis."""
+def start_stack(data_dir: Path, max_calls: int = 1, env: dict[str, str] | None = None) -> PhoneStack:
+    """One worker with ``max_calls`` slots behind one orchestrator, on a fresh Redis; ``env``
+    adds settings to both."""
     redis = start_redis(data_dir)
     # DEBUG would log every RTP packet aiortc sends and receives.
     env = {
         "SWITCHBOARD_REDIS_URL": redis.url,
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         "SWITCHBOARD_LOG_LEVEL": "INFO",
+        **(env or {}),
     }
     servers: list[Server] = []
     try:

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     reclaim_idle_secs: float = Field(
         2.0, gt=0, description="A claimed job unacknowledged and unrefreshed this long is redelivered."
     )
+    webrtc_max_calls: int = Field(
+        2, ge=0, le=1000, description="Browser calls one worker answers at once (connecting or live), within max_calls."
+    )
+    webrtc_connect_timeout_secs: float = Field(
+        20.0, gt=0, description="An answered browser call whose peer connection is not up by then is dropped."
+    )
     drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
     reservation_ttl_secs: float = Field(
         15.0, gt=0, description="How long a slot reserved for a Twilio stream waits for it to connect."

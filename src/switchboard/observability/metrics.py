@@ -87,7 +87,7 @@ JOBS_REDELIVERED = Counter(
 )
 CALLS_REJECTED = Counter(
     "calls_rejected_total",
-    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full).",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap).",
     ["reason"],
 )
 DISPATCH_LATENCY_MS = Histogram(

@@ -2,9 +2,10 @@
 and the WebRTC call set-up behind the phone (``POST /webrtc/offer``).
 
 The pages are static files shipped in the package (no CDN); the operations page reads
-``GET /stats``. An offer reserves a slot on the least-loaded worker, travels to it through
-Redis (``telephony.webrtc_signalling``) and comes back as that worker's SDP answer; media then
-flows directly between the browser and the worker.
+``GET /stats``. An offer is checked (400 if it is no audio offer), travels through Redis to the
+worker with the most free slots (``telephony.webrtc_signalling``) and comes back as that
+worker's SDP answer; media then flows directly between the browser and the worker, which takes
+a pool slot only once the peer connection is up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.settings import Settings
-from switchboard.telephony.webrtc_signalling import MAX_SDP_CHARS, AnswerTimeout, OfferRelay
+from switchboard.telephony.webrtc_signalling import (
+    MAX_SDP_CHARS,
+    AnswerTimeout,
+    OfferRelay,
+    offer_sdp_problem,
+)
 
 NO_AGENT_FREE = "no agent is free"
 WEB_DIR = resources.files("switchboard") / "web"
@@ -75,9 +81,12 @@ def create_web_router(
 
     @router.post("/webrtc/offer")
     async def webrtc_offer(offer: WebRTCOffer) -> JSONResponse:
+        if (problem := offer_sdp_problem(offer.sdp)) is not None:
+            metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+            return _error(400, problem)
         call_id = "call-webrtc-" + uuid.uuid4().hex[:12]
         try:
-            worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
+            worker_id = await registry.least_loaded()
         except redis.RedisError as e:
             logger.error(f"{call_id}: redis unreachable, cannot place a browser call: {e}")
             return _error(503, "the call service is unavailable, please try again shortly")
@@ -92,10 +101,6 @@ def create_web_router(
         try:
             answer = await relay.request_answer(worker_id, call_id, offer.sdp)
         except AnswerTimeout as e:
-            # A worker that never took the offer holds nothing: give its slot back now rather
-            # than when the reservation expires. One it did take frees the slot itself.
-            if e.withdrawn and await registry.confirm_reservation(worker_id, call_id):
-                await registry.release_slot(worker_id)
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
             await ledger.finish(call_id, CallStatus.FAILED)
             logger.warning(f"{call_id}: {e}")

@@ -54,7 +54,6 @@ from switchboard.worker.calls import CallRecord, CallRegistry
 from switchboard.worker.service import WorkerService
 
 OUT_SAMPLE_RATE = 24000  # Piper's 22.05 kHz fits; Opus resamples to 48 kHz either way
-CONNECT_TIMEOUT_SECS = 20.0  # answer sent, browser never connected: give the slot back
 MAX_CALL_SECS = 3600
 _ANSWER_SETUP_SECS = 5.0  # aiortc gathers host candidates only, which takes milliseconds
 _STOP_SECS = 5.0
@@ -132,6 +131,7 @@ class WebRTCAnswerer:
         self._inbox = OfferInbox(service.redis, service.worker_id)
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
+        self._browser_calls: set[str] = set()  # answered or connected: capped by webrtc_max_calls
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
@@ -181,19 +181,15 @@ class WebRTCAnswerer:
             metrics.CALLS_REJECTED.labels(reason="worker_full").inc()  # as Twilio streams count it
             await self._refuse(offer, "the agent is shutting down")
             return
-        try:
-            has_slot = await service.registry.confirm_reservation(
-                service.worker_id, offer.call_id
-            ) or await service.registry.take_slot(service.worker_id)
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"{offer.call_id}: cannot take a slot for a browser call: {e}")
-            await self._refuse(offer, "the agent could not take the call")
+        # No pool slot yet: the call takes one when its peer connection is up (_run_call).
+        if len(self._browser_calls) >= self._settings.webrtc_max_calls:
+            metrics.CALLS_REJECTED.labels(reason="browser_cap").inc()
+            await self._refuse(offer, "worker has no free slot for browser calls")
             return
-        if not has_slot:
-            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-            await self._refuse(offer, "worker has no free slot")
-            return
-        connection = SmallWebRTCConnection(connection_timeout_secs=int(CONNECT_TIMEOUT_SECS))
+        self._browser_calls.add(offer.call_id)
+        connection = SmallWebRTCConnection(
+            connection_timeout_secs=max(1, int(self._settings.webrtc_connect_timeout_secs))
+        )
         try:
             async with asyncio.timeout(_ANSWER_SETUP_SECS):
                 await connection.initialize(sdp=offer.sdp, type=offer.type)
@@ -204,15 +200,14 @@ class WebRTCAnswerer:
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
             logger.warning(f"{offer.call_id}: cannot answer the browser's offer: {e!r}")
             await connection.pc.close()
-            await WorkerService._safe(
-                service.registry.release_slot(service.worker_id, offer.call_id)
-            )
+            self._browser_calls.discard(offer.call_id)
             await self._refuse(offer, "the offer could not be answered")
             return
         call = asyncio.create_task(
             self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
         )
         service.track_stream_call(call)
+        call.add_done_callback(lambda _task: self._browser_calls.discard(offer.call_id))
         reply = Answer(
             request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
         )
@@ -236,7 +231,10 @@ class WebRTCAnswerer:
 
         @transport.event_handler("on_client_connected")
         async def _connected(_transport, _client):
-            connected.set()
+            if await self._take_slot(call_id):
+                connected.set()
+            else:
+                await call.worker.cancel()
 
         @transport.event_handler("on_app_message")
         async def _message(_transport, message, _sender):
@@ -245,7 +243,7 @@ class WebRTCAnswerer:
                 await call.worker.cancel()
 
         watchdog = asyncio.create_task(
-            _cancel_unless_connected(call.worker, connected, call_id),
+            _cancel_unless_connected(call.worker, connected, call_id, self._settings.webrtc_connect_timeout_secs),
             name=f"webrtc-watchdog-{call_id}",
         )
         record = CallRecord(call_sid=call_id, stream_sid=connection.pc_id, call_id=call_id)
@@ -272,27 +270,41 @@ class WebRTCAnswerer:
             record.ended_at = time.time()
             record.intents = [m.name for m in call.responder.matches]
             record.turns = call.timings.as_dicts()
-            await self._record_end(record)
+            await self._record_end(record, holds_slot=connected.is_set())
 
-    async def _record_end(self, record: CallRecord) -> None:
-        """Free the call's slot and write its outcome and turn latencies to Redis."""
+    async def _take_slot(self, call_id: str) -> bool:
+        """The pool slot of a browser call whose peer connection just came up."""
+        try:
+            if await self._service.registry.take_slot(self._service.worker_id):
+                return True
+        except (redis.RedisError, OSError) as e:
+            logger.warning(f"{call_id}: cannot take a slot for a browser call: {e}")
+            return False
+        metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
+        logger.warning(f"{call_id}: connected, but the worker has no free slot: hanging up")
+        return False
+
+    async def _record_end(self, record: CallRecord, *, holds_slot: bool) -> None:
+        """Free the call's slot (if it took one) and write its outcome and turn latencies."""
         service = self._service
         metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
         for turn in record.turns:
             if turn.get("bot_started_ms") is not None:
                 await service.record_turn_latency(turn["bot_started_ms"])
         status = CallStatus.COMPLETED if record.outcome == "completed" else CallStatus.FAILED
-        await WorkerService._safe(service.registry.release_slot(service.worker_id, record.call_id))
+        if holds_slot:
+            await WorkerService._safe(service.registry.release_slot(service.worker_id))
         await WorkerService._safe(service.ledger.finish(record.call_id, status))
         logger.info(f"{record.call_id}: browser call {record.outcome}, intents {record.intents}")
 
 
 async def _cancel_unless_connected(
-    worker: PipelineWorker, connected: asyncio.Event, call_id: str
+    worker: PipelineWorker, connected: asyncio.Event, call_id: str, limit_secs: float
 ) -> None:
-    """Answered, but the browser never connected: end the call so its slot is freed."""
+    """Answered, but the browser never connected: end the call (it holds no pool slot, but
+    counts against the worker's browser-call cap)."""
     try:
-        await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_SECS)
+        await asyncio.wait_for(connected.wait(), limit_secs)
     except TimeoutError:
         metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
         logger.warning(f"{call_id}: the browser never connected, giving up")
