@@ -132,25 +132,44 @@ class WebRTCAnswerer:
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
         self._browser_calls: set[str] = set()  # answered or connected: capped by webrtc_max_calls
+        # Running browser calls: their pipeline, and whether the peer connection is up. Nothing
+        # but us ends them at shutdown (no server connection carries them).
+        self._running: dict[str, tuple[PipelineWorker, asyncio.Event]] = {}
+        self._call_tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
         logger.info(f"worker {self._service.worker_id} answers browser calls")
 
     async def stop(self) -> None:
-        """Stop taking offers and refuse those still queued; live calls drain with the service."""
-        if self._loop is None:
+        """Stop taking offers, refuse those still queued and end calls nobody connected to;
+        connected calls drain with the service."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+            if self._setups:
+                await asyncio.wait(self._setups, timeout=_STOP_SECS)
+            try:
+                for offer in await self._inbox.take_waiting():
+                    await self._refuse(offer, "the agent is shutting down")
+            except (redis.RedisError, OSError) as e:
+                logger.warning(f"could not refuse queued browser calls: {e}")
+        for worker, connected in list(self._running.values()):
+            if not connected.is_set():
+                await worker.cancel()
+
+    async def close(self) -> None:
+        """At process exit: stop, then end every browser call still running (bounded)."""
+        await self.stop()
+        if not self._call_tasks:
             return
-        self._loop.cancel()
-        await asyncio.gather(self._loop, return_exceptions=True)
-        self._loop = None
-        if self._setups:
-            await asyncio.wait(self._setups, timeout=_STOP_SECS)
-        try:
-            for offer in await self._inbox.take_waiting():
-                await self._refuse(offer, "the agent is shutting down")
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"could not refuse queued browser calls: {e}")
+        logger.info(f"ending {len(self._call_tasks)} browser call(s)")
+        for worker, _connected in list(self._running.values()):
+            await worker.cancel()
+        _done, pending = await asyncio.wait(self._call_tasks, timeout=_STOP_SECS)
+        for task in pending:
+            task.cancel()
 
     async def _take_offers(self) -> None:
         while True:
@@ -207,6 +226,8 @@ class WebRTCAnswerer:
             self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
         )
         service.track_stream_call(call)
+        self._call_tasks.add(call)
+        call.add_done_callback(self._call_tasks.discard)
         call.add_done_callback(lambda _task: self._browser_calls.discard(offer.call_id))
         reply = Answer(
             request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
@@ -246,6 +267,7 @@ class WebRTCAnswerer:
             _cancel_unless_connected(call.worker, connected, call_id, self._settings.webrtc_connect_timeout_secs),
             name=f"webrtc-watchdog-{call_id}",
         )
+        self._running[call_id] = (call.worker, connected)
         record = CallRecord(call_sid=call_id, stream_sid=connection.pc_id, call_id=call_id)
         self._calls.add(record)
         metrics.ACTIVE_CALLS.inc()
@@ -263,6 +285,7 @@ class WebRTCAnswerer:
             metrics.PIPELINE_ERRORS.labels(stage="call").inc()
             logger.exception(f"{call_id}: browser call failed")
         finally:
+            self._running.pop(call_id, None)
             watchdog.cancel()
             metrics.ACTIVE_CALLS.dec()
             if connection.pc.connectionState != "closed":

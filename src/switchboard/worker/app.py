@@ -71,7 +71,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
         yield
         state["ready"] = False
         if answerer is not None:
-            await answerer.stop()
+            await answerer.close()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
 
