@@ -76,7 +76,13 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    api_key: SecretStr | None = Field(None, description="Key for operator endpoints (X-API-Key).")
+    api_key: SecretStr | None = Field(None, description="An operator key (kept for compatibility: see api_keys).")
+    api_keys: SecretStr | None = Field(
+        None, description="Operator keys, comma-separated (two while rotating); hashed when loaded."
+    )
+    api_key_hashes: str = Field(
+        "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
+    )
     stream_secret: SecretStr = Field(
         SecretStr("switchboard-dev-stream-secret"),
         description="HMAC key for media stream tokens; set a random value in production.",
@@ -142,6 +148,24 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
 
+
+    def api_key_list(self) -> list[str]:
+        """Every plain operator key configured (SWITCHBOARD_API_KEY and SWITCHBOARD_API_KEYS)."""
+        keys = [self.api_key.get_secret_value()] if self.api_key else []
+        if self.api_keys:
+            keys += [k.strip() for k in self.api_keys.get_secret_value().split(",")]
+        return [k for k in keys if k]
+
+    def api_key_hash_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _key_hashes(cls, value: str) -> str:
+        for digest in (h.strip() for h in value.split(",") if h.strip()):
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ValueError(f"not a SHA-256 hex digest (64 hex characters): {digest[:12]}...")
+        return value
 
     @field_validator("rate_limit_webhooks", "rate_limit_webrtc", "rate_limit_operator", "rate_limit_pages")
     @classmethod

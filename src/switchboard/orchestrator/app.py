@@ -12,7 +12,7 @@ import uuid
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -25,6 +25,7 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.auth import install_operator_keys, require_api_key
 from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
@@ -73,6 +74,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    install_operator_keys(app, settings)
     # Outermost first: a flood is refused from Redis before its body is read or its signature checked.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware, settings=settings)
@@ -84,12 +86,6 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
         body = json.dumps({"error": "dispatch store unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
-
-    def require_api_key(x_api_key: str | None = Header(None)) -> None:
-        if settings.api_key is None:
-            raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
-        if x_api_key != settings.api_key.get_secret_value():
-            raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -110,11 +106,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         body = {"status": "ok" if ready else "unavailable", **checks}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
-    @app.get("/stats")
+    @app.get("/stats", dependencies=[Depends(require_api_key)])
     async def stats() -> dict:
         return await collect_stats(client, queue, registry)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
         try:
             metrics.QUEUE_LENGTH.set(await queue.waiting())

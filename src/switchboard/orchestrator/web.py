@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Literal
 
 import redis.asyncio as redis
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
+from switchboard.orchestrator.auth import require_api_key
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc_signalling import (
     MAX_SDP_CHARS,
@@ -35,6 +36,7 @@ from switchboard.telephony.webrtc_signalling import (
 NO_AGENT_FREE = "no agent is free"
 WEB_DIR = resources.files("switchboard") / "web"
 _PAGES = {"/": "phone.html", "/dashboard": "dashboard.html"}
+_OPERATOR_PAGES = {"/dashboard"}  # the phone is public; the operations page is the operator's
 _ASSETS = {
     "style.css": "text/css; charset=utf-8",
     "phone.js": "text/javascript; charset=utf-8",
@@ -71,7 +73,8 @@ def create_web_router(
         return serve_page
 
     for path, name in _PAGES.items():
-        router.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
+        guard = [Depends(require_api_key)] if path in _OPERATOR_PAGES else []
+        router.add_api_route(path, page(name), methods=["GET"], include_in_schema=False, dependencies=guard)
 
     @router.get("/static/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:

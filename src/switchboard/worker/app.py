@@ -12,7 +12,7 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, WebSocket
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,6 +21,7 @@ from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.auth import install_operator_keys, require_api_key
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
@@ -74,6 +75,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             await answerer.close()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    install_operator_keys(app, settings)
 
     async def drain() -> None:
         state["ready"] = False
@@ -95,15 +97,15 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             body.update(worker_id=service.worker_id, draining=service.draining, capacity=settings.max_calls)
         return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls")
+    @app.get("/calls", dependencies=[Depends(require_api_key)])
     async def calls() -> list[dict]:
         return [asdict(r) for r in registry.recent()]
 
-    @app.get("/calls/{call_sid}")
+    @app.get("/calls/{call_sid}", dependencies=[Depends(require_api_key)])
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
