@@ -74,6 +74,17 @@ class Pool:
                 counts[reason] += int(float(value))
         return counts
 
+    def loop_lag(self) -> tuple[int, int, int]:
+        """Event-loop lag samples of the worker: all, over 25 ms, over 1 s."""
+        exposition = httpx.get(f"{self.worker.base_url}/metrics", timeout=5).text
+        buckets = {}
+        for line in exposition.splitlines():
+            if line.startswith("event_loop_lag_seconds_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[le] = int(float(line.rsplit(" ", 1)[1]))
+        total = buckets["+Inf"]
+        return total, total - buckets["0.025"], total - buckets["1.0"]
+
     def ignored(self) -> int:
         exposition = httpx.get(f"{self.worker.base_url}/metrics", timeout=5).text
         line = next(
@@ -358,10 +369,11 @@ async def test_fuzzed_sockets_are_closed_and_counted_while_a_real_call_is_answer
     script = real_call_script(speech_clips)
     baseline = assert_replied(await run_call(pool.orchestrator.base_url, script, transcribe=True))
 
-    before, ignored_before = pool.rejected(), pool.ignored()
+    before, ignored_before, lag_before = pool.rejected(), pool.ignored(), pool.loop_lag()
     call_task = asyncio.create_task(run_call(pool.orchestrator.base_url, script, transcribe=True))
     outcomes = await fuzz_until(pool, call_task)
     fuzzed = assert_replied(await call_task)
+    lag = [after - before for after, before in zip(pool.loop_lag(), lag_before, strict=True)]
     assert {o.case.name for o in outcomes} == set(CASES), (
         "the call ended before every kind was fuzzed"
     )
@@ -386,13 +398,18 @@ async def test_fuzzed_sockets_are_closed_and_counted_while_a_real_call_is_answer
     assert health.status_code == 200 and health.json()["active_calls"] == 0, health.text
     log = pool.worker.log()
     assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-6000:]
+    assert "/twilio/media/eyJ" not in log, "a stream token reached the log"
+    # A 5 MB message once froze the loop for 18 s; now it is refused unread. Generous bound:
+    # two shared cores can delay a timer, but not by a second.
+    assert lag[2] == 0, f"event loop stalled over 1 s {lag[2]} times during the fuzz"
 
     with capsys.disabled():
         print(
             f"\nreal call voice-to-voice ms: alone {[round(x) for x in baseline]} "
             f"(mean {statistics.mean(baseline):.0f}), beside {len(outcomes)} fuzz sockets "
             f"{[round(x) for x in fuzzed]} (mean {statistics.mean(fuzzed):.0f}); "
-            f"kinds {dict(Counter(o.case.name for o in outcomes))}"
+            f"kinds {dict(Counter(o.case.name for o in outcomes))}; "
+            f"loop-lag samples {lag[0]}, over 25 ms {lag[1]}, over 1 s {lag[2]}"
         )
     # Generous: the fuzz shares two cores with the call's models; it must not stall the call.
     assert max(fuzzed) < max(baseline) + 1500, (baseline, fuzzed)

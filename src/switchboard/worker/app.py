@@ -22,6 +22,7 @@ from switchboard.engines import build_stt, build_tts
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.auth import install_operator_keys, require_api_key
+from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
@@ -75,6 +76,7 @@ def create_worker_app(settings: Settings, agent: AgentConfig, service: WorkerSer
             await answerer.close()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     install_operator_keys(app, settings)
 
     async def drain() -> None:
