@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from twilio.request_validator import RequestValidator
+from websockets.exceptions import InvalidStatus
 
 from conftest import RedisServer, Server, start_orchestrator, start_redis
 
@@ -23,6 +25,7 @@ AUTH_TOKEN = "rate-limit-test-token"
 PUBLIC_URL = "https://switchboard.example"
 WEBHOOK_LIMIT = 20
 FLOOD = 3 * WEBHOOK_LIMIT
+MEDIA_LIMIT = 5
 
 
 @dataclass
@@ -41,6 +44,7 @@ def pair() -> Iterator[Pair]:
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "SWITCHBOARD_PUBLIC_URL": PUBLIC_URL,
         "SWITCHBOARD_RATE_LIMIT_WEBHOOKS": f"{WEBHOOK_LIMIT}/minute",
+        "SWITCHBOARD_RATE_LIMIT_MEDIA": f"{MEDIA_LIMIT}/minute",
         "SWITCHBOARD_LOG_LEVEL": "INFO",
     }
     servers: list[Server] = []
@@ -166,3 +170,16 @@ async def test_a_body_over_the_cap_is_refused_with_413_declared_or_streamed(pair
     assert streamed.status_code == 413, streamed.text
     assert "content-length" not in streamed.request.headers  # it really was sent chunked
     assert small.status_code == 422  # under the cap the endpoint itself answers
+
+
+async def test_websocket_handshakes_over_the_media_limit_get_429(pair: Pair) -> None:
+    url = pair.first.base_url.replace("http://", "ws://") + "/twilio/media/no-such-stream"
+    statuses = []
+    for _ in range(MEDIA_LIMIT + 2):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, open_timeout=5):
+                pass
+        statuses.append(refused.value.response.status_code)
+    assert statuses[:MEDIA_LIMIT] == [403] * MEDIA_LIMIT  # no such route on the orchestrator
+    assert statuses[MEDIA_LIMIT:] == [429, 429]
+    assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     )
     rate_limit_webrtc: str = Field("10/minute", description="Browser call offers per source.")
     rate_limit_operator: str = Field("600/minute", description="/stats, /metrics, /dashboard, /calls, /manual per source.")
+    rate_limit_media: str = Field(
+        "600/minute", description="WebSocket handshakes (media streams) per source, on any path."
+    )
     rate_limit_pages: str = Field("300/minute", description="Every other path (the web pages and assets) per source.")
     trusted_proxies: str = Field(
         "",
@@ -167,7 +170,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a SHA-256 hex digest (64 hex characters): {digest[:12]}...")
         return value
 
-    @field_validator("rate_limit_webhooks", "rate_limit_webrtc", "rate_limit_operator", "rate_limit_pages")
+    @field_validator(
+        "rate_limit_webhooks", "rate_limit_webrtc", "rate_limit_operator", "rate_limit_media", "rate_limit_pages"
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse_many

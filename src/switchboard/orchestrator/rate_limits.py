@@ -4,7 +4,8 @@ Each request is counted against its endpoint group's limit (``Settings.rate_limi
 ``limits`` package's notation: ``600/minute``) for its source address, in a moving window kept
 in Redis (``keys.RATE_LIMIT_PREFIX``), so replicas behind a load balancer enforce one budget. A
 request over the limit gets 429 with ``Retry-After`` before any work is done for it (before a
-webhook's signature is checked). The source is the peer address; behind a proxy uvicorn puts
+webhook's signature is checked); a WebSocket handshake (a media stream, on any path) over
+the ``media`` limit gets the same 429 instead of an upgrade. The source is the peer address; behind a proxy uvicorn puts
 the client from ``X-Forwarded-For`` there, but only for peers listed in
 ``SWITCHBOARD_TRUSTED_PROXIES`` (see ``serving.serve``). Health checks are never limited.
 If Redis cannot be reached the request is let through (and counted): placement needs Redis
@@ -41,8 +42,13 @@ class LimitGroup:
     limits: tuple[RateLimitItem, ...]
 
 
+def media_group(settings: Settings) -> LimitGroup:
+    """WebSocket handshakes (media streams), whatever their path."""
+    return LimitGroup("media", ("/",), tuple(parse_many(settings.rate_limit_media)))
+
+
 def limit_groups(settings: Settings) -> list[LimitGroup]:
-    """The orchestrator's endpoint groups, first match wins; ``pages`` takes every other path."""
+    """The orchestrator's HTTP endpoint groups, first match wins; ``pages`` takes every other path."""
     return [
         LimitGroup(
             "webhook", ("/twilio/", "/webhooks/"), tuple(parse_many(settings.rate_limit_webhooks))
@@ -63,6 +69,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings):
         self.app = app
         self.groups = limit_groups(settings)
+        self.media = media_group(settings)
         storage = RedisStorage(
             "async+" + settings.redis_url,
             implementation="redispy",
@@ -73,10 +80,13 @@ class RateLimitMiddleware:
         self.limiter = MovingWindowRateLimiter(storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_EXEMPT):
+        if scope["type"] not in ("http", "websocket") or scope["path"].startswith(_EXEMPT):
             await self.app(scope, receive, send)
             return
-        group = next(g for g in self.groups if scope["path"].startswith(g.prefixes))
+        if scope["type"] == "websocket":
+            group = self.media
+        else:
+            group = next(g for g in self.groups if scope["path"].startswith(g.prefixes))
         source = scope["client"][0] if scope.get("client") else "unknown"
         retry_after = await self._over_limit(group, source)
         if retry_after is None:
@@ -86,6 +96,9 @@ class RateLimitMiddleware:
         body = json.dumps(
             {"error": f"too many requests to {group.name} endpoints; retry in {retry_after} s"}
         )
+        if scope["type"] == "websocket":
+            await self._refuse_handshake(scope, send, retry_after, body)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -98,6 +111,19 @@ class RateLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body.encode()})
+
+    @staticmethod
+    async def _refuse_handshake(scope: Scope, send: Send, retry_after: int, body: str) -> None:
+        """429 to the upgrade request where the server can answer one, else a refused handshake."""
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(retry_after).encode()),
+        ]
+        await send({"type": "websocket.http.response.start", "status": 429, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body.encode()})
 
     async def _over_limit(self, group: LimitGroup, source: str) -> int | None:
         """Seconds until ``source`` may call ``group`` again, or None if this request may pass."""
