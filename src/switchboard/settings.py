@@ -96,7 +96,11 @@ class Settings(BaseSettings):
     media_max_messages_per_sec: float = Field(
         200.0, gt=0, description="Sustained messages per second per media socket; faster closes it with 1008."
     )
-    media_message_burst: int = Field(200, ge=1, description="Messages a media socket may send at once above that rate.")
+    media_message_burst: int = Field(
+        500, ge=1,
+        description="Messages a media socket may send at once above that rate: 10 s of Twilio audio, so a "
+        "backlog read after a stalled event loop or a network hiccup is not taken for a flood.",
+    )
     media_start_timeout_secs: float = Field(
         10.0, gt=0, description="A media socket that has not sent 'start' this long after connecting is closed."
     )

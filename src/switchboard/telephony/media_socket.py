@@ -24,6 +24,7 @@ from loguru import logger
 from starlette.types import Message
 from starlette.websockets import WebSocketState
 
+from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 from switchboard.settings import Settings
 
@@ -40,12 +41,12 @@ _PROTOCOL_CLOSES = {CLOSE_MESSAGE_TOO_BIG: "oversized", CLOSE_INVALID_PAYLOAD: "
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """What one media socket may send (defaults: ``Settings``' production values)."""
+    """What one media socket may send (``from_settings``: the production defaults)."""
 
-    max_message_bytes: int = 16 * 1024
-    messages_per_sec: float = 200.0
-    burst_messages: int = 200
-    start_timeout_secs: float = 10.0
+    max_message_bytes: int
+    messages_per_sec: float
+    burst_messages: int
+    start_timeout_secs: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaLimits:
@@ -57,7 +58,7 @@ class MediaLimits:
         )
 
 
-class MediaRejected(Exception):
+class MediaRejected(TelephonyError):
     """A media message broke the protocol or a limit: close with ``code``, count ``reason``."""
 
     def __init__(self, reason: str, code: int, detail: str):
@@ -89,7 +90,11 @@ class MediaSocketGuard:
         self._websocket = websocket
         self.limits = limits
         self.transport = transport
-        self._tokens = float(limits.burst_messages)
+        # Per-message work is a length check and a token bucket; the limits are read once here.
+        self._max_chars = limits.max_message_bytes
+        self._rate = limits.messages_per_sec
+        self._burst = float(limits.burst_messages)
+        self._tokens = self._burst
         self._refilled_at = time.monotonic()
         self._closed_with: int | None = None
 
@@ -125,29 +130,20 @@ class MediaSocketGuard:
             return await self._refuse(
                 MediaRejected("binary", CLOSE_UNSUPPORTED_DATA, "binary frame")
             )
-        if len(text) > self.limits.max_message_bytes:
+        if len(text) > self._max_chars:
             return await self._refuse(
                 MediaRejected(
-                    "oversized",
-                    CLOSE_MESSAGE_TOO_BIG,
-                    f"message over {self.limits.max_message_bytes} bytes",
+                    "oversized", CLOSE_MESSAGE_TOO_BIG, f"message over {self._max_chars} bytes"
                 )
             )
         now = time.monotonic()
-        self._tokens = min(
-            float(self.limits.burst_messages),
-            self._tokens + (now - self._refilled_at) * self.limits.messages_per_sec,
-        )
+        tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
         self._refilled_at = now
-        if self._tokens < 1.0:
+        if tokens < 1.0:
             return await self._refuse(
-                MediaRejected(
-                    "rate",
-                    CLOSE_POLICY_VIOLATION,
-                    f"over {self.limits.messages_per_sec:.0f} messages/s",
-                )
+                MediaRejected("rate", CLOSE_POLICY_VIOLATION, f"over {self._rate:.0f} messages/s")
             )
-        self._tokens -= 1.0
+        self._tokens = tokens - 1.0
         return message
 
     async def receive_text(self) -> str | None:
