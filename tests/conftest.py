@@ -20,6 +20,7 @@ SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
 SPEECH_DIR = SHARED / "data" / "speech"
 TEST_AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
 API_KEY = "test-operator-key"  # servers under test guard call records with it
+OPERATOR = {"X-API-Key": API_KEY}  # headers of an operator request
 RECORDS_DIR = REPO / ".pytest_cache" / "records"
 # Servers under test keep their call history out of the repo's var/ and share one database.
 SERVER_ENV = {
@@ -196,11 +197,16 @@ def start_redis(data_dir: Path) -> RedisServer:
     return server
 
 
+# Tests poll /stats every 50 ms; the production per-source limit is for people and Prometheus.
+TEST_OPERATOR_RATE_LIMIT = {"SWITCHBOARD_RATE_LIMIT_OPERATOR": "100000/minute"}
+
+
 def start_orchestrator(redis_url: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     return _start(
         [sys.executable, "-m", "switchboard.cli", "orchestrator", "--port", str(port)],
-        "orchestrator", "/health/live", port, {"SWITCHBOARD_REDIS_URL": redis_url, **(env or {})},
+        "orchestrator", "/health/live", port,
+        {"SWITCHBOARD_REDIS_URL": redis_url, **TEST_OPERATOR_RATE_LIMIT, **(env or {})},
     )
 
 

@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from conftest import (
+    OPERATOR,
     REPO,
     SPEECH_DIR,
     RedisServer,
@@ -61,7 +62,7 @@ class PhoneStack:
         return self.orchestrator.base_url
 
     def stats(self) -> dict:
-        return httpx.get(f"{self.url}/stats", timeout=5).json()
+        return httpx.get(f"{self.url}/stats", headers=OPERATOR, timeout=5).json()
 
     def logs(self) -> str:
         return f"--- orchestrator ---\n{self.orchestrator.log()[-4000:]}\n--- worker ---\n{self.worker.log()[-8000:]}"
@@ -72,14 +73,16 @@ class PhoneStack:
         self.redis.stop()
 
 
-def start_stack(data_dir: Path, max_calls: int = 1) -> PhoneStack:
-    """One worker with ``max_calls`` slots behind one orchestrator, on a fresh Redis."""
+def start_stack(data_dir: Path, max_calls: int = 1, env: dict[str, str] | None = None) -> PhoneStack:
+    """One worker with ``max_calls`` slots behind one orchestrator, on a fresh Redis; ``env``
+    adds settings to both."""
     redis = start_redis(data_dir)
     # DEBUG would log every RTP packet aiortc sends and receives.
     env = {
         "SWITCHBOARD_REDIS_URL": redis.url,
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         "SWITCHBOARD_LOG_LEVEL": "INFO",
+        **(env or {}),
     }
     servers: list[Server] = []
     try:

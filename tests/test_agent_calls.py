@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from conftest import API_KEY, REPLIES, Clip, replied
+from conftest import API_KEY, OPERATOR, REPLIES, Clip, replied
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.line_noise import write_line_noises
@@ -72,31 +72,25 @@ async def test_line_noise_alone_never_interrupts_the_agent(agent_url: str, noise
     assert result.greeting is not None and said(result.greeting.transcript, "please", "say"), summary
 
 
-async def test_malformed_messages_neither_end_the_call_nor_the_server(
+async def test_an_unknown_event_is_counted_and_ignored_and_the_call_goes_on(
     agent_url: str, speech_clips: dict[str, Clip]
 ) -> None:
-    junk = [
-        "this is not json",
-        "[1, 2, 3]",
-        '{"event": 5}',
-        '{"no_event": true}',
-        '{"event": "media", "media": {"payload": "!!!not base64!!!"}}',
-        '{"event": "media"}',
-        '{"event": "media", "media": "not an object"}',
-        '{"event": "dtmf", "dtmf": {"digit": "X"}}',
-        '{"event": "surprise", "streamSid": "MZ0"}',
-        "{" * 5000,
-    ]
+    # Malformed messages close the socket (tests/test_media_fuzz.py); an event we do not know
+    # may be one Twilio added, so it is only counted.
+    async with httpx.AsyncClient() as client:
+        before = _ignored((await client.get(f"{agent_url}/metrics", headers=OPERATOR)).text)
     script = CallScript(
-        turns=[CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path)], raw_messages_after_start=junk
+        turns=[CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path)],
+        raw_messages_after_start=['{"event": "surprise", "streamSid": "MZ0"}'] * 3,
     )
     result = await run_call(agent_url, script, transcribe=True)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert replied(result.turns[0].transcript, REPLIES["boats"]), summary
     async with httpx.AsyncClient() as client:
-        health = await client.get(f"{agent_url}/health")
-        exposition = (await client.get(f"{agent_url}/metrics")).text
-    assert health.status_code == 200
-    dropped = [line for line in exposition.splitlines() if line.startswith("telephony_bad_messages_total{")]
-    assert dropped and float(dropped[0].split()[-1]) >= 9, dropped
+        assert _ignored((await client.get(f"{agent_url}/metrics", headers=OPERATOR)).text) - before == 3
+
+
+def _ignored(exposition: str) -> float:
+    lines = [line for line in exposition.splitlines() if line.startswith("telephony_bad_messages_total{")]
+    return float(lines[0].split()[-1]) if lines else 0.0

@@ -18,14 +18,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import API_KEY, REPO, Server, free_port, replied, start_agent_server, wait_for
+from conftest import (
+    OPERATOR,
+    REPO,
+    Server,
+    free_port,
+    replied,
+    start_agent_server,
+    wait_for,
+)
 from conftest import _start as start_server
 from switchboard.agent.intents import normalize
 from switchboard.agent.tools import SIGNATURE_HEADER, signature
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
-OPERATOR = {"X-API-Key": API_KEY}
 AGENTS = REPO / "tests" / "agents"
 _DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -130,7 +137,7 @@ def twilio_call(twilio_api: Server, sid: str) -> dict | None:
 
 
 def metric(server: Server, name: str, labels: str) -> float:
-    exposition = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    exposition = httpx.get(f"{server.base_url}/metrics", headers=OPERATOR, timeout=5).text
     line = next((x for x in exposition.splitlines() if x.startswith(f"{name}{{{labels}}}")), None)
     return float(line.split()[-1]) if line else 0.0
 

@@ -23,6 +23,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from conftest import (
+    OPERATOR,
     REPLIES,
     TEST_AGENT,
     Clip,
@@ -127,7 +128,7 @@ def two_turns(speech_clips: dict[str, Clip], pause_ms: int = 500) -> CallScript:
 
 
 def metric(server: Server, name: str, label: str) -> float:
-    text = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    text = httpx.get(f"{server.base_url}/metrics", headers=OPERATOR, timeout=5).text
     found = re.search(rf'^{name}\{{[^}}]*="{label}"\}} ([0-9.e+]+)$', text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
@@ -239,7 +240,7 @@ async def test_ten_concurrent_calls_through_orchestrator_workers_and_emulators(
     try:
         wait_for(
             lambda: (
-                len(httpx.get(f"{orchestrator.base_url}/stats", timeout=5).json()["workers"]) == 2
+                len(httpx.get(f"{orchestrator.base_url}/stats", headers=OPERATOR, timeout=5).json()["workers"]) == 2
             ),
             30,
             what="2 workers registered",

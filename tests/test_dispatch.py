@@ -52,10 +52,10 @@ class Pool:
     workers: list[Server]
 
     def stats(self) -> dict:
-        return httpx.get(f"{self.orchestrator.base_url}/stats", timeout=5).json()
+        return httpx.get(f"{self.orchestrator.base_url}/stats", headers={"X-API-Key": API_KEY}, timeout=5).json()
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.orchestrator.base_url}/metrics", timeout=5).text
+        return httpx.get(f"{self.orchestrator.base_url}/metrics", headers={"X-API-Key": API_KEY}, timeout=5).text
 
     def health(self) -> dict:
         return httpx.get(f"{self.orchestrator.base_url}/health", timeout=5).json()

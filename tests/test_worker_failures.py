@@ -44,7 +44,7 @@ def call_state(orchestrator: Server, call_id: str) -> dict:
 
 
 def stats(orchestrator: Server) -> dict:
-    return httpx.get(f"{orchestrator.base_url}/stats", timeout=5).json()
+    return httpx.get(f"{orchestrator.base_url}/stats", headers={"X-API-Key": API_KEY}, timeout=5).json()
 
 
 def test_killed_worker_jobs_run_on_another_worker_within_5_s_and_complete_once(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
-    serve(app, settings.host, settings.port, before_exit=app.state.drain)
+    serve(app, settings, before_exit=app.state.drain)
     return 0
 
 
@@ -51,7 +51,7 @@ def _worker(args: argparse.Namespace) -> int:
     media_url = settings.worker_public_url or f"http://{settings.host}:{settings.port}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=media_url)
     app = create_worker_app(settings, agent, service)
-    serve(app, settings.host, settings.port, before_exit=app.state.drain)
+    serve(app, settings, before_exit=app.state.drain)
     return 0
 
 
@@ -60,7 +60,7 @@ def _orchestrator(args: argparse.Namespace) -> int:
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
 
-    serve(create_orchestrator_app(settings), settings.host, settings.port)
+    serve(create_orchestrator_app(settings), settings)
     return 0
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AGENT_CONFIG = Path(__file__).parent / "agents" / "receptionist.yaml"
@@ -95,12 +95,52 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    api_key: SecretStr | None = Field(None, description="Key for operator endpoints (X-API-Key).")
+    api_key: SecretStr | None = Field(None, description="An operator key (kept for compatibility: see api_keys).")
+    api_keys: SecretStr | None = Field(
+        None, description="Operator keys, comma-separated (two while rotating); hashed when loaded."
+    )
+    api_key_hashes: str = Field(
+        "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
+    )
     stream_secret: SecretStr = Field(
         SecretStr("switchboard-dev-stream-secret"),
         description="HMAC key for media stream tokens; set a random value in production.",
     )
     stream_token_ttl_secs: float = Field(30.0, gt=0, description="How long a stream URL stays valid.")
+
+    # Limits on each media WebSocket (a Twilio media message is ~300 bytes of JSON, 50 a second).
+    media_max_message_bytes: int = Field(
+        16384, ge=1024, description="Largest media message; larger closes it with 1009 (also uvicorn's ws_max_size)."
+    )
+    media_max_messages_per_sec: float = Field(
+        200.0, gt=0, description="Sustained messages per second per media socket; faster closes it with 1008."
+    )
+    media_message_burst: int = Field(
+        500, ge=1,
+        description="Messages a media socket may send at once above that rate: 10 s of Twilio audio, so a "
+        "backlog read after a stalled event loop or a network hiccup is not taken for a flood.",
+    )
+    media_start_timeout_secs: float = Field(
+        10.0, gt=0, description="A media socket that has not sent 'start' this long after connecting is closed."
+    )
+
+    # Limits on public HTTP endpoints: per source address, in a moving window shared in Redis
+    # (notation of the `limits` package: "600/minute", "10/second;100/hour").
+    rate_limit_webhooks: str = Field(
+        "600/minute", description="Twilio and LiveKit webhooks per source (Twilio sends from few addresses)."
+    )
+    rate_limit_webrtc: str = Field("10/minute", description="Browser call offers per source.")
+    rate_limit_operator: str = Field("600/minute", description="/stats, /metrics, /dashboard, /calls, /manual per source.")
+    rate_limit_media: str = Field(
+        "600/minute", description="WebSocket handshakes (media streams) per source, on any path."
+    )
+    rate_limit_pages: str = Field("300/minute", description="Every other path (the web pages and assets) per source.")
+    trusted_proxies: str = Field(
+        "",
+        description="Comma list of proxy addresses/networks whose X-Forwarded-For names the client "
+        "(\"*\": any peer); empty: the peer address is the client and X-Forwarded-For is ignored.",
+    )
+    max_request_body_bytes: int = Field(65536, ge=1024, description="Largest HTTP request body; larger gets 413.")
 
     # Worker pool (named like LiveKit's worker options, with production defaults).
     max_calls: int = Field(4, ge=1, le=1000, description="Calls one worker process runs at once.")
@@ -108,6 +148,12 @@ class Settings(BaseSettings):
     worker_ttl_secs: float = Field(2.0, gt=0, description="A worker silent this long is dead.")
     reclaim_idle_secs: float = Field(
         2.0, gt=0, description="A claimed job unacknowledged and unrefreshed this long is redelivered."
+    )
+    webrtc_max_calls: int = Field(
+        2, ge=0, le=1000, description="Browser calls one worker answers at once (connecting or live), within max_calls."
+    )
+    webrtc_connect_timeout_secs: float = Field(
+        20.0, gt=0, description="An answered browser call whose peer connection is not up by then is dropped."
     )
     drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
     reservation_ttl_secs: float = Field(
@@ -159,6 +205,38 @@ class Settings(BaseSettings):
     elevenlabs_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ELEVENLABS_API_KEY"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
+
+
+    def api_key_list(self) -> list[str]:
+        """Every plain operator key configured (SWITCHBOARD_API_KEY and SWITCHBOARD_API_KEYS)."""
+        keys = [self.api_key.get_secret_value()] if self.api_key else []
+        if self.api_keys:
+            keys += [k.strip() for k in self.api_keys.get_secret_value().split(",")]
+        return [k for k in keys if k]
+
+    def api_key_hash_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.api_key_hashes.split(",") if h.strip()]
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _key_hashes(cls, value: str) -> str:
+        for digest in (h.strip() for h in value.split(",") if h.strip()):
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ValueError(f"not a SHA-256 hex digest (64 hex characters): {digest[:12]}...")
+        return value
+
+    @field_validator(
+        "rate_limit_webhooks", "rate_limit_webrtc", "rate_limit_operator", "rate_limit_media", "rate_limit_pages"
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as e:
+            raise ValueError(f"not a rate limit like '600/minute': {value!r}") from e
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -60,9 +60,12 @@ def start_redis(url: str, data_dir: Path) -> subprocess.Popen:
         raise RuntimeError("redis-server not found: install it (make run does) or set SWITCHBOARD_REDIS_URL")
     port = urlsplit(url).port or 6379
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Its own session: the terminal's Ctrl-C reaches every process of its group at once, and
+    # Redis must outlive the workers' drain (the supervisor stops it last).
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--loglevel", "warning"],
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while not redis_reachable(url):

@@ -12,10 +12,13 @@
 | ``sb:event:{id}`` | string, TTL | LiveKit webhook event ids already seen (replay protection) |
 | ``sb:latency`` | list | recent dispatch latencies (ms), for ``/stats`` |
 | ``sb:turn_latency`` | list | recent agent-side voice-to-voice latencies (ms), for ``/stats`` |
+| ``sb:ratelimit/...`` | list, TTL | moving-window request log of one (endpoint group, source), kept by ``limits`` |
 """
 
 PREFIX = "sb"
 JOB_GROUP = "workers"
+# The ``limits`` package names its own keys (``{prefix}/LIMITER/{group}/{source}/...``).
+RATE_LIMIT_PREFIX = f"{PREFIX}:ratelimit"
 
 
 def jobs() -> str:

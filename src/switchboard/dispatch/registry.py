@@ -146,6 +146,12 @@ class WorkerRegistry:
         )
         return worker_id or None
 
+    async def least_loaded(self) -> str | None:
+        """The live, non-draining worker with the most free slots, without taking one."""
+        free = [(info.capacity - load, info.worker_id) for info, load in await self.live_workers() if not info.draining]
+        best = max(free, default=None)
+        return best[1] if best is not None and best[0] > 0 else None
+
     async def take_slot(self, worker_id: str) -> bool:
         return bool(await self._take_slot(keys=[keys.worker(worker_id), keys.worker_load(worker_id)]))
 

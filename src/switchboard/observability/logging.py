@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 # Fields a JSON line always has; anything else bound with ``logger.bind``/``contextualize``
 # is added beside them.
 _BASE_FIELDS = ("ts", "level", "role", "message", "logger", "function", "line")
+# A media stream's URL path carries its token (a credential while it is valid): uvicorn's
+# connection lines show it redacted.
+_STREAM_TOKEN = re.compile(r"(/twilio/media/)[A-Za-z0-9._~-]+")
+# Faults of a client that uvicorn logs with a traceback although it handles them (the socket
+# is closed with 1007 and the app counts it): one warning line instead.
+_CLIENT_FAULTS = frozenset({"Invalid UTF-8 sequence received from client."})
 
 
 class _InterceptHandler(logging.Handler):
@@ -36,7 +43,11 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+        message = _STREAM_TOKEN.sub(r"\1<token>", record.getMessage())
+        if message in _CLIENT_FAULTS:
+            logger.opt(depth=6).warning(message)
+            return
+        logger.opt(depth=6, exception=record.exc_info).log(level, message)
 
 
 _CALL_ID: ContextVar[str] = ContextVar("switchboard_call_id", default="")

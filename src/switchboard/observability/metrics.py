@@ -100,9 +100,19 @@ CALL_DURATION_SECONDS = Histogram(
 TTS_CACHE = Counter("tts_cache_total", "TTS sentence cache lookups.", ["result"])
 BAD_MESSAGES = Counter(
     "telephony_bad_messages_total",
-    "Telephony messages that were malformed or unexpected.",
+    "Telephony messages of an unknown kind, ignored (malformed ones close the socket: media_rejected_total).",
     ["provider"],
 )
+MEDIA_REJECTED = Counter(
+    "media_rejected_total",
+    "Media sockets closed for breaking a limit or the protocol, by reason (oversized | binary | bad_json | "
+    "bad_utf8 | bad_message | out_of_order | rate | start_timeout), and peers that left before start (left_before_start).",
+    ["transport", "reason"],
+)
+RATE_LIMITED = Counter(
+    "rate_limited_total", "HTTP requests refused with 429, by endpoint group.", ["group"]
+)
+REQUESTS_TOO_LARGE = Counter("requests_too_large_total", "HTTP requests refused with 413 (body over the cap).")
 WEBHOOKS = Counter(
     "webhooks_total", "Webhooks received, by provider and result.", ["provider", "result"]
 )
@@ -116,7 +126,7 @@ JOBS_REDELIVERED = Counter(
 )
 CALLS_REJECTED = Counter(
     "calls_rejected_total",
-    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full).",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap).",
     ["reason"],
 )
 DISPATCH_LATENCY_MS = Histogram(

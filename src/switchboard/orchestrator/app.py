@@ -12,7 +12,7 @@ import uuid
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -26,12 +26,19 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.auth import (
+    install_operator_keys,
+    require_api_key,
+    require_caller_data_key,
+)
+from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.orchestrator.calls_api import CallsBackend, create_calls_router
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
     verify_livekit_webhook,
 )
+from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
@@ -81,6 +88,10 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    install_operator_keys(app, settings)
+    # Outermost first: a flood is refused from Redis before its body is read or its signature checked.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
     app.include_router(create_calls_router(settings, records, ledger))
 
@@ -97,13 +108,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         body = json.dumps({"error": "call history unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
 
-    def require_api_key(x_api_key: str | None = Header(None)) -> None:
-        if settings.api_key is None:
-            raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
-        if x_api_key != settings.api_key.get_secret_value():
-            raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
-
-    app.include_router(outbound_router(settings, require_api_key))
+    app.include_router(outbound_router(settings, require_caller_data_key))
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -124,11 +129,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         body = {"status": "ok" if ready else "unavailable", **checks}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
-    @app.get("/stats")
+    @app.get("/stats", dependencies=[Depends(require_api_key)])
     async def stats() -> dict:
         return await collect_stats(client, queue, registry)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
         try:
             metrics.QUEUE_LENGTH.set(await queue.waiting())

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import soundfile as sf
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from switchboard.agent.config import AgentConfig, load_agent_config
-from switchboard.auth import api_key_required
 from switchboard.dispatch.calls import CallLedger
 from switchboard.errors import ConfigError
 from switchboard.loadtest.analyze import RecordingAnalysis, analyze_channels
 from switchboard.observability import metrics
+from switchboard.orchestrator.auth import require_caller_data_key
 from switchboard.records.archive import store_from_settings
 from switchboard.records.models import CallPage, CallQuery, DeadLetter
 from switchboard.records.store import CallStore
@@ -76,7 +76,7 @@ class CallsBackend:
 
 def create_calls_router(settings: Settings, backend: CallsBackend, ledger: CallLedger) -> APIRouter:
     """Routes of ``/calls`` and ``/webhooks/dead-letters``, all behind the API key."""
-    router = APIRouter(dependencies=api_key_required(settings), tags=["calls"])
+    router = APIRouter(dependencies=[Depends(require_caller_data_key)], tags=["calls"])
     store, webhooks, agent = backend.store, backend.webhooks, backend.agent
 
     @router.get("/calls")

@@ -3,9 +3,10 @@ the call history (``/history``, reading the ``/calls`` API with the operator key
 and the WebRTC call set-up behind the phone (``POST /webrtc/offer``).
 
 The pages are static files shipped in the package (no CDN); the operations page reads
-``GET /stats``. An offer reserves a slot on the least-loaded worker, travels to it through
-Redis (``telephony.webrtc_signalling``) and comes back as that worker's SDP answer; media then
-flows directly between the browser and the worker.
+``GET /stats``. An offer is checked (400 if it is no audio offer), travels through Redis to the
+worker with the most free slots (``telephony.webrtc_signalling``) and comes back as that
+worker's SDP answer; media then flows directly between the browser and the worker, which takes
+a pool slot only once the peer connection is up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from importlib import resources
 from typing import Literal
 
 import redis.asyncio as redis
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, Field
@@ -24,12 +25,21 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
+from switchboard.orchestrator.auth import require_api_key
 from switchboard.settings import Settings
-from switchboard.telephony.webrtc_signalling import MAX_SDP_CHARS, AnswerTimeout, OfferRelay
+from switchboard.telephony.webrtc_signalling import (
+    MAX_SDP_CHARS,
+    AnswerTimeout,
+    OfferRelay,
+    offer_sdp_problem,
+)
 
 NO_AGENT_FREE = "no agent is free"
 WEB_DIR = resources.files("switchboard") / "web"
 _PAGES = {"/": "phone.html", "/dashboard": "dashboard.html", "/history": "calls.html"}
+# The phone is public; the operations page is the operator's. The Calls page holds no data of
+# its own: it asks for the key and every call record behind it needs one.
+_OPERATOR_PAGES = {"/dashboard"}
 _ASSETS = {
     "style.css": "text/css; charset=utf-8",
     "phone.js": "text/javascript; charset=utf-8",
@@ -67,7 +77,8 @@ def create_web_router(
         return serve_page
 
     for path, name in _PAGES.items():
-        router.add_api_route(path, page(name), methods=["GET"], include_in_schema=False)
+        guard = [Depends(require_api_key)] if path in _OPERATOR_PAGES else []
+        router.add_api_route(path, page(name), methods=["GET"], include_in_schema=False, dependencies=guard)
 
     @router.get("/static/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
@@ -77,9 +88,12 @@ def create_web_router(
 
     @router.post("/webrtc/offer")
     async def webrtc_offer(offer: WebRTCOffer) -> JSONResponse:
+        if (problem := offer_sdp_problem(offer.sdp)) is not None:
+            metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+            return _error(400, problem)
         call_id = "call-webrtc-" + uuid.uuid4().hex[:12]
         try:
-            worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
+            worker_id = await registry.least_loaded()
         except redis.RedisError as e:
             logger.error(f"{call_id}: redis unreachable, cannot place a browser call: {e}")
             return _error(503, "the call service is unavailable, please try again shortly")
@@ -94,10 +108,6 @@ def create_web_router(
         try:
             answer = await relay.request_answer(worker_id, call_id, offer.sdp)
         except AnswerTimeout as e:
-            # A worker that never took the offer holds nothing: give its slot back now rather
-            # than when the reservation expires. One it did take frees the slot itself.
-            if e.withdrawn and await registry.confirm_reservation(worker_id, call_id):
-                await registry.release_slot(worker_id)
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
             await ledger.finish(call_id, CallStatus.FAILED)
             logger.warning(f"{call_id}: {e}")

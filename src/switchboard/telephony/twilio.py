@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, WebSocket
@@ -27,10 +28,14 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from switchboard.audio import TELEPHONY_FRAME_BYTES, TELEPHONY_RATE, TelephonyUpsampler, ulaw_decode
-from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
+from switchboard.telephony.media_socket import (
+    CLOSE_POLICY_VIOLATION,
+    MediaRejected,
+    MediaSocketGuard,
+    decode_json,
+)
 
-START_TIMEOUT_SECS = 10.0
 _DTMF_DIGITS = set("0123456789*#")
 
 
@@ -102,38 +107,77 @@ class StreamStart:
     custom_parameters: dict[str, str] = field(default_factory=dict)
 
 
-async def read_stream_start(websocket: WebSocket, limit_secs: float = START_TIMEOUT_SECS) -> StreamStart:
-    """Read messages until ``start``; ``connected`` and stray messages before it are skipped."""
+def _twilio_message(text: str) -> dict[str, Any]:
+    """A Twilio message's JSON object; anything else is ``MediaRejected``."""
+    message = decode_json(text)
+    if not isinstance(message, dict) or not isinstance(message.get("event"), str):
+        raise MediaRejected(
+            "bad_message", CLOSE_POLICY_VIOLATION, "not a Twilio message (no event field)"
+        )
+    return message
 
-    async def _read() -> StreamStart:
+
+def _parse_start(message: dict[str, Any]) -> StreamStart:
+    start = message.get("start")
+    if not isinstance(start, dict):
+        raise MediaRejected(
+            "bad_message", CLOSE_POLICY_VIOLATION, "start message without a start object"
+        )
+    stream_sid = message.get("streamSid") or start.get("streamSid")
+    parameters = start.get("customParameters") or {}
+    if not isinstance(stream_sid, str) or not stream_sid:
+        raise MediaRejected(
+            "bad_message", CLOSE_POLICY_VIOLATION, "start message without streamSid"
+        )
+    if not isinstance(parameters, dict):
+        raise MediaRejected(
+            "bad_message", CLOSE_POLICY_VIOLATION, "start.customParameters is not an object"
+        )
+    return StreamStart(
+        stream_sid=stream_sid,
+        call_sid=str(start.get("callSid", "")),
+        account_sid=str(start.get("accountSid", "")),
+        custom_parameters={str(k): str(v) for k, v in parameters.items()},
+    )
+
+
+async def read_stream_start(socket: MediaSocketGuard) -> StreamStart | None:
+    """Read ``connected`` then ``start``; None (the socket closed, the case counted) otherwise.
+
+    Anything else before ``start``, or no ``start`` within the limit, closes the socket.
+    """
+
+    async def _read() -> StreamStart | None:
+        connected = False
         while True:
-            raw = await websocket.receive_text()
-            try:
-                message = json.loads(raw)
-            except json.JSONDecodeError:
-                metrics.BAD_MESSAGES.labels(provider="twilio").inc()
-                logger.warning(f"twilio: ignoring non-JSON message before start: {raw[:80]!r}")
+            text = await socket.receive_text()
+            if text is None:
+                if socket.closed_with is None:
+                    metrics.MEDIA_REJECTED.labels(
+                        transport=socket.transport, reason="left_before_start"
+                    ).inc()
+                    logger.info("twilio media socket: the peer left before sending start")
+                return None
+            message = _twilio_message(text)
+            if message["event"] == "connected" and not connected:
+                connected = True
                 continue
-            if not isinstance(message, dict):
-                metrics.BAD_MESSAGES.labels(provider="twilio").inc()
-                continue
-            if message.get("event") != "start":
-                continue
-            start = message.get("start") or {}
-            stream_sid = message.get("streamSid") or start.get("streamSid")
-            if not stream_sid or not isinstance(start, dict):
-                raise TelephonyError("start message without streamSid")
-            return StreamStart(
-                stream_sid=stream_sid,
-                call_sid=str(start.get("callSid", "")),
-                account_sid=str(start.get("accountSid", "")),
-                custom_parameters=dict(start.get("customParameters") or {}),
-            )
+            if message["event"] != "start":
+                raise MediaRejected(
+                    "out_of_order", CLOSE_POLICY_VIOLATION, f"{message['event']!r} before start"
+                )
+            return _parse_start(message)
 
+    limit = socket.limits.start_timeout_secs
     try:
-        return await asyncio.wait_for(_read(), limit_secs)
-    except TimeoutError as e:
-        raise TelephonyError(f"no start message within {limit_secs:.0f} s") from e
+        return await asyncio.wait_for(_read(), limit)
+    except MediaRejected as e:
+        await socket.reject(e)
+    except TimeoutError:
+        await socket.reject(
+            MediaRejected("start_timeout", CLOSE_POLICY_VIOLATION, f"no start within {limit:g} s")
+        )
+    return None
 
 
 class PlaybackMark(OutputTransportMessageFrame):
@@ -141,14 +185,18 @@ class PlaybackMark(OutputTransportMessageFrame):
 
 
 class SwitchboardTwilioSerializer(TwilioFrameSerializer):
-    """Pipecat's Twilio serializer, hardened against bad input and speaking marks.
+    """Pipecat's Twilio serializer, strict about its input and speaking marks.
 
-    A malformed message is counted and dropped instead of ending the receive loop, and
-    ``mark`` echoes are logged so we know when the caller actually heard an utterance.
+    A message that is not Twilio's (bad JSON, wrong types, ``start`` again, media after
+    ``stop``) closes the stream through its ``MediaSocketGuard`` with 1007/1008; an event we
+    do not know is counted and ignored (Twilio may add events). ``mark`` echoes are logged so
+    we know when the caller actually heard an utterance.
     """
 
-    def __init__(self, *args, call_sid: str | None = None, input_frame_ms: int = 20, **kwargs):
-        super().__init__(*args, call_sid=call_sid, **kwargs)
+    def __init__(self, *args, socket: MediaSocketGuard, input_frame_ms: int = 20, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._socket = socket
+        self._stopped = False
         self.marks_played: list[str] = []
         # Twilio sends 20 ms frames; every frame costs a hop through each processor of the
         # pipeline, so audio is handed on in ``input_frame_ms`` chunks (VAD reads 32 ms anyway).
@@ -163,37 +211,52 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         if self.handed_off and isinstance(frame, EndFrame | CancelFrame):
             return None
         if isinstance(frame, PlaybackMark):
-            return json.dumps({"event": "mark", "streamSid": self._stream_sid, "mark": frame.message})
+            return json.dumps(
+                {"event": "mark", "streamSid": self._stream_sid, "mark": frame.message}
+            )
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         try:
-            message = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._bad(data, "not JSON")
-        if not isinstance(message, dict) or not isinstance(message.get("event"), str):
-            return self._bad(data, "no event field")
+            return await self._deserialize(data)
+        except MediaRejected as e:
+            await self._socket.reject(e)
+            return None
+
+    async def _deserialize(self, data: str | bytes) -> Frame | None:
+        message = _twilio_message(data if isinstance(data, str) else data.decode(errors="replace"))
         event = message["event"]
+        if event in ("connected", "start") or (self._stopped and event in ("media", "dtmf")):
+            raise MediaRejected("out_of_order", CLOSE_POLICY_VIOLATION, f"{event!r} after start")
+        if event == "stop":
+            self._stopped = True
+            return None
+        body = message.get(event)
         if event == "mark":
-            name = (message.get("mark") or {}).get("name")
-            self.marks_played.append(str(name))
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str):
+                raise MediaRejected("bad_message", CLOSE_POLICY_VIOLATION, "mark without a name")
+            self.marks_played.append(name)
             logger.debug(f"twilio: caller heard up to mark {name}")
             return None
-        if event in ("connected", "start", "stop"):
-            return None
-        if event not in ("media", "dtmf"):
-            return self._bad(data, f"unknown event {event!r}")
-        body = message.get(event)
-        if event == "media" and not (isinstance(body, dict) and isinstance(body.get("payload"), str)):
-            return self._bad(data, "media without a payload")
-        if event == "dtmf" and not (isinstance(body, dict) and body.get("digit") in _DTMF_DIGITS):
-            return self._bad(data, "dtmf without a valid digit")
         if event == "dtmf":
+            if not (isinstance(body, dict) and body.get("digit") in _DTMF_DIGITS):
+                raise MediaRejected(
+                    "bad_message", CLOSE_POLICY_VIOLATION, "dtmf without a valid digit"
+                )
             return await super().deserialize(data)
+        if event != "media":
+            metrics.BAD_MESSAGES.labels(provider="twilio").inc()
+            logger.debug(f"twilio: ignoring unknown event {event[:40]!r}")
+            return None
+        if not (isinstance(body, dict) and isinstance(body.get("payload"), str)):
+            raise MediaRejected("bad_message", CLOSE_POLICY_VIOLATION, "media without a payload")
         try:
             self._pending_audio += base64.b64decode(body["payload"], validate=True)
         except (binascii.Error, ValueError):
-            return self._bad(data, "corrupt payload")
+            raise MediaRejected(
+                "bad_message", CLOSE_POLICY_VIOLATION, "media payload is not base64"
+            ) from None
         if len(self._pending_audio) < self._chunk_bytes:
             return None
         chunk = bytes(self._pending_audio)
@@ -205,12 +268,6 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         if not pcm:
             return None
         return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
-
-    @staticmethod
-    def _bad(data: str | bytes, why: str) -> None:
-        metrics.BAD_MESSAGES.labels(provider="twilio").inc()
-        logger.warning(f"twilio: dropping message ({why}): {str(data)[:80]!r}")
-        return None
 
 
 class PlaybackMarker(FrameProcessor):

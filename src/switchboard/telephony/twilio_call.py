@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import WebSocket
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter, CallControl, CallIds
+from switchboard.telephony.media_socket import MediaSocketGuard
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
 from switchboard.telephony.twilio_rest import TwilioCallControl, transfer_status_url
 
@@ -23,7 +23,7 @@ class TwilioStreamAdapter(CallAdapter):
 
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: MediaSocketGuard,
         start: StreamStart,
         settings: Settings,
         *,
@@ -31,7 +31,8 @@ class TwilioStreamAdapter(CallAdapter):
         control: CallControl | None = None,
         callback_base: str | None = None,
     ):
-        """``callback_base``: the public URL Twilio reaches this server at, for transfer reports."""
+        """``websocket`` is the stream behind its input limits; ``callback_base``: the public URL
+        Twilio reaches this server at, for transfer reports."""
         self.start = start
         params = start.custom_parameters
         self.ids = CallIds(
@@ -54,6 +55,7 @@ class TwilioStreamAdapter(CallAdapter):
             base_url=settings.twilio_api_url,
             params=SwitchboardTwilioSerializer.InputParams(auto_hang_up=can_hang_up),
             input_frame_ms=settings.input_frame_ms,
+            socket=websocket,
         )
         if control is None:
             status_url = (
@@ -69,7 +71,7 @@ class TwilioStreamAdapter(CallAdapter):
     def transport(self) -> FastAPIWebsocketTransport:
         if self._transport is None:
             self._transport = FastAPIWebsocketTransport(
-                self._websocket,
+                self._websocket,  # type: ignore[arg-type]  # the guard stands in for the WebSocket
                 FastAPIWebsocketParams(
                     audio_in_enabled=True,
                     audio_out_enabled=True,

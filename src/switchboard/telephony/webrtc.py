@@ -18,7 +18,7 @@ The browser may send ``{"type": "hangup"}``; closing its peer connection ends th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from switchboard.agent.pipeline import CallPipeline
 
 OUT_SAMPLE_RATE = 24000  # Piper's 22.05 kHz fits; Opus resamples to 48 kHz either way
-CONNECT_TIMEOUT_SECS = 20.0  # answer sent, browser never connected: give the slot back
 MESSAGE_TYPE = "switchboard"
 
 
@@ -109,11 +108,24 @@ class WebRTCPeerAdapter(CallAdapter):
     ingress = "webrtc"
     out_sample_rate = OUT_SAMPLE_RATE
 
-    def __init__(self, connection: SmallWebRTCConnection, call_id: str):
+    def __init__(
+        self,
+        connection: SmallWebRTCConnection,
+        call_id: str,
+        *,
+        connect_timeout_secs: float,
+        on_connected: Callable[[], Awaitable[bool]] | None = None,
+    ):
+        """``on_connected`` runs when the peer connection is up and may refuse the call (False):
+        a browser call takes its pool slot only then, so an offer that never connects holds
+        nothing a phone call needs."""
         self.ids = CallIds(call_sid=call_id, stream_sid=connection.pc_id, call_id=call_id)
         self.control = NoCallControl()
         self.connection = connection
-        self._connected = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.worker: PipelineWorker | None = None
+        self._connect_timeout_secs = connect_timeout_secs
+        self._on_connected = on_connected
         self._transport: SmallWebRTCTransport | None = None
         self._watchdog: asyncio.Task | None = None
 
@@ -126,11 +138,15 @@ class WebRTCPeerAdapter(CallAdapter):
 
     def attach(self, call: CallPipeline) -> None:
         transport, call_id = self.transport(), self.ids.call_id
+        self.worker = call.worker
         call.worker.add_observer(CallEventsObserver(self.connection.send_app_message, call.timings))
 
         @transport.event_handler("on_client_connected")
         async def _connected(_transport, _client):
-            self._connected.set()
+            if self._on_connected is None or await self._on_connected():
+                self.connected.set()
+            else:
+                await call.worker.cancel()
 
         @transport.event_handler("on_app_message")
         async def _message(_transport, message, _sender):
@@ -139,12 +155,14 @@ class WebRTCPeerAdapter(CallAdapter):
                 await call.worker.cancel()
 
         self._watchdog = asyncio.create_task(
-            _cancel_unless_connected(call.worker, self._connected, call_id),
+            _cancel_unless_connected(
+                call.worker, self.connected, call_id, self._connect_timeout_secs
+            ),
             name=f"webrtc-watchdog-{call_id}",
         )
 
     def succeeded(self) -> bool:
-        return self._connected.is_set()
+        return self.connected.is_set()
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -154,11 +172,12 @@ class WebRTCPeerAdapter(CallAdapter):
 
 
 async def _cancel_unless_connected(
-    worker: PipelineWorker, connected: asyncio.Event, call_id: str
+    worker: PipelineWorker, connected: asyncio.Event, call_id: str, limit_secs: float
 ) -> None:
-    """Answered, but the browser never connected: end the call so its slot is freed."""
+    """Answered, but the browser never connected: end the call (it holds no pool slot, but
+    counts against the worker's browser-call cap)."""
     try:
-        await asyncio.wait_for(connected.wait(), CONNECT_TIMEOUT_SECS)
+        await asyncio.wait_for(connected.wait(), limit_secs)
     except TimeoutError:
         metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
         logger.warning(f"{call_id}: the browser never connected, giving up")

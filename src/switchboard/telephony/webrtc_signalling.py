@@ -1,7 +1,9 @@
 """Browser-call signalling through Redis: an orchestrator hands an SDP offer to a worker.
 
-The orchestrator reserves a slot, pushes the offer onto the chosen worker's inbox and blocks on
-a reply key made for that one request; the worker answers with its SDP (or an error). ICE is
+The orchestrator checks the offer, picks the worker with the most free slots, pushes the offer
+onto its inbox and blocks on a reply key made for that one request; the worker answers with its
+SDP (or an error). No slot is held for a browser call until its peer connection is up (the
+worker takes one then), so offers that never connect cannot keep phone calls out. ICE is
 not trickled: the browser sends its offer once gathering is complete and aiortc puts all of
 its candidates in the answer, so one round trip sets up the call. Media then flows directly
 between browser and worker.
@@ -19,6 +21,7 @@ import uuid
 from typing import Literal
 
 import redis.asyncio as redis
+from aiortc.sdp import SessionDescription
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchboard.dispatch.keys import PREFIX
@@ -53,6 +56,22 @@ class AnswerTimeout(SignallingError):
     def __init__(self, message: str, *, withdrawn: bool):
         super().__init__(message)
         self.withdrawn = withdrawn
+
+
+def offer_sdp_problem(sdp: str) -> str | None:
+    """What makes ``sdp`` unusable as a browser's audio offer, or None if nothing does."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except (ValueError, IndexError, KeyError) as e:
+        return f"sdp: not a session description ({e})"
+    audio = next((m for m in description.media if m.kind == "audio"), None)
+    if audio is None:
+        return "sdp: no audio media section (m=audio)"
+    if not (audio.ice and audio.ice.usernameFragment and audio.ice.password):
+        return "sdp: no ICE credentials (a=ice-ufrag, a=ice-pwd)"
+    if not (audio.dtls and audio.dtls.fingerprints):
+        return "sdp: no DTLS fingerprint (a=fingerprint)"
+    return None
 
 
 class Offer(BaseModel):

@@ -14,29 +14,33 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 from fastapi import (
+    Depends,
     FastAPI,
-    Header,
     HTTPException,
     Request,
     Response,
     WebSocket,
-    WebSocketDisconnect,
 )
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
-from switchboard.auth import api_key_required
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
-from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.auth import (
+    install_operator_keys,
+    require_api_key,
+    require_caller_data_key,
+)
+from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.base import TransferOutcome
+from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
 from switchboard.telephony.outbound import (
     answering_machine_twiml,
     outbound_router,
@@ -114,10 +118,12 @@ def create_worker_app(
         yield
         state["ready"] = False
         if answerer is not None:
-            await answerer.stop()
+            await answerer.close()
         await archive.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    install_operator_keys(app, settings)
     # Twilio reaches this process at its media URL: transfer reports come back there too.
     callback_url = settings.worker_public_url if service is not None else settings.public_url
 
@@ -153,31 +159,32 @@ def create_worker_app(
             body["agent_config_errors"] = sorted(agents.errors)
         return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls", dependencies=api_key_required(settings))
+    @app.get("/calls", dependencies=[Depends(require_caller_data_key)])
     async def calls() -> list[dict]:
         return [asdict(r) for r in registry.recent()]
 
-    @app.get("/calls/{call_sid}", dependencies=api_key_required(settings))
+    @app.get("/calls/{call_sid}", dependencies=[Depends(require_caller_data_key)])
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
             raise HTTPException(status_code=404, detail=f"no call {call_sid}")
         return asdict(record)
 
-    async def serve_stream(websocket: WebSocket) -> StreamStart | None:
-        """Accept the socket and read Twilio's start message; None if the peer never sent one."""
+    limits = MediaLimits.from_settings(settings)
+
+    async def serve_stream(websocket: WebSocket) -> tuple[MediaSocketGuard, StreamStart | None]:
+        """Accept the socket under the media limits and read Twilio's start message (None if the
+        peer never sent a valid one: the guard has closed the socket and counted why)."""
         await websocket.accept()
-        try:
-            return await read_stream_start(websocket)
-        except (TelephonyError, WebSocketDisconnect) as e:
+        socket = MediaSocketGuard(websocket, limits, transport="twilio")
+        start = await read_stream_start(socket)
+        if start is None:
             metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-            logger.warning(f"twilio media stream refused: {e}")
-            await _close(websocket, 1008)
-            return None
+        return socket, start
 
     if service is not None:
 
@@ -204,10 +211,10 @@ def create_worker_app(
                 slot = PoolSlot(service, claims.call_id)
                 try:
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
-                    start = await serve_stream(websocket)
+                    socket, start = await serve_stream(websocket)
                     if start is not None:
                         adapter = TwilioStreamAdapter(
-                            websocket, start, settings, call_id=claims.call_id,
+                            socket, start, settings, call_id=claims.call_id,
                             callback_base=public_base(websocket, callback_url),
                         )
                         answering = agents.for_call(start.custom_parameters)
@@ -218,13 +225,7 @@ def create_worker_app(
 
     else:
 
-        def require_api_key(x_api_key: str | None = Header(None)) -> None:
-            if settings.api_key is None:
-                raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
-            if x_api_key != settings.api_key.get_secret_value():
-                raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
-
-        app.include_router(outbound_router(settings, require_api_key))
+        app.include_router(outbound_router(settings, require_caller_data_key))
 
         @app.post("/twilio/voice")
         async def twilio_voice(request: Request) -> Response:
@@ -248,11 +249,11 @@ def create_worker_app(
             assert task is not None
             standalone_calls.add(task)
             try:
-                start = await serve_stream(websocket)
+                socket, start = await serve_stream(websocket)
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
                         adapter = TwilioStreamAdapter(
-                            websocket, start, settings, callback_base=public_base(websocket, callback_url)
+                            socket, start, settings, callback_base=public_base(websocket, callback_url)
                         )
                         answering = agents.for_call(start.custom_parameters)
                         await run_call(adapter, answering, settings, registry, on_ended=on_call_ended,
@@ -261,10 +262,3 @@ def create_worker_app(
                 standalone_calls.discard(task)
 
     return app
-
-
-async def _close(websocket: WebSocket, code: int) -> None:
-    try:
-        await websocket.close(code=code)
-    except RuntimeError:
-        pass  # already closed by the peer

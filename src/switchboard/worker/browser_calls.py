@@ -21,7 +21,7 @@ from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
-from switchboard.telephony.webrtc import CONNECT_TIMEOUT_SECS, WebRTCPeerAdapter
+from switchboard.telephony.webrtc import WebRTCPeerAdapter
 from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
 from switchboard.worker.calls import CallRegistry
 from switchboard.worker.runner import CallEndedHook, run_call
@@ -54,25 +54,46 @@ class WebRTCAnswerer:
         self._inbox = OfferInbox(service.redis, service.worker_id)
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
+        self._browser_calls: set[str] = set()  # answered or connected: capped by webrtc_max_calls
+        # Running browser calls by call id. Nothing but us ends them at shutdown (no server
+        # connection carries them).
+        self._running: dict[str, WebRTCPeerAdapter] = {}
+        self._call_tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
         logger.info(f"worker {self._service.worker_id} answers browser calls")
 
     async def stop(self) -> None:
-        """Stop taking offers and refuse those still queued; live calls drain with the service."""
-        if self._loop is None:
+        """Stop taking offers, refuse those still queued and end calls nobody connected to;
+        connected calls drain with the service."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+            if self._setups:
+                await asyncio.wait(self._setups, timeout=_STOP_SECS)
+            try:
+                for offer in await self._inbox.take_waiting():
+                    await self._refuse(offer, "the agent is shutting down")
+            except (redis.RedisError, OSError) as e:
+                logger.warning(f"could not refuse queued browser calls: {e}")
+        for adapter in list(self._running.values()):
+            if not adapter.connected.is_set() and adapter.worker is not None:
+                await adapter.worker.cancel()
+
+    async def close(self) -> None:
+        """At process exit: stop, then end every browser call still running (bounded)."""
+        await self.stop()
+        if not self._call_tasks:
             return
-        self._loop.cancel()
-        await asyncio.gather(self._loop, return_exceptions=True)
-        self._loop = None
-        if self._setups:
-            await asyncio.wait(self._setups, timeout=_STOP_SECS)
-        try:
-            for offer in await self._inbox.take_waiting():
-                await self._refuse(offer, "the agent is shutting down")
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"could not refuse queued browser calls: {e}")
+        logger.info(f"ending {len(self._call_tasks)} browser call(s)")
+        for adapter in list(self._running.values()):
+            if adapter.worker is not None:
+                await adapter.worker.cancel()
+        _done, pending = await asyncio.wait(self._call_tasks, timeout=_STOP_SECS)
+        for task in pending:
+            task.cancel()
 
     async def _take_offers(self) -> None:
         while True:
@@ -94,7 +115,7 @@ class WebRTCAnswerer:
             task.add_done_callback(_log_setup_failure)
 
     async def _answer(self, offer: Offer) -> None:
-        """Take a slot, answer the offer and start the call; or tell the orchestrator why not."""
+        """Answer the offer and start the call; or tell the orchestrator why not."""
         if time.time() > offer.deadline:
             logger.warning(f"{offer.call_id}: offer arrived after its deadline, ignored")
             return  # nobody waits for it; its reservation expires on its own
@@ -103,19 +124,15 @@ class WebRTCAnswerer:
             metrics.CALLS_REJECTED.labels(reason="worker_full").inc()  # as Twilio streams count it
             await self._refuse(offer, "the agent is shutting down")
             return
-        try:
-            has_slot = await service.registry.confirm_reservation(
-                service.worker_id, offer.call_id
-            ) or await service.registry.take_slot(service.worker_id)
-        except (redis.RedisError, OSError) as e:
-            logger.warning(f"{offer.call_id}: cannot take a slot for a browser call: {e}")
-            await self._refuse(offer, "the agent could not take the call")
+        # No pool slot yet: the call takes one when its peer connection is up (see _run_call).
+        if len(self._browser_calls) >= self._settings.webrtc_max_calls:
+            metrics.CALLS_REJECTED.labels(reason="browser_cap").inc()
+            await self._refuse(offer, "worker has no free slot for browser calls")
             return
-        if not has_slot:
-            metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-            await self._refuse(offer, "worker has no free slot")
-            return
-        connection = SmallWebRTCConnection(connection_timeout_secs=int(CONNECT_TIMEOUT_SECS))
+        self._browser_calls.add(offer.call_id)
+        connection = SmallWebRTCConnection(
+            connection_timeout_secs=max(1, int(self._settings.webrtc_connect_timeout_secs))
+        )
         try:
             async with asyncio.timeout(_ANSWER_SETUP_SECS):
                 await connection.initialize(sdp=offer.sdp, type=offer.type)
@@ -126,15 +143,16 @@ class WebRTCAnswerer:
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
             logger.warning(f"{offer.call_id}: cannot answer the browser's offer: {e!r}")
             await connection.pc.close()
-            await WorkerService._safe(
-                service.registry.release_slot(service.worker_id, offer.call_id)
-            )
+            self._browser_calls.discard(offer.call_id)
             await self._refuse(offer, "the offer could not be answered")
             return
         call = asyncio.create_task(
             self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
         )
         service.track_stream_call(call)
+        self._call_tasks.add(call)
+        call.add_done_callback(self._call_tasks.discard)
+        call.add_done_callback(lambda _task: self._browser_calls.discard(offer.call_id))
         reply = Answer(
             request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
         )
@@ -150,16 +168,26 @@ class WebRTCAnswerer:
         await service._safe(
             service.ledger.record(offer.call_id, CallStatus.RUNNING, worker=service.worker_id)
         )
-        adapter = WebRTCPeerAdapter(connection, offer.call_id)
-        await run_call(
-            adapter,
-            self._agent,
-            self._settings,
-            self._calls,
-            slot=PoolSlot(service, offer.call_id),
-            on_ended=self._on_ended,
-            archive=self._archive,
+        slot = PoolSlot(service, offer.call_id, held=False)
+        adapter = WebRTCPeerAdapter(
+            connection,
+            offer.call_id,
+            connect_timeout_secs=self._settings.webrtc_connect_timeout_secs,
+            on_connected=slot.take,
         )
+        self._running[offer.call_id] = adapter
+        try:
+            await run_call(
+                adapter,
+                self._agent,
+                self._settings,
+                self._calls,
+                slot=slot,
+                on_ended=self._on_ended,
+                archive=self._archive,
+            )
+        finally:
+            self._running.pop(offer.call_id, None)
 
 
 def _log_setup_failure(task: asyncio.Task) -> None:

@@ -1,0 +1,136 @@
+"""Operator authentication for the orchestrator and the workers: ``require_api_key`` for
+operator endpoints and pages (``/stats``, ``/metrics``, ``/dashboard``, ``/manual/...``), and
+the stricter ``require_caller_data_key`` for caller data (``/calls``, recordings) and outbound
+calls.
+
+Keys are kept only as SHA-256 digests: ``SWITCHBOARD_API_KEY_HASHES`` holds digests (hex), and
+the plain keys of ``SWITCHBOARD_API_KEYS`` (a comma list: two at once while rotating) and
+``SWITCHBOARD_API_KEY`` are hashed when the settings are loaded. A request presents a key as
+``X-API-Key: <key>``, ``Authorization: Bearer <key>`` (Prometheus) or HTTP Basic with the key as
+the password (browsers: the dashboard's own ``fetch("/stats")`` then carries it); the digest of
+what it presents is compared with every digest in constant time.
+
+Without any key configured, operator endpoints answer only a direct request from a loopback
+address to a server that itself listens on loopback (``make run``): a request that came
+through a proxy (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``) or a server bound to a
+public address is refused with 403 until a key is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from fastapi import FastAPI, HTTPException, Request
+from loguru import logger
+
+from switchboard.settings import Settings
+
+_REALM = 'Basic realm="Switchboard operator", charset="UTF-8"'
+_PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest a key is stored and compared as."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class OperatorKeys:
+    """The digests of every accepted operator key, and whether keyless loopback access holds."""
+
+    digests: tuple[bytes, ...]
+    loopback_only_server: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OperatorKeys:
+        digests = [bytes.fromhex(h) for h in settings.api_key_hash_list()]
+        digests += [key_digest(k) for k in settings.api_key_list()]
+        return cls(tuple(dict.fromkeys(digests)), _is_loopback(settings.host))
+
+    def accepts(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        digest = key_digest(presented)
+        # Compare with every digest (no early exit) so timing says nothing about which matched.
+        matches = [hmac.compare_digest(digest, known) for known in self.digests]
+        return any(matches)
+
+
+def install_operator_keys(app: FastAPI, settings: Settings) -> None:
+    """Make ``require_api_key`` work on ``app`` (call once when building the app)."""
+    app.state.operator_keys = OperatorKeys.from_settings(settings)
+    if not app.state.operator_keys.digests:
+        where = "direct loopback requests only" if app.state.operator_keys.loopback_only_server else "nobody"
+        logger.warning(f"no SWITCHBOARD_API_KEYS set: operator endpoints answer {where}")
+
+
+async def require_api_key(request: Request) -> None:
+    """FastAPI dependency: 401 unless the request presents an operator key (see module doc)."""
+    keys: OperatorKeys = request.app.state.operator_keys
+    if not keys.digests:
+        if keys.loopback_only_server and _direct_from_loopback(request):
+            return
+        raise HTTPException(
+            status_code=403, detail="operator endpoints need a key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)"
+        )
+    if not keys.accepts(_presented_key(request)):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or wrong operator key (X-API-Key, Authorization: Bearer, or Basic password)",
+            headers={"WWW-Authenticate": _REALM},
+        )
+
+
+async def require_caller_data_key(request: Request) -> None:
+    """FastAPI dependency for anything of a caller's (numbers, transcripts, recordings) and for
+    actions that cost money (outbound calls): 401 unless an operator key is presented. Unlike
+    ``require_api_key`` there is no keyless loopback exception: with no key configured nothing
+    is served."""
+    keys: OperatorKeys = request.app.state.operator_keys
+    if not keys.digests:
+        raise HTTPException(
+            status_code=401,
+            detail="call records need an operator key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)",
+        )
+    if not keys.accepts(_presented_key(request)):
+        raise HTTPException(
+            status_code=401,
+            # No Basic challenge: the Calls page sends the key itself, and a challenge would
+            # make the browser pop its own password dialog over the page.
+            detail="missing or wrong operator key (X-API-Key, Authorization: Bearer, or Basic password)",
+        )
+
+
+def _presented_key(request: Request) -> str | None:
+    if (key := request.headers.get("x-api-key")) is not None:
+        return key
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+def _direct_from_loopback(request: Request) -> bool:
+    if any(h in request.headers for h in _PROXY_HEADERS):
+        return False
+    return request.client is not None and _is_loopback(request.client.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
