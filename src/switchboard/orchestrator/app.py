@@ -30,6 +30,11 @@ from switchboard.orchestrator.livekit_webhooks import (
     agent_needed,
     verify_livekit_webhook,
 )
+from switchboard.orchestrator.media_edge import (
+    EDGE_PATH,
+    STREAM_TOKEN_PARAM,
+    create_media_edge_router,
+)
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
@@ -41,7 +46,6 @@ from switchboard.telephony.twilio import (
     verified_webhook_form,
     websocket_url,
 )
-from switchboard.worker.app import MEDIA_PATH
 
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
@@ -72,6 +76,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
     app.include_router(create_web_router(settings, client, registry))
+    app.include_router(create_media_edge_router(settings, registry))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
@@ -120,7 +125,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        form, _base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
+        form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         call_sid = form.get("CallSid") or uuid.uuid4().hex
         call_id = f"call-{call_sid}"
         with call_context(call_id):
@@ -130,17 +135,14 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
                 await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
                 logger.warning(f"{call_id}: no worker has a free slot, answering busy")
                 return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
-            workers = {w.worker_id: w for w, _load in await registry.live_workers()}
-            media_base = workers[worker_id].media_url if worker_id in workers else None
-            if media_base is None:  # died between reservation and lookup
-                metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
-                return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
             token = stream_tokens.issue(
                 settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
             )
             await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
             params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
-            twiml = connect_stream_twiml(websocket_url(media_base, f"{MEDIA_PATH}/{token}"), params)
+            # The stream enters at the public edge (any orchestrator), which relays it to the worker.
+            params[STREAM_TOKEN_PARAM] = token
+            twiml = connect_stream_twiml(websocket_url(base, EDGE_PATH), params)
             return Response(twiml, media_type="application/xml")
 
     @app.post("/webhooks/livekit")
