@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
+import uvloop
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -59,7 +60,7 @@ SECRET = "bench-stream-secret"
 WORKER_ID = "bench-echo"
 FRAME_SECS = 0.020
 WARMUP_SECS = 1.0
-MAX_STREAMS = 20
+MAX_STREAMS = 10  # per arm: as many again go direct at the same time, 20 in all
 _TICK = os.sysconf("SC_CLK_TCK")
 # Traffic back to the caller, as a fraction of the 50 frames/s coming in. Pipecat's output
 # transport sends the agent's audio in 40 ms chunks: an agent speaking all the time is every
@@ -127,7 +128,11 @@ async def one_stream(url: str, token: str, echo_every: int, until: float, measur
              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip
     async with connect(url, compression=None, open_timeout=10) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start}))
+        await ws.send(
+            json.dumps(
+                {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start}
+            )
+        )
 
         async def receive() -> None:
             async for message in ws:
@@ -159,25 +164,33 @@ def cpu_secs(pid: int) -> float:
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     a = np.asarray(values)
-    return {q: round(float(np.percentile(a, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}
+    return {
+        q: round(float(np.percentile(a, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
+    }
 
 
-async def measure(url: str, streams: int, secs: float, echo_every: int, edge_pid: int) -> dict:
-    """Run ``streams`` streams for ``secs``; RTT percentiles and the edge's CPU over the window."""
-    rtts: list[float] = []
+async def measure(
+    urls: tuple[str, str], streams: int, secs: float, echo_every: int, edge_pid: int
+) -> dict:
+    """``streams`` streams through the edge and as many direct, at the same time (so both see the
+    same machine noise), for ``secs``: RTT percentiles of each and the edge's CPU over the window."""
+    rtts: dict[str, list[float]] = {"edge": [], "direct": []}
     now = time.perf_counter()
     measure_from, until = now + WARMUP_SECS, now + WARMUP_SECS + secs
-    tokens = [stream_tokens.issue(SECRET, f"call-bench-{i}", WORKER_ID, 300) for i in range(streams)]
-    tasks = [asyncio.create_task(one_stream(url, t, echo_every, until, measure_from, rtts)) for t in tokens]
+    tasks = [
+        asyncio.create_task(one_stream(url, stream_tokens.issue(SECRET, f"call-bench-{arm}-{i}", WORKER_ID, 300),
+                                       echo_every, until, measure_from, rtts[arm]))
+        for i in range(streams) for arm, url in zip(("edge", "direct"), urls, strict=True)
+    ]  # fmt: skip
     await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
     (user_before, sys_before), wall_before = cpu_split(edge_pid), time.perf_counter()
     await asyncio.sleep(max(0.0, until - time.perf_counter()))
     (user_after, sys_after), wall_after = cpu_split(edge_pid), time.perf_counter()
     await asyncio.gather(*tasks)
     return {
-        "echoed_frames": len(rtts),
+        "echoed_frames": {arm: len(v) for arm, v in rtts.items()},
         "echoed_frames_expected": int(streams * secs / FRAME_SECS / echo_every),
-        "rtt_ms": _percentiles(rtts),
+        "rtt_ms": {arm: _percentiles(v) for arm, v in rtts.items()},
         "edge_cpu_secs": round(user_after - user_before + sys_after - sys_before, 3),
         "edge_cpu_system_secs": round(sys_after - sys_before, 3),  # kernel: sockets, loopback TCP
         "wall_secs": round(wall_after - wall_before, 3),
@@ -186,20 +199,22 @@ async def measure(url: str, streams: int, secs: float, echo_every: int, edge_pid
 
 async def run_shape(urls: tuple[str, str], edge_pid: int, streams: int, secs: float, echo_every: int,
                     idle_rate: float) -> dict:  # fmt: skip
-    direct = await measure(urls[1], streams, secs, echo_every, edge_pid)
-    edge = await measure(urls[0], streams, secs, echo_every, edge_pid)
-    busy = edge["edge_cpu_secs"] - idle_rate * edge["wall_secs"]
+    m = await measure(urls, streams, secs, echo_every, edge_pid)
+    busy = m["edge_cpu_secs"] - idle_rate * m["wall_secs"]
     frames_per_sec = streams * (1 + 1 / echo_every) / FRAME_SECS  # relayed, both directions
-    added = {q: round(edge["rtt_ms"][q] - direct["rtt_ms"][q], 3) for q in ("p50", "p95", "p99")}
+    edge, direct = m["rtt_ms"]["edge"], m["rtt_ms"]["direct"]
+    added = {q: round(edge[q] - direct[q], 3) for q in ("p50", "p95", "p99")}
     return {
         "echo_every": echo_every,
-        "frames_per_sec_per_stream": {"to_worker": 1 / FRAME_SECS, "to_caller": 1 / FRAME_SECS / echo_every},
-        "direct": direct,
-        "edge": edge,
+        "frames_per_sec_per_stream": {
+            "to_worker": 1 / FRAME_SECS,
+            "to_caller": 1 / FRAME_SECS / echo_every,
+        },
+        **m,
         "added_round_trip_ms": added,
         "added_one_way_ms": {q: round(v / 2, 3) for q, v in added.items()},
-        "edge_cpu_pct_of_a_core_per_stream": round(100 * busy / edge["wall_secs"] / streams, 3),
-        "edge_cpu_us_per_relayed_frame": round(1e6 * busy / edge["wall_secs"] / frames_per_sec, 1),
+        "edge_cpu_pct_of_a_core_per_stream": round(100 * busy / m["wall_secs"] / streams, 3),
+        "edge_cpu_us_per_relayed_frame": round(1e6 * busy / m["wall_secs"] / frames_per_sec, 1),
     }
 
 
@@ -211,7 +226,11 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
     orchestrator = None
     try:
         wait_port(echo_port)
-        env = {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_STREAM_SECRET": SECRET, "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        env = {
+            "SWITCHBOARD_REDIS_URL": redis_url,
+            "SWITCHBOARD_STREAM_SECRET": SECRET,
+            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        }
         orchestrator = start_process(cli("orchestrator", "--port", str(orchestrator_port)),
                                      f"http://127.0.0.1:{orchestrator_port}/health/live", work / "orchestrator.log", env)  # fmt: skip
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -220,15 +239,25 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
                           pid=echo.pid, started_at=now, heartbeat_at=now)  # fmt: skip
         await WorkerRegistry(client, worker_ttl_secs=3600).register(info)
         await client.aclose()
-        urls = (f"ws://127.0.0.1:{orchestrator_port}/twilio/media", f"ws://127.0.0.1:{echo_port}/twilio/media/x")
+        urls = (
+            f"ws://127.0.0.1:{orchestrator_port}/twilio/media",
+            f"ws://127.0.0.1:{echo_port}/twilio/media/x",
+        )
         runs = []
         for i in range(repeat):
             idle_before, t0 = cpu_secs(orchestrator.pid), time.perf_counter()
             await asyncio.sleep(3)
             idle_rate = (cpu_secs(orchestrator.pid) - idle_before) / (time.perf_counter() - t0)
-            result = {"streams": streams, "secs": secs, "edge_idle_cpu_pct": round(100 * idle_rate, 3), "shapes": {}}
+            result = {
+                "streams": streams,
+                "secs": secs,
+                "edge_idle_cpu_pct": round(100 * idle_rate, 3),
+                "shapes": {},
+            }
             for shape, every in SHAPES.items():
-                result["shapes"][shape] = await run_shape(urls, orchestrator.pid, streams, secs, every, idle_rate)
+                result["shapes"][shape] = await run_shape(
+                    urls, orchestrator.pid, streams, secs, every, idle_rate
+                )
             print(f"run {i + 1}: {json.dumps(result)}", flush=True)
             runs.append(result)
         return {"runs": runs}
@@ -243,30 +272,24 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
 
 
 def doc_section(data: dict) -> str:
+    """The results table of docs/performance.md's "Media edge relay" section."""
     rows = []
-    for i, r in enumerate(data["runs"], 1):
-        rows.append(
-            f"| {i} | {r['streams']} × {r['secs']:.0f} s | {r['direct']['rtt_ms']['p50']:.2f} / {r['direct']['rtt_ms']['p95']:.2f} "
-            f"| {r['edge']['rtt_ms']['p50']:.2f} / {r['edge']['rtt_ms']['p95']:.2f} "
-            f"| **{r['added_one_way_ms']['p50']:.2f} / {r['added_one_way_ms']['p95']:.2f}** "
-            f"| **{r['edge_cpu_pct_of_a_core_per_stream']:.3f} %** |"
-        )
+    for i, run in enumerate(data["runs"], 1):
+        for shape, r in run["shapes"].items():
+            edge, direct = r["rtt_ms"]["edge"], r["rtt_ms"]["direct"]
+            rows.append(
+                f"| {i} | {shape.replace('_', ' ')} | {direct['p50']:.2f} / {direct['p95']:.2f} "
+                f"| {edge['p50']:.2f} / {edge['p95']:.2f} "
+                f"| **{r['added_one_way_ms']['p50']:.2f} / {r['added_one_way_ms']['p95']:.2f}** "
+                f"| **{r['edge_cpu_pct_of_a_core_per_stream']:.2f} %** | {r['edge_cpu_us_per_relayed_frame']:.0f} µs |"
+            )
     return "\n".join(
         [
-            "## Media edge relay",
+            f"{data['runs'][0]['streams']} streams through the edge and {data['runs'][0]['streams']} direct at the same time, "
+            f"{data['runs'][0]['secs']:.0f} s per shape after 1 s of warm-up; {data['machine']}.",
             "",
-            "Twilio's media streams enter at the orchestrators and are relayed to the worker holding the",
-            "call ([deployment.md](deployment.md#public-and-internal-tiers)). What the extra hop costs, measured",
-            "with `benchmarks/media_edge.py` on loopback: synthetic streams at 50 frames/s (160-byte μ-law,",
-            "send time in the payload) to an echo worker, directly and through a real orchestrator's edge.",
-            "Every frame is echoed, so both directions run at 50 frames/s (a worst case: an agent speaks only",
-            "part of the call). Added one-way = (edge RTT − direct RTT) / 2, the delay one frame gains",
-            "crossing the edge once. CPU = the orchestrator's user+system time over the window, idle rate",
-            "subtracted, per stream. Goals: ≤ 2 ms p95 added per frame, ≤ 0.3 % of a core per call.",
-            f"Machine: {data['machine']} (shared with other work; each run is one command, run twice).",
-            "",
-            "| run | streams | direct RTT p50 / p95 (ms) | edge RTT p50 / p95 (ms) | added one-way p50 / p95 (ms) | edge CPU per call |",
-            "|---|---|---|---|---|---|",
+            "| run | traffic | direct RTT p50 / p95 (ms) | edge RTT p50 / p95 (ms) | added one-way p50 / p95 (ms) | edge CPU per call (% of a core) | edge CPU per relayed frame |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"`{data['command']}`; raw numbers in `benchmarks/results/media_edge.json`.",
@@ -279,7 +302,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--streams", type=int, default=20, help=f"concurrent streams (at most {MAX_STREAMS})"
+        "--streams",
+        type=int,
+        default=10,
+        help=f"streams through the edge, as many direct (≤ {MAX_STREAMS})",
     )
     parser.add_argument(
         "--secs", type=float, default=15.0, help="measured seconds per mode (after 1 s warm-up)"
@@ -291,11 +317,11 @@ def main() -> None:
     parser.add_argument("--echo-port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_port is not None:
-        asyncio.run(run_echo_worker(args.echo_port))
+        uvloop.run(run_echo_worker(args.echo_port))
         return
     if not 1 <= args.streams <= MAX_STREAMS or not 1 <= args.secs <= 120:
         parser.error(f"--streams must be 1..{MAX_STREAMS} and --secs 1..120")
-    data = asyncio.run(run(args.streams, args.secs, args.repeat))
+    data = uvloop.run(run(args.streams, args.secs, args.repeat))  # as uvicorn runs the edge
     data["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )

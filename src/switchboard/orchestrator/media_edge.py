@@ -43,7 +43,9 @@ _MAX_START_BYTES = 16 * 1024
 # The internal hop's keepalive: notices a worker host that vanished without closing TCP.
 _WORKER_PING_SECS = 10.0
 _WORKER_CLOSE_TIMEOUT_SECS = 2.0
-# Codes a peer reports but that may not be sent in a close frame (RFC 6455 7.4.1).
+# Codes a peer reports but that may not be sent in a close frame (RFC 6455 7.4.1): 1005 is a
+# close frame without a code (a normal close), 1006 / 1015 a connection lost without one.
+_NO_STATUS = 1005
 _UNSENDABLE = {1005, 1006, 1015}
 CALLER_LEFT_CODE = 1001  # the caller's TCP dropped without a close frame: "going away"
 WORKER_LOST_CODE = 1011  # the worker's connection died (killed, host gone): "internal error"
@@ -216,7 +218,13 @@ async def _caller_to_worker(caller: WebSocket, worker: ClientConnection) -> int 
                 message = {"type": "websocket.disconnect", "code": 1006}
             if message["type"] == "websocket.disconnect":
                 code = message.get("code") or 1000
-                sendable = CALLER_LEFT_CODE if code in _UNSENDABLE else code
+                sendable = (
+                    1000
+                    if code == _NO_STATUS
+                    else CALLER_LEFT_CODE
+                    if code in _UNSENDABLE
+                    else code
+                )
                 await worker.close(sendable, message.get("reason") or "")
                 return sendable
             text = message.get("text")
@@ -239,9 +247,9 @@ async def _worker_to_caller(worker: ClientConnection, caller: WebSocket) -> tupl
         # The caller is gone; the other direction sees its disconnect and closes the worker.
         await asyncio.Event().wait()
     received = worker.protocol.close_rcvd
-    if received is None or received.code in _UNSENDABLE:
+    if received is None or received.code in _UNSENDABLE - {_NO_STATUS}:
         return WORKER_LOST_CODE, "worker connection lost"
-    return received.code, received.reason
+    return (1000 if received.code == _NO_STATUS else received.code), received.reason
 
 
 async def _refuse(websocket: WebSocket, refused: _Refused) -> None:

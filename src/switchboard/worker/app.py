@@ -1,7 +1,8 @@
 """The worker's HTTP/WebSocket server: media streams, health, metrics and call records.
 
-In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}`` with a
-token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
+In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}``, relayed
+by the orchestrators' media edge (``orchestrator.media_edge``) to this worker's internal address,
+with a token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
 Twilio webhook itself and takes streams at ``/twilio/media``: one process, no Redis.
 """
 
