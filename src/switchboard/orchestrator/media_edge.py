@@ -218,13 +218,9 @@ async def _caller_to_worker(caller: WebSocket, worker: ClientConnection) -> int 
                 message = {"type": "websocket.disconnect", "code": 1006}
             if message["type"] == "websocket.disconnect":
                 code = message.get("code") or 1000
-                sendable = (
-                    1000
-                    if code == _NO_STATUS
-                    else CALLER_LEFT_CODE
-                    if code in _UNSENDABLE
-                    else code
-                )
+                # uvicorn reports a lost connection as 1005 too, so every unsendable code
+                # (no code, connection lost) reaches the worker as "going away".
+                sendable = CALLER_LEFT_CODE if code in _UNSENDABLE else code
                 await worker.close(sendable, message.get("reason") or "")
                 return sendable
             text = message.get("text")
