@@ -329,8 +329,10 @@ async def test_the_caller_hanging_up_closes_the_worker_hop(
 
 async def test_a_stream_for_a_worker_that_is_gone_is_closed_with_1011(stack: EdgeStack) -> None:
     token = stream_tokens.issue(DEV_SECRET, "call-gone", "no-such-worker", 30)
+    before = counter(stack.metrics(), "calls_rejected_total", reason="worker_lost")
     ws = await open_stream(edge_url(stack.edge), token)
     assert await close_code_of(ws) == 1011
+    assert counter(stack.metrics(), "calls_rejected_total", reason="worker_lost") == before + 1
 
 
 async def test_any_edge_relays_any_stream_and_a_signed_edge_refuses_unsigned_streams(
@@ -382,3 +384,14 @@ def test_switchboard_up_binds_workers_to_loopback_and_only_the_orchestrator_publ
         "http://127.0.0.1:9101",
         "http://127.0.0.1:9102",
     ]
+
+
+def test_a_worker_registers_an_internal_url_it_can_be_dialled_at() -> None:
+    from switchboard.cli import _internal_url
+
+    assert _internal_url(Settings(host="127.0.0.1", port=8081)) == "http://127.0.0.1:8081"
+    configured = Settings(host="0.0.0.0", port=8081, worker_internal_url="http://10.0.0.7:8081/")
+    assert _internal_url(configured) == "http://10.0.0.7:8081"
+    # A wildcard bind is not an address: the machine's own is registered instead.
+    wildcard = _internal_url(Settings(host="0.0.0.0", port=8081))
+    assert wildcard.startswith("http://") and "0.0.0.0" not in wildcard and wildcard.endswith(":8081")

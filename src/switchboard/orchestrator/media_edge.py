@@ -250,6 +250,9 @@ async def _worker_to_caller(worker: ClientConnection, caller: WebSocket) -> tupl
 
 async def _refuse(websocket: WebSocket, refused: _Refused) -> None:
     metrics.MEDIA_EDGE_STREAMS.labels(result=refused.result).inc()
+    if refused.result in ("worker_gone", "worker_unreachable"):
+        # The call was placed on a worker that died before its stream arrived (runbook: worker_lost).
+        metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
     logger.warning(f"media edge refused a stream: {refused.reason}")
     if refused.code is not None:
         await _close_caller(websocket, refused.code, refused.reason)
