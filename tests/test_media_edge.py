@@ -49,7 +49,9 @@ from switchboard.telephony import stream_tokens
 
 DEV_SECRET = "switchboard-dev-stream-secret"
 AUTH_TOKEN = "edge-test-auth-token"
-ENV = {"SWITCHBOARD_RESERVATION_TTL_SECS": "3"}  # a webhook whose stream never comes frees its slot soon
+ENV = {
+    "SWITCHBOARD_RESERVATION_TTL_SECS": "3"
+}  # a webhook whose stream never comes frees its slot soon
 
 
 @dataclass
@@ -362,7 +364,10 @@ async def test_a_real_worker_killed_mid_call_closes_the_callers_socket_with_1011
     stream = ElementTree.fromstring(twiml).find("./Connect/Stream")
     assert stream is not None, twiml
     token = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}[STREAM_TOKEN_PARAM]
-    ws = await open_stream(edge_url(stack.edge), token)
+    # Placed by one orchestrator, the stream enters at the other: the edge holds no state.
+    url = edge_url(stack.signed_edge)
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, {})
+    ws = await open_stream(url, token, additional_headers={"X-Twilio-Signature": signature})
     # The agent's greeting arriving through the edge proves the call is up on the worker.
     greeting = json.loads(await asyncio.wait_for(ws.recv(), 15))
     assert greeting["event"] == "media"
@@ -394,4 +399,6 @@ def test_a_worker_registers_an_internal_url_it_can_be_dialled_at() -> None:
     assert _internal_url(configured) == "http://10.0.0.7:8081"
     # A wildcard bind is not an address: the machine's own is registered instead.
     wildcard = _internal_url(Settings(host="0.0.0.0", port=8081))
-    assert wildcard.startswith("http://") and "0.0.0.0" not in wildcard and wildcard.endswith(":8081")
+    assert (
+        wildcard.startswith("http://") and "0.0.0.0" not in wildcard and wildcard.endswith(":8081")
+    )
