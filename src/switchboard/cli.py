@@ -8,8 +8,12 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from switchboard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from switchboard.settings import Settings
 
 
 def _settings(args: argparse.Namespace, role: str):
@@ -54,7 +58,7 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _internal_url(settings) -> str:
+def _internal_url(settings: Settings) -> str:
     """Where the media edge reaches this worker: the configured URL, else host:port (a wildcard
     bind registers this machine's own address, which is what its peers can dial)."""
     if settings.worker_internal_url:
