@@ -314,19 +314,23 @@ async def test_a_worker_connection_that_dies_closes_the_caller_with_1011(
     assert await close_code_of(ws) == 1011
 
 
-@pytest.mark.parametrize("how", ["close", "drop"])
-async def test_the_caller_hanging_up_closes_the_worker_hop(
-    stack: EdgeStack, fake_worker: FakeWorker, how: str
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(1000, 1000), (4001, 4001), (None, 1001)],
+    ids=["1000", "4001", "dropped"],
+)
+async def test_the_caller_hanging_up_closes_the_worker_hop_with_its_code(
+    stack: EdgeStack, fake_worker: FakeWorker, code: int | None, expected: int
 ) -> None:
     ws = await open_stream(edge_url(stack.edge), fake_worker.token())
     await ws.send(media_message(0))
     await fake_worker.wait_received(3)
-    if how == "close":
-        await ws.close(1000)
+    if code is not None:
+        await ws.close(code)
     else:
         ws.transport.abort()  # Twilio's TCP connection lost, no close frame
-    # A clean hang-up's code is passed on; a lost connection becomes 1001 "going away".
-    assert await asyncio.wait_for(fake_worker.closed_with, 5) == (1000 if how == "close" else 1001)
+    # A hang-up's code is passed on as it is; a lost connection becomes 1001 "going away".
+    assert await asyncio.wait_for(fake_worker.closed_with, 5) == expected
 
 
 async def test_a_stream_for_a_worker_that_is_gone_is_closed_with_1011(stack: EdgeStack) -> None:

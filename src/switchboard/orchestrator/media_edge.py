@@ -221,11 +221,11 @@ async def _caller_to_worker(caller: WebSocket, worker: ClientConnection) -> int 
                 # uvicorn reports a lost connection as 1005 too, so every unsendable code
                 # (no code, connection lost) reaches the worker as "going away".
                 sendable = CALLER_LEFT_CODE if code in _UNSENDABLE else code
-                await worker.close(sendable, message.get("reason") or "")
+                await worker.close(sendable, _short(message.get("reason") or ""))
                 return sendable
             text = message.get("text")
             await worker.send(text if text is not None else message.get("bytes") or b"")
-    except ConnectionClosed:
+    except WebSocketException:  # closed under a send, or a code the worker hop cannot carry
         return None
 
 
@@ -258,8 +258,13 @@ async def _refuse(websocket: WebSocket, refused: _Refused) -> None:
         await _close_caller(websocket, refused.code, refused.reason)
 
 
+def _short(reason: str) -> str:
+    """A close reason that fits a close frame (123 bytes of UTF-8)."""
+    return reason.encode()[:120].decode(errors="ignore")
+
+
 async def _close_caller(websocket: WebSocket, code: int, reason: str) -> None:
     try:
-        await websocket.close(code=code, reason=reason[:120])
+        await websocket.close(code=code, reason=_short(reason))
     except (RuntimeError, OSError, WebSocketDisconnect):
         pass  # the caller is gone already
