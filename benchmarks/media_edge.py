@@ -88,6 +88,54 @@ async def run_echo_worker(port: int) -> None:
         await server.serve_forever()
 
 
+# -- reference: a byte splice (what an edge that stops parsing after `start` would cost) ---------
+
+
+class _Splice(asyncio.Protocol):
+    """One side of a TCP byte relay: whatever arrives is written to the peer, unparsed."""
+
+    def __init__(self, peer: _Splice | None = None):
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer.transport if self.peer else None
+        if peer is None:
+            self.pending.append(data)
+        else:
+            peer.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer and self.peer.transport:
+            self.peer.transport.close()
+
+
+async def run_splice(port: int, target_port: int) -> None:
+    loop = asyncio.get_running_loop()
+
+    def accept() -> _Splice:
+        front = _Splice()
+
+        async def dial() -> None:
+            _transport, back = await loop.create_connection(
+                lambda: _Splice(front), "127.0.0.1", target_port
+            )
+            front.peer = back
+            for data in front.pending:
+                back.transport.write(data)  # type: ignore[union-attr]
+            front.pending.clear()
+
+        front.dialling = asyncio.ensure_future(dial())  # type: ignore[attr-defined]
+        return front
+
+    server = await loop.create_server(accept, "127.0.0.1", port)
+    await server.serve_forever()
+
+
 def wait_port(port: int, limit_secs: float = 30) -> None:
     deadline = time.monotonic() + limit_secs
     while time.monotonic() < deadline:
@@ -223,9 +271,14 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
     redis_process, redis_url = start_redis(work)
     echo_port, orchestrator_port = free_port(), free_port()
     echo = subprocess.Popen([sys.executable, __file__, "--echo-port", str(echo_port)])  # noqa: ASYNC220
+    splice_port = free_port()
+    splice = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, __file__, "--splice-port", str(splice_port), "--splice-to", str(echo_port)]
+    )
     orchestrator = None
     try:
         wait_port(echo_port)
+        wait_port(splice_port)
         env = {
             "SWITCHBOARD_REDIS_URL": redis_url,
             "SWITCHBOARD_STREAM_SECRET": SECRET,
@@ -258,14 +311,21 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
                 result["shapes"][shape] = await run_shape(
                     urls, orchestrator.pid, streams, secs, every, idle_rate
                 )
+            # Reference, not the product: the same traffic through a bare TCP byte splice.
+            splice_urls = (f"ws://127.0.0.1:{splice_port}/twilio/media/x", urls[1])
+            result["reference_tcp_splice"] = {
+                shape: await run_shape(splice_urls, splice.pid, streams, secs, every, 0.0)
+                for shape, every in SHAPES.items()
+            }
             print(f"run {i + 1}: {json.dumps(result)}", flush=True)
             runs.append(result)
         return {"runs": runs}
     finally:
         if orchestrator is not None:
             stop_process(orchestrator)
-        echo.terminate()
-        echo.wait(timeout=10)
+        for helper in (echo, splice):
+            helper.terminate()
+            helper.wait(timeout=10)
         redis_process.terminate()
         redis_process.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
@@ -315,9 +375,14 @@ def main() -> None:
     )
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/performance.md")
     parser.add_argument("--echo-port", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--splice-port", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--splice-to", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_port is not None:
         uvloop.run(run_echo_worker(args.echo_port))
+        return
+    if args.splice_port is not None:
+        uvloop.run(run_splice(args.splice_port, args.splice_to))
         return
     if not 1 <= args.streams <= MAX_STREAMS or not 1 <= args.secs <= 120:
         parser.error(f"--streams must be 1..{MAX_STREAMS} and --secs 1..120")
