@@ -9,7 +9,9 @@ a caller's frame pays on its way to the worker, or an agent's on its way back) i
 Edge CPU is the orchestrator process's user+system time over the measured window (idle rate
 subtracted), per stream. Two traffic shapes: every 2nd frame echoed (an agent speaking all
 the time: Pipecat sends its audio in 40 ms chunks, 25 frames/s) and every frame echoed (a
-synthetic worst case, 50 frames/s each way).
+synthetic worst case, 50 frames/s each way). Edge and direct streams run at the same time, so
+both see the same machine noise. A reference arm sends the same traffic through a bare TCP byte
+splice (its own process): what an edge that stops parsing after ``start`` would cost.
 
     .venv/bin/python benchmarks/media_edge.py [--streams 20] [--secs 15] [--repeat 2]
 
@@ -334,22 +336,25 @@ async def run(streams: int, secs: float, repeat: int) -> dict:
 def doc_section(data: dict) -> str:
     """The results table of docs/performance.md's "Media edge relay" section."""
     rows = []
+    arms = {"shapes": "edge", "reference_tcp_splice": "bare TCP splice (reference)"}
     for i, run in enumerate(data["runs"], 1):
-        for shape, r in run["shapes"].items():
+        for label, (shape, r) in (
+            (label, s) for key, label in arms.items() for s in run[key].items()
+        ):
             edge, direct = r["rtt_ms"]["edge"], r["rtt_ms"]["direct"]
             rows.append(
-                f"| {i} | {shape.replace('_', ' ')} | {direct['p50']:.2f} / {direct['p95']:.2f} "
+                f"| {i} | {label} | {shape.replace('_', ' ')} | {direct['p50']:.2f} / {direct['p95']:.2f} "
                 f"| {edge['p50']:.2f} / {edge['p95']:.2f} "
                 f"| **{r['added_one_way_ms']['p50']:.2f} / {r['added_one_way_ms']['p95']:.2f}** "
                 f"| **{r['edge_cpu_pct_of_a_core_per_stream']:.2f} %** | {r['edge_cpu_us_per_relayed_frame']:.0f} µs |"
             )
     return "\n".join(
         [
-            f"{data['runs'][0]['streams']} streams through the edge and {data['runs'][0]['streams']} direct at the same time, "
+            f"{data['runs'][0]['streams']} streams through the relay and {data['runs'][0]['streams']} direct at the same time, "
             f"{data['runs'][0]['secs']:.0f} s per shape after 1 s of warm-up; {data['machine']}.",
             "",
-            "| run | traffic | direct RTT p50 / p95 (ms) | edge RTT p50 / p95 (ms) | added one-way p50 / p95 (ms) | edge CPU per call (% of a core) | edge CPU per relayed frame |",
-            "|---|---|---|---|---|---|---|",
+            "| run | relay | traffic | direct RTT p50 / p95 (ms) | relayed RTT p50 / p95 (ms) | added one-way p50 / p95 (ms) | relay CPU per call (% of a core) | relay CPU per relayed frame |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"`{data['command']}`; raw numbers in `benchmarks/results/media_edge.json`.",
