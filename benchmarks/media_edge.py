@@ -1,7 +1,7 @@
 """What the media edge costs: added latency per frame and edge CPU per call, on loopback.
 
 N synthetic Twilio streams (50 media frames/s each, 160-byte μ-law payloads whose first 8
-bytes are the send time) go to a trivial echo worker, once directly and once through a real
+bytes are the send time) go to a trivial echo worker, directly and through a real
 orchestrator's ``/twilio/media`` edge (real Redis for the worker's registration). The echo
 worker (its own process) sends media frames straight back, so an echoed frame crosses the
 edge twice: the added round trip is edge RTT - direct RTT, and the added one-way delay (what
@@ -13,10 +13,10 @@ synthetic worst case, 50 frames/s each way). Edge and direct streams run at the 
 both see the same machine noise. A reference arm sends the same traffic through a bare TCP byte
 splice (its own process): what an edge that stops parsing after ``start`` would cost.
 
-    .venv/bin/python benchmarks/media_edge.py [--streams 20] [--secs 15] [--repeat 2]
+    .venv/bin/python benchmarks/media_edge.py [--streams 10] [--secs 15] [--repeat 2]
 
-Writes ``benchmarks/results/media_edge.json`` and the "Media edge relay" section of
-``docs/performance.md``.
+Writes ``benchmarks/results/media_edge.json`` and the results table (between the
+``media_edge`` markers) of the "Media edge relay" section of ``docs/performance.md``.
 """
 
 from __future__ import annotations
