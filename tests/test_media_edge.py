@@ -38,7 +38,8 @@ from conftest import (
     start_worker,
     wait_for,
 )
-from switchboard.dispatch.models import WorkerInfo
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.models import CallStatus, WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -356,6 +357,29 @@ async def test_any_edge_relays_any_stream_and_a_signed_edge_refuses_unsigned_str
     await ws.close()
     assert await asyncio.wait_for(fake_worker.closed_with, 5) == 1000
     assert len(fake_worker.paths) == 1
+
+
+async def test_a_transfer_report_reaches_the_worker_holding_the_call_through_the_public_tier(
+    stack: EdgeStack,
+) -> None:
+    call_sid = "CA" + uuid.uuid4().hex
+    client = aioredis.Redis.from_url(stack.redis.url, decode_responses=True)
+    # As the orchestrator records a call it placed on the real worker.
+    await CallLedger(client, 600).record(f"call-{call_sid}", CallStatus.RESERVED, worker="edge-w1")
+    await client.aclose()
+    worker_metrics = lambda: stack.metrics(stack.worker)  # noqa: E731
+    before = counter(worker_metrics(), "call_transfers_total", outcome="busy")
+    url = f"{stack.edge.base_url}/twilio/transfer-status?call={call_sid}"
+    answer = await post_form(url, {"CallSid": call_sid, "DialCallStatus": "busy"})
+    assert answer.status_code == 200 and "<Hangup" in answer.text
+    assert "nobody could take your call" in answer.text, "the worker's own answer, relayed"
+    assert counter(worker_metrics(), "call_transfers_total", outcome="busy") == before + 1
+    # A report for a call no worker holds is answered at the edge and reaches no worker.
+    unknown = await post_form(
+        f"{stack.edge.base_url}/twilio/transfer-status?call=CAnope", {"DialCallStatus": "busy"}
+    )
+    assert unknown.status_code == 200 and "<Hangup" in unknown.text and "nobody" not in unknown.text
+    assert counter(worker_metrics(), "call_transfers_total", outcome="busy") == before + 1
 
 
 async def test_a_real_worker_killed_mid_call_closes_the_callers_socket_with_1011(

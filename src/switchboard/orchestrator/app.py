@@ -25,6 +25,7 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.orchestrator.callbacks import create_callback_router
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
@@ -77,6 +78,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
     app.include_router(create_web_router(settings, client, registry))
     app.include_router(create_media_edge_router(settings, registry))
+    app.include_router(create_callback_router(settings, registry, ledger))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:

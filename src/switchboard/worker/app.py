@@ -97,8 +97,10 @@ def create_worker_app(
             await answerer.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
-    # Twilio reaches this process at its media URL: transfer reports come back there too.
-    callback_url = settings.worker_public_url if service is not None else settings.public_url
+    # Twilio's callbacks (transfer reports) go to the public URL. In a pool that is the
+    # orchestrators, which forward them to the worker holding the call: a pooled worker's own
+    # address is internal (and the Host its streams arrive with is the edge's view of it).
+    callback_url = settings.public_url
 
     def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
         record = registry.get(call_sid)
@@ -187,7 +189,7 @@ def create_worker_app(
                     if start is not None:
                         adapter = TwilioStreamAdapter(
                             websocket, start, settings, call_id=claims.call_id,
-                            callback_base=public_base(websocket, callback_url),
+                            callback_base=callback_url,
                         )
                         answering = agents.for_number(adapter.ids.dialed)
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended)
