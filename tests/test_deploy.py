@@ -304,6 +304,17 @@ def test_workers_get_longer_to_stop_than_preStop_plus_the_drain() -> None:
     assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 15
 
 
+def test_orchestrators_get_longer_to_stop_than_preStop_plus_the_drain_of_their_media_streams() -> None:
+    objects = by_kind(K8S)
+    pod = objects[("Deployment", "orchestrator")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    # 10 s: uvicorn's graceful shutdown after the drain.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + DRAIN_SECS + 10
+    assert all(_seconds(s["stop_grace_period"]) > DRAIN_SECS
+               for name, s in prod_services().items() if name.startswith("orchestrator"))  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["orchestrator", "worker"])
 def test_deployments_have_probes_limits_and_a_disruption_budget(name: str) -> None:
     objects = by_kind(K8S)

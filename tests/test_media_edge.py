@@ -359,6 +359,43 @@ async def test_any_edge_relays_any_stream_and_a_signed_edge_refuses_unsigned_str
     assert len(fake_worker.paths) == 1
 
 
+async def echo_media(connection: ServerConnection, message: str | bytes) -> None:
+    if isinstance(message, str) and '"media"' in message:
+        await connection.send(message)
+
+
+@pytest.mark.parametrize("caller_stays", [False, True], ids=["call-ends-in-time", "drain-deadline"])
+async def test_a_stopping_orchestrator_reports_not_ready_and_lets_relayed_streams_end(
+    stack: EdgeStack, fake_worker: FakeWorker, caller_stays: bool
+) -> None:
+    fake_worker.on_message = echo_media
+    edge = await asyncio.to_thread(
+        start_orchestrator, stack.redis.url, {"SWITCHBOARD_DRAIN_TIMEOUT_SECS": "3"}
+    )
+    try:
+        ws = await open_stream(edge_url(edge), fake_worker.token())
+        edge.process.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(timeout=5) as client:
+            async with asyncio.timeout(5):
+                # Another process's state: polled, with a timeout.
+                while (health := await client.get(f"{edge.base_url}/health")).status_code != 503:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        assert health.json()["draining"] is True
+        # The stream goes on while the orchestrator drains.
+        await ws.send(media_message(1))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["media"]["chunk"] == "1"
+        if caller_stays:
+            # Past the drain deadline (3 s) the server closes what is left, "service restart".
+            assert await close_code_of(ws, limit_secs=15) == 1012
+            assert await asyncio.wait_for(fake_worker.closed_with, 5) == 1012
+        else:
+            await ws.close()
+            assert await asyncio.wait_for(fake_worker.closed_with, 5) == 1000
+        assert await asyncio.to_thread(edge.process.wait, 15) == 0
+    finally:
+        edge.stop()
+
+
 async def test_a_transfer_report_reaches_the_worker_holding_the_call_through_the_public_tier(
     stack: EdgeStack,
 ) -> None:

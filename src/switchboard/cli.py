@@ -74,7 +74,8 @@ def _orchestrator(args: argparse.Namespace) -> int:
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
 
-    serve(create_orchestrator_app(settings), settings.host, settings.port)
+    app = create_orchestrator_app(settings)
+    serve(app, settings.host, settings.port, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 

@@ -34,6 +34,7 @@ from switchboard.orchestrator.livekit_webhooks import (
 from switchboard.orchestrator.media_edge import (
     EDGE_PATH,
     STREAM_TOKEN_PARAM,
+    Relays,
     create_media_edge_router,
 )
 from switchboard.orchestrator.stats import collect_stats
@@ -77,7 +78,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
     app.include_router(create_web_router(settings, client, registry))
-    app.include_router(create_media_edge_router(settings, registry))
+    relays = Relays()
+    app.include_router(create_media_edge_router(settings, registry, relays))
     app.include_router(create_callback_router(settings, registry, ledger))
 
     @app.exception_handler(redis.RedisError)
@@ -92,6 +94,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
         if x_api_key != settings.api_key.get_secret_value():
             raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+
+    async def drain() -> None:
+        await relays.drain(settings.drain_timeout_secs)
+
+    app.state.drain = drain
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -108,7 +115,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except redis.RedisError as e:
             checks["redis"] = f"unreachable: {e}"
             checks["live_workers"] = 0
-        ready = checks["redis"] == "ok" and checks["live_workers"] > 0
+        if relays.draining:
+            checks["draining"] = True  # stopping: the load balancer should send calls elsewhere
+        ready = checks["redis"] == "ok" and checks["live_workers"] > 0 and not relays.draining
         body = {"status": "ok" if ready else "unavailable", **checks}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 

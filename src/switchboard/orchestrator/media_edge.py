@@ -59,13 +59,42 @@ class _Refused(Exception):
         self.code, self.reason, self.result = code, reason, result
 
 
-def create_media_edge_router(settings: Settings, registry: WorkerRegistry) -> APIRouter:
+class Relays:
+    """The streams this process is relaying, so that a stopping orchestrator lets them finish."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
+        self.draining = False
+
+    async def drain(self, limit_secs: float) -> None:
+        """Report not ready (the load balancer stops sending new calls here) and wait up to
+        ``limit_secs`` for the live streams to end; the server closes what is left (1012)."""
+        self.draining = True
+        if self.tasks:
+            logger.info(
+                f"media edge draining: {len(self.tasks)} live stream(s), up to {limit_secs:.0f} s"
+            )
+            await asyncio.wait(set(self.tasks), timeout=limit_secs)
+
+
+def create_media_edge_router(
+    settings: Settings, registry: WorkerRegistry, relays: Relays
+) -> APIRouter:
     """The ``/twilio/media`` WebSocket of the public tier."""
     router = APIRouter()
     secret = settings.stream_secret.get_secret_value()
 
     @router.websocket(EDGE_PATH)
     async def media_edge(websocket: WebSocket) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        relays.tasks.add(task)
+        try:
+            await _serve_stream(websocket)
+        finally:
+            relays.tasks.discard(task)
+
+    async def _serve_stream(websocket: WebSocket) -> None:
         if settings.twilio_auth_token is not None:
             url = websocket_url(public_base(websocket, settings.public_url), EDGE_PATH)
             token = settings.twilio_auth_token.get_secret_value()
