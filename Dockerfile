@@ -29,7 +29,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 libsndfile1 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app --create-home switchboard
+    && useradd --system --uid 10001 --home-dir /app --create-home switchboard \
+    && install -d -o switchboard -g switchboard /app/var/recordings
 COPY --from=build /opt/switchboard /opt/switchboard
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/switchboard-entrypoint
 COPY --chmod=0755 deploy/docker/healthcheck.py /usr/local/bin/switchboard-healthcheck

@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
 SPEECH_DIR = SHARED / "data" / "speech"
 TEST_AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
+API_KEY = "test-operator-key"  # servers under test guard call records with it
+RECORDS_DIR = REPO / ".pytest_cache" / "records"
+# Servers under test keep their call history out of the repo's var/ and share one database.
+SERVER_ENV = {
+    "SWITCHBOARD_API_KEY": API_KEY,
+    "SWITCHBOARD_DATABASE_URL": f"sqlite:///{RECORDS_DIR}/switchboard.db",
+    "SWITCHBOARD_RECORDINGS_URL": str(RECORDS_DIR / "recordings"),
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def start_agent_server(env: dict[str, str] | None = None, agent: Path = TEST_AGE
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "switchboard.cli", "serve", "--port", str(port), "--agent", str(agent)],
-            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **(env or {})},
+            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **SERVER_ENV, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -136,7 +144,7 @@ def _start(argv: list[str], name: str, health_path: str, port: int, env: dict[st
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             argv,
-            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **(env or {})},
+            env={**os.environ, "SWITCHBOARD_LOG_LEVEL": "DEBUG", **SERVER_ENV, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -196,11 +204,13 @@ def start_orchestrator(redis_url: str, env: dict[str, str] | None = None) -> Ser
     )
 
 
-def start_worker(redis_url: str, worker_id: str, max_calls: int = 2, env: dict[str, str] | None = None) -> Server:
+def start_worker(
+    redis_url: str, worker_id: str, max_calls: int = 2, env: dict[str, str] | None = None, agent: Path = TEST_AGENT
+) -> Server:
     port = free_port()
     return _start(
         [sys.executable, "-m", "switchboard.cli", "worker", "--port", str(port), "--worker-id", worker_id,
-         "--max-calls", str(max_calls), "--agent", str(TEST_AGENT)],
+         "--max-calls", str(max_calls), "--agent", str(agent)],
         worker_id, "/health", port,
         {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1", **(env or {})},
     )
@@ -215,3 +225,7 @@ def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {limit_secs} s")
+
+
+# Real databases (SQLite, PostgreSQL) for the call-record tests.
+from records_db import database_url, postgres  # noqa: E402, F401

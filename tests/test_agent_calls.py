@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from conftest import REPLIES, Clip, replied
+from conftest import API_KEY, REPLIES, Clip, replied
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.line_noise import write_line_noises
@@ -17,7 +17,7 @@ def said(text: str | None, *words: str) -> bool:
 
 async def agent_record(agent_url: str, call_sid: str) -> dict:
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{agent_url}/calls/{call_sid}")
+        response = await client.get(f"{agent_url}/calls/{call_sid}", headers={"X-API-Key": API_KEY})
     response.raise_for_status()
     return response.json()
 

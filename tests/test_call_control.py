@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, Server, free_port, replied, start_agent_server, wait_for
+from conftest import API_KEY, REPO, Server, free_port, replied, start_agent_server, wait_for
 from conftest import _start as start_server
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
+OPERATOR = {"X-API-Key": API_KEY}
 AGENTS = REPO / "tests" / "agents"
 _DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -111,7 +112,7 @@ async def test_the_dialed_number_picks_the_agent(
 
 async def record_of(server: Server, call_sid: str) -> dict:
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{server.base_url}/calls/{call_sid}")
+        response = await client.get(f"{server.base_url}/calls/{call_sid}", headers=OPERATOR)
     response.raise_for_status()
     return response.json()
 
@@ -343,7 +344,9 @@ async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
     assert call["status"] != "completed", "a transferred call must not be hung up by the agent"
 
     def transferred() -> dict | None:
-        record = httpx.get(f"{control_agent.base_url}/calls/{result.call_sid}", timeout=5).json()
+        record = httpx.get(
+            f"{control_agent.base_url}/calls/{result.call_sid}", headers=OPERATOR, timeout=5
+        ).json()
         return record if (record.get("transfer") or {}).get("outcome") == "answered" else None
 
     record = wait_for(transferred, what="the dial result to be recorded")

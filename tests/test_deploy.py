@@ -27,6 +27,7 @@ PROD_ENV = {
     "SWITCHBOARD_API_KEY": "test-key",
     "TWILIO_AUTH_TOKEN": "test-token",
     "GRAFANA_ADMIN_PASSWORD": "test-password",
+    "SWITCHBOARD_DB_PASSWORD": "test-db-password",
 }
 DRAIN_SECS = Settings().drain_timeout_secs
 

@@ -136,7 +136,8 @@ async def test_simulated_call_through_orchestrator_is_answered_by_a_worker(
         state = (await client.get(f"{pool.orchestrator.base_url}/calls/{call_id}", headers={"X-API-Key": API_KEY})).json()
         assert state["status"] == "completed" and state["completions"] == "1"
         records = [
-            (await client.get(f"{w.base_url}/calls/{call_id}")).status_code for w in pool.workers
+            (await client.get(f"{w.base_url}/calls/{call_id}", headers={"X-API-Key": API_KEY})).status_code
+            for w in pool.workers
         ]
     assert records.count(200) == 1, "exactly one worker ran the call"
     wait_idle(pool)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import LOG_DIR, REPO, TEST_AGENT, Clip, free_port
+from conftest import API_KEY, LOG_DIR, REPO, SERVER_ENV, TEST_AGENT, Clip, free_port
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, CallResult, format_summary
 from switchboard.observability.metrics import _LATENCY_BUCKETS_MS
@@ -108,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     env = {
         **os.environ,
+        **SERVER_ENV,
         "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "SWITCHBOARD_LOG_FORMAT": "json",
         # One worker on a shared 2-core machine: keep inference from oversubscribing.
@@ -228,7 +229,9 @@ def agent_turn_latencies(stack: Stack, results: list[CallResult]) -> list[float]
     """turn_rtt_ms as the agent recorded each turn (the worker's /calls records)."""
     values = []
     for result in results:
-        record = httpx.get(f"{stack.worker_url}/calls/{result.call_sid}", timeout=5).json()
+        record = httpx.get(
+            f"{stack.worker_url}/calls/{result.call_sid}", headers={"X-API-Key": API_KEY}, timeout=5
+        ).json()
         values += [t["bot_started_ms"] for t in record["turns"] if t["bot_started_ms"] is not None]
     return values
 

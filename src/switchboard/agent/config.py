@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from switchboard.errors import ConfigError
 
@@ -132,6 +141,37 @@ class CallLimits(BaseModel):
     )
 
 
+class RecordingConfig(BaseModel):
+    """Opt-in call recording: both sides, stored with the call record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    disclosure: str | None = Field(
+        None, min_length=1, description="Spoken before the greeting when recording is enabled."
+    )
+
+
+class WebhookConfig(BaseModel):
+    """Where the finished call's record is POSTed, signed with ``secret`` (HMAC-SHA256)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl
+    secret: SecretStr = Field(min_length=16)
+
+
+class CallAnalysisConfig(BaseModel):
+    """After the call, ask the configured LLM for a summary and a verdict on these criteria."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: bool = True
+    success_criteria: list[str] = Field(
+        default_factory=list, description="What a successful call achieved, one criterion each."
+    )
+
+
 class AgentConfig(BaseModel):
     """A scripted agent; ``llm`` engines may later use ``system_prompt`` instead of intents."""
 
@@ -154,6 +194,9 @@ class AgentConfig(BaseModel):
         default_factory=list,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
     )
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    webhook: WebhookConfig | None = None
+    analysis: CallAnalysisConfig | None = None
 
     @model_validator(mode="after")
     def _unique_intent_names(self) -> AgentConfig:
@@ -185,7 +228,7 @@ class AgentConfig(BaseModel):
 
     def fixed_utterances(self) -> list[str]:
         """Everything a scripted agent can say, for warming the TTS cache."""
-        lines = [self.greeting, self.fallback, *(i.reply for i in self.intents)]
+        lines = [self.opening(), self.fallback, *(i.reply for i in self.intents)]
         lines += [
             self.silence.reprompt,
             self.silence.goodbye,
@@ -195,6 +238,12 @@ class AgentConfig(BaseModel):
         if self.keypad is not None:
             lines.append(self.keypad.invalid)
         return lines
+
+    def opening(self) -> str:
+        """What the agent says first: the recording disclosure (if recording), then the greeting."""
+        if self.recording.enabled and self.recording.disclosure:
+            return f"{self.recording.disclosure} {self.greeting}"
+        return self.greeting
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

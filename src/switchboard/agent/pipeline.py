@@ -137,7 +137,7 @@ def build_call_pipeline(
 
     @transport.event_handler("on_client_connected")
     async def _greet(_transport, _client):
-        await worker.queue_frames([TTSSpeakFrame(agent.greeting)])
+        await worker.queue_frames([TTSSpeakFrame(agent.opening())])
 
     @transport.event_handler("on_client_disconnected")
     async def _hung_up(_transport, _client):

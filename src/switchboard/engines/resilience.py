@@ -180,6 +180,14 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
         self._pending_text: list[str] = []
 
     @property
+    def provider(self) -> str:
+        return self._provider
+
+    @property
+    def kind(self) -> EngineKind:
+        return self._kind
+
+    @property
     def on_primary(self) -> bool:
         return self.strategy.active_service is self._primary
 

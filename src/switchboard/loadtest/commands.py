@@ -45,7 +45,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "analyze", help="turn gaps, barge-ins and talk ratios of a dual-channel call recording"
     )
-    p.add_argument("recording", help="WAV with the caller and the agent on separate channels")
+    p.add_argument("recording", help="WAV/FLAC with the caller and the agent on separate channels, or a stored call's id")
     p.add_argument("--caller-channel", default="left",
                    help="left, right or a 0-based channel number (default left, as the simulator records)")
     p.add_argument("--agent-channel", default=None, help="default: the other channel of a stereo file")
@@ -164,10 +164,13 @@ def _analyze(args: argparse.Namespace) -> int:
                      ("turn_pause_ms", args.turn_pause_ms))
         if v is not None
     }
+    from switchboard.records.commands import resolve_recording
+
     caller_ch = _channel(args.caller_channel)
     assert caller_ch is not None
     try:
-        caller, agent, rate, agent_ch = read_channels(args.recording, caller_ch, _channel(args.agent_channel))
+        path = resolve_recording(args.recording)
+        caller, agent, rate, agent_ch = read_channels(path, caller_ch, _channel(args.agent_channel))
     except (ValueError, OSError) as e:
         print(f"switchboard analyze: {e}", file=sys.stderr)
         return 2

@@ -123,6 +123,29 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 
+# Call records: the history database, recordings and post-call webhooks.
+CALL_RECORDS_SAVED = Counter(
+    "call_records_saved_total",
+    "Finished calls written to the call history, by result (saved | failed).",
+    ["result"],
+)
+CALL_RECORDINGS = Counter(
+    "call_recordings_total", "Call recordings stored, by result (saved | failed).", ["result"]
+)
+CALL_WEBHOOKS = Counter(
+    "call_webhooks_total",
+    "Post-call webhook attempts, by result (delivered | failed | dead_lettered).",
+    ["result"],
+)
+CALL_ANALYSES = Counter(
+    "call_analyses_total",
+    "Post-call LLM summaries, by result (done | failed | skipped: no LLM configured).",
+    ["result"],
+)
+CALL_RECORDS_PURGED = Counter(
+    "call_records_purged_total", "Calls deleted (rows and audio) by retention or on request.", ["reason"]
+)
+
 # Media edge: Twilio streams relayed by the orchestrators to the worker holding the call.
 MEDIA_EDGE_STREAMS = Counter(
     "media_edge_streams_total",

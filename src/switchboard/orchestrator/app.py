@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
@@ -26,6 +27,7 @@ from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.callbacks import create_callback_router
+from switchboard.orchestrator.calls_api import CallsBackend, create_calls_router
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
@@ -66,6 +68,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     queue = JobQueue(client)
     registry = WorkerRegistry(client, settings.worker_ttl_secs)
     ledger = CallLedger(client, settings.call_state_ttl_secs)
+    records = CallsBackend.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -73,7 +76,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             await queue.ensure_group()
         except redis.RedisError as e:
             logger.warning(f"redis not reachable at start-up ({e}); /health will say so")
+        await records.open()
         yield
+        await records.close()
         await client.aclose()
 
     app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
@@ -81,12 +86,19 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     relays = Relays()
     app.include_router(create_media_edge_router(settings, registry, relays))
     app.include_router(create_callback_router(settings, registry, ledger))
+    app.include_router(create_calls_router(settings, records, ledger))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
         logger.error(f"redis unavailable: {exc}")
         metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
         body = json.dumps({"error": "dispatch store unavailable, try again"})
+        return Response(body, status_code=503, media_type="application/json")
+
+    @app.exception_handler(SQLAlchemyError)
+    async def records_unavailable(_request: Request, exc: SQLAlchemyError) -> Response:
+        logger.error(f"call history database unavailable: {exc}")
+        body = json.dumps({"error": "call history unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
 
     def require_api_key(x_api_key: str | None = Header(None)) -> None:
@@ -200,12 +212,5 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             state = ledger.state(CallStatus.QUEUED, job_id=job.job_id, manual=1)
             await queue.enqueue(job, state, settings.call_state_ttl_secs)
             return {"call_id": job.call_id, "job_id": job.job_id}
-
-    @app.get("/calls/{call_id}", dependencies=[Depends(require_api_key)])
-    async def call_state(call_id: str) -> dict:
-        state = await ledger.get(call_id)
-        if not state:
-            raise HTTPException(status_code=404, detail=f"no call {call_id}")
-        return state
 
     return app

@@ -1,4 +1,5 @@
-"""The orchestrator's web pages: the browser phone (``/``), the operations page (``/dashboard``)
+"""The orchestrator's web pages: the browser phone (``/``), the operations page (``/dashboard``),
+the call history (``/history``, reading the ``/calls`` API with the operator key)
 and the WebRTC call set-up behind the phone (``POST /webrtc/offer``).
 
 The pages are static files shipped in the package (no CDN); the operations page reads
@@ -28,11 +29,12 @@ from switchboard.telephony.webrtc_signalling import MAX_SDP_CHARS, AnswerTimeout
 
 NO_AGENT_FREE = "no agent is free"
 WEB_DIR = resources.files("switchboard") / "web"
-_PAGES = {"/": "phone.html", "/dashboard": "dashboard.html"}
+_PAGES = {"/": "phone.html", "/dashboard": "dashboard.html", "/history": "calls.html"}
 _ASSETS = {
     "style.css": "text/css; charset=utf-8",
     "phone.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "calls.js": "text/javascript; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }
 # Pages are tiny; revalidating each time means an upgrade never leaves an old script running.

@@ -20,11 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
+from switchboard.auth import api_key_required
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_stt, build_tts
 from switchboard.errors import TelephonyError
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.base import TransferOutcome
@@ -73,11 +75,16 @@ def create_worker_app(
     place for saving call records).
     """
     registry = service.calls if service is not None else CallRegistry()
+    archive = CallArchive(settings, agent)
+    if service is not None:
+        service.archive = archive  # room jobs are recorded like every other call
     agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
     answerer = (
-        WebRTCAnswerer(service, settings, agent, calls=registry, on_ended=on_call_ended)
+        WebRTCAnswerer(
+            service, settings, agent, calls=registry, on_ended=on_call_ended, archive=archive
+        )
         if service is not None
         else None
     )
@@ -85,6 +92,7 @@ def create_worker_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await asyncio.to_thread(warm_engines, settings, agents)
+        await archive.start()
         if service is not None:
             await service.start()
         if answerer is not None:
@@ -95,6 +103,7 @@ def create_worker_app(
         state["ready"] = False
         if answerer is not None:
             await answerer.stop()
+        await archive.stop()
 
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
     # Twilio's callbacks (transfer reports) go to the public URL. In a pool that is the
@@ -138,11 +147,11 @@ def create_worker_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls")
+    @app.get("/calls", dependencies=api_key_required(settings))
     async def calls() -> list[dict]:
         return [asdict(r) for r in registry.recent()]
 
-    @app.get("/calls/{call_sid}")
+    @app.get("/calls/{call_sid}", dependencies=api_key_required(settings))
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
@@ -192,7 +201,8 @@ def create_worker_app(
                             callback_base=callback_url,
                         )
                         answering = agents.for_number(adapter.ids.dialed)
-                        await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended)
+                        await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
+                                       archive=archive)
                 finally:
                     await slot.release(None)  # a stream that never started; no-op after a call
 
@@ -225,7 +235,7 @@ def create_worker_app(
                             websocket, start, settings, callback_base=public_base(websocket, callback_url)
                         )
                         answering = agents.for_number(adapter.ids.dialed)
-                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended)
+                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended, archive=archive)
             finally:
                 standalone_calls.discard(task)
 

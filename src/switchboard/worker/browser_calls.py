@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from switchboard.agent.config import AgentConfig
 from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
+from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc import CONNECT_TIMEOUT_SECS, WebRTCPeerAdapter
 from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
@@ -42,12 +43,14 @@ class WebRTCAnswerer:
         *,
         calls: CallRegistry | None = None,
         on_ended: Sequence[CallEndedHook] = (),
+        archive: CallArchive | None = None,
     ):
         self._service = service
         self._settings = settings
         self._agent = agent
         self._calls = calls if calls is not None else CallRegistry()
         self._on_ended = on_ended
+        self._archive = archive
         self._inbox = OfferInbox(service.redis, service.worker_id)
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
@@ -155,6 +158,7 @@ class WebRTCAnswerer:
             self._calls,
             slot=PoolSlot(service, offer.call_id),
             on_ended=self._on_ended,
+            archive=self._archive,
         )
 
 

@@ -20,6 +20,7 @@ class CallRecord:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     outcome: str = "active"
+    failure_reason: str | None = None
     intents: list[str] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)
     marks_played: list[str] = field(default_factory=list)

@@ -8,13 +8,18 @@ from loguru import logger
 
 from switchboard.agent.config import AgentConfig
 from switchboard.dispatch.models import Job, JobKind
+from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.livekit import LiveKitRoomAdapter
 from switchboard.worker.calls import CallRecord, CallRegistry
 
 
 async def run_livekit_job(
-    job: Job, agent: AgentConfig, settings: Settings, calls: CallRegistry
+    job: Job,
+    agent: AgentConfig,
+    settings: Settings,
+    calls: CallRegistry,
+    archive: CallArchive | None = None,
 ) -> CallRecord:
     """Join the job's room through Pipecat's LiveKit transport and run the agent there.
 
@@ -24,7 +29,7 @@ async def run_livekit_job(
 
     assert job.room is not None
     adapter = LiveKitRoomAdapter(settings, job.room, job.call_id)
-    return await run_call(adapter, agent, settings, calls)
+    return await run_call(adapter, agent, settings, calls, archive=archive)
 
 
 async def run_test_job(job: Job) -> None:
@@ -34,11 +39,15 @@ async def run_test_job(job: Job) -> None:
 
 
 async def run_job(
-    job: Job, agent: AgentConfig, settings: Settings, calls: CallRegistry
+    job: Job,
+    agent: AgentConfig,
+    settings: Settings,
+    calls: CallRegistry,
+    archive: CallArchive | None = None,
 ) -> CallRecord | None:
     """Run a job; a call's record (already counted by the call runner), None for other jobs."""
     if job.kind is JobKind.LIVEKIT_ROOM:
-        return await run_livekit_job(job, agent, settings, calls)
+        return await run_livekit_job(job, agent, settings, calls, archive)
     if job.kind is JobKind.TEST:
         await run_test_job(job)
     return None

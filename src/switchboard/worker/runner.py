@@ -19,6 +19,7 @@ from switchboard.agent.call_control import FOLLOW_UP_LIMIT_SECS, CallController
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.pipeline import build_call_pipeline
 from switchboard.observability import metrics
+from switchboard.records.archive import CallArchive, attach_capture, save_call
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter
 from switchboard.worker.calls import CallRecord, CallRegistry
@@ -41,6 +42,7 @@ async def run_call(
     *,
     slot: CallSlot | None = None,
     on_ended: Sequence[CallEndedHook] = (),
+    archive: CallArchive | None = None,
 ) -> CallRecord:
     """Run one call to its end (either side hanging up, or its time limit) and record it."""
     ids = adapter.ids
@@ -52,7 +54,7 @@ async def run_call(
     )
     record.agent = agent.name
     registry.add(record)
-    call = controller = None
+    call = controller = capture = None
     # A hard stop behind the agent's own time limit (which says goodbye first).
     hard_limit = agent.limits.max_duration_secs + FOLLOW_UP_LIMIT_SECS + 10
     metrics.ACTIVE_CALLS.inc()
@@ -63,6 +65,10 @@ async def run_call(
             settings,
             out_sample_rate=adapter.out_sample_rate,
             before_output=adapter.before_output(),
+        )
+        capture = attach_capture(
+            archive, call.worker, ingress=adapter.ingress, agent=agent,
+            params={"From": ids.caller, "To": ids.dialed},
         )
         controller = CallController(call.worker, agent, adapter.control)
         call.worker.add_observer(controller)
@@ -76,8 +82,9 @@ async def run_call(
     except asyncio.CancelledError:
         record.outcome = "failed"
         raise
-    except Exception:
+    except Exception as e:
         record.outcome = "failed"
+        record.failure_reason = f"{type(e).__name__}: {e}"
         metrics.PIPELINE_ERRORS.labels(stage="call").inc()
         logger.exception(f"call {record.call_sid}: {adapter.ingress} call failed")
     finally:
@@ -101,8 +108,8 @@ async def run_call(
             await _quietly(adapter.control.hang_up(), record, "hanging up")
         await _quietly(adapter.close(), record, "closing the transport")
         logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
-        # Hook point "call ended -> save record": the records package registers its saver in
-        # ``on_ended`` (see worker.app); each hook sees the finished record once.
+        # The call's record goes to the archive (history, recording, webhook) in the background.
+        await _quietly(save_call(archive, record, capture), record, "saving the call record")
         for hook in on_ended:
             await _quietly(
                 hook(record), record, f"call-ended hook {getattr(hook, '__name__', hook)}"

@@ -19,6 +19,7 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
+from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.worker.calls import CallRegistry
 from switchboard.worker.jobs import run_job
@@ -47,6 +48,8 @@ class WorkerService:
         self.registry = WorkerRegistry(self.redis, settings.worker_ttl_secs)
         self.ledger = CallLedger(self.redis, settings.call_state_ttl_secs)
         self.calls = CallRegistry()
+        # The records side (history, recordings, webhooks); the worker app sets it.
+        self.archive: CallArchive | None = None
         self.info = WorkerInfo(
             worker_id=worker_id,
             media_url=media_url,
@@ -181,7 +184,7 @@ class WorkerService:
             # "Ready": the job's own code starts; for a room job, the agent begins joining.
             ready_ms = round((time.time() - job.created_at) * 1000, 2)
             await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
-            record = await run_job(job, self.agent, self.settings, self.calls)
+            record = await run_job(job, self.agent, self.settings, self.calls, self.archive)
             if record is not None and record.outcome != "completed":
                 status = CallStatus.FAILED
         except asyncio.CancelledError:

@@ -1,0 +1,111 @@
+"""``CallCapture``: one observer per call that keeps what the call record needs.
+
+It sees the frames between processors (it adds no processor to the pipeline): both sides'
+transcript with timestamps, keypad presses and barge-ins, the providers the call fell back
+from, and, when the agent records calls, both sides' audio.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    OutputAudioRawFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed, ProcessorSetUp
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+
+from switchboard.agent.config import AgentConfig
+from switchboard.engines.resilience import FallbackSwitcher
+from switchboard.records.models import CallEvent, Ingress, ProviderFallback, TranscriptEntry
+from switchboard.records.recording import DualChannelRecorder
+
+
+class CallCapture(BaseObserver):
+    """What one call said and did, as the record will keep it."""
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        ingress: Ingress,
+        config: AgentConfig | None = None,
+        record_audio: bool = False,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(observe_every_push=False, **kwargs)
+        self.agent = agent
+        self.config = config  # the answering agent's settings (recording, webhook, analysis)
+        self.ingress: Ingress = ingress
+        self.from_number = from_number
+        self.to_number = to_number
+        self.started_at = dt.datetime.now(dt.UTC)
+        self._t0 = time.monotonic()
+        self.transcript: list[TranscriptEntry] = []
+        self.events: list[CallEvent] = []
+        self.recorder = DualChannelRecorder() if record_audio else None
+        self._reply: list[str] | None = None
+        self._bot_speaking = False
+        self._switchers: list[FallbackSwitcher] = []
+
+    def _t(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
+
+    async def on_processor_setup(self, data: ProcessorSetUp) -> None:
+        if isinstance(data.processor, FallbackSwitcher):
+            self._switchers.append(data.processor)
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        frame = data.frame
+        if isinstance(frame, InputAudioRawFrame):
+            if self.recorder is not None and isinstance(data.source, BaseInputTransport):
+                self.recorder.caller(frame.audio, frame.sample_rate, time.monotonic())
+        elif isinstance(frame, OutputAudioRawFrame):
+            if self.recorder is not None and isinstance(data.source, BaseOutputTransport):
+                self.recorder.agent(frame.audio, frame.sample_rate, time.monotonic())
+        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            self._said("user", frame.text.strip())
+        elif isinstance(frame, TTSSpeakFrame):
+            self._said("agent", frame.text)
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            self._reply = []
+        elif isinstance(frame, LLMTextFrame) and self._reply is not None:
+            self._reply.append(frame.text)
+        elif isinstance(frame, LLMFullResponseEndFrame) and self._reply is not None:
+            text, self._reply = "".join(self._reply).strip(), None
+            if text:
+                self._said("agent", text)
+        elif isinstance(frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
+            self._bot_speaking = isinstance(frame, BotStartedSpeakingFrame)
+        elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
+            self.events.append(CallEvent(type="interrupted", t=self._t()))
+        elif isinstance(frame, InputDTMFFrame):
+            self.events.append(
+                CallEvent(type="keypad", t=self._t(), data={"digit": str(frame.button.value)})
+            )
+
+    def _said(self, role: str, text: str) -> None:
+        self.transcript.append(TranscriptEntry(role=role, text=text, t=self._t()))  # type: ignore[arg-type]
+
+    def provider_fallbacks(self) -> list[ProviderFallback]:
+        """Providers this call left mid-call for the local engine."""
+        return [
+            ProviderFallback(provider=s.provider, kind=str(s.kind))
+            for s in self._switchers
+            if not s.on_primary
+        ]

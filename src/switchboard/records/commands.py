@@ -1,0 +1,195 @@
+"""``switchboard records ...``: the call history from the command line, straight from the
+database named by ``SWITCHBOARD_DATABASE_URL`` (holding its credentials is the authorization).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from switchboard.records.models import CallQuery
+from switchboard.records.store import CallStore
+
+
+def _store() -> CallStore:
+    from switchboard.records.archive import store_from_settings
+    from switchboard.settings import get_settings
+
+    return store_from_settings(get_settings())
+
+
+def _with_store(work: Callable[[CallStore], Awaitable[int]]) -> int:
+    async def run() -> int:
+        store = _store()
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def fetch_recording(call_id: str, destination: Path | None = None) -> Path:
+    """Write a stored call's recording to ``destination`` (a temporary file by default)."""
+
+    async def work(store: CallStore) -> int:
+        found = await store.recording(call_id)
+        if found is None:
+            raise FileNotFoundError(f"no stored recording of call {call_id}")
+        target.write_bytes(found[1])
+        return 0
+
+    target = destination or Path(tempfile.mkstemp(prefix=f"{call_id}-", suffix=".flac")[1])
+    _with_store(work)
+    return target
+
+
+def resolve_recording(name: str) -> str:
+    """A recording file as given, or, for a stored call's id, its recording fetched to a
+    temporary file that is removed when the process exits."""
+    if Path(name).exists() or not name.startswith("call-"):
+        return name
+    path = fetch_recording(name)
+    atexit.register(path.unlink, missing_ok=True)
+    return str(path)
+
+
+def _list(args: argparse.Namespace) -> int:
+    query = CallQuery(number=args.number, agent=args.agent, outcome=args.outcome, limit=args.limit)
+
+    async def work(store: CallStore) -> int:
+        page = await store.list(query)
+        for c in page.calls:
+            secs = f"{c.duration_secs:6.1f} s" if c.duration_secs is not None else "     – "
+            audio = "audio" if c.recording else "     "
+            print(
+                f"{c.started_at:%Y-%m-%d %H:%M:%S}  {c.call_id:44}  {c.outcome:10} {secs} {audio}  {c.from_number or '-'}"
+            )
+        print(f"{len(page.calls)} of {page.total} call(s)")
+        return 0
+
+    return _with_store(work)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    print(fetch_recording(args.call_id, Path(args.output) if args.output else None))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    async def work(store: CallStore) -> int:
+        if not await store.delete(args.call_id):
+            print(f"switchboard records: no call {args.call_id}", file=sys.stderr)
+            return 1
+        print(f"deleted {args.call_id} (record and recording)")
+        return 0
+
+    return _with_store(work)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    async def work(store: CallStore) -> int:
+        purged = await store.purge_older_than(args.days)
+        print(f"deleted {len(purged)} call(s) older than {args.days:g} days")
+        return 0
+
+    return _with_store(work)
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    async def work(store: CallStore) -> int:
+        for d in await store.dead_letters(args.limit):
+            print(
+                f"{d.id:6}  {d.created_at:%Y-%m-%d %H:%M:%S}  {d.call_id:44}  {d.attempts} tries  {d.last_error}  {d.url}"
+            )
+        return 0
+
+    return _with_store(work)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from switchboard.agent.config import load_agent_config
+    from switchboard.records.webhooks import WebhookSender
+    from switchboard.settings import get_settings
+
+    settings = get_settings()
+    agent = load_agent_config(args.agent or settings.agent_config)
+    if agent.webhook is None:
+        print(
+            "switchboard records: the agent config has no webhook secret to sign with",
+            file=sys.stderr,
+        )
+        return 2
+    secret = agent.webhook.secret.get_secret_value()
+
+    async def work(store: CallStore) -> int:
+        sender = WebhookSender(
+            store,
+            max_attempts=1,
+            backoff_secs=settings.webhook_backoff_secs,
+            timeout_secs=settings.webhook_timeout_secs,
+        )
+        try:
+            delivered = await sender.replay(args.id, secret)
+        finally:
+            await sender.close()
+        messages: dict[Any, tuple[str, int]] = {
+            None: (f"no dead letter {args.id}", 1),
+            False: (f"dead letter {args.id}: the receiver refused it again", 1),
+            True: (f"dead letter {args.id} delivered", 0),
+        }
+        message, code = messages[delivered]
+        print(message, file=sys.stderr if code else sys.stdout)
+        return code
+
+    return _with_store(work)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``records`` and its subcommands on the main CLI."""
+    records = subparsers.add_parser(
+        "records", help="the call history: list, fetch, delete, purge, webhooks"
+    )
+    sub = records.add_subparsers(dest="records_command", required=True)
+
+    p = sub.add_parser("list", help="recent calls, newest first")
+    p.add_argument("--number", default=None, help="the caller's or the called number")
+    p.add_argument("--agent", default=None)
+    p.add_argument("--outcome", default=None, help="completed or failed")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("fetch", help="write a call's recording (FLAC) to a file")
+    p.add_argument("call_id")
+    p.add_argument("-o", "--output", default=None, help="default: a temporary file")
+    p.set_defaults(func=_fetch)
+
+    p = sub.add_parser("delete", help="delete one call's record and recording (GDPR erasure)")
+    p.add_argument("call_id")
+    p.set_defaults(func=_delete)
+
+    p = sub.add_parser("purge", help="delete calls (records and audio) older than N days")
+    p.add_argument("--days", type=float, required=True)
+    p.set_defaults(func=_purge)
+
+    p = sub.add_parser("dead-letters", help="post-call webhooks that failed every attempt")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=_dead_letters)
+
+    p = sub.add_parser(
+        "replay", help="send a dead-lettered webhook again (signed with the agent's secret)"
+    )
+    p.add_argument("id", type=int)
+    p.add_argument(
+        "--agent",
+        default=None,
+        help="agent config with the webhook secret (default SWITCHBOARD_AGENT_CONFIG)",
+    )
+    p.set_defaults(func=_replay)
