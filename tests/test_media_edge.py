@@ -50,9 +50,9 @@ from switchboard.telephony import stream_tokens
 
 DEV_SECRET = "switchboard-dev-stream-secret"
 AUTH_TOKEN = "edge-test-auth-token"
-ENV = {
-    "SWITCHBOARD_RESERVATION_TTL_SECS": "3"
-}  # a webhook whose stream never comes frees its slot soon
+API_KEY = "edge-test-operator-key"
+# A webhook whose stream never comes frees its slot soon; call records are behind the key.
+ENV = {"SWITCHBOARD_RESERVATION_TTL_SECS": "3", "SWITCHBOARD_API_KEY": API_KEY}
 
 
 @dataclass
@@ -234,7 +234,9 @@ async def test_a_simulated_call_enters_at_the_edge_and_is_answered_by_the_intern
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
     assert replied(result.turns[0].transcript, REPLIES["food"]), format_summary(result)
     async with httpx.AsyncClient(timeout=5) as client:
-        record = await client.get(f"{stack.worker.base_url}/calls/call-{result.call_sid}")
+        record = await client.get(
+            f"{stack.worker.base_url}/calls/call-{result.call_sid}", headers={"X-API-Key": API_KEY}
+        )
     assert record.status_code == 200, "the worker behind the edge ran the call"
     after = stack.metrics()
     relayed = counter(after, "media_edge_streams_total", result="relayed")
