@@ -5,10 +5,14 @@ One agent server answers every test: the default test agent, and the agents in
 tests/agents/numbers picked by the number the simulated caller dials.
 """
 
+import json
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,6 +21,7 @@ import pytest
 from conftest import API_KEY, REPO, Server, free_port, replied, start_agent_server, wait_for
 from conftest import _start as start_server
 from switchboard.agent.intents import normalize
+from switchboard.agent.tools import SIGNATURE_HEADER, signature
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
@@ -39,6 +44,7 @@ def digits_heard(text: str | None) -> str:
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "call-control-test-token"
+TOOL_SECRET = "tool-signing-test-secret"
 CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
 SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
 
@@ -70,6 +76,7 @@ def control_agent(agents_dir: Path, twilio_api: Server) -> Iterator[Server]:
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
+            "SWITCHBOARD_TOOL_SIGNING_SECRET": TOOL_SECRET,
         }
     )
     yield server
@@ -381,3 +388,114 @@ async def test_a_busy_transfer_target_is_recorded_and_counted(
         lambda: metric(control_agent, "call_transfers_total", 'outcome="busy"') == busy_before + 1,
         what="the busy transfer to be counted",
     )
+
+
+class ToolHandler(BaseHTTPRequestHandler):
+    """Tool webhooks with known behaviour: fast, slow, failing, garbage."""
+
+    requests: list[tuple[str, dict, str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        ToolHandler.requests.append(
+            (self.path, json.loads(body), self.headers.get(SIGNATURE_HEADER, ""))
+        )
+        ToolHandler.bodies.append(body)
+        if self.path == "/slow":
+            time.sleep(1.5)  # the tool's own latency, in its own thread
+        status, reply = {
+            "/broken": (500, b'{"error": "database down"}'),
+            "/garbage": (200, b"<html>not json</html>"),
+        }.get(self.path, (200, b'{"day": "Tuesday", "hour": "ten"}'))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        try:
+            self.wfile.write(reply)
+        except BrokenPipeError:
+            pass  # the agent gave up on a tool slower than its timeout, as it should
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+ToolHandler.bodies = []
+
+
+@pytest.fixture(scope="module")
+def tools_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ToolHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+TOOLS_AGENT = """version: 1
+name: Tools test agent
+numbers: ["+15005550104"]
+greeting: Tools line.
+fallback: Sorry?
+tools:
+  - {{name: fast, description: Next visit, url: "{url}/fast", filler_after_secs: 1}}
+  - {{name: slow, description: Next visit slowly, url: "{url}/slow", filler: One moment please., filler_after_secs: 0.3}}
+  - {{name: broken, description: Fails, url: "{url}/broken", failure: The system is down.}}
+  - {{name: garbage, description: Nonsense, url: "{url}/garbage", failure: The system is down.}}
+  - {{name: stuck, description: Too slow, url: "{url}/slow", timeout_secs: 0.5, filler: null, failure: The system is down.}}
+keypad:
+  options: {{"1": visit, "2": slow_visit, "3": broken, "4": garbage, "5": stuck}}
+intents:
+  - {{name: visit, phrases: [visit], reply: Checking., tool: fast, arguments: {{patient: "42"}}, answer: "Your next visit is {{day}} at {{hour}}."}}
+  - {{name: slow_visit, phrases: [slow], reply: Checking., tool: slow, answer: "Your next visit is {{day}} at {{hour}}."}}
+  - {{name: broken, phrases: [broken], reply: Checking., tool: broken, answer: "It is {{day}}."}}
+  - {{name: garbage, phrases: [garbage], reply: Checking., tool: garbage, answer: "It is {{day}}."}}
+  - {{name: stuck, phrases: [stuck], reply: Checking., tool: stuck, answer: "It is {{day}}."}}
+"""
+
+
+async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_counted(
+    control_agent: Server, agents_dir: Path, tools_url: str
+) -> None:
+    (agents_dir / "tools.yaml").write_text(TOOLS_AGENT.format(url=tools_url))
+
+    def loaded() -> bool:
+        httpx.get(f"{control_agent.base_url}/health", timeout=5)  # a health check looks for edits
+        return "tools.yaml loaded" in control_agent.log()
+
+    wait_for(loaded, what="the tools agent to load")
+    script = CallScript(
+        to_number="+15005550104",
+        turns=[CallerTurn(dtmf=d, reply_timeout_ms=6000) for d in "12345"],
+    )
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    heard = [normalize(t.transcript or "") for t in result.turns]
+    assert "tuesday" in heard[0] and digits_heard(heard[0]) == "10", summary
+    assert "one moment" in heard[1] and "tuesday" in heard[1], summary
+    assert all("system is down" in h for h in heard[2:]), summary
+    record = await record_of(control_agent, result.call_sid)
+    calls = [
+        (e["tool"], e["ok"], e["error"]) for e in record["events"] if e["event"] == "tool_call"
+    ]
+    assert calls == [
+        ("fast", True, ""),
+        ("slow", True, ""),
+        ("broken", False, "http_error"),
+        ("garbage", False, "bad_response"),
+        ("stuck", False, "timeout"),
+    ]
+    path, first, signed = ToolHandler.requests[0]
+    assert (path, first["tool"], first["arguments"]) == ("/fast", "fast", {"patient": "42"})
+    assert first["call_id"] == result.call_sid
+    stamp = int(signed.split(",")[0].removeprefix("t="))
+    assert signed == signature(TOOL_SECRET, stamp, ToolHandler.bodies[0])
+    assert metric(control_agent, "agent_tool_calls_total", 'result="timeout",tool="stuck"') == 1

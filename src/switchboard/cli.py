@@ -112,6 +112,30 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if result.outcome in ("completed", "agent_hung_up") else 1
 
 
+def _dial(args: argparse.Namespace) -> int:
+    """``POST /calls`` on an orchestrator (or a standalone agent): place one outbound call."""
+    import httpx
+
+    body = {"to": args.number, "agent": args.agent, "from": args.from_number, "voicemail": args.voicemail}
+    api_key = args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or ""
+    try:
+        response = httpx.post(
+            f"{args.url.rstrip('/')}/calls",
+            json={k: v for k, v in body.items() if v is not None},
+            headers={"X-API-Key": api_key},
+            timeout=30,
+        )
+    except httpx.HTTPError as e:
+        print(f"switchboard dial: {args.url} unreachable: {e}", file=sys.stderr)
+        return 1
+    if response.status_code != 201:
+        print(f"switchboard dial: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    placed = response.json()
+    print(f"placed {placed['call_sid']} ({placed['status']}) with agent {placed.get('agent') or '(by number)'}")
+    return 0
+
+
 def _add_server_args(p: argparse.ArgumentParser, *, agent: bool = True) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default SWITCHBOARD_PORT or 8080)")
     if agent:
@@ -154,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token", default=None, help="sign requests like Twilio (default TWILIO_AUTH_TOKEN)")
     p.add_argument("--no-transcribe", action="store_true", help="skip transcribing the agent's audio")
     p.set_defaults(func=_call)
+
+    p = sub.add_parser("dial", help="place an outbound call through Twilio (POST /calls)")
+    p.add_argument("number", help="the number to call, E.164 (+15551234567)")
+    p.add_argument("--agent", default=None, help="agent name (default: the agent of the --from number)")
+    p.add_argument("--from", dest="from_number", default=None, help="caller ID (default SWITCHBOARD_OUTBOUND_FROM)")
+    p.add_argument("--voicemail", default=None, help="message to leave if a machine answers")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="orchestrator or standalone agent URL")
+    p.add_argument("--api-key", default=None, help="X-API-Key (default SWITCHBOARD_API_KEY)")
+    p.set_defaults(func=_dial)
 
     from switchboard.emulators.commands import add_commands as add_emulator_commands
     from switchboard.loadtest.commands import add_commands as add_loadtest_commands

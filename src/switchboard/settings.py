@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     twilio_api_url: str = Field(
         "https://api.twilio.com", description="Twilio REST API root (an emulator's URL in tests)."
     )
+    outbound_from: str | None = Field(
+        None, pattern=r"^\+[1-9][0-9]{7,14}$", description="Caller ID of outbound calls (a Twilio number)."
+    )
+    tool_signing_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key signing agent tool webhooks (X-Switchboard-Signature)."
+    )
     transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
     # Call records (switchboard.records): history database, recordings, post-call webhooks.
     database_url: str = Field(

@@ -46,6 +46,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig, Intent
+from switchboard.agent.tools import tool_turn
 from switchboard.observability import metrics
 from switchboard.telephony.base import (
     CallControl,
@@ -62,8 +63,9 @@ _SPOKEN_DIGITS = {"*": "star", "#": "pound"}
 class CallActionFrame(DataFrame):
     """From a responder: after this reply is spoken, do the intent's follow-up."""
 
-    action: Literal["transfer", "collect_digits", "end_call"]
+    action: Literal["transfer", "collect_digits", "end_call", "tool"]
     intent: str
+    text: str = ""  # from an LLM tool: the line to say first (not yet spoken)
 
 
 def spoken_digits(digits: str) -> str:
@@ -80,9 +82,15 @@ class CallController(BaseObserver):
         agent: AgentConfig,
         control: CallControl,
         *,
+        call_id: str = "",
+        tool_secret: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
+        self._call_id = call_id
+        self._tool_secret = tool_secret
+        self._tool_running = False
+        self._last_digits = ""
         self._worker = worker
         self._agent = agent
         self._control = control
@@ -155,12 +163,23 @@ class CallController(BaseObserver):
         if isinstance(frame, InputDTMFFrame):
             await self._key(str(frame.button.value))
         elif isinstance(frame, CallActionFrame):
-            intent = self._agent.intent(frame.intent)
-            if intent is not None:
-                self._follow_reply(intent)
+            await self._action(frame)
         elif isinstance(frame, EndWorkerFrame) and not self.ended_by:
             self.ended_by = "agent"  # a scripted goodbye intent (end_call: true)
             self._ending = True
+
+    async def _action(self, frame: CallActionFrame) -> None:
+        if frame.action == "end_call" and not self._ending:
+            self._event("end_call")
+            await self._end_with(frame.text or "Goodbye.", "agent")
+            return
+        intent = self._agent.intent(frame.intent)
+        if intent is None:
+            return
+        if frame.text:  # a tool call: the reply was not spoken by the responder
+            self._event("tool", action=frame.action, intent=intent.name)
+            await self._say(frame.text)
+        self._follow_reply(intent)
 
     # -- silence and the time limit ---------------------------------------------------------
 
@@ -175,6 +194,7 @@ class CallController(BaseObserver):
             or self._ending
             or self._follow_up is not None
             or self._digits is not None
+            or self._tool_running
         )
 
     def _arm_silence(self) -> None:
@@ -249,6 +269,8 @@ class CallController(BaseObserver):
             )
         elif intent.end_call or intent.transfer:
             self._after_speaking(lambda: self._follow_intent(intent))
+        elif intent.tool:
+            self._spawn(self._run_tool(intent))  # at once: the reply covers the tool's latency
 
     async def _follow_intent(self, intent: Intent) -> None:
         if intent.end_call:
@@ -285,11 +307,37 @@ class CallController(BaseObserver):
         assert spec is not None
         self._digits = None
         self._cancel("digits")
-        digits = "".join(got)
+        digits = self._last_digits = "".join(got)
         self._event("digits", intent=intent.name, digits=digits, timed_out=timed_out)
         await self._say(
             spec.reply.format(digits=spoken_digits(digits)) if digits else spec.no_input
         )
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def _run_tool(self, intent: Intent) -> None:
+        tool = self._agent.tool(intent.tool or "")
+        assert tool is not None  # validated with the config
+        arguments = {
+            k: v.replace("{digits}", self._last_digits) for k, v in intent.arguments.items()
+        }
+        self._tool_running = True
+        self._cancel("silence")
+        try:
+            outcome = await tool_turn(
+                tool,
+                intent.answer,
+                arguments,
+                self._say,
+                call_id=self._call_id,
+                secret=self._tool_secret,
+            )
+        finally:
+            self._tool_running = False
+        self._event("tool_call", tool=tool.name, ok=outcome.ok, error=outcome.error)
+        if outcome.line:
+            await self._say(outcome.line)
+        self._arm_silence()
 
     # -- transfer ---------------------------------------------------------------------------
 

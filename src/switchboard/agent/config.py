@@ -61,6 +61,38 @@ class DigitCollection(BaseModel):
         return reply
 
 
+class Tool(BaseModel):
+    """An HTTP webhook the agent may call mid-call (JSON in, JSON object out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = Field(min_length=1, description="What it does, for an LLM")
+    url: str = Field(pattern=r"^https?://", description="POSTed {tool, call_id, arguments} as JSON")
+    parameters: dict = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema of the arguments",
+    )
+    timeout_secs: float = Field(5.0, gt=0, le=30)
+    filler: str | None = Field(
+        "One moment while I check that.",
+        description="Said if the tool is slower than filler_after_secs",
+    )
+    filler_after_secs: float = Field(1.0, ge=0)
+    failure: str = Field(
+        "Sorry, I couldn't look that up right now.",
+        min_length=1,
+        description="Said when the tool times out, fails or returns something that is not a JSON object",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, schema: dict) -> dict:
+        if schema.get("type") != "object" or not isinstance(schema.get("properties", {}), dict):
+            raise ValueError("must be a JSON schema with type: object and a properties mapping")
+        return schema
+
+
 class Intent(BaseModel):
     """Something the caller may ask for, recognised by phrases (or a keypad key), answered with a reply."""
 
@@ -74,6 +106,13 @@ class Intent(BaseModel):
         None, description="After the reply, connect the caller here: +E.164 number or sip: URI"
     )
     collect_digits: DigitCollection | None = None
+    tool: str | None = Field(None, description="After the reply, call this tool (a name in tools)")
+    arguments: dict[str, str] = Field(
+        default_factory=dict, description="The tool's arguments; {digits} is the last digit string"
+    )
+    answer: str | None = Field(
+        None, description="Said with the tool's result: {field} is a top-level field of its JSON"
+    )
 
     @field_validator("transfer")
     @classmethod
@@ -84,8 +123,15 @@ class Intent(BaseModel):
 
     @model_validator(mode="after")
     def _one_ending(self) -> Intent:
+        follow_ups = [
+            f for f in ("end_call", "transfer", "collect_digits", "tool") if getattr(self, f)
+        ]
         if self.end_call and self.transfer:
             raise ValueError("an intent either ends the call or transfers it, not both")
+        if len(follow_ups) > 1:
+            raise ValueError(f"an intent has one follow-up, not {' and '.join(follow_ups)}")
+        if self.answer and not self.tool:
+            raise ValueError("answer is the template of a tool's result: set tool too")
         return self
 
     @field_validator("phrases")
@@ -190,6 +236,7 @@ class AgentConfig(BaseModel):
         "Sorry, I couldn't put you through right now. Is there anything else I can help with?",
         min_length=1,
     )
+    tools: list[Tool] = Field(default_factory=list)
     numbers: list[str] = Field(
         default_factory=list,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
@@ -205,6 +252,19 @@ class AgentConfig(BaseModel):
         if duplicates:
             raise ValueError(f"intent names must be unique, repeated: {', '.join(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _tools_exist(self) -> AgentConfig:
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        missing = sorted({i.tool for i in self.intents if i.tool and i.tool not in names})
+        if missing:
+            raise ValueError(f"intents name unknown tools: {', '.join(missing)}")
+        return self
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
 
     @model_validator(mode="after")
     def _keypad_intents_exist(self) -> AgentConfig:
@@ -237,6 +297,7 @@ class AgentConfig(BaseModel):
         ]
         if self.keypad is not None:
             lines.append(self.keypad.invalid)
+        lines += [line for t in self.tools for line in (t.filler, t.failure) if line]
         return lines
 
     def opening(self) -> str:

@@ -60,6 +60,21 @@ class AgentDirectory:
         self.refresh()
         return self._by_number.get(dialed or "", self.default)
 
+    def by_name(self, name: str) -> AgentConfig | None:
+        """The agent with this ``name`` (outbound calls name their agent)."""
+        return next((a for a in self.agents() if a.name == name), None)
+
+    def for_call(self, parameters: dict[str, str]) -> AgentConfig:
+        """The agent for a call's stream parameters: a named ``Agent`` (outbound calls), else
+        the number dialed (``To`` inbound; our own ``From`` on an outbound call)."""
+        if parameters.get("Agent"):
+            named = self.by_name(parameters["Agent"])
+            if named is not None:
+                return named
+            logger.warning(f"no agent named {parameters['Agent']!r}; using the number's agent")
+        outbound = parameters.get("Direction", "").startswith("outbound")
+        return self.for_number(parameters.get("From" if outbound else "To"))
+
     def agents(self) -> list[AgentConfig]:
         """Every agent that can answer a call now (the default first)."""
         self.refresh()

@@ -67,6 +67,6 @@ class ScriptedResponder(FrameProcessor):
         await self.push_frame(LLMFullResponseEndFrame())
         self._hang_up_after_reply = match.end_call
         intent = match.intent
-        if intent is not None and (intent.transfer or intent.collect_digits):
-            action = "transfer" if intent.transfer else "collect_digits"
+        if intent is not None and (intent.transfer or intent.collect_digits or intent.tool):
+            action = "transfer" if intent.transfer else "tool" if intent.tool else "collect_digits"
             await self.push_frame(CallActionFrame(action=action, intent=intent.name))

@@ -27,30 +27,61 @@ GREETING_REPLY = "Hello! How can I help you today?"
 
 
 class ReplyRules:
-    """Ordered (pattern, reply) pairs; ``{user}`` in a reply is replaced by what the caller said."""
+    """Ordered rules; ``{user}`` in a reply is replaced by what the caller said.
 
-    def __init__(self, rules: list[tuple[str, str]] | None = None):
+    A rule may also call a tool (OpenAI API only): ``{match, reply, tool: NAME, arguments: {...}}``
+    streams the reply (may be empty), then the tool call, if the request offered that tool; the
+    request carrying the tool's result gets ``after_tool`` (``{result}``: its content).
+    """
+
+    def __init__(
+        self,
+        rules: list[tuple[str, str]] | None = None,
+        tools: list[tuple[str, dict] | None] | None = None,
+        after_tool: list[str] | None = None,
+    ):
         self._rules = [(re.compile(p, re.IGNORECASE), r) for p, r in rules or []]
+        self._tools = list(tools or [None] * len(self._rules))
+        self._after_tool = list(after_tool or [""] * len(self._rules))
 
     @classmethod
     def load(cls, path: str | Path) -> ReplyRules:
-        """A YAML list of ``{match: regex, reply: text}``."""
+        """A YAML list of ``{match: regex, reply: text}`` (plus optional ``tool``, ``arguments``)."""
         raw = yaml.safe_load(Path(path).read_text())
         if not isinstance(raw, list) or not all(
-            isinstance(r, dict) and "match" in r and "reply" in r for r in raw
+            isinstance(r, dict) and "match" in r and ("reply" in r or "tool" in r) for r in raw
         ):
             raise ConfigError(f"LLM rules {path}: expected a list of {{match, reply}} mappings")
-        return cls([(str(r["match"]), str(r["reply"])) for r in raw])
+        return cls(
+            [(str(r["match"]), str(r.get("reply", ""))) for r in raw],
+            [(str(r["tool"]), dict(r.get("arguments") or {})) if r.get("tool") else None for r in raw],
+            [str(r.get("after_tool", "")) for r in raw],
+        )
+
+    def _first(self, user_text: str) -> int | None:
+        return next((i for i, (p, _) in enumerate(self._rules) if p.search(user_text)), None)
 
     def reply(self, user_text: str) -> str:
         if not user_text.strip():
             return GREETING_REPLY
-        for pattern, reply in self._rules:
-            if pattern.search(user_text):
-                return reply.replace("{user}", user_text.strip())
+        i = self._first(user_text)
+        if i is not None:
+            return self._rules[i][1].replace("{user}", user_text.strip())
         return (
             f"You said: {user_text.strip().rstrip('.?!')}. Is there anything else I can help with?"
         )
+
+    def after_tool(self, user_text: str, result: str) -> str:
+        """The reply once a tool answered: the rule's ``after_tool`` with ``{result}`` filled."""
+        i = self._first(user_text) if user_text.strip() else None
+        template = self._after_tool[i] if i is not None else ""
+        return template.replace("{result}", result) if template else "Done."
+
+    def tool(self, user_text: str, offered: set[str]) -> tuple[str, dict] | None:
+        """The tool call the first matching rule makes, if the request offered that tool."""
+        i = self._first(user_text) if user_text.strip() else None
+        call = self._tools[i] if i is not None else None
+        return call if call is not None and call[0] in offered else None
 
 
 def tokens(text: str) -> list[str]:
@@ -108,7 +139,13 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         stats.connections += 1
         stats.items.append({"api": "openai", "messages": body.get("messages", [])})
         model = body.get("model", "gpt-4o-mini")
-        reply = rules.reply(last_user_text(body.get("messages", [])))
+        user_text = last_user_text(body.get("messages", []))
+        offered = {t.get("function", {}).get("name") for t in body.get("tools") or []}
+        last = (body.get("messages") or [{}])[-1]
+        tool = rules.tool(user_text, offered) if last.get("role") != "tool" else None
+        reply = rules.reply(user_text)
+        if last.get("role") == "tool":  # answer the tool's result, as a model would
+            reply = rules.after_tool(user_text, _content_text(last.get("content")))
         pieces = tokens(reply)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {
@@ -149,7 +186,18 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                     chunk({"role": "assistant", "content": piece} if first else {"content": piece})
                 )
                 first = False
-            yield _sse(chunk({}, "stop"))
+            if tool is not None:
+                stats.items.append({"api": "openai", "tool_call": tool[0], "arguments": tool[1]})
+                call = {
+                    "index": 0,
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "function",
+                    "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
+                }
+                yield _sse(chunk({"role": "assistant", "tool_calls": [call]} if first else {"tool_calls": [call]}))
+                yield _sse(chunk({}, "tool_calls"))
+            else:
+                yield _sse(chunk({}, "stop"))
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield _sse(
                     {

@@ -5,6 +5,7 @@ Both speak the frames the scripted responder speaks (``LLMFullResponseStartFrame
 aggregates the tokens into sentences, so the first sentence is spoken while the rest is still
 being generated. Conversation memory is the call's ``LLMContext``, which the user and assistant
 aggregators fill turn by turn; the agent's ``system_prompt`` is the service's system instruction.
+Both get the call-control tools (``end_call``, ``transfer_call``) of :mod:`engines.call_tools`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.utils.http import connection_limits
 
 from switchboard.agent.config import AgentConfig
+from switchboard.engines.call_tools import CallToolsMixin
 from switchboard.errors import EngineError
 from switchboard.settings import Settings
 
@@ -85,8 +87,8 @@ def shared_anthropic_client(settings: Settings, api_key: str) -> AsyncAnthropic:
     return client
 
 
-class SwitchboardOpenAILLMService(OpenAILLMService):
-    """OpenAI-compatible chat completions over the process's shared client."""
+class SwitchboardOpenAILLMService(CallToolsMixin, OpenAILLMService):
+    """OpenAI-compatible chat completions over the process's shared client, with call tools."""
 
     def __init__(self, *, shared_client: AsyncOpenAI, **kwargs):
         self._shared_client = shared_client
@@ -96,15 +98,24 @@ class SwitchboardOpenAILLMService(OpenAILLMService):
         return self._shared_client
 
 
+def _tool_secret(settings: Settings) -> str | None:
+    secret = settings.tool_signing_secret
+    return secret.get_secret_value() if secret else None
+
+
 def _system_prompt(agent: AgentConfig) -> str:
     return agent.system_prompt or DEFAULT_SYSTEM_PROMPT
+
+
+class SwitchboardAnthropicLLMService(CallToolsMixin, AnthropicLLMService):
+    """Anthropic messages, with call tools."""
 
 
 def build_openai_llm(settings: Settings, agent: AgentConfig) -> SwitchboardOpenAILLMService:
     if settings.openai_api_key is None:
         raise EngineError("responder 'openai' needs OPENAI_API_KEY")
     api_key = settings.openai_api_key.get_secret_value()
-    return SwitchboardOpenAILLMService(
+    llm = SwitchboardOpenAILLMService(
         shared_client=shared_openai_client(settings, api_key),
         api_key=api_key,
         settings=OpenAILLMService.Settings(
@@ -113,13 +124,15 @@ def build_openai_llm(settings: Settings, agent: AgentConfig) -> SwitchboardOpenA
             max_tokens=settings.llm_max_tokens,
         ),
     )
+    llm.install_call_tools(agent, _tool_secret(settings))
+    return llm
 
 
 def build_anthropic_llm(settings: Settings, agent: AgentConfig) -> AnthropicLLMService:
     if settings.anthropic_api_key is None:
         raise EngineError("responder 'anthropic' needs ANTHROPIC_API_KEY")
     api_key = settings.anthropic_api_key.get_secret_value()
-    return AnthropicLLMService(
+    llm = SwitchboardAnthropicLLMService(
         api_key=api_key,
         client=shared_anthropic_client(settings, api_key),
         settings=AnthropicLLMService.Settings(
@@ -128,3 +141,5 @@ def build_anthropic_llm(settings: Settings, agent: AgentConfig) -> AnthropicLLMS
             max_tokens=settings.llm_max_tokens,
         ),
     )
+    llm.install_call_tools(agent, _tool_secret(settings))
+    return llm

@@ -111,6 +111,14 @@ class CallScript(BaseModel):
     turns: list[CallerTurn] = Field(default_factory=list)
     from_number: str = "+15005550006"
     to_number: str = "+15005550001"
+    webhook_url: str | None = Field(
+        default=None,
+        description="Answer an outbound call: post this webhook (the Url the call was created "
+        "with) instead of base_url's /twilio/voice",
+    )
+    answered_by: str | None = Field(
+        default=None, description="Outbound: Twilio's AnsweredBy (human, machine_end_beep, ...)"
+    )
     greeting_timeout_ms: int = 10_000
     reply_timeout_ms: int = Field(default=5_000, description="From caller speech end to the reply")
     agent_done_silence_ms: int = Field(default=800, description="Agent silence that ends a reply")
@@ -861,7 +869,7 @@ class _Call:
 
     async def answer(self, client: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
         """Post the voice webhook as Twilio does for a ringing inbound call; returns the stream."""
-        url = self._base_url.rstrip("/") + "/twilio/voice"
+        url = self.script.webhook_url or self._base_url.rstrip("/") + "/twilio/voice"
         params = {
             "CallSid": self.ids.call_sid,
             "AccountSid": self.ids.account_sid,
@@ -871,6 +879,8 @@ class _Call:
             "CallStatus": "ringing",
             "ApiVersion": "2010-04-01",
         }
+        if self.script.answered_by is not None:
+            params.update(Direction="outbound-api", AnsweredBy=self.script.answered_by)
         try:
             response = await client.post(url, data=params, headers=self._signature(url, params))
         except httpx.HTTPError as exc:

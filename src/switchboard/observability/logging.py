@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, TextIO
 
@@ -38,11 +39,23 @@ class _InterceptHandler(logging.Handler):
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
 
 
+_CALL_ID: ContextVar[str] = ContextVar("switchboard_call_id", default="")
+
+
 @contextmanager
 def call_context(call_id: str) -> Iterator[None]:
     """Tag every log line inside the block (and tasks started in it) with ``call_id``."""
-    with logger.contextualize(call_id=call_id):
-        yield
+    token = _CALL_ID.set(call_id)
+    try:
+        with logger.contextualize(call_id=call_id):
+            yield
+    finally:
+        _CALL_ID.reset(token)
+
+
+def current_call_id() -> str:
+    """The id of the call being handled here ('' outside a call), e.g. for a tool webhook."""
+    return _CALL_ID.get()
 
 
 def json_line(record: dict) -> str:

@@ -78,6 +78,19 @@ AGENT_CONFIG_ERRORS = Counter(
     "agent_config_errors_total",
     "Agent config files refused at load or reload (the previous version keeps serving).",
 )
+LLM_TOOL_CALLS = Counter(
+    "llm_tool_calls_total", "Tool calls made by LLM responders, by tool and result.", ["tool", "result"]
+)
+OUTBOUND_CALLS = Counter(
+    "outbound_calls_total",
+    "Outbound calls: placed | refused | error when asking Twilio; human | machine | voicemail when answered.",
+    ["result"],
+)
+AGENT_TOOL_CALLS = Counter(
+    "agent_tool_calls_total",
+    "Agent tool webhooks called, by tool and result (ok | timeout | unreachable | http_error | bad_response).",
+    ["tool", "result"],
+)
 CALL_DURATION_SECONDS = Histogram(
     "call_duration_seconds",
     "Connected time of finished calls, by outcome.",

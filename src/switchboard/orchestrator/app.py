@@ -44,6 +44,11 @@ from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.livekit import is_call_room
+from switchboard.telephony.outbound import (
+    answering_machine_twiml,
+    outbound_router,
+    stream_parameters,
+)
 from switchboard.telephony.twilio import (
     busy_twiml,
     connect_stream_twiml,
@@ -111,6 +116,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await relays.drain(settings.drain_timeout_secs)
 
     app.state.drain = drain
+    app.include_router(outbound_router(settings, require_api_key))
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -149,6 +155,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
         form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
+        if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
+            return Response(machine, media_type="application/xml")
         call_sid = form.get("CallSid") or uuid.uuid4().hex
         call_id = f"call-{call_sid}"
         with call_context(call_id):
@@ -162,7 +170,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
                 settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
             )
             await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
-            params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+            params = stream_parameters(form, dict(request.query_params))
             # The stream enters at the public edge (any orchestrator), which relays it to the worker.
             params[STREAM_TOKEN_PARAM] = token
             twiml = connect_stream_twiml(websocket_url(base, EDGE_PATH), params)

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import (
+    FastAPI,
+    Header,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -30,6 +38,11 @@ from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.base import TransferOutcome
+from switchboard.telephony.outbound import (
+    answering_machine_twiml,
+    outbound_router,
+    stream_parameters,
+)
 from switchboard.telephony.twilio import (
     StreamStart,
     connect_stream_twiml,
@@ -200,7 +213,7 @@ def create_worker_app(
                             websocket, start, settings, call_id=claims.call_id,
                             callback_base=callback_url,
                         )
-                        answering = agents.for_number(adapter.ids.dialed)
+                        answering = agents.for_call(start.custom_parameters)
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
                                        archive=archive)
                 finally:
@@ -208,10 +221,20 @@ def create_worker_app(
 
     else:
 
+        def require_api_key(x_api_key: str | None = Header(None)) -> None:
+            if settings.api_key is None:
+                raise HTTPException(status_code=403, detail="set SWITCHBOARD_API_KEY to use operator endpoints")
+            if x_api_key != settings.api_key.get_secret_value():
+                raise HTTPException(status_code=401, detail="missing or wrong X-API-Key")
+
+        app.include_router(outbound_router(settings, require_api_key))
+
         @app.post("/twilio/voice")
         async def twilio_voice(request: Request) -> Response:
             form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
-            params = {k: form[k] for k in ("CallSid", "From", "To") if k in form}
+            if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
+                return Response(machine, media_type="application/xml")
+            params = stream_parameters(form, dict(request.query_params))
             twiml = connect_stream_twiml(websocket_url(base, MEDIA_PATH), params)
             return Response(twiml, media_type="application/xml")
 
@@ -234,8 +257,9 @@ def create_worker_app(
                         adapter = TwilioStreamAdapter(
                             websocket, start, settings, callback_base=public_base(websocket, callback_url)
                         )
-                        answering = agents.for_number(adapter.ids.dialed)
-                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended, archive=archive)
+                        answering = agents.for_call(start.custom_parameters)
+                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended,
+                                       archive=archive)
             finally:
                 standalone_calls.discard(task)
 

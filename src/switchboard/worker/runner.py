@@ -70,7 +70,14 @@ async def run_call(
             archive, call.worker, ingress=adapter.ingress, agent=agent,
             params={"From": ids.caller, "To": ids.dialed},
         )
-        controller = CallController(call.worker, agent, adapter.control)
+        secret = settings.tool_signing_secret
+        controller = CallController(
+            call.worker,
+            agent,
+            adapter.control,
+            call_id=ids.call_id or ids.call_sid,
+            tool_secret=secret.get_secret_value() if secret else None,
+        )
         call.worker.add_observer(controller)
         adapter.attach(call)
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)

@@ -1,0 +1,153 @@
+"""LLM agents hang up, transfer and call webhook tools: real calls, the OpenAI emulator calling them."""
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import API_KEY, REPO, Clip, Server, replied, start_agent_server
+from switchboard.agent.intents import normalize
+from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.report import CallOutcome, format_summary
+from test_emulators import start_emulator, stats
+
+CALL_CONTROL_AGENT = REPO / "tests" / "agents" / "numbers" / "call_control.yaml"
+RULES = """
+- match: "horizon|distant"
+  reply: ""
+  tool: end_call
+  arguments: {goodbye: "It was nice talking to you, goodbye."}
+- match: "rice|served|bowls"
+  reply: ""
+  tool: next_visit
+  arguments: {patient: "7"}
+  after_tool: "The clinic says {result}"
+- match: "canoe|birch|plank"
+  reply: ""
+  tool: transfer_call
+  arguments: {destination: front_desk}
+"""
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    rules = tmp_path_factory.mktemp("llm") / "rules.yaml"
+    rules.write_text(RULES)
+    server = start_emulator("llm", "--profile", "instant", "--rules", str(rules))
+    yield server
+    server.stop()
+
+
+class NextVisit(BaseHTTPRequestHandler):
+    """A tool webhook: the patient's next visit."""
+
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:
+        NextVisit.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        reply = b'{"day": "Friday", "hour": "nine"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def agent_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The call-control test agent plus one webhook tool on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NextVisit)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    config = yaml.safe_load(CALL_CONTROL_AGENT.read_text())
+    config["tools"] = [
+        {
+            "name": "next_visit",
+            "description": "The patient's next visit",
+            "url": f"http://127.0.0.1:{server.server_address[1]}/next-visit",
+            "parameters": {"type": "object", "properties": {"patient": {"type": "string"}}},
+        }
+    ]
+    path = tmp_path_factory.mktemp("agent") / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def llm_agent(llm: Server, agent_file: Path) -> Iterator[Server]:
+    """Whisper and Piper locally, the OpenAI emulator as the responder; no Twilio credentials."""
+    env = {
+        "OPENAI_API_KEY": "sk-test-tools",
+        "SWITCHBOARD_RESPONDER": "openai",
+        "SWITCHBOARD_LLM_BASE_URL": llm.base_url + "/v1",
+    }
+    server = start_agent_server(env=env, agent=agent_file)
+    yield server
+    server.stop()
+
+
+def record_of(server: Server, call_sid: str) -> dict:
+    return httpx.get(
+        f"{server.base_url}/calls/{call_sid}", headers={"X-API-Key": API_KEY}, timeout=5
+    ).json()
+
+
+async def test_the_llm_ends_the_call_with_its_end_call_tool(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+) -> None:
+    script = CallScript(
+        turns=[CallerTurn(audio=speech_clips["fw_stereo_right_16k.wav"].path, hangup_expected=True)]
+    )
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "It was nice talking to you, goodbye."), summary
+    record = record_of(llm_agent, result.call_sid)
+    assert record["ended_by"] == "agent"
+    assert [e["event"] for e in record["events"]] == ["end_call"]
+    offered = [i for i in stats(llm)["items"] if "messages" in i]
+    assert offered, "the LLM was never asked"
+    assert any(i.get("tool_call") == "end_call" for i in stats(llm)["items"])
+
+
+async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call_goes_on(
+    llm_agent: Server, speech_clips: dict[str, Clip]
+) -> None:
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path)])
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    # The destination's line, then (no Twilio credentials here) the agent's apology.
+    heard = normalize(result.turns[0].transcript or "")
+    assert "put you through right now" in heard, summary
+    record = record_of(llm_agent, result.call_sid)
+    assert record["transfer"] == {
+        "intent": "front_desk",
+        "target": "+15005550200",
+        "outcome": "unsupported",
+    }
+    assert [e["event"] for e in record["events"]] == ["tool", "transfer"]
+    assert record["ended_by"] == "caller"
+
+
+async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+) -> None:
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s05_8k.wav"].path)])
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert "friday" in normalize(result.turns[0].transcript or ""), summary
+    assert NextVisit.seen[-1]["tool"] == "next_visit"
+    assert NextVisit.seen[-1]["arguments"] == {"patient": "7"}
+    assert NextVisit.seen[-1]["call_id"] == f"call-{result.call_sid}"

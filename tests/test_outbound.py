@@ -1,0 +1,123 @@
+"""Outbound calls: POST /calls and ``switchboard dial`` through the Twilio REST emulator, answered
+by a person (the caller simulator plays the callee) or by a machine."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from conftest import REPO, Server, free_port, replied, start_agent_server
+from conftest import _start as start_server
+from switchboard.loadtest.caller import CallScript, run_call
+from switchboard.loadtest.report import CallOutcome, format_summary
+
+ACCOUNT_SID = "AC" + "3" * 32
+AUTH_TOKEN = "outbound-test-token"
+API_KEY = "outbound-api-key"
+OUR_NUMBER = "+15005550101"  # the call control test agent's number
+CALLEE = "+15005550444"
+
+
+@pytest.fixture(scope="module")
+def twilio_api() -> Iterator[Server]:
+    port = free_port()
+    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]  # fmt: skip
+    server = start_server(argv, "emulator-twilio", "/health", port, None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(twilio_api: Server) -> Iterator[Server]:
+    server = start_agent_server(
+        env={
+            "SWITCHBOARD_AGENTS_DIR": str(REPO / "tests" / "agents" / "numbers"),
+            "SWITCHBOARD_API_KEY": API_KEY,
+            "SWITCHBOARD_OUTBOUND_FROM": OUR_NUMBER,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
+        }
+    )
+    yield server
+    server.stop()
+
+
+def place(agent: Server, body: dict, key: str = API_KEY) -> httpx.Response:
+    return httpx.post(f"{agent.base_url}/calls", json=body, headers={"X-API-Key": key}, timeout=10)
+
+
+def created(twilio_api: Server) -> dict:
+    """The newest call-create request the emulator received."""
+    items = httpx.get(f"{twilio_api.base_url}/stats", timeout=5).json()["items"]
+    return [i for i in items if i["op"] == "create"][-1]
+
+
+async def test_an_outbound_call_answered_by_a_person_gets_the_named_agent(
+    agent: Server, twilio_api: Server
+) -> None:
+    response = place(agent, {"to": CALLEE, "agent": "Short call test agent"})
+    assert response.status_code == 201, response.text
+    request = created(twilio_api)
+    assert request["To"] == CALLEE and request["From"] == OUR_NUMBER
+    assert request["MachineDetection"] == "DetectMessageEnd"
+    assert response.json()["call_sid"].startswith("CA")
+    # Twilio posts the call's Url once the callee picks up; the simulator plays the callee.
+    script = CallScript(
+        webhook_url=request["Url"],
+        answered_by="human",
+        from_number=OUR_NUMBER,
+        to_number=CALLEE,
+        turns=[],
+    )
+    result = await run_call(agent.base_url, script, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.greeting.transcript, "Hello, this line is short."), summary
+
+
+async def test_without_a_named_agent_the_caller_id_picks_it(
+    agent: Server, twilio_api: Server
+) -> None:
+    assert place(agent, {"to": CALLEE}).status_code == 201
+    script = CallScript(
+        webhook_url=created(twilio_api)["Url"], answered_by="human", from_number=OUR_NUMBER,
+        to_number=CALLEE, turns=[],
+    )  # fmt: skip
+    result = await run_call(agent.base_url, script, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+    assert replied(result.greeting.transcript, "Hello, this is the call control line."), (
+        format_summary(result)
+    )
+
+
+async def test_a_machine_gets_the_voicemail_and_no_agent(agent: Server, twilio_api: Server) -> None:
+    voicemail = "Hello, this is Bright Smile Dental. Please call us back."
+    assert place(agent, {"to": CALLEE, "voicemail": voicemail}).status_code == 201
+    script = CallScript(
+        webhook_url=created(twilio_api)["Url"], answered_by="machine_end_beep", from_number=OUR_NUMBER,
+        to_number=CALLEE, turns=[],
+    )  # fmt: skip
+    result = await run_call(agent.base_url, script, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+    assert result.outcome == CallOutcome.REJECTED
+    assert result.reason == f"twiml: {voicemail}"
+
+
+def test_bad_requests_get_a_clear_answer(agent: Server) -> None:
+    assert place(agent, {"to": CALLEE}, key="wrong").status_code == 401
+    bad = place(agent, {"to": "555-1234"})
+    assert bad.status_code == 422 and "to" in bad.text
+    assert place(agent, {"to": CALLEE, "colour": "blue"}).status_code == 422
+
+
+def test_switchboard_dial_places_the_call(agent: Server, twilio_api: Server) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", "dial", CALLEE, "--agent", "Call control test agent",
+         "--url", agent.base_url, "--api-key", API_KEY],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "placed CA" in done.stdout and "Call control test agent" in done.stdout
+    assert "agent=Call+control+test+agent" in created(twilio_api)["Url"]
