@@ -175,6 +175,35 @@ def test_haproxy_config_is_valid() -> None:
     ok([tool("haproxy", "Debian haproxy"), "-c", "-f", "deploy/haproxy/haproxy.cfg"])
 
 
+def compose_services(path: str, env: dict[str, str] | None = None) -> dict:
+    """The services as docker-compose resolves them (anchors and merges applied)."""
+    done = compose("-f", path, "config", env=env)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)["services"]
+
+
+@pytest.mark.parametrize(
+    ("path", "public"),
+    [("docker-compose.yml", "orchestrator"), ("docker-compose.prod.yml", "loadbalancer")],
+)
+def test_workers_publish_no_port_and_only_the_edge_publishes_the_app_port(path: str, public: str) -> None:
+    services = compose_services(path, PROD_ENV)
+    assert "ports" not in services["worker"] and "expose" not in services["worker"]
+    # Who publishes the app's port (8080 in the containers); monitoring UIs are not the app.
+    published = {(name, str(p.get("published"))) for name, s in services.items() for p in s.get("ports", [])
+                 if str(p.get("target")) == "8080"}  # fmt: skip
+    assert published == {(public, "8080" if public == "orchestrator" else "80")}, published
+    assert "SWITCHBOARD_WORKER_PUBLIC_URL" not in services["worker"].get("environment", {})
+
+
+def test_haproxy_routes_only_to_orchestrators_and_keeps_media_streams_open() -> None:
+    text = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    servers = re.findall(r"^\s*server(?:-template)?\s+\S+\s+(?:\d+\s+)?(\S+)", text, re.M)
+    assert servers and all(s.startswith("orchestrator:") for s in servers), servers
+    assert "worker" not in re.sub(r"#.*", "", text)
+    assert re.search(r"^\s*timeout tunnel\s+\d+h", text, re.M), "a call-long WebSocket must outlive 30 s timeouts"
+
+
 def test_shell_scripts_pass_shellcheck() -> None:
     ok([tool("shellcheck", "Debian shellcheck"), "scripts/scale.sh", "deploy/docker/entrypoint.sh"])
 
@@ -276,6 +305,17 @@ def test_workers_get_longer_to_stop_than_preStop_plus_the_drain() -> None:
     assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 15
 
 
+def test_orchestrators_get_longer_to_stop_than_preStop_plus_the_drain_of_their_media_streams() -> None:
+    objects = by_kind(K8S)
+    pod = objects[("Deployment", "orchestrator")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    # 10 s: uvicorn's graceful shutdown after the drain.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + DRAIN_SECS + 10
+    assert all(_seconds(s["stop_grace_period"]) > DRAIN_SECS
+               for name, s in prod_services().items() if name.startswith("orchestrator"))  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["orchestrator", "worker"])
 def test_deployments_have_probes_limits_and_a_disruption_budget(name: str) -> None:
     objects = by_kind(K8S)
@@ -284,6 +324,32 @@ def test_deployments_have_probes_limits_and_a_disruption_budget(name: str) -> No
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     assert ("PodDisruptionBudget", name) in objects
     assert ("Service", name) in objects
+
+
+def test_only_the_orchestrator_is_exposed_and_workers_accept_only_the_edge_and_prometheus() -> None:
+    objects = by_kind(K8S)
+    services = {name: o for (kind, name), o in objects.items() if kind == "Service"}
+    for service in services.values():
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "no LoadBalancer/NodePort"
+    assert services["worker"]["spec"]["clusterIP"] == "None"
+    ingresses = [o for (kind, _), o in objects.items() if kind == "Ingress"]
+    assert ingresses
+    backends = {p["backend"]["service"]["name"] for i in ingresses for r in i["spec"]["rules"] for p in r["http"]["paths"]}
+    assert backends == {"orchestrator"}
+    policy = objects[("NetworkPolicy", "worker-internal-only")]["spec"]
+    worker_labels = objects[("Deployment", "worker")]["spec"]["template"]["metadata"]["labels"]
+    orchestrator_labels = objects[("Deployment", "orchestrator")]["spec"]["template"]["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    (rule,) = policy["ingress"]
+    pods = [p["podSelector"]["matchLabels"] for p in rule["from"] if "podSelector" in p]
+    assert pods and all(p.items() <= orchestrator_labels.items() for p in pods)
+    assert all(set(p) <= {"podSelector", "namespaceSelector"} for p in rule["from"]), "no ipBlock: nothing outside"
+    (container,) = objects[("Deployment", "worker")]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SWITCHBOARD_WORKER_INTERNAL_URL"] == "http://$(POD_IP):8081"
+    assert "SWITCHBOARD_WORKER_PUBLIC_URL" not in env
+    assert all("hostPort" not in p for p in container["ports"])
 
 
 def test_keda_scales_workers_on_the_job_streams_lag_and_pending_entries() -> None:

@@ -32,6 +32,7 @@ from conftest import (
 )
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
+from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
 from switchboard.telephony import stream_tokens
 
 API_KEY = "test-operator-key"
@@ -83,6 +84,15 @@ def stream_url(twiml: str) -> str | None:
     return None if stream is None else stream.get("url")
 
 
+def placed_on(twiml: str) -> str | None:
+    """The worker a placed call's stream token names (the stream itself enters at the edge)."""
+    stream = ElementTree.fromstring(twiml).find("./Connect/Stream")
+    if stream is None:
+        return None
+    token = next(p.get("value", "") for p in stream.findall("Parameter") if p.get("name") == STREAM_TOKEN_PARAM)
+    return stream_tokens.read(DEV_SECRET, token).worker_id
+
+
 def wait_idle(pool: Pool) -> None:
     wait_for(lambda: pool.stats()["active_calls"] == 0, limit_secs=15, what="all slots free")
 
@@ -97,8 +107,9 @@ async def test_calls_spread_across_workers_by_load_and_a_full_pool_answers_busy(
     urls = [stream_url(r.text) for r in responses]
     placed = [u for u in urls if u]
     assert len(placed) == 6, [r.text for r in responses]
-    ports = Counter(u.split("/")[2] for u in placed)
-    assert sorted(ports.values()) == [2, 2, 2], ports
+    assert set(placed) == {_ws(pool.orchestrator, "/twilio/media")}, "every stream enters at the edge"
+    workers = Counter(placed_on(r.text) for r in responses if stream_url(r.text))
+    assert sorted(workers.values()) == [2, 2, 2], workers
     busy = next(r.text for r, u in zip(responses, urls, strict=True) if u is None)
     assert "<Say>" in busy and "<Hangup" in busy
     metrics = pool.metrics()

@@ -7,12 +7,13 @@ set -eu
 export SWITCHBOARD_HOST
 
 role="${1:-orchestrator}"
-if [ "$role" = "worker" ] && [ -z "${SWITCHBOARD_WORKER_PUBLIC_URL:-}" ]; then
-    # Streams are placed on a worker by the URL it registers; 0.0.0.0 is not reachable, so
-    # register this container's own address (override for a public route).
+if [ "$role" = "worker" ] && [ -z "${SWITCHBOARD_WORKER_INTERNAL_URL:-}" ]; then
+    # The media edge (the orchestrators) relays streams to the URL a worker registers;
+    # 0.0.0.0 is not reachable, so register this container's own address on the internal
+    # network. Workers publish no port: nothing outside that network reaches them.
     address="$(hostname -i | cut -d' ' -f1)"
-    SWITCHBOARD_WORKER_PUBLIC_URL="http://${address}:${SWITCHBOARD_PORT:-8081}"
-    export SWITCHBOARD_WORKER_PUBLIC_URL
+    SWITCHBOARD_WORKER_INTERNAL_URL="http://${address}:${SWITCHBOARD_PORT:-8081}"
+    export SWITCHBOARD_WORKER_INTERNAL_URL
 fi
 
 exec switchboard "$@"

@@ -8,8 +8,12 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from switchboard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from switchboard.settings import Settings
 
 
 def _settings(args: argparse.Namespace, role: str):
@@ -48,11 +52,21 @@ def _worker(args: argparse.Namespace) -> int:
 
     agent = load_agent_config(settings.agent_config)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    media_url = settings.worker_public_url or f"http://{settings.host}:{settings.port}"
-    service = WorkerService(settings, agent, worker_id=worker_id, media_url=media_url)
+    service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
     app = create_worker_app(settings, agent, service)
     serve(app, settings, before_exit=app.state.drain)
     return 0
+
+
+def _internal_url(settings: Settings) -> str:
+    """Where the media edge reaches this worker: the configured URL, else host:port (a wildcard
+    bind registers this machine's own address, which is what its peers can dial)."""
+    if settings.worker_internal_url:
+        return settings.worker_internal_url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostbyname(socket.gethostname())
+    return f"http://{host}:{settings.port}"
 
 
 def _orchestrator(args: argparse.Namespace) -> int:
@@ -60,7 +74,8 @@ def _orchestrator(args: argparse.Namespace) -> int:
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
 
-    serve(create_orchestrator_app(settings), settings)
+    app = create_orchestrator_app(settings)
+    serve(app, settings, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 

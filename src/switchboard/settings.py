@@ -160,8 +160,16 @@ class Settings(BaseSettings):
         15.0, gt=0, description="How long a slot reserved for a Twilio stream waits for it to connect."
     )
     call_state_ttl_secs: int = Field(86400, gt=0, description="How long call state stays in Redis.")
-    worker_public_url: str | None = Field(
-        None, description="Base URL Twilio reaches this worker at; defaults to http://host:port."
+    worker_internal_url: str | None = Field(
+        None,
+        description="Base URL the media edge (the orchestrators) reaches this worker at, on the internal "
+        "network; defaults to http://host:port (the host's own address when host is 0.0.0.0).",
+    )
+
+    # Media edge: Twilio streams enter at the orchestrators and are relayed to the worker
+    # holding the call, so workers need no public address (there is no direct-to-worker mode).
+    media_edge_connect_timeout_secs: float = Field(
+        2.0, gt=0, description="How long the edge waits to open the stream's hop to its worker."
     )
 
     twilio_api_url: str = Field(

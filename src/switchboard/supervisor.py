@@ -24,6 +24,7 @@ from switchboard.settings import Settings
 BACKOFF_START_SECS = 1.0
 BACKOFF_MAX_SECS = 30.0
 STABLE_AFTER_SECS = 60.0
+WORKER_HOST = "127.0.0.1"  # workers are internal: only the orchestrator's edge talks to them
 
 
 @dataclass
@@ -90,11 +91,20 @@ def plan_children(settings: Settings, workers: int, agent: str | None) -> list[C
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     env.setdefault("SWITCHBOARD_INFERENCE_THREADS", str(threads))
     agent_args = ["--agent", agent] if agent else []
-    children = [Child("orchestrator", _cli("orchestrator", "--port", str(settings.port)), env)]
+    # Only the orchestrator (the public edge) listens on SWITCHBOARD_HOST; workers listen on
+    # loopback and are reached through the edge's media relay.
+    children = [Child("orchestrator", _cli("orchestrator", "--port", str(settings.port)),
+                      {**env, "SWITCHBOARD_HOST": settings.host})]
     for i in range(workers):
         port = settings.port + 1 + i
+        worker_env = {
+            **env,
+            "SWITCHBOARD_HOST": WORKER_HOST,
+            "SWITCHBOARD_WORKER_INTERNAL_URL": f"http://{WORKER_HOST}:{port}",
+        }
         children.append(
-            Child(f"worker-{i + 1}", _cli("worker", "--port", str(port), "--worker-id", f"worker-{i + 1}", *agent_args), env)
+            Child(f"worker-{i + 1}", _cli("worker", "--port", str(port), "--worker-id", f"worker-{i + 1}", *agent_args),
+                  worker_env)
         )
     return children
 

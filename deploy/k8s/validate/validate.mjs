@@ -13,7 +13,7 @@ const CUSTOM = {
   "monitoring.coreos.com/v1/PodMonitor": PodMonitor,
   "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
 };
-const CORE_GROUPS = new Set(["v1", "apps/v1", "policy/v1", "autoscaling/v2", "batch/v1"]);
+const CORE_GROUPS = new Set(["v1", "apps/v1", "policy/v1", "autoscaling/v2", "batch/v1", "networking.k8s.io/v1"]);
 
 let failed = 0;
 for (const doc of parseAllDocuments(readFileSync(0, "utf8"))) {

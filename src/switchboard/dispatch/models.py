@@ -46,7 +46,7 @@ class WorkerInfo(BaseModel):
 
     version: Literal[1] = 1
     worker_id: str
-    media_url: str
+    media_url: str = Field(description="Internal base URL of its media endpoint, reached by the media edge.")
     capacity: int = Field(ge=0)
     pid: int
     started_at: float

@@ -109,6 +109,10 @@ class WorkerRegistry:
     async def is_alive(self, worker_id: str) -> bool:
         return bool(await self._redis.exists(keys.worker(worker_id)))
 
+    async def media_url(self, worker_id: str) -> str | None:
+        """The internal base URL a live worker registered for its media streams; None if it is gone."""
+        return await self._redis.hget(keys.worker(worker_id), "media_url")
+
     async def live_workers(self) -> list[tuple[WorkerInfo, int]]:
         """Every worker with a fresh heartbeat, with its current load."""
         ids = sorted(await self._redis.smembers(keys.workers()))

@@ -168,3 +168,22 @@ CALL_ANALYSES = Counter(
 CALL_RECORDS_PURGED = Counter(
     "call_records_purged_total", "Calls deleted (rows and audio) by retention or on request.", ["reason"]
 )
+
+# Media edge: Twilio streams relayed by the orchestrators to the worker holding the call.
+MEDIA_EDGE_STREAMS = Counter(
+    "media_edge_streams_total",
+    "Media streams at the edge, by result (relayed | bad_signature | bad_token | no_start | "
+    "worker_gone | worker_unreachable | worker_refused).",
+    ["result"],
+)
+MEDIA_EDGE_ACTIVE = Gauge("media_edge_active_streams", "Media streams this edge is relaying now.")
+MEDIA_EDGE_CLOSES = Counter(
+    "media_edge_closes_total",
+    "Relayed streams ended, by the side that closed first (caller | worker) and the code passed on.",
+    ["side", "code"],
+)
+MEDIA_EDGE_CONNECT_MS = Histogram(
+    "media_edge_connect_ms",
+    "Time for the edge to open a stream's hop to its worker (TCP + WebSocket handshake).",
+    buckets=(0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000),
+)

@@ -32,11 +32,18 @@ from switchboard.orchestrator.auth import (
     require_caller_data_key,
 )
 from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
+from switchboard.orchestrator.callbacks import create_callback_router
 from switchboard.orchestrator.calls_api import CallsBackend, create_calls_router
 from switchboard.orchestrator.livekit_webhooks import (
     WebhookRejected,
     agent_needed,
     verify_livekit_webhook,
+)
+from switchboard.orchestrator.media_edge import (
+    EDGE_PATH,
+    STREAM_TOKEN_PARAM,
+    Relays,
+    create_media_edge_router,
 )
 from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
@@ -55,7 +62,6 @@ from switchboard.telephony.twilio import (
     verified_webhook_form,
     websocket_url,
 )
-from switchboard.worker.app import MEDIA_PATH
 
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
@@ -93,6 +99,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
+    relays = Relays()
+    app.include_router(create_media_edge_router(settings, registry, relays))
+    app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))
 
     @app.exception_handler(redis.RedisError)
@@ -108,6 +117,10 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         body = json.dumps({"error": "call history unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
 
+    async def drain() -> None:
+        await relays.drain(settings.drain_timeout_secs)
+
+    app.state.drain = drain
     app.include_router(outbound_router(settings, require_caller_data_key))
 
     @app.get("/health/live")
@@ -125,7 +138,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except redis.RedisError as e:
             checks["redis"] = f"unreachable: {e}"
             checks["live_workers"] = 0
-        ready = checks["redis"] == "ok" and checks["live_workers"] > 0
+        if relays.draining:
+            checks["draining"] = True  # stopping: the load balancer should send calls elsewhere
+        ready = checks["redis"] == "ok" and checks["live_workers"] > 0 and not relays.draining
         body = {"status": "ok" if ready else "unavailable", **checks}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
@@ -144,7 +159,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        form, _base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
+        form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
             return Response(machine, media_type="application/xml")
         call_sid = form.get("CallSid") or uuid.uuid4().hex
@@ -156,17 +171,14 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
                 await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
                 logger.warning(f"{call_id}: no worker has a free slot, answering busy")
                 return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
-            workers = {w.worker_id: w for w, _load in await registry.live_workers()}
-            media_base = workers[worker_id].media_url if worker_id in workers else None
-            if media_base is None:  # died between reservation and lookup
-                metrics.CALLS_REJECTED.labels(reason="worker_lost").inc()
-                return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
             token = stream_tokens.issue(
                 settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
             )
             await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
             params = stream_parameters(form, dict(request.query_params))
-            twiml = connect_stream_twiml(websocket_url(media_base, f"{MEDIA_PATH}/{token}"), params)
+            # The stream enters at the public edge (any orchestrator), which relays it to the worker.
+            params[STREAM_TOKEN_PARAM] = token
+            twiml = connect_stream_twiml(websocket_url(base, EDGE_PATH), params)
             return Response(twiml, media_type="application/xml")
 
     @app.post("/webhooks/livekit")

@@ -1,8 +1,11 @@
 """Short-lived signed tokens that let one Twilio stream onto one worker.
 
-The orchestrator reserves a slot on a worker and puts a token in the ``<Stream>`` URL's path
-(Twilio strips query strings); the worker accepts the WebSocket only with a valid token
-issued for itself. Format: ``base64url(json claims) . base64url(HMAC-SHA256)``.
+The orchestrator reserves a slot on a worker and puts a token in the ``<Stream>``'s
+``<Parameter>``s (Twilio strips query strings, and a path would put it in every proxy's
+access log). The media edge reads it from ``start.customParameters``, checks it and relays the
+stream to the worker it names, at ``/twilio/media/{token}`` on that worker's internal address;
+the worker accepts the WebSocket only with a valid token issued for itself.
+Format: ``base64url(json claims) . base64url(HMAC-SHA256)``.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ def issue(secret: str, call_id: str, worker_id: str, ttl_secs: float, now: float
     return f"{payload}.{_sign(secret, payload)}"
 
 
-def verify(secret: str, token: str, worker_id: str, now: float | None = None) -> StreamClaims:
-    """Check signature, expiry and audience; raise StreamTokenError saying which failed."""
+def read(secret: str, token: str, now: float | None = None) -> StreamClaims:
+    """Check signature and expiry (any audience); raise StreamTokenError saying which failed."""
     payload, _, signature = token.partition(".")
     if not payload or not signature:
         raise StreamTokenError("malformed stream token")
@@ -60,6 +63,12 @@ def verify(secret: str, token: str, worker_id: str, now: float | None = None) ->
         raise StreamTokenError("unreadable stream token") from e
     if parsed.expires_at < (now or time.time()):
         raise StreamTokenError("expired stream token")
+    return parsed
+
+
+def verify(secret: str, token: str, worker_id: str, now: float | None = None) -> StreamClaims:
+    """Check signature, expiry and audience (``worker_id``); raise StreamTokenError saying which failed."""
+    parsed = read(secret, token, now)
     if parsed.worker_id != worker_id:
         raise StreamTokenError("stream token is for another worker")
     return parsed

@@ -189,7 +189,8 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
 
     A message that is not Twilio's (bad JSON, wrong types, ``start`` again, media after
     ``stop``) closes the stream through its ``MediaSocketGuard`` with 1007/1008; an event we
-    do not know is counted and ignored (Twilio may add events). ``mark`` echoes are logged so
+    do not know, or a key press without a valid digit, is counted and ignored (Twilio may add
+    events; a caller can press a key again). ``mark`` echoes are logged so
     we know when the caller actually heard an utterance.
     """
 
@@ -240,10 +241,12 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
             logger.debug(f"twilio: caller heard up to mark {name}")
             return None
         if event == "dtmf":
+            # A key press we cannot read costs that key, not the call (the caller can press
+            # it again): counted and dropped, unlike a message that is not Twilio's at all.
             if not (isinstance(body, dict) and body.get("digit") in _DTMF_DIGITS):
-                raise MediaRejected(
-                    "bad_message", CLOSE_POLICY_VIOLATION, "dtmf without a valid digit"
-                )
+                metrics.BAD_MESSAGES.labels(provider="twilio").inc()
+                logger.warning("twilio: dropping a dtmf event without a valid digit")
+                return None
             return await super().deserialize(data)
         if event != "media":
             metrics.BAD_MESSAGES.labels(provider="twilio").inc()

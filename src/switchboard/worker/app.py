@@ -1,7 +1,8 @@
 """The worker's HTTP/WebSocket server: media streams, health, metrics and call records.
 
-In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}`` with a
-token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
+In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}``, relayed
+by the orchestrators' media edge (``orchestrator.media_edge``) to this worker's internal address,
+with a token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
 Twilio webhook itself and takes streams at ``/twilio/media``: one process, no Redis.
 """
 
@@ -124,8 +125,10 @@ def create_worker_app(
     app = FastAPI(title="Switchboard worker", lifespan=lifespan)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     install_operator_keys(app, settings)
-    # Twilio reaches this process at its media URL: transfer reports come back there too.
-    callback_url = settings.worker_public_url if service is not None else settings.public_url
+    # Twilio's callbacks (transfer reports) go to the public URL. In a pool that is the
+    # orchestrators, which forward them to the worker holding the call: a pooled worker's own
+    # address is internal (and the Host its streams arrive with is the edge's view of it).
+    callback_url = settings.public_url
 
     def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
         record = registry.get(call_sid)
@@ -215,7 +218,7 @@ def create_worker_app(
                     if start is not None:
                         adapter = TwilioStreamAdapter(
                             socket, start, settings, call_id=claims.call_id,
-                            callback_base=public_base(websocket, callback_url),
+                            callback_base=callback_url,
                         )
                         answering = agents.for_call(start.custom_parameters)
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
