@@ -65,7 +65,11 @@ def install_operator_keys(app: FastAPI, settings: Settings) -> None:
     """Make ``require_api_key`` work on ``app`` (call once when building the app)."""
     app.state.operator_keys = OperatorKeys.from_settings(settings)
     if not app.state.operator_keys.digests:
-        where = "direct loopback requests only" if app.state.operator_keys.loopback_only_server else "nobody"
+        where = (
+            "direct loopback requests only"
+            if app.state.operator_keys.loopback_only_server
+            else "nobody"
+        )
         logger.warning(f"no SWITCHBOARD_API_KEYS set: operator endpoints answer {where}")
 
 
@@ -76,7 +80,8 @@ async def require_api_key(request: Request) -> None:
         if keys.loopback_only_server and _direct_from_loopback(request):
             return
         raise HTTPException(
-            status_code=403, detail="operator endpoints need a key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)"
+            status_code=403,
+            detail="operator endpoints need a key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)",
         )
     if not keys.accepts(_presented_key(request)):
         raise HTTPException(
