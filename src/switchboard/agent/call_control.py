@@ -342,22 +342,38 @@ class CallController(BaseObserver):
     # -- transfer ---------------------------------------------------------------------------
 
     async def _transfer(self, intent: Intent, target: str) -> None:
+        warm = intent.transfer_mode == "warm"
+        self._tool_running = True  # the caller is on hold: no silence re-prompts meanwhile
         try:
-            outcome = await self._control.transfer(target)
+            if warm:
+                summary = intent.transfer_summary.replace("{intent}", intent.name.replace("_", " "))
+                outcome = await self._control.warm_transfer(target, summary)
+            else:
+                outcome = await self._control.transfer(target)
         except UnsupportedOperation as e:
             logger.warning(f"call control: cannot transfer on this call: {e}")
             outcome = TransferOutcome.UNSUPPORTED
         except CallControlError as e:
             logger.warning(f"call control: transfer to {target} failed: {e}")
             outcome = TransferOutcome.FAILED
-        self.transfer = {"intent": intent.name, "target": target, "outcome": outcome.value}
-        self._event("transfer", target=target, outcome=outcome.value)
+        finally:
+            self._tool_running = False
+        mode = "warm" if warm else "cold"
+        self.transfer = {
+            "intent": intent.name,
+            "target": target,
+            "mode": mode,
+            "outcome": outcome.value,
+        }
+        self._event("transfer", target=target, mode=mode, outcome=outcome.value)
         metrics.TRANSFERS.labels(outcome=outcome.value).inc()
         if outcome in (TransferOutcome.INITIATED, TransferOutcome.ANSWERED):
             # The carrier now runs the call elsewhere; our side of the media ends.
             self._ending = True
             self.ended_by = "transfer"
             await self._worker.stop_when_done()
+        elif warm and outcome in (TransferOutcome.BUSY, TransferOutcome.NO_ANSWER):
+            await self._say(self._agent.transfer_unanswered)
         else:
             await self._say(self._agent.transfer_failed)
 
