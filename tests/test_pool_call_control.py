@@ -23,6 +23,7 @@ from conftest import (
     wait_for,
 )
 from conftest import _start as start_server
+from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
@@ -126,7 +127,10 @@ async def test_outbound_calls_through_the_orchestrator(stack: Stack) -> None:
         "turns": [],
     }
     person = await stack.call(CallScript(answered_by="human", **common))
-    assert replied(person.greeting.transcript, "Hello, this line is short."), format_summary(person)
+    # Contained, not matched: Whisper tiny sometimes repeats a short line when transcribing it.
+    assert "this line is short" in normalize(person.greeting.transcript or ""), format_summary(
+        person
+    )
     machine = await stack.call(CallScript(answered_by="machine_end_beep", **common))
     assert (machine.outcome, machine.reason) == (
         CallOutcome.REJECTED,
