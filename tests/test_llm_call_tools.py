@@ -134,6 +134,7 @@ async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call
     assert record["transfer"] == {
         "intent": "front_desk",
         "target": "+15005550200",
+        "mode": "cold",
         "outcome": "unsupported",
     }
     assert [e["event"] for e in record["events"]] == ["tool", "transfer"]

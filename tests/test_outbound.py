@@ -1,15 +1,19 @@
 """Outbound calls: POST /calls and ``switchboard dial`` through the Twilio REST emulator, answered
 by a person (the caller simulator plays the callee) or by a machine."""
 
+import csv
+import datetime
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import REPO, Server, free_port, replied, start_agent_server
 from conftest import _start as start_server
+from switchboard.dialer import dial_batch
 from switchboard.loadtest.caller import CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
@@ -48,6 +52,10 @@ def agent(twilio_api: Server) -> Iterator[Server]:
 
 def place(agent: Server, body: dict, key: str = API_KEY) -> httpx.Response:
     return httpx.post(f"{agent.base_url}/calls", json=body, headers={"X-API-Key": key}, timeout=10)
+
+
+def get_items(twilio_api: Server) -> list[dict]:
+    return httpx.get(f"{twilio_api.base_url}/stats", timeout=5).json()["items"]
 
 
 def created(twilio_api: Server) -> dict:
@@ -121,3 +129,59 @@ def test_switchboard_dial_places_the_call(agent: Server, twilio_api: Server) -> 
     assert done.returncode == 0, done.stderr
     assert "placed CA" in done.stdout and "Call control test agent" in done.stdout
     assert "agent=Call+control+test+agent" in created(twilio_api)["Url"]
+
+
+async def test_a_csv_batch_places_good_rows_and_reports_bad_ones(
+    agent: Server, twilio_api: Server
+) -> None:
+    rows = [
+        {"to": "+15005550601", "agent": "Short call test agent"},
+        {"to": "555"},
+        {"to": "+15005550602", "voicemail": "Call us back."},
+    ]
+    results = await dial_batch(agent.base_url, API_KEY, rows, concurrency=2)
+    assert [(r.row, r.status, r.attempts) for r in results] == [
+        (1, "placed", 1),
+        (2, "failed", 1),  # a 422 is the row's fault: not retried
+        (3, "placed", 1),
+    ]
+    assert "422" in results[1].error and results[0].call_sid.startswith("CA")
+    created_to = {i["To"] for i in get_items(twilio_api) if i["op"] == "create"}
+    assert {"+15005550601", "+15005550602"} <= created_to
+
+
+async def test_a_batch_keeps_calling_hours_and_retries_an_unreachable_server() -> None:
+    rows = [{"to": "+15005550603"}]
+    noon = datetime.time(12, 0)
+    early = await dial_batch(
+        "http://127.0.0.1:9",
+        API_KEY,
+        rows,
+        hours=(datetime.time(8), datetime.time(9)),
+        now=lambda: noon,
+    )
+    assert (early[0].status, early[0].attempts) == ("outside_hours", 0)
+    down = await dial_batch(
+        f"http://127.0.0.1:{free_port()}", API_KEY, rows, retries=2, retry_pause_secs=0.01
+    )
+    assert (down[0].status, down[0].attempts) == ("failed", 3)
+    assert down[0].error.startswith("unreachable")
+
+
+def test_switchboard_dial_csv_writes_a_result_file(agent: Server, tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("to,agent\n+15005550604,Short call test agent\n+15005550605,\n")
+    out = tmp_path / "results.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", "dial", "--csv", str(numbers), "--results", str(out),
+         "--url", agent.base_url, "--api-key", API_KEY],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [(r["to"], r["status"]) for r in written] == [
+        ("+15005550604", "placed"),
+        ("+15005550605", "placed"),
+    ]
+    assert "2/2 placed" in done.stdout

@@ -112,9 +112,35 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if result.outcome in ("completed", "agent_hung_up") else 1
 
 
+def _dial_csv(args: argparse.Namespace, api_key: str) -> int:
+    from switchboard.dialer import calling_hours, dial_batch, read_rows, write_results
+
+    rows = read_rows(Path(args.csv))
+    hours = calling_hours(args.hours) if args.hours else None
+
+    def progress(r) -> None:
+        print(f"row {r.row}: {r.to[:-4]}**** {r.status} {r.call_sid or r.error}", flush=True)
+
+    results = asyncio.run(
+        dial_batch(
+            args.url, api_key, rows, concurrency=args.concurrency, retries=args.retries, hours=hours,
+            progress=progress,
+        )
+    )
+    write_results(Path(args.results), results)
+    placed = sum(r.status == "placed" for r in results)
+    print(f"{placed}/{len(results)} placed; results in {args.results}")
+    return 0 if placed == len(results) else 1
+
+
 def _dial(args: argparse.Namespace) -> int:
     """``POST /calls`` on an orchestrator (or a standalone agent): place one outbound call."""
     import httpx
+
+    if args.csv:
+        return _dial_csv(args, args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or "")
+    if not args.number:
+        raise ConfigError("dial: give a number, or --csv FILE")
 
     body = {"to": args.number, "agent": args.agent, "from": args.from_number, "voicemail": args.voicemail}
     api_key = args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or ""
@@ -180,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_call)
 
     p = sub.add_parser("dial", help="place an outbound call through Twilio (POST /calls)")
-    p.add_argument("number", help="the number to call, E.164 (+15551234567)")
+    p.add_argument("number", nargs="?", help="the number to call, E.164 (+15551234567)")
+    p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail]")
+    p.add_argument("--concurrency", type=int, default=2, help="batch: calls placed at once")
+    p.add_argument("--retries", type=int, default=2, help="batch: retries of a 5xx or unreachable")
+    p.add_argument("--hours", default=None, help="batch: calling hours, local time, e.g. 09:00-18:00")
+    p.add_argument("--results", default="dial-results.csv", help="batch: the result CSV")
     p.add_argument("--agent", default=None, help="agent name (default: the agent of the --from number)")
     p.add_argument("--from", dest="from_number", default=None, help="caller ID (default SWITCHBOARD_OUTBOUND_FROM)")
     p.add_argument("--voicemail", default=None, help="message to leave if a machine answers")

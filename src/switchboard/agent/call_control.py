@@ -46,6 +46,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig, Intent
+from switchboard.agent.digits import DigitBuffer
 from switchboard.agent.tools import tool_turn
 from switchboard.observability import metrics
 from switchboard.telephony.base import (
@@ -56,7 +57,6 @@ from switchboard.telephony.base import (
 )
 
 FOLLOW_UP_LIMIT_SECS = 20.0  # a line that never produced audio must not leave the call hanging
-_SPOKEN_DIGITS = {"*": "star", "#": "pound"}
 
 
 @dataclass
@@ -66,11 +66,6 @@ class CallActionFrame(DataFrame):
     action: Literal["transfer", "collect_digits", "end_call", "tool"]
     intent: str
     text: str = ""  # from an LLM tool: the line to say first (not yet spoken)
-
-
-def spoken_digits(digits: str) -> str:
-    """Digits as a TTS engine should read them: one by one."""
-    return " ".join(_SPOKEN_DIGITS.get(d, d) for d in digits)
 
 
 class CallController(BaseObserver):
@@ -106,7 +101,7 @@ class CallController(BaseObserver):
         self._ending = False
         self._follow_up: Callable[[], Awaitable[None]] | None = None
         self._follow_up_heard = False
-        self._digits: tuple[Intent, list[str]] | None = None
+        self._digits: DigitBuffer | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -260,7 +255,7 @@ class CallController(BaseObserver):
         """After an intent's reply: collect digits (keys pressed during the prompt count), or
         hang up or transfer once the reply has been heard."""
         if intent.collect_digits is not None:
-            self._digits = (intent, [])
+            self._digits = DigitBuffer(intent)
             self._cancel("silence")
             self._schedule(
                 "digits",
@@ -283,18 +278,11 @@ class CallController(BaseObserver):
 
     async def _collect(self, digit: str) -> None:
         assert self._digits is not None
-        intent, got = self._digits
-        spec = intent.collect_digits
-        assert spec is not None
         metrics.DTMF_DIGITS.labels(result="collected").inc()
-        if digit == spec.terminator:
-            await self._digits_done()
-            return
-        got.append(digit)
-        if len(got) >= spec.max_digits:
+        if self._digits.press(digit):
             await self._digits_done()
         else:
-            self._schedule("digits", spec.timeout_secs, self._digits_timed_out)
+            self._schedule("digits", self._digits.spec.timeout_secs, self._digits_timed_out)
 
     async def _digits_timed_out(self) -> None:
         if self._digits is not None:
@@ -302,16 +290,11 @@ class CallController(BaseObserver):
 
     async def _digits_done(self, *, timed_out: bool = False) -> None:
         assert self._digits is not None
-        intent, got = self._digits
-        spec = intent.collect_digits
-        assert spec is not None
-        self._digits = None
+        buffer, self._digits = self._digits, None
         self._cancel("digits")
-        digits = self._last_digits = "".join(got)
-        self._event("digits", intent=intent.name, digits=digits, timed_out=timed_out)
-        await self._say(
-            spec.reply.format(digits=spoken_digits(digits)) if digits else spec.no_input
-        )
+        self._last_digits = buffer.digits
+        self._event("digits", intent=buffer.intent.name, digits=buffer.digits, timed_out=timed_out)
+        await self._say(buffer.reply())
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -342,34 +325,46 @@ class CallController(BaseObserver):
     # -- transfer ---------------------------------------------------------------------------
 
     async def _transfer(self, intent: Intent, target: str) -> None:
+        warm = intent.transfer_mode == "warm"
+        self._tool_running = True  # the caller is on hold: no silence re-prompts meanwhile
         try:
-            outcome = await self._control.transfer(target)
+            if warm:
+                summary = intent.transfer_summary.replace("{intent}", intent.name.replace("_", " "))
+                outcome = await self._control.warm_transfer(target, summary)
+            else:
+                outcome = await self._control.transfer(target)
         except UnsupportedOperation as e:
             logger.warning(f"call control: cannot transfer on this call: {e}")
             outcome = TransferOutcome.UNSUPPORTED
         except CallControlError as e:
             logger.warning(f"call control: transfer to {target} failed: {e}")
             outcome = TransferOutcome.FAILED
-        self.transfer = {"intent": intent.name, "target": target, "outcome": outcome.value}
-        self._event("transfer", target=target, outcome=outcome.value)
+        finally:
+            self._tool_running = False
+        mode = "warm" if warm else "cold"
+        self.transfer = {
+            "intent": intent.name,
+            "target": target,
+            "mode": mode,
+            "outcome": outcome.value,
+        }
+        self._event("transfer", target=target, mode=mode, outcome=outcome.value)
         metrics.TRANSFERS.labels(outcome=outcome.value).inc()
         if outcome in (TransferOutcome.INITIATED, TransferOutcome.ANSWERED):
             # The carrier now runs the call elsewhere; our side of the media ends.
             self._ending = True
             self.ended_by = "transfer"
             await self._worker.stop_when_done()
+        elif warm and outcome in (TransferOutcome.BUSY, TransferOutcome.NO_ANSWER):
+            await self._say(self._agent.transfer_unanswered)
         else:
             await self._say(self._agent.transfer_failed)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _bot_finished(self) -> None:
-        if self._digits is not None and not self._digits[1]:
-            spec = self._digits[0].collect_digits
-            assert spec is not None
-            self._schedule(
-                "digits", spec.timeout_secs, self._digits_timed_out
-            )  # from the prompt's end
+        if self._digits is not None and not self._digits.digits:  # the timeout runs from here
+            self._schedule("digits", self._digits.spec.timeout_secs, self._digits_timed_out)
         if self._follow_up is not None and self._follow_up_heard:
             follow_up, self._follow_up = self._follow_up, None
             self._cancel("follow_up")

@@ -105,6 +105,16 @@ class Intent(BaseModel):
     transfer: str | None = Field(
         None, description="After the reply, connect the caller here: +E.164 number or sip: URI"
     )
+    transfer_mode: Literal["cold", "warm"] = Field(
+        "cold",
+        description="cold: redirect the caller at once; warm: call the person first, tell them "
+        "transfer_summary, and bridge the caller only if they answer",
+    )
+    transfer_summary: str = Field(
+        "You have a caller who asked for {intent}. Connecting you now.",
+        min_length=1,
+        description="Warm transfers: said to the person before the caller joins; {intent} is filled in",
+    )
     collect_digits: DigitCollection | None = None
     tool: str | None = Field(None, description="After the reply, call this tool (a name in tools)")
     arguments: dict[str, str] = Field(
@@ -237,6 +247,11 @@ class AgentConfig(BaseModel):
         min_length=1,
     )
     tools: list[Tool] = Field(default_factory=list)
+    transfer_unanswered: str = Field(
+        "Sorry, nobody is available to take your call right now. Is there anything else I can help with?",
+        min_length=1,
+        description="Said when nobody answers a warm transfer; the call goes on with the agent",
+    )
     numbers: list[str] = Field(
         default_factory=list,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
@@ -290,6 +305,7 @@ class AgentConfig(BaseModel):
         """Everything a scripted agent can say, for warming the TTS cache."""
         lines = [self.opening(), self.fallback, *(i.reply for i in self.intents)]
         lines += [
+            self.transfer_unanswered,
             self.silence.reprompt,
             self.silence.goodbye,
             self.limits.closing,

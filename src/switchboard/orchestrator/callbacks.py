@@ -1,7 +1,7 @@
 """Twilio's per-call callbacks on the public tier, forwarded to the worker holding the call.
 
 Workers are internal, so a callback Twilio makes about one call (a transfer's ``<Dial action>``
-report) reaches an orchestrator. It checks the signature, finds the worker the call was placed
+report, a warm transfer's status callbacks) reaches an orchestrator. It checks the signature, finds the worker the call was placed
 on (``sb:call:{id}`` → ``worker``, then that worker's registered internal URL) and forwards the
 request unchanged: body, query and ``X-Twilio-Signature``, so the worker, configured with the same
 ``SWITCHBOARD_PUBLIC_URL``, verifies the very URL Twilio signed.
@@ -20,7 +20,7 @@ from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
 from switchboard.settings import Settings
 from switchboard.telephony.twilio import verified_webhook_form
-from switchboard.telephony.twilio_rest import TRANSFER_STATUS_PATH
+from switchboard.telephony.twilio_rest import TRANSFER_STATUS_PATH, WARM_STATUS_PATH
 
 FORWARD_TIMEOUT_SECS = 5.0  # Twilio waits ~15 s for a callback's TwiML
 _FORWARDED_HEADERS = ("content-type", "x-twilio-signature")
@@ -31,8 +31,7 @@ def create_callback_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    @router.post(TRANSFER_STATUS_PATH)
-    async def transfer_status(request: Request) -> Response:
+    async def forward(request: Request) -> Response:
         body = await request.body()  # first: the form is then parsed from it, and it is forwarded
         await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         call_sid = request.query_params.get("call", "")
@@ -55,6 +54,8 @@ def create_callback_router(
             media_type=answer.headers.get("content-type"),
         )
 
+    for path in (TRANSFER_STATUS_PATH, WARM_STATUS_PATH):  # both name the call in ?call=
+        router.add_api_route(path, forward, methods=["POST"])
     return router
 
 

@@ -67,6 +67,11 @@ class CallControl:
         """Connect the caller to ``target`` (a number or SIP URI) and leave the call."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot transfer calls")
 
+    async def warm_transfer(self, target: str, summary: str) -> TransferOutcome:
+        """Call ``target``, say ``summary`` to whoever answers, then bridge the caller to them.
+        Returns how the call to the person went; anything but ANSWERED leaves the caller here."""
+        raise UnsupportedOperation(f"{type(self).__name__} cannot make warm transfers")
+
     async def send_digits(self, digits: str) -> None:
         """Play DTMF ``digits`` to the far end (to navigate a remote IVR)."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot send digits")

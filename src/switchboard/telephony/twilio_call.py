@@ -12,7 +12,12 @@ from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter, CallControl, CallIds
 from switchboard.telephony.media_socket import MediaSocketGuard
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
-from switchboard.telephony.twilio_rest import TwilioCallControl, transfer_status_url
+from switchboard.telephony.twilio_rest import (
+    TwilioCallControl,
+    WarmTransferWaits,
+    transfer_status_url,
+    warm_status_url,
+)
 
 
 class TwilioStreamAdapter(CallAdapter):
@@ -30,9 +35,11 @@ class TwilioStreamAdapter(CallAdapter):
         call_id: str | None = None,
         control: CallControl | None = None,
         callback_base: str | None = None,
+        warm_waits: WarmTransferWaits | None = None,
     ):
         """``websocket`` is the stream behind its input limits; ``callback_base``: the public URL
-        Twilio reaches this server at, for transfer reports."""
+        Twilio reaches this server at, for transfer reports; ``warm_waits``: the process's warm
+        transfers awaiting an answer."""
         self.start = start
         params = start.custom_parameters
         self.ids = CallIds(
@@ -42,6 +49,7 @@ class TwilioStreamAdapter(CallAdapter):
             dialed=params.get("To", ""),
             caller=params.get("From", ""),
         )
+        outbound = params.get("Direction", "").startswith("outbound")
         auth_token = (
             settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
         )
@@ -61,8 +69,19 @@ class TwilioStreamAdapter(CallAdapter):
             status_url = (
                 transfer_status_url(callback_base, self.ids.call_sid) if callback_base else None
             )
+            warm = None
+            if warm_waits is not None and callback_base:
+                warm = (warm_waits, warm_status_url(callback_base, start.call_sid))
+            # The person a warm transfer rings sees our number: the one dialed (inbound), or
+            # the caller ID we called out with (outbound).
+            ours = self.ids.caller if outbound else self.ids.dialed
             control = TwilioCallControl(
-                settings, start.call_sid, self.serializer, status_url=status_url
+                settings,
+                start.call_sid,
+                self.serializer,
+                status_url=status_url,
+                warm=warm,
+                caller_id=ours if ours.startswith("+") else None,
             )
         self.control = control
         self._websocket = websocket

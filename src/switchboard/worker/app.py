@@ -57,7 +57,7 @@ from switchboard.telephony.twilio import (
     websocket_url,
 )
 from switchboard.telephony.twilio_call import TwilioStreamAdapter
-from switchboard.telephony.twilio_rest import transfer_status_router
+from switchboard.telephony.twilio_rest import WarmTransferWaits, transfer_status_router
 from switchboard.worker.browser_calls import WebRTCAnswerer
 from switchboard.worker.calls import CallRegistry
 from switchboard.worker.runner import CallEndedHook, run_call
@@ -137,7 +137,8 @@ def create_worker_app(
             record.events.append({"event": "transfer_result", "outcome": outcome.value,
                                   "dial_status": form.get("DialCallStatus", "")})
 
-    app.include_router(transfer_status_router(settings, callback_url, transfer_result))
+    warm_waits = WarmTransferWaits()
+    app.include_router(transfer_status_router(settings, callback_url, transfer_result, warm_waits))
 
     async def drain() -> None:
         state["ready"] = False
@@ -218,7 +219,7 @@ def create_worker_app(
                     if start is not None:
                         adapter = TwilioStreamAdapter(
                             socket, start, settings, call_id=claims.call_id,
-                            callback_base=callback_url,
+                            callback_base=callback_url, warm_waits=warm_waits,
                         )
                         answering = agents.for_call(start.custom_parameters)
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
@@ -256,7 +257,8 @@ def create_worker_app(
                 if start is not None:
                     with call_context(f"call-{start.call_sid or start.stream_sid}"):
                         adapter = TwilioStreamAdapter(
-                            socket, start, settings, callback_base=public_base(websocket, callback_url)
+                            socket, start, settings, callback_base=public_base(websocket, callback_url),
+                            warm_waits=warm_waits,
                         )
                         answering = agents.for_call(start.custom_parameters)
                         await run_call(adapter, answering, settings, registry, on_ended=on_call_ended,

@@ -1,0 +1,130 @@
+"""Batch outbound calls from a CSV: ``switchboard dial --csv``, through ``POST /calls``.
+
+Each row is a call (``to`` required; ``agent``, ``from``, ``voicemail`` optional). At most
+``concurrency`` requests are in flight; a row is only placed inside the calling hours (local
+time of this machine) and is otherwise reported ``outside_hours``; a refused request is retried
+``retries`` times with a growing pause when the server or Twilio failed (5xx), never when the
+row itself was wrong (4xx). Every row ends up in the result CSV with its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from switchboard.errors import ConfigError
+
+RESULT_FIELDS = ("row", "to", "agent", "status", "call_sid", "attempts", "error")
+_FIELDS = ("to", "agent", "from", "voicemail")
+
+
+@dataclass
+class RowResult:
+    row: int
+    to: str
+    agent: str
+    status: str = "pending"  # placed | failed | outside_hours
+    call_sid: str = ""
+    attempts: int = 0
+    error: str = ""
+
+
+def calling_hours(spec: str) -> tuple[datetime.time, datetime.time]:
+    """``"09:00-18:00"`` as start and end times."""
+    try:
+        start, end = (datetime.time.fromisoformat(p.strip()) for p in spec.split("-", 1))
+    except ValueError as e:
+        raise ConfigError(f"--hours {spec!r}: expected HH:MM-HH:MM") from e
+    return start, end
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The CSV's rows; the file must have a ``to`` column."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "to" not in (reader.fieldnames or []):
+                raise ConfigError(
+                    f"{path}: needs a 'to' column (and may have {', '.join(_FIELDS[1:])})"
+                )
+            return [
+                {k: (v or "").strip() for k, v in row.items() if k in _FIELDS} for row in reader
+            ]
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: file not found") from e
+
+
+async def dial_batch(
+    url: str,
+    api_key: str,
+    rows: list[dict[str, str]],
+    *,
+    concurrency: int = 2,
+    retries: int = 2,
+    hours: tuple[datetime.time, datetime.time] | None = None,
+    retry_pause_secs: float = 1.0,
+    now: Callable[[], datetime.time] = lambda: datetime.datetime.now().time(),
+    progress: Callable[[RowResult], None] = lambda _r: None,
+) -> list[RowResult]:
+    """Place every row's call; returns one result per row, in the CSV's order."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+    results = [RowResult(i + 1, r.get("to", ""), r.get("agent", "")) for i, r in enumerate(rows)]
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def place(row: dict[str, str], result: RowResult) -> None:
+            async with gate:
+                if hours is not None and not hours[0] <= now() < hours[1]:
+                    result.status = "outside_hours"
+                else:
+                    await _place(client, url, api_key, row, result, retries, retry_pause_secs)
+            progress(result)
+
+        await asyncio.gather(*(place(r, res) for r, res in zip(rows, results, strict=True)))
+    return results
+
+
+async def _place(
+    client: httpx.AsyncClient,
+    url: str,
+    api_key: str,
+    row: dict[str, str],
+    result: RowResult,
+    retries: int,
+    pause: float,
+) -> None:
+    body = {k: v for k, v in row.items() if v}
+    for attempt in range(retries + 1):
+        result.attempts = attempt + 1
+        try:
+            response = await client.post(
+                f"{url.rstrip('/')}/calls", json=body, headers={"X-API-Key": api_key}
+            )
+        except httpx.HTTPError as e:
+            result.status, result.error = "failed", f"unreachable: {type(e).__name__}"
+        else:
+            if response.status_code == 201:
+                result.status, result.call_sid, result.error = (
+                    "placed",
+                    response.json()["call_sid"],
+                    "",
+                )
+                return
+            result.status, result.error = "failed", f"{response.status_code} {response.text[:200]}"
+            if response.status_code < 500:
+                return  # the row is wrong; asking again will not help
+        if attempt < retries:
+            await asyncio.sleep(pause * (attempt + 1))
+
+
+def write_results(path: Path, results: list[RowResult]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: getattr(r, k) for k in RESULT_FIELDS})
