@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import API_KEY
 from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
 
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -25,7 +26,10 @@ def browser(request: pytest.FixtureRequest):
 
 @pytest.fixture
 def context(browser, stack: PhoneStack):
-    context = browser.new_context(viewport=DESKTOP)
+    # The operations page is the operator's: the browser logs in with the key as the password.
+    context = browser.new_context(
+        viewport=DESKTOP, http_credentials={"username": "operator", "password": API_KEY}
+    )
     yield context
     context.close()
     print(stack.logs())  # shown only when the test failed

@@ -121,10 +121,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             {
                 "job_name": "switchboard-orchestrator",
                 "static_configs": [{"targets": [f"127.0.0.1:{orch_port}"]}],
+                # /metrics is an operator endpoint: Prometheus sends the key as a bearer token.
+                "authorization": {"credentials": API_KEY},
             },
             {
                 "job_name": "switchboard-worker",
                 "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+                "authorization": {"credentials": API_KEY},
             },
         ],
     }

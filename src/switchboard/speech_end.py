@@ -33,7 +33,11 @@ FLOOR_PERCENTILE = 10.0
 BRIDGE_MS = 300
 MIN_SPEECH_MS = 30
 PACKET_MS = 20  # a Twilio media frame
+# Live, the gate decides mid-utterance too: at 10 dB the quiet consonants of a noisy line read
+# as pauses and end turns early; 6 dB moves the end of a word's decay by only a few ms.
+LIVE_MARGIN_DB = 6.0
 _LIVE_FLOOR_PERCENTILE = 5.0
+_LIVE_MAX_FLOOR_DBFS = -45.0  # a floor above this is taken for speech heard too long
 
 
 @dataclass(frozen=True)
@@ -110,12 +114,13 @@ class SpeechEnergyGate:
     """The same definition, live: is the current window speech by energy, and since when not.
 
     The agent feeds it every analysis window of caller audio. The floor follows the call's own
-    line: a low percentile of the last ``history_s`` of window levels, digital silence included
-    (a line that goes digitally silent has no background to rise above), refreshed once a second
-    (a percentile per window per call would cost more than the VAD it sits beside).
+    line: ``noise_floor_dbfs`` (a low percentile) of the last ``history_s`` of window levels,
+    refreshed once a second (a percentile per window per call would cost more than the VAD it
+    sits beside). It is capped at ``_LIVE_MAX_FLOOR_DBFS``: on a line noisier than that the
+    gate stays open and the VAD's own model tells speech from noise, as it would without it.
     """
 
-    def __init__(self, *, margin_db: float = MARGIN_DB, history_s: float = 20.0):
+    def __init__(self, *, margin_db: float = LIVE_MARGIN_DB, history_s: float = 20.0):
         self._margin_db = margin_db
         self._levels: list[float] = []
         self._history_s = history_s
@@ -142,7 +147,8 @@ class SpeechEnergyGate:
         # Until a second of the line is heard its background is unknown: assume a quiet one.
         if self._since_refresh_s >= 1.0:
             self._since_refresh_s = 0.0
-            self.floor_dbfs = float(np.percentile(self._levels, _LIVE_FLOOR_PERCENTILE))
+            floor = noise_floor_dbfs(np.asarray(self._levels), _LIVE_FLOOR_PERCENTILE)
+            self.floor_dbfs = min(floor, _LIVE_MAX_FLOOR_DBFS)
             self.threshold_dbfs = threshold_dbfs(self.floor_dbfs, self._margin_db)
         self.speech = level >= self.threshold_dbfs
         self.silent_s = 0.0 if self.speech else self.silent_s + window_s

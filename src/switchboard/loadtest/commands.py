@@ -52,9 +52,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="write the analysis as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="plot both channels and the gaps")
     p.add_argument("--detector", choices=["vad", "energy"], default=None,
-                   help="vad (default): energy inside Silero VAD speech; energy: adaptive-floor energy alone")
+                   help="energy (default): the switchboard.speech_end definition; vad: only energy frames "
+                   "inside Silero speech (never ends later than energy)")
     p.add_argument("--margin-db", type=float, default=None, help="speech is this far above the noise floor")
-    p.add_argument("--hangover-ms", type=int, default=None, help="shorter pauses stay inside a segment")
+    p.add_argument("--hangover-ms", type=int, default=None, help="shorter pauses are bridged inside one stretch of speech")
     p.add_argument("--turn-pause-ms", type=int, default=None, help="shorter pauses stay inside a turn")
     p.set_defaults(func=_analyze)
 

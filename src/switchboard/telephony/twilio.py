@@ -194,7 +194,11 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
     we know when the caller actually heard an utterance.
     """
 
-    def __init__(self, *args, socket: MediaSocketGuard, input_frame_ms: int = 20, **kwargs):
+    def __init__(
+        self, *args, socket: MediaSocketGuard | None = None, input_frame_ms: int = 20, **kwargs
+    ):
+        """``socket``: the guarded stream this serializer reads (its input limits close it on a
+        message that is not Twilio's); without one such a message is counted and dropped."""
         super().__init__(*args, **kwargs)
         self._socket = socket
         self._stopped = False
@@ -221,7 +225,11 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         try:
             return await self._deserialize(data)
         except MediaRejected as e:
-            await self._socket.reject(e)
+            if self._socket is None:
+                metrics.BAD_MESSAGES.labels(provider="twilio").inc()
+                logger.warning(f"twilio: dropping a message: {e}")
+            else:
+                await self._socket.reject(e)
             return None
 
     async def _deserialize(self, data: str | bytes) -> Frame | None:
