@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from switchboard.audio import TELEPHONY_RATE as RATE
 from switchboard.audio import read_wav, ulaw_decode, ulaw_encode, write_wav
@@ -31,6 +26,7 @@ from switchboard.loadtest.fake_agent import fake_agent_app
 from switchboard.loadtest.known_end import FADE_MS, derive, load_manifest
 from switchboard.loadtest.line_noise import line_noises
 from switchboard.loadtest.report import CallOutcome
+from switchboard.loadtest.validation import serve_app as serve
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "data" / "speech"
@@ -47,26 +43,6 @@ FAKE_AGENT_CLIPS = [
 ]
 DELAYS = [(300, 0), (500, 0), (800, 0), (300, 20), (500, 20), (800, 20)]
 FAKE_AGENT_TOLERANCE_MS = 15
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` on an ephemeral loopback port in its own thread and event loop."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "fake agent did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def _fake_agent_calls(

@@ -83,12 +83,7 @@ async def require_api_key(request: Request) -> None:
             status_code=403,
             detail="operator endpoints need a key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)",
         )
-    if not keys.accepts(_presented_key(request)):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong operator key (X-API-Key, Authorization: Bearer, or Basic password)",
-            headers={"WWW-Authenticate": _REALM},
-        )
+    _check_key(keys, request, {"WWW-Authenticate": _REALM})
 
 
 async def require_caller_data_key(request: Request) -> None:
@@ -102,12 +97,17 @@ async def require_caller_data_key(request: Request) -> None:
             status_code=401,
             detail="call records need an operator key: set SWITCHBOARD_API_KEYS (or SWITCHBOARD_API_KEY)",
         )
+    # No Basic challenge: the Calls page sends the key itself, and a challenge would make the
+    # browser pop its own password dialog over the page.
+    _check_key(keys, request, None)
+
+
+def _check_key(keys: OperatorKeys, request: Request, challenge: dict[str, str] | None) -> None:
     if not keys.accepts(_presented_key(request)):
         raise HTTPException(
             status_code=401,
-            # No Basic challenge: the Calls page sends the key itself, and a challenge would
-            # make the browser pop its own password dialog over the page.
             detail="missing or wrong operator key (X-API-Key, Authorization: Bearer, or Basic password)",
+            headers=challenge,
         )
 
 

@@ -128,6 +128,7 @@ class WebRTCPeerAdapter(CallAdapter):
         self._on_connected = on_connected
         self._transport: SmallWebRTCTransport | None = None
         self._watchdog: asyncio.Task | None = None
+        self._abandoned = False
 
     def transport(self) -> SmallWebRTCTransport:
         if self._transport is None:
@@ -156,10 +157,20 @@ class WebRTCPeerAdapter(CallAdapter):
 
         self._watchdog = asyncio.create_task(
             _cancel_unless_connected(
-                call.worker, self.connected, call_id, self._connect_timeout_secs
+                call.worker,
+                self.connected,
+                call_id,
+                0.0 if self._abandoned else self._connect_timeout_secs,
             ),
             name=f"webrtc-watchdog-{call_id}",
         )
+
+    async def abandon(self) -> None:
+        """At shutdown: end the call unless its peer is connected, even if its pipeline is
+        still being built (it then ends as soon as it is)."""
+        self._abandoned = True
+        if self.worker is not None and not self.connected.is_set():
+            await self.worker.cancel()
 
     def succeeded(self) -> bool:
         return self.connected.is_set()

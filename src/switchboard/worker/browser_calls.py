@@ -79,8 +79,7 @@ class WebRTCAnswerer:
             except (redis.RedisError, OSError) as e:
                 logger.warning(f"could not refuse queued browser calls: {e}")
         for adapter in list(self._running.values()):
-            if not adapter.connected.is_set() and adapter.worker is not None:
-                await adapter.worker.cancel()
+            await adapter.abandon()
 
     async def close(self) -> None:
         """At process exit: stop, then end every browser call still running (bounded)."""
