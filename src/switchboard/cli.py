@@ -86,7 +86,24 @@ def _up(args: argparse.Namespace) -> int:
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
     workers = args.workers or os.cpu_count() or 1
+    if not (settings.api_key_list() or settings.api_key_hash_list()):
+        # Call records are never served without a key: give the local stack one of its own.
+        key_file = _local_operator_key(Path(args.data_dir))
+        os.environ["SWITCHBOARD_API_KEY"] = key_file.read_text().strip()
+        print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
     return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
+
+
+def _local_operator_key(data_dir: Path) -> Path:
+    """``data_dir/operator-key``: made once (owner-only), then kept so the browser's copy holds."""
+    import secrets
+
+    path = data_dir / "operator-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    return path
 
 
 def _call(args: argparse.Namespace) -> int:
