@@ -59,6 +59,7 @@ class WebRTCAnswerer:
         # connection carries them).
         self._running: dict[str, WebRTCPeerAdapter] = {}
         self._call_tasks: set[asyncio.Task] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._take_offers(), name="webrtc-offers")
@@ -67,6 +68,7 @@ class WebRTCAnswerer:
     async def stop(self) -> None:
         """Stop taking offers, refuse those still queued and end calls nobody connected to;
         connected calls drain with the service."""
+        self._stopping = True
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -164,9 +166,6 @@ class WebRTCAnswerer:
     async def _run_call(self, offer: Offer, connection: SmallWebRTCConnection) -> None:
         """Run one browser call to its end through the call runner, which frees its slot."""
         service = self._service
-        await service._safe(
-            service.ledger.record(offer.call_id, CallStatus.RUNNING, worker=service.worker_id)
-        )
         slot = PoolSlot(service, offer.call_id, held=False)
         adapter = WebRTCPeerAdapter(
             connection,
@@ -174,8 +173,14 @@ class WebRTCAnswerer:
             connect_timeout_secs=self._settings.webrtc_connect_timeout_secs,
             on_connected=slot.take,
         )
+        # Known before the first await, so a shutdown that starts now ends this call too.
         self._running[offer.call_id] = adapter
+        if self._stopping:
+            await adapter.abandon()
         try:
+            await service._safe(
+                service.ledger.record(offer.call_id, CallStatus.RUNNING, worker=service.worker_id)
+            )
             await run_call(
                 adapter,
                 self._agent,
