@@ -12,23 +12,16 @@ import time
 from typing import Any
 
 from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
     InputAudioRawFrame,
     InputDTMFFrame,
-    InterruptionFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
     OutputAudioRawFrame,
-    TranscriptionFrame,
-    TTSSpeakFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed, ProcessorSetUp
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
 from switchboard.agent.config import AgentConfig
+from switchboard.agent.spoken_lines import SpokenLines
 from switchboard.engines.resilience import FallbackSwitcher
 from switchboard.records.models import CallEvent, Ingress, ProviderFallback, TranscriptEntry
 from switchboard.records.recording import DualChannelRecorder
@@ -59,8 +52,7 @@ class CallCapture(BaseObserver):
         self.transcript: list[TranscriptEntry] = []
         self.events: list[CallEvent] = []
         self.recorder = DualChannelRecorder() if record_audio else None
-        self._reply: list[str] | None = None
-        self._bot_speaking = False
+        self._lines = SpokenLines()
         self._switchers: list[FallbackSwitcher] = []
 
     def _t(self) -> float:
@@ -78,26 +70,16 @@ class CallCapture(BaseObserver):
         elif isinstance(frame, OutputAudioRawFrame):
             if self.recorder is not None and isinstance(data.source, BaseOutputTransport):
                 self.recorder.agent(frame.audio, frame.sample_rate, time.monotonic())
-        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            self._said("user", frame.text.strip())
-        elif isinstance(frame, TTSSpeakFrame):
-            self._said("agent", frame.text)
-        elif isinstance(frame, LLMFullResponseStartFrame):
-            self._reply = []
-        elif isinstance(frame, LLMTextFrame) and self._reply is not None:
-            self._reply.append(frame.text)
-        elif isinstance(frame, LLMFullResponseEndFrame) and self._reply is not None:
-            text, self._reply = "".join(self._reply).strip(), None
-            if text:
-                self._said("agent", text)
-        elif isinstance(frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
-            self._bot_speaking = isinstance(frame, BotStartedSpeakingFrame)
-        elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
-            self.events.append(CallEvent(type="interrupted", t=self._t()))
         elif isinstance(frame, InputDTMFFrame):
             self.events.append(
                 CallEvent(type="keypad", t=self._t(), data={"digit": str(frame.button.value)})
             )
+        elif (said := self._lines.see(frame)) is not None:
+            role, text = said
+            if role == "interrupted":
+                self.events.append(CallEvent(type="interrupted", t=self._t()))
+            else:
+                self._said(role, text)
 
     def _said(self, role: str, text: str) -> None:
         self.transcript.append(TranscriptEntry(role=role, text=text, t=self._t()))  # type: ignore[arg-type]

@@ -22,22 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
-    BotStoppedSpeakingFrame,
-    InterruptionFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
-    TranscriptionFrame,
-    TTSSpeakFrame,
-)
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
+from switchboard.agent.spoken_lines import SpokenLines
 from switchboard.agent.timing import TurnTimingObserver
 from switchboard.observability import metrics
 from switchboard.telephony.base import CallAdapter, CallIds, NoCallControl
@@ -62,28 +53,17 @@ class CallEventsObserver(BaseObserver):
         super().__init__(observe_every_push=False, **kwargs)
         self._send = send
         self._timings = timings
-        self._reply: list[str] | None = None
+        self._lines = SpokenLines()
         self._turns_sent = 0
-        self._bot_speaking = False
 
     async def on_push_frame(self, data: FramePushed):
-        frame = data.frame
-        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            self._event("transcript", role="user", text=frame.text.strip())
-        elif isinstance(frame, TTSSpeakFrame):
-            self._event("transcript", role="agent", text=frame.text)
-        elif isinstance(frame, LLMFullResponseStartFrame):
-            self._reply = []
-        elif isinstance(frame, LLMTextFrame) and self._reply is not None:
-            self._reply.append(frame.text)
-        elif isinstance(frame, LLMFullResponseEndFrame) and self._reply is not None:
-            text, self._reply = "".join(self._reply).strip(), None
-            if text:
-                self._event("transcript", role="agent", text=text)
-        elif isinstance(frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
-            self._bot_speaking = isinstance(frame, BotStartedSpeakingFrame)
-        elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
-            self._event("interrupted")
+        said = self._lines.see(data.frame)
+        if said is not None:
+            role, text = said
+            if role == "interrupted":
+                self._event("interrupted")
+            else:
+                self._event("transcript", role=role, text=text)
         # Frames flow every 20 ms, so a finished turn is reported within a frame or two.
         turns = self._timings.turns
         while self._turns_sent < len(turns):
