@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Telephony audio is handed to the pipeline in chunks this long (20 ms frames "
         "joined): fewer frames per call, but end of speech is seen up to that much later.",
     )
+    output_frame_ms: int = Field(
+        20, ge=20, le=100, multiple_of=20,
+        description="The agent's audio goes out to the phone line in messages this long: fewer "
+        "messages per call; barge-in still clears what the line has not played.",
+    )
     vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
     vad_start_secs: float = Field(
         0.1,

@@ -71,6 +71,18 @@ class CallActionFrame(DataFrame):
 class CallController(BaseObserver):
     """One call's silence, time-limit, keypad and follow-up handling."""
 
+    frame_types = (
+        UserStartedSpeakingFrame,
+        VADUserStartedSpeakingFrame,
+        UserStoppedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        InputDTMFFrame,
+        CallActionFrame,
+        EndWorkerFrame,
+    )
+
     def __init__(
         self,
         worker: PipelineWorker,

@@ -27,6 +27,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
+from switchboard.agent.observers import CallPipelineWorker
 from switchboard.agent.scripted import ScriptedResponder
 from switchboard.agent.timing import TurnTimingObserver
 from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
@@ -82,7 +83,9 @@ def build_call_pipeline(
         vad_analyzer=SharedSileroVADAnalyzer(
             params=VADParams(start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs),
             gate=gate,
-        )
+        ),
+        # Runs in the input transport's task: one asyncio hand-off less per 20 ms frame.
+        enable_direct_mode=True,
     )
     turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
     matcher = IntentMatcher(agent)
@@ -109,7 +112,7 @@ def build_call_pipeline(
             vad,
             build_stt(settings, gate),
             aggregators.user(),
-            CallerAudioStop(),
+            CallerAudioStop(enable_direct_mode=True),
             responder,
             build_tts(settings),
             *before_output,
@@ -120,7 +123,7 @@ def build_call_pipeline(
     timings = TurnTimingObserver(
         gate=gate, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine
     )
-    worker = PipelineWorker(
+    worker = CallPipelineWorker(
         pipeline,
         params=PipelineParams(
             audio_in_sample_rate=PIPELINE_IN_RATE,

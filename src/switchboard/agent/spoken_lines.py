@@ -27,6 +27,17 @@ Said = tuple[Literal["user", "agent", "interrupted"], str]
 class SpokenLines:
     """Feed it every frame once (``see``); it answers when a line was said or cut off."""
 
+    FRAMES = (
+        TranscriptionFrame,
+        TTSSpeakFrame,
+        LLMFullResponseStartFrame,
+        LLMTextFrame,
+        LLMFullResponseEndFrame,
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+        InterruptionFrame,
+    )
+
     def __init__(self) -> None:
         self._reply: list[str] | None = None
         self._bot_speaking = False

@@ -42,6 +42,16 @@ class _Pending:
 class TurnTimingObserver(BaseObserver):
     """Watches frames go by and records when each stage of a turn happened."""
 
+    frame_types = (
+        VADUserStoppedSpeakingFrame,
+        VADUserStartedSpeakingFrame,
+        InterruptionFrame,
+        TranscriptionFrame,
+        UserStoppedSpeakingFrame,
+        TTSAudioRawFrame,
+        BotStartedSpeakingFrame,
+    )
+
     def __init__(self, *, gate: SpeechEnergyGate, stt_engine: str, tts_engine: str, **kwargs):
         # Every frame is pushed through ~8 processors; one look at each is enough.
         super().__init__(observe_every_push=False, **kwargs)

@@ -129,6 +129,11 @@ class _Session:
         rms = float(np.sqrt(np.mean(samples.astype(np.float32) ** 2))) / 32768.0
         voiced = 20 * np.log10(max(rms, 1e-6)) > self.profile.speech_threshold_dbfs
         self.voiced_run_ms = self.voiced_run_ms + _FRAME_MS if voiced else 0.0
+        if voiced and self.utterance is not None and self.utterance.finalized:
+            # Deepgram transcribes what is said after a Finalize as new words (the caller went
+            # on after a pause the agent took for the end of the turn): the next line.
+            self._end_utterance()
+            self.in_speech = False
         u = self.utterance
         if voiced and not self.in_speech and self.voiced_run_ms >= self.profile.speech_start_ms:
             self.in_speech = True

@@ -24,6 +24,7 @@ from switchboard.speech_end import SpeechEnergyGate
 
 _lock = threading.Lock()
 _VOLUME_WINDOW_SECS = 0.4  # Pipecat's loudness window
+_SILERO_FRESH_AFTER_SECS = 0.5  # quiet this long, Silero starts the next speech from a fresh state
 
 
 def _session(path: str, threads: int) -> ort.InferenceSession:
@@ -73,17 +74,32 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self._volume_window = bytearray()
+        self._loud = False
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         return self._run_analyzer(buffer)
 
+    def voice_confidence(self, buffer: bytes) -> float:
+        if self._gate is None:
+            return super().voice_confidence(buffer)
+        # Speech by energy over the call's own floor, window by window: the stop countdown
+        # starts where the caller's speech energy ends, not ~60 ms later where Silero's
+        # confidence decays (see switchboard.speech_end).
+        self._loud = self._gate.update(np.frombuffer(buffer, dtype=np.int16), self.sample_rate)
+        if not self._loud:
+            # A window the gate calls quiet is not speech whatever Silero says (the volume
+            # check rejects it), so the model is not run: the caller is quiet most of a call,
+            # and Silero is the worker's largest per-frame cost. Its recurrent state carries
+            # over short dips (between words a fresh state would take several windows to call
+            # speech again) and restarts after a real silence, as after its periodic reset.
+            return 0.0
+        if self._gate.quiet_before_s >= _SILERO_FRESH_AFTER_SECS:
+            self._model.reset_states()
+        return super().voice_confidence(buffer)
+
     def _get_smoothed_volume(self, audio: bytes) -> float:
         if self._gate is not None:
-            # Speech by energy over the call's own floor, window by window: the stop countdown
-            # starts where the caller's speech energy ends, not ~60 ms later where Silero's
-            # confidence decays (see switchboard.speech_end).
-            samples = np.frombuffer(audio, dtype=np.int16)
-            return 1.0 if self._gate.update(samples, self.sample_rate) else 0.0
+            return 1.0 if self._loud else 0.0
         self._volume_window += audio
         keep = int(_VOLUME_WINDOW_SECS * self.sample_rate) * 2
         if len(self._volume_window) > keep:

@@ -54,6 +54,9 @@ class CallCapture(BaseObserver):
         self.recorder = DualChannelRecorder() if record_audio else None
         self._lines = SpokenLines()
         self._switchers: list[FallbackSwitcher] = []
+        # What on_push_frame reads (see switchboard.agent.observers): audio only if recording.
+        audio = (InputAudioRawFrame, OutputAudioRawFrame) if self.recorder is not None else ()
+        self.frame_types = (*audio, InputDTMFFrame, *SpokenLines.FRAMES)
 
     def _t(self) -> float:
         return round(time.monotonic() - self._t0, 3)

@@ -85,6 +85,7 @@ class TwilioStreamAdapter(CallAdapter):
             )
         self.control = control
         self._websocket = websocket
+        self._output_frame_ms = settings.output_frame_ms
         self._transport: FastAPIWebsocketTransport | None = None
 
     def transport(self) -> FastAPIWebsocketTransport:
@@ -97,6 +98,7 @@ class TwilioStreamAdapter(CallAdapter):
                     add_wav_header=False,
                     serializer=self.serializer,
                     session_timeout=int(self.max_call_secs),
+                    audio_out_10ms_chunks=self._output_frame_ms // 10,
                 ),
             )
         return self._transport
