@@ -166,6 +166,8 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path) -> tuple[s
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "SWITCHBOARD_MAX_CALLS": str(max_calls),
         "SWITCHBOARD_INFERENCE_THREADS": "1",
+        # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
+        "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),
     }
     if "deepgram" in urls:
         env["SWITCHBOARD_DEEPGRAM_URL"] = urls["deepgram"].replace("http://", "ws://")

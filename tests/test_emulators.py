@@ -169,6 +169,35 @@ async def test_deepgram_emulator_finalize_flushes_and_keepalive_is_silent(
     assert finals[0]["channel"]["alternatives"][0]["transcript"].startswith("The birch canoe")
 
 
+async def test_deepgram_emulator_hears_speech_after_a_finalize_as_new_words(
+    deepgram: Server, speech_clips: dict[str, Clip]
+) -> None:
+    # The agent took a pause for the end of the turn (Finalize) and the caller went on: what
+    # follows is transcribed too, as Deepgram does, not swallowed by the finalized utterance.
+    url = ws_url(deepgram) + DG_QUERY.replace("endpointing=300", "endpointing=5000").replace(
+        "utterance_end_ms=1000", "utterance_end_ms=6000"
+    )
+    pause = bytes(2 * 16000 // 5)  # 200 ms: shorter than endpointing
+    finalize = json.dumps({"type": "Finalize"})
+    finals: list[str] = []
+    async with connect(url, additional_headers={"Authorization": "Token dg-test-key"}) as ws:
+        for clip in ("osr_us_0010_s01_8k.wav", "osr_us_0010_s05_8k.wav"):
+            audio = _pcm16(speech_clips[clip]) + pause
+            for i in range(0, len(audio), 640):
+                await ws.send(audio[i : i + 640])
+            await ws.send(finalize)
+            async with asyncio.timeout(10):
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message["type"] == "Results" and message.get("from_finalize"):
+                        finals.append(message["channel"]["alternatives"][0]["transcript"])
+                        break
+    assert finals == [
+        "The birch canoe slid on the smooth planks.",
+        "Rice is often served in round bowls.",
+    ]
+
+
 async def test_deepgram_emulator_refuses_a_connection_without_a_key(deepgram: Server) -> None:
     with pytest.raises(InvalidStatus):
         async with connect(ws_url(deepgram) + DG_QUERY):

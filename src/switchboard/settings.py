@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         "joined): fewer frames per call, but end of speech is seen up to that much later.",
     )
     output_frame_ms: int = Field(
-        20, ge=20, le=100, multiple_of=20,
+        40, ge=20, le=100, multiple_of=20,
         description="The agent's audio goes out to the phone line in messages this long: fewer "
         "messages per call; barge-in still clears what the line has not played.",
     )
