@@ -185,10 +185,17 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path) -> tuple[s
         roles["workers"].processes.append(start_process(
             cli("worker", "--port", str(wport), "--worker-id", f"cap-{i}", "--agent", str(AGENT)),
             f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", env))
+    # A worker answers /health before its first heartbeat reaches the orchestrator; calls placed
+    # before that would be told every agent is busy.
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health", timeout=5).json().get("live_workers", 0) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the orchestrator did not see every worker within 60 s")
+        time.sleep(0.2)
     return url, list(roles.values()), worker_urls
 
 
-_BUCKET = re.compile(r'^switchboard_event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+_BUCKET = re.compile(r'^event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 
 def loop_lag_buckets(worker_urls: list[str]) -> dict[float, float]:
