@@ -130,7 +130,6 @@ class SpeechEnergyGate:
         self.threshold_dbfs = MIN_THRESHOLD_DBFS
         self.speech = False
         self.silent_s = 0.0  # energy below the threshold for this long (0 while speech)
-        self.quiet_before_s = 0.0
         self.samples_seen = 0
 
     def update(self, samples: np.ndarray, rate: int) -> bool:
@@ -151,9 +150,6 @@ class SpeechEnergyGate:
             floor = noise_floor_dbfs(np.asarray(self._levels), _LIVE_FLOOR_PERCENTILE)
             self.floor_dbfs = min(floor, _LIVE_MAX_FLOOR_DBFS)
             self.threshold_dbfs = threshold_dbfs(self.floor_dbfs, self._margin_db)
-        was_silent_s = self.silent_s
         self.speech = level >= self.threshold_dbfs
         self.silent_s = 0.0 if self.speech else self.silent_s + window_s
-        # How long it was quiet before this window (0 unless this window ends a silence).
-        self.quiet_before_s = was_silent_s if self.speech else 0.0
         return self.speech

@@ -24,7 +24,7 @@ from switchboard.speech_end import SpeechEnergyGate
 
 _lock = threading.Lock()
 _VOLUME_WINDOW_SECS = 0.4  # Pipecat's loudness window
-_SILERO_FRESH_AFTER_SECS = 0.5  # quiet this long, Silero starts the next speech from a fresh state
+_SILERO_SETTLE_SECS = 0.3  # Silero hears this much of each silence before it is skipped
 
 
 def _session(path: str, threads: int) -> ort.InferenceSession:
@@ -86,15 +86,14 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         # starts where the caller's speech energy ends, not ~60 ms later where Silero's
         # confidence decays (see switchboard.speech_end).
         self._loud = self._gate.update(np.frombuffer(buffer, dtype=np.int16), self.sample_rate)
-        if not self._loud:
+        if not self._loud and self._gate.silent_s > _SILERO_SETTLE_SECS:
             # A window the gate calls quiet is not speech whatever Silero says (the volume
-            # check rejects it), so the model is not run: the caller is quiet most of a call,
-            # and Silero is the worker's largest per-frame cost. Its recurrent state carries
-            # over short dips (between words a fresh state would take several windows to call
-            # speech again) and restarts after a real silence, as after its periodic reset.
+            # check rejects it), so once the model has heard a little of the silence it is not
+            # run: the caller is quiet most of a call, and Silero is the worker's largest
+            # per-frame cost. Its recurrent state is left as the silence left it, so the next
+            # onset is judged as quickly as on a model that ran throughout (a fresh state, or
+            # one that last heard speech, is slower to call speech: barge-in suffers).
             return 0.0
-        if self._gate.quiet_before_s >= _SILERO_FRESH_AFTER_SECS:
-            self._model.reset_states()
         return super().voice_confidence(buffer)
 
     def _get_smoothed_volume(self, audio: bytes) -> float:
