@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
 from switchboard.dispatch.models import CallStatus
-from switchboard.engines import build_stt, build_tts
+from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.auth import (
@@ -72,8 +72,12 @@ def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
     from switchboard.engines.piper_tts import shared_piper
     from switchboard.engines.turn_detection import warm_up
 
+    # Every call builds these (a cloud engine with its local fallback, the responder): the first
+    # build imports the providers' SDKs and loads the fallback models, ~2 s that would otherwise
+    # block the event loop under the first call, and every stream handshake waiting behind it.
     build_stt(settings)
     build_tts(settings)
+    build_responder(settings, agents.default)
     warm_up()
     # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
     shared_piper(settings.inference_threads).prewarm([u for a in agents.agents() for u in a.fixed_utterances()])
