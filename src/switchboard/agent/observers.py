@@ -34,6 +34,10 @@ def _observes_processing(observer: BaseObserver) -> bool:
 class SelectiveWorkerObserver(WorkerObserver):
     """``WorkerObserver`` that filters by each observer's ``frame_types`` before queueing."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._wanted: dict[BaseObserver, FrameTypes | None] = {}
+
     async def on_process_frame(self, data: FrameProcessed):
         for proxy in (self._proxies or {}).values():
             if _observes_processing(proxy.observer):
@@ -46,7 +50,9 @@ class SelectiveWorkerObserver(WorkerObserver):
         first_push: bool | None = None  # worked out only if an observer wants the frame
         for proxy in self._proxies.values():
             observer = proxy.observer
-            types = wanted_frames(observer)
+            if observer not in self._wanted:  # once per observer, not once per push
+                self._wanted[observer] = wanted_frames(observer)
+            types = self._wanted[observer]
             if types is not None and not isinstance(frame, types):
                 continue
             if first_push is None:
