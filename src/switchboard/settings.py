@@ -165,6 +165,10 @@ class Settings(BaseSettings):
         15.0, gt=0, description="How long a slot reserved for a Twilio stream waits for it to connect."
     )
     call_state_ttl_secs: int = Field(86400, gt=0, description="How long call state stays in Redis.")
+    max_call_resumes: int = Field(
+        3, ge=0, le=20,
+        description="How many times a call whose worker was lost is placed on another one before it is given up.",
+    )
     worker_internal_url: str | None = Field(
         None,
         description="Base URL the media edge (the orchestrators) reaches this worker at, on the internal "

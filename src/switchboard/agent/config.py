@@ -252,6 +252,11 @@ class AgentConfig(BaseModel):
         min_length=1,
         description="Said when nobody answers a warm transfer; the call goes on with the agent",
     )
+    resumed: str = Field(
+        "Sorry, I lost you for a moment there. Could you say that again?",
+        min_length=1,
+        description="Said when a call is carried on by another worker after its own was lost",
+    )
     numbers: list[str] = Field(
         default_factory=list,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
@@ -303,7 +308,7 @@ class AgentConfig(BaseModel):
 
     def fixed_utterances(self) -> list[str]:
         """Everything a scripted agent can say, for warming the TTS cache."""
-        lines = [self.opening(), self.fallback, *(i.reply for i in self.intents)]
+        lines = [self.opening(), self.resumed, self.fallback, *(i.reply for i in self.intents)]
         lines += [
             self.transfer_unanswered,
             self.silence.reprompt,

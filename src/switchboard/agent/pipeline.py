@@ -62,6 +62,7 @@ class CallPipeline:
     worker: PipelineWorker
     responder: ScriptedResponder | ResilientResponder
     timings: TurnTimingObserver
+    context: LLMContext  # the conversation so far, as the responder sees it
 
 
 def build_call_pipeline(
@@ -71,11 +72,14 @@ def build_call_pipeline(
     *,
     out_sample_rate: int,
     before_output: Sequence[FrameProcessor] = (),
+    history: Sequence[dict] = (),
+    opening: str | None = None,
 ) -> CallPipeline:
     """Assemble one call's pipeline around a transport.
 
     ``before_output`` are transport-specific processors placed just before the output
-    (for example Twilio's playback marks).
+    (for example Twilio's playback marks). ``history`` and ``opening``: a call carried on from
+    another worker starts from its conversation so far, with ``opening`` instead of the greeting.
     """
     # One gate per call: the VAD, speculative STT and the timings share the caller's energy.
     gate = SpeechEnergyGate()
@@ -96,7 +100,7 @@ def build_call_pipeline(
         is_complete=lambda text: ends_a_sentence(text)
         or (scripted and matcher.match(text).intent is not None),
     )
-    context = LLMContext()
+    context = LLMContext(messages=[dict(m) for m in history])
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
@@ -140,10 +144,10 @@ def build_call_pipeline(
 
     @transport.event_handler("on_client_connected")
     async def _greet(_transport, _client):
-        await worker.queue_frames([TTSSpeakFrame(agent.opening())])
+        await worker.queue_frames([TTSSpeakFrame(opening or agent.opening())])
 
     @transport.event_handler("on_client_disconnected")
     async def _hung_up(_transport, _client):
         await worker.cancel()
 
-    return CallPipeline(worker=worker, responder=responder, timings=timings)
+    return CallPipeline(worker=worker, responder=responder, timings=timings, context=context)

@@ -8,6 +8,7 @@
 | ``sb:worker:{id}:load`` | string | calls running or reserved on that worker |
 | ``sb:worker:{id}:reservations`` | zset | call id → deadline of slots reserved for Twilio streams |
 | ``sb:call:{id}`` | hash, TTL | one call's state: job, owner, status, times |
+| ``sb:call:{id}:session`` | hash, TTL | the conversation so far, so another worker can carry the call on |
 | ``sb:room:{name}`` | string, TTL | the call id dispatched for a LiveKit room (one agent per room) |
 | ``sb:event:{id}`` | string, TTL | LiveKit webhook event ids already seen (replay protection) |
 | ``sb:latency`` | list | recent dispatch latencies (ms), for ``/stats`` |
@@ -43,6 +44,10 @@ def worker_reservations(worker_id: str) -> str:
 
 def call(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}"
+
+
+def session(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}:session"
 
 
 def room(name: str) -> str:

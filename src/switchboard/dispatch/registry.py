@@ -16,14 +16,14 @@ from switchboard.dispatch import keys
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.observability import metrics
 
-# KEYS: workers set. ARGV: prefix, call_id, deadline. Picks the live, non-draining worker with
-# the most free slots and takes one; returns its id or false.
+# KEYS: workers set. ARGV: prefix, call_id, deadline, excluded worker id (may be ''). Picks the
+# live, non-draining worker with the most free slots and takes one; returns its id or false.
 _RESERVE_ANY = """
 local best, best_free = nil, 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local wkey = ARGV[1] .. ':worker:' .. id
   local info = redis.call('HMGET', wkey, 'capacity', 'draining')
-  if info[1] then
+  if info[1] and id ~= ARGV[4] then
     if info[2] ~= '1' then
       local load = tonumber(redis.call('GET', wkey .. ':load') or '0')
       local free = tonumber(info[1]) - load
@@ -143,10 +143,11 @@ class WorkerRegistry:
                 logger.warning(f"worker {worker_id} stopped heartbeating without deregistering")
                 await self._redis.delete(keys.worker_load(worker_id), keys.worker_reservations(worker_id))
 
-    async def reserve_any(self, call_id: str, hold_secs: float) -> str | None:
-        """Take a slot on the least-loaded live worker for a call about to connect."""
+    async def reserve_any(self, call_id: str, hold_secs: float, *, exclude: str = "") -> str | None:
+        """Take a slot on the least-loaded live worker for a call about to connect; ``exclude``:
+        a worker not to pick (the one a resumed call was lost on, which may not have expired yet)."""
         worker_id = await self._reserve_any(
-            keys=[keys.workers()], args=[keys.PREFIX, call_id, time.time() + hold_secs]
+            keys=[keys.workers()], args=[keys.PREFIX, call_id, time.time() + hold_secs, exclude]
         )
         return worker_id or None
 
@@ -158,6 +159,10 @@ class WorkerRegistry:
 
     async def take_slot(self, worker_id: str) -> bool:
         return bool(await self._take_slot(keys=[keys.worker(worker_id), keys.worker_load(worker_id)]))
+
+    async def pending_reservations(self, worker_id: str) -> int:
+        """Slots reserved on a worker whose streams have not arrived and have not lapsed."""
+        return int(await self._redis.zcount(keys.worker_reservations(worker_id), time.time(), "+inf"))
 
     async def confirm_reservation(self, worker_id: str, call_id: str) -> bool:
         """Turn a reservation into a running call; False if it had already expired."""

@@ -2,7 +2,8 @@
 
 The simulator does what Twilio does on a ``<Connect><Stream>`` call: it posts the voice webhook,
 opens the Media Stream, sends 20 ms of caller audio every 20 ms (silence when the caller is quiet),
-plays the agent's audio out of a buffer in real time, honours ``clear`` and echoes ``mark``. Both
+plays the agent's audio out of a buffer in real time, honours ``clear`` and echoes ``mark``; when
+the agent's side closes the stream it follows the TwiML's ``<Redirect>`` to the next one. Both
 directions are recorded on one 8 kHz timeline whose zero is the moment ``start`` was sent, so every
 latency is what a caller would hear: caller speech end to the first audible *played* agent frame.
 """
@@ -18,8 +19,9 @@ import time
 import weakref
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +46,13 @@ from switchboard.audio import (
     write_wav,
 )
 from switchboard.loadtest.known_end import speech_end_of
-from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
+from switchboard.loadtest.report import (
+    CallOutcome,
+    CallResult,
+    GreetingResult,
+    StreamResume,
+    TurnResult,
+)
 from switchboard.speech_end import speech_bounds
 
 _TICK_MS = 20
@@ -306,6 +314,9 @@ class _Playback:
         self._marks.clear()
         return names
 
+    def forget_marks(self) -> None:
+        self._marks.clear()
+
     def due(self, now: int) -> list[str]:
         """Marks whose audio has finished playing by sample ``now``."""
         out: list[str] = []
@@ -366,12 +377,23 @@ class _SharedClock:
                 leg.tick_now(deadline, lag_ms)
 
 
+# Twilio's next step after a stream closed under it: the new stream and its parameters, or None.
+_Follow = Callable[[], Awaitable[tuple[ClientConnection, dict[str, str]] | None]]
+
+
 class _MediaLeg:
     """The Twilio end of one Media Stream: a clock-paced sender, a receiver and a playback buffer."""
 
     def __init__(
-        self, ws: ClientConnection, ids: _CallIds, timeline: _Timeline, send_timeout_s: float
+        self,
+        ws: ClientConnection,
+        ids: _CallIds,
+        timeline: _Timeline,
+        send_timeout_s: float,
+        follow: _Follow | None = None,
     ):
+        """``follow``: what Twilio does when the agent's side closes the stream (the TwiML's
+        ``<Redirect>``): the next stream and its parameters, or None (the call is over)."""
         self.ids = ids
         self.timeline = timeline
         self.playback = _Playback()
@@ -392,6 +414,11 @@ class _MediaLeg:
         self._stopping = False
         self._base: float | None = None  # loop time of the first tick: the timeline's zero
         self.tick = asyncio.Event()
+        self._follow = follow
+        self.switching = False  # between a lost stream and the next one: caller audio is dropped
+        self.resumes: list[StreamResume] = []
+        self.stream_starts: list[int] = []  # timeline frame at which each later stream began
+        self._old_audio_ends: list[int] = []  # where the lost stream's queued audio finished
 
     async def begin(self, custom_parameters: dict[str, str]) -> None:
         """Send ``connected`` and ``start`` as Twilio does; the timeline starts now."""
@@ -481,14 +508,56 @@ class _MediaLeg:
         return frame + _SILENCE[len(frame) :]
 
     async def run_receiver(self) -> None:
-        """Handle the agent's messages until the socket closes."""
+        """Handle the agent's messages until the socket closes and no redirect leads on."""
         try:
-            async for raw in self._ws:
-                await self._handle(raw)
-        except ConnectionClosed:
-            pass
+            while True:
+                try:
+                    async for raw in self._ws:
+                        await self._handle(raw)
+                except ConnectionClosed:
+                    pass
+                if not await self._follow_redirect():
+                    break
         finally:
             self._on_closed()
+
+    async def _follow_redirect(self) -> bool:
+        """The stream closed under us: do what Twilio does next. True if a new stream is on."""
+        if self._follow is None or self._stopping or self.error is not None:
+            return False
+        self.switching = True
+        lost = StreamResume(lost_at_s=self.now_sample() / TELEPHONY_RATE)
+        old_audio_end = self.playback.end
+        following = await self._follow()
+        if following is None:
+            return False
+        self.resumes.append(lost)
+        self._old_audio_ends.append(old_audio_end)
+        self.playback.forget_marks()  # the old stream's marks mean nothing to the new one
+        self._ws, custom = following
+        self.ids = replace(self.ids, stream_sid=_new_sid("MZ"))
+        self.switching = False
+        lost.resumed_at_s = self.now_sample() / TELEPHONY_RATE
+        self.stream_starts.append(self.timeline.frames)
+        await self.begin(custom)
+        return not self.closed
+
+    def _lost(self) -> None:
+        """A send found the socket closed: the receiver follows the redirect, if there is one."""
+        if self._follow is None or self._stopping:
+            self._on_closed()
+        else:
+            self.switching = True
+
+    def settle_resumes(self) -> None:
+        """When the caller first heard the agent after each lost stream, and the silence before."""
+        for resume, begin, old_end in zip(self.resumes, self.stream_starts, self._old_audio_ends, strict=False):
+            heard = self.timeline.first_audible(max(begin, old_end // _BYTES_PER_LEVEL))
+            if heard is None:
+                continue
+            resume.heard_at_s = _seconds(heard)
+            quiet_from = max(resume.lost_at_s, old_end / TELEPHONY_RATE)
+            resume.silence_s = round(max(0.0, resume.heard_at_s - quiet_from), 3)
 
     async def _handle(self, raw: str | bytes) -> None:
         try:
@@ -537,22 +606,25 @@ class _MediaLeg:
 
     def _send_now(self, text: str, event: str) -> None:
         """Queue a message on the socket without awaiting (one write, no task, no timer)."""
-        if self.closed:
+        if self.closed or self.switching:
             return
         try:
             if self._ws.protocol.state is not State.OPEN:
-                self._on_closed()
+                self._lost()
                 return
             self._ws.protocol.send_text(text.encode())
             self._ws.send_data()
         except (OSError, InvalidState):
-            self._on_closed()
+            self._lost()
             return
         self.sent[event] += 1
         if self._ws.transport.get_write_buffer_size() > _MAX_SEND_BACKLOG:
             # The agent stopped reading: a real network would have dropped the call by now.
             self.error = "send_timeout"
             self._on_closed()
+
+    async def close(self) -> None:
+        await self._ws.close()
 
     async def stop(self) -> None:
         """Send ``stop`` (if the socket is still open) as Twilio does when the caller hangs up."""
@@ -575,7 +647,7 @@ class _MediaLeg:
             self.error = "send_timeout"
             self._on_closed()
         except ConnectionClosed:
-            self._on_closed()
+            self._lost()
 
     def _wake(self) -> None:
         event, self.tick = self.tick, asyncio.Event()
@@ -602,6 +674,7 @@ class _Conversation:
         self.greeting: _Reply | None = None
         self.turns: list[TurnResult] = []
         self.replies: list[tuple[_Reply, TurnResult]] = []
+        self._resumes_heard = 0
 
     async def run(self) -> tuple[CallOutcome, str | None]:
         """Greeting, then each turn; returns the outcome and a failure reason."""
@@ -615,6 +688,8 @@ class _Conversation:
                 end = await self._finish(previous)
                 if end is None:
                     return CallOutcome.FAILED, "reply_too_long"
+                previous = await self._hear_out_resumes(previous)
+                end = previous.end if previous.end is not None else end
                 speak_at = (end + 1) * _LEVEL_MS + turn.pause_before_ms
             else:
                 speak_at = previous.start * _LEVEL_MS + turn.barge_in_after_ms
@@ -634,6 +709,25 @@ class _Conversation:
         if self._leg.closed_by_agent:
             return CallOutcome.AGENT_HUNG_UP, None
         return CallOutcome.COMPLETED, None
+
+    async def _hear_out_resumes(self, previous: _Reply) -> _Reply:
+        """After a lost stream the agent on the new one speaks first ("sorry, you were
+        saying?"): the caller lets it finish before going on, as a person would."""
+        leg = self._leg
+        while True:
+            if leg.switching:  # Twilio is following the redirect
+                await self._wait(lambda: None if leg.switching else True, self._tl.frames + _frames(30_000))
+            if self._resumes_heard >= len(leg.stream_starts) or leg.closed:
+                return previous
+            begin = leg.stream_starts[self._resumes_heard]
+            self._resumes_heard += 1
+            start = await self._wait(
+                lambda b=begin: self._tl.first_audible(b), begin + _frames(self._script.greeting_timeout_ms)
+            )
+            if start is None:
+                return previous
+            previous = _Reply(start)
+            await self._finish(previous)
 
     async def _turn(
         self, index: int, turn: CallerTurn, clip: _Clip | None, previous: _Reply
@@ -671,6 +765,7 @@ class _Conversation:
         if start is None:
             result.failure = "no_reply"
             return None
+        result.across_resume = any(speech_end <= f <= start for f in self._leg.stream_starts)
         reply = _Reply(start)
         self.replies.append((reply, result))
         onset = self._tl.onset_sample(start)
@@ -779,8 +874,16 @@ class _Failed(Exception):
     """The call could not be set up; the message is the reason."""
 
 
-def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
-    """The ``<Connect><Stream>`` url and its ``<Parameter>``s; raises _Rejected for a busy answer."""
+@dataclass(frozen=True)
+class _StreamTwiml:
+    url: str
+    parameters: dict[str, str]
+    redirect: str | None  # where Twilio goes when the stream closes (None: it hangs up)
+
+
+def _parse_twiml(twiml: str) -> _StreamTwiml:
+    """The ``<Connect><Stream>`` url, its ``<Parameter>``s and the ``<Redirect>`` after it;
+    raises _Rejected for a busy answer."""
     try:
         root = ET.fromstring(twiml)
     except ET.ParseError as exc:
@@ -788,7 +891,9 @@ def _parse_twiml(twiml: str) -> tuple[str, dict[str, str]]:
     stream = root.find("./Connect/Stream")
     if stream is not None and stream.get("url"):
         params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        return stream.get("url", ""), params
+        redirect = root.find("Redirect")
+        url = (redirect.text or "").strip() if redirect is not None else ""
+        return _StreamTwiml(stream.get("url", ""), params, url or None)
     if root.find("Hangup") is not None or root.find("Reject") is not None:
         said = " ".join((say.text or "").strip() for say in root.findall("Say"))
         raise _Rejected(f"twiml: {said}" if said else "twiml: hangup")
@@ -815,12 +920,11 @@ async def run_call(
     wall0 = time.monotonic()
     call = _Call(base_url, script, account_sid, auth_token, network_timeout_s)
     try:
-        if http_client is None:
-            async with httpx.AsyncClient(timeout=network_timeout_s) as client:
-                stream_url, custom = await call.answer(client)
-        else:
-            stream_url, custom = await call.answer(http_client)
-        await call.stream(stream_url, custom, max_call_s)
+        async with AsyncExitStack() as stack:
+            client = http_client or await stack.enter_async_context(
+                httpx.AsyncClient(timeout=network_timeout_s)
+            )
+            await call.stream(await call.answer(client), client, max_call_s)
     except _Rejected as exc:
         call.result.outcome, call.result.reason = CallOutcome.REJECTED, str(exc)
     except _Failed as exc:
@@ -867,20 +971,22 @@ class _Call:
             "X-Twilio-Signature": RequestValidator(self._auth_token).compute_signature(url, params)
         }
 
-    async def answer(self, client: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
-        """Post the voice webhook as Twilio does for a ringing inbound call; returns the stream."""
-        url = self.script.webhook_url or self._base_url.rstrip("/") + "/twilio/voice"
+    def _webhook_params(self, status: str) -> dict[str, str]:
         params = {
             "CallSid": self.ids.call_sid,
             "AccountSid": self.ids.account_sid,
             "From": self.script.from_number,
             "To": self.script.to_number,
             "Direction": "inbound",
-            "CallStatus": "ringing",
+            "CallStatus": status,
             "ApiVersion": "2010-04-01",
         }
         if self.script.answered_by is not None:
             params.update(Direction="outbound-api", AnsweredBy=self.script.answered_by)
+        return params
+
+    async def _post(self, client: httpx.AsyncClient, url: str, status: str) -> _StreamTwiml:
+        params = self._webhook_params(status)
         try:
             response = await client.post(url, data=params, headers=self._signature(url, params))
         except httpx.HTTPError as exc:
@@ -889,10 +995,14 @@ class _Call:
             raise _Failed(f"webhook_status_{response.status_code}")
         return _parse_twiml(response.text)
 
-    async def stream(self, url: str, custom: dict[str, str], max_call_s: float) -> None:
-        """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
+    async def answer(self, client: httpx.AsyncClient) -> _StreamTwiml:
+        """Post the voice webhook as Twilio does for a ringing inbound call; returns the stream."""
+        url = self.script.webhook_url or self._base_url.rstrip("/") + "/twilio/voice"
+        return await self._post(client, url, "ringing")
+
+    async def _open(self, url: str) -> ClientConnection:
         try:
-            ws = await connect(
+            return await connect(
                 url,
                 # Twilio does not compress media frames; deflating them only costs both ends CPU.
                 compression=None,
@@ -902,8 +1012,31 @@ class _Call:
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise _Failed(f"stream_connect_error: {type(exc).__name__}") from exc
+
+    def _follower(self, client: httpx.AsyncClient, twiml: _StreamTwiml) -> _Follow:
+        """Twilio's part after a stream closes: post the ``<Redirect>``, open what it answers."""
+        redirect = twiml.redirect
+
+        async def follow() -> tuple[ClientConnection, dict[str, str]] | None:
+            nonlocal redirect
+            if redirect is None:
+                return None
+            try:
+                nxt = await self._post(client, redirect, "in-progress")
+                ws = await self._open(nxt.url)
+            except (_Rejected, _Failed):
+                return None  # hung up (or nowhere to go): the call is over
+            redirect = nxt.redirect
+            return ws, nxt.parameters
+
+        return follow
+
+    async def stream(self, twiml: _StreamTwiml, client: httpx.AsyncClient, max_call_s: float) -> None:
+        """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
+        ws = await self._open(twiml.url)
+        custom = twiml.parameters
         self.result.stream_sid = self.ids.stream_sid
-        leg = _MediaLeg(ws, self.ids, self.timeline, self._timeout_s)
+        leg = _MediaLeg(ws, self.ids, self.timeline, self._timeout_s, self._follower(client, twiml))
         self.conversation = _Conversation(leg, self.script, self.clips)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -918,7 +1051,7 @@ class _Call:
                 self.result.outcome, self.result.reason = CallOutcome.FAILED, "call_timeout"
             await leg.stop()
         finally:
-            await ws.close()
+            await leg.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -932,6 +1065,8 @@ class _Call:
         self.result.marks_echoed = leg.sent["mark"]
         self.result.unknown_messages = list(leg.unknown)
         self.result.max_clock_lag_ms = leg.max_lag_ms
+        leg.settle_resumes()
+        self.result.resumes = leg.resumes
 
     async def finish(self, transcribe: bool, record_path: Path | None) -> None:
         """Reply durations, transcripts and the stereo recording, once the call is over."""

@@ -60,6 +60,22 @@ class TurnResult(BaseModel):
         description="From barge_in_at_s to the last audible frame of the interrupted reply",
     )
     barge_in_ok: bool | None = None
+    across_resume: bool = Field(
+        default=False,
+        description="The stream was lost and the call carried on by another worker while this turn "
+        "waited for its reply: its latency measures the recovery, not a turn",
+    )
+
+
+class StreamResume(BaseModel):
+    """The agent's stream closed without hanging up and Twilio's ``<Redirect>`` led to a new one."""
+
+    lost_at_s: float = Field(description="When the old stream closed")
+    resumed_at_s: float | None = Field(default=None, description="When the new stream started")
+    heard_at_s: float | None = Field(default=None, description="First agent audio on the new stream")
+    silence_s: float | None = Field(
+        default=None, description="lost_at_s to heard_at_s: how long the caller heard nothing new"
+    )
 
 
 class CallResult(BaseModel):
@@ -87,6 +103,9 @@ class CallResult(BaseModel):
     max_clock_lag_ms: float = Field(
         default=0.0,
         description="Worst lateness of the 20 ms send clock; large values void the timings",
+    )
+    resumes: list[StreamResume] = Field(
+        default_factory=list, description="Streams lost and replaced during the call, in order"
     )
 
 

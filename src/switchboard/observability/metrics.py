@@ -187,3 +187,10 @@ MEDIA_EDGE_CONNECT_MS = Histogram(
     "Time for the edge to open a stream's hop to its worker (TCP + WebSocket handshake).",
     buckets=(0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2000),
 )
+CALLS_RESUMED = Counter(
+    "calls_resumed_total",
+    "Twilio coming back after a call's stream closed (<Redirect>), by what the orchestrator did: "
+    "placed (on another worker, with its conversation) | ended (the call was over: hung up) | "
+    "no_capacity | gave_up (resumed too often).",
+    ["result"],
+)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
@@ -24,6 +23,7 @@ from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, JobKind
 from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.auth import (
@@ -40,30 +40,19 @@ from switchboard.orchestrator.livekit_webhooks import (
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
-    EDGE_PATH,
-    STREAM_TOKEN_PARAM,
     Relays,
     create_media_edge_router,
 )
+from switchboard.orchestrator.placement import StreamPlacer, create_placement_router
 from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.livekit import is_call_room
 from switchboard.telephony.outbound import (
-    answering_machine_twiml,
     outbound_router,
-    stream_parameters,
-)
-from switchboard.telephony.twilio import (
-    busy_twiml,
-    connect_stream_twiml,
-    verified_webhook_form,
-    websocket_url,
 )
 
-BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
 
 
@@ -100,9 +89,12 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
     relays = Relays()
-    app.include_router(create_media_edge_router(settings, registry, relays))
+    sessions = CallSessions(client, settings.call_state_ttl_secs)
+    app.include_router(create_media_edge_router(settings, registry, relays, sessions))
     app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))
+    placer = StreamPlacer(settings, registry, ledger, sessions)
+    app.include_router(create_placement_router(settings, placer))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
@@ -156,30 +148,6 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except redis.RedisError:
             pass
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/twilio/voice")
-    async def twilio_voice(request: Request) -> Response:
-        form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
-        if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
-            return Response(machine, media_type="application/xml")
-        call_sid = form.get("CallSid") or uuid.uuid4().hex
-        call_id = f"call-{call_sid}"
-        with call_context(call_id):
-            worker_id = await registry.reserve_any(call_id, settings.reservation_ttl_secs)
-            if worker_id is None:
-                metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
-                await ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
-                logger.warning(f"{call_id}: no worker has a free slot, answering busy")
-                return Response(busy_twiml(BUSY_MESSAGE), media_type="application/xml")
-            token = stream_tokens.issue(
-                settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
-            )
-            await ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
-            params = stream_parameters(form, dict(request.query_params))
-            # The stream enters at the public edge (any orchestrator), which relays it to the worker.
-            params[STREAM_TOKEN_PARAM] = token
-            twiml = connect_stream_twiml(websocket_url(base, EDGE_PATH), params)
-            return Response(twiml, media_type="application/xml")
 
     @app.post("/webhooks/livekit")
     async def livekit_webhook(request: Request) -> dict:

@@ -7,6 +7,12 @@ looks up the internal address of the worker the token names (Redis), opens a Web
 and from then on copies frames both ways without parsing them. Closing either side closes the
 other with the same code. The edge keeps nothing but the live sockets, so any number of
 orchestrators behind a load balancer can take any stream.
+
+How the worker's side closed decides what Twilio's ``<Redirect>`` after the stream finds: a
+worker that ends the call closes normally, and the edge marks the call's session ended before
+Twilio hears of it (the redirect hangs up); a worker that died (connection lost) or is
+handing its calls off (1012) leaves the session open, and the redirect places the call on
+another worker (:mod:`switchboard.orchestrator.placement`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as redis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -22,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
@@ -48,6 +56,9 @@ _NO_STATUS = 1005
 _UNSENDABLE = {1005, 1006, 1015}
 CALLER_LEFT_CODE = 1001  # the caller's TCP dropped without a close frame: "going away"
 WORKER_LOST_CODE = 1011  # the worker's connection died (killed, host gone): "internal error"
+HANDOFF_CODE = 1012  # "service restart": a draining worker hands its calls to others
+# Worker closes after which the call goes on elsewhere; any other close ended the call.
+_CALL_GOES_ON = {CALLER_LEFT_CODE, WORKER_LOST_CODE, HANDOFF_CODE, 1013}
 
 
 class _Refused(Exception):
@@ -77,7 +88,7 @@ class Relays:
 
 
 def create_media_edge_router(
-    settings: Settings, registry: WorkerRegistry, relays: Relays
+    settings: Settings, registry: WorkerRegistry, relays: Relays, sessions: CallSessions
 ) -> APIRouter:
     """The ``/twilio/media`` WebSocket of the public tier."""
     router = APIRouter()
@@ -119,7 +130,12 @@ def create_media_edge_router(
             try:
                 for text in first:
                     await worker.send(text)
-                side, code = await relay(websocket, worker)
+
+                async def worker_closed(code: int) -> None:
+                    if code not in _CALL_GOES_ON:
+                        await _mark_ended(sessions, claims.call_id, code)
+
+                side, code = await relay(websocket, worker, on_worker_closed=worker_closed)
                 metrics.MEDIA_EDGE_CLOSES.labels(side=side, code=str(code)).inc()
                 logger.info(
                     f"media edge: {side} closed the stream ({code}) to worker {claims.worker_id}"
@@ -211,9 +227,15 @@ async def _open_worker_hop(
     return worker
 
 
-async def relay(caller: WebSocket, worker: ClientConnection) -> tuple[str, int]:
+async def relay(
+    caller: WebSocket,
+    worker: ClientConnection,
+    *,
+    on_worker_closed: Callable[[int], Awaitable[None]] | None = None,
+) -> tuple[str, int]:
     """Copy frames both ways until one side closes; close the other with its code.
 
+    ``on_worker_closed(code)`` runs when the worker side closed, before the caller is told.
     Returns which side closed first (``caller`` | ``worker``) and the code passed on.
     """
     up = asyncio.create_task(_caller_to_worker(caller, worker), name="edge-up")
@@ -227,6 +249,8 @@ async def relay(caller: WebSocket, worker: ClientConnection) -> tuple[str, int]:
             code, reason = await asyncio.wait_for(down, _WORKER_CLOSE_TIMEOUT_SECS)
         except TimeoutError:
             code, reason = WORKER_LOST_CODE, "worker connection lost"
+        if on_worker_closed is not None:
+            await on_worker_closed(code)
         await _close_caller(caller, code, reason)
         return "worker", code
     finally:
@@ -274,6 +298,15 @@ async def _worker_to_caller(worker: ClientConnection, caller: WebSocket) -> tupl
     if received is None or received.code in _UNSENDABLE - {_NO_STATUS}:
         return WORKER_LOST_CODE, "worker connection lost"
     return (1000 if received.code == _NO_STATUS else received.code), received.reason
+
+
+async def _mark_ended(sessions: CallSessions, call_id: str, code: int) -> None:
+    try:
+        await sessions.end(call_id, f"worker closed the stream ({code})")
+    except redis.RedisError as e:
+        # Twilio's redirect will then place the call again, and that worker ends it at once.
+        metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        logger.warning(f"could not mark the call ended: {e}")
 
 
 async def _refuse(websocket: WebSocket, refused: _Refused) -> None:

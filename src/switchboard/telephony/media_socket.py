@@ -97,6 +97,9 @@ class MediaSocketGuard:
         self._tokens = self._burst
         self._refilled_at = time.monotonic()
         self._closed_with: int | None = None
+        # What a close without a code sends (Pipecat closes with none when the call ends); a
+        # worker handing its calls to others sets 1012 so that the edge has the call carried on.
+        self.end_code = 1000
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._websocket, name)
@@ -155,8 +158,10 @@ class MediaSocketGuard:
         """Close the socket for ``error`` (a protocol violation found above the guard)."""
         await self._refuse(error)
 
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        """Close once; a socket the peer already left (or we closed) is left alone."""
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close once (``code`` by default: ``end_code``); a socket the peer already left (or we
+        closed) is left alone."""
+        code = self.end_code if code is None else code
         if self._closed_with is not None:
             return
         self._closed_with = code

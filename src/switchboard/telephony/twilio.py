@@ -39,8 +39,12 @@ from switchboard.telephony.media_socket import (
 _DTMF_DIGITS = set("0123456789*#")
 
 
-def connect_stream_twiml(stream_url: str, parameters: dict[str, str] | None = None) -> str:
-    """TwiML that bridges the call to our media WebSocket, then hangs up when it closes."""
+def connect_stream_twiml(
+    stream_url: str, parameters: dict[str, str] | None = None, *, resume_url: str | None = None
+) -> str:
+    """TwiML that bridges the call to our media WebSocket. When the socket closes Twilio goes on
+    to the next verb: ``<Redirect>`` to ``resume_url`` (which hangs up a call that ended, and
+    places one whose worker was lost on another), else ``<Hangup/>``."""
     response = VoiceResponse()
     connect = Connect()
     stream = Stream(url=stream_url)
@@ -48,6 +52,15 @@ def connect_stream_twiml(stream_url: str, parameters: dict[str, str] | None = No
         stream.parameter(name=name, value=value)
     connect.append(stream)
     response.append(connect)
+    if resume_url:
+        response.redirect(resume_url, method="POST")
+    else:
+        response.hangup()
+    return str(response)
+
+
+def hangup_twiml() -> str:
+    response = VoiceResponse()
     response.hangup()
     return str(response)
 

@@ -37,6 +37,7 @@ from switchboard.orchestrator.auth import (
     require_caller_data_key,
 )
 from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
+from switchboard.orchestrator.media_edge import HANDOFF_CODE
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
@@ -206,6 +207,10 @@ def create_worker_app(
                 await websocket.close(code=1008, reason=str(e))
                 return
             with call_context(claims.call_id):
+                # Tracked from here: a drain waits for it (and for streams on their way to it).
+                task = asyncio.current_task()
+                assert task is not None
+                service.track_stream_call(task)
                 # A slot reserved before a drain began is honoured: the orchestrator already
                 # promised this call to us.
                 reserved = await service.registry.confirm_reservation(service.worker_id, claims.call_id)
@@ -213,21 +218,24 @@ def create_worker_app(
                     metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
                     await websocket.close(code=1013, reason="worker has no free slot")
                     return
-                task = asyncio.current_task()
-                assert task is not None
-                service.track_stream_call(task)
                 slot = PoolSlot(service, claims.call_id)
                 try:
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     socket, start = await serve_stream(websocket)
+                    # Out of drain time, the call goes on elsewhere: close with "service restart".
+                    service.on_hand_off(task, lambda: setattr(socket, "end_code", HANDOFF_CODE))
                     if start is not None:
                         adapter = TwilioStreamAdapter(
                             socket, start, settings, call_id=claims.call_id,
                             callback_base=callback_url, warm_waits=warm_waits,
                         )
-                        answering = agents.for_call(start.custom_parameters)
+                        resumed = await service.sessions.load(claims.call_id)
+                        answering = (resumed and agents.by_name(resumed.agent)) or agents.for_call(
+                            start.custom_parameters
+                        )
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
-                                       archive=archive)
+                                       archive=archive, sessions=service.sessions, worker_id=service.worker_id,
+                                       resumed=resumed)
                 finally:
                     await slot.release(None)  # a stream that never started; no-op after a call
 

@@ -18,11 +18,13 @@ from pipecat.workers.runner import WorkerRunner
 from switchboard.agent.call_control import FOLLOW_UP_LIMIT_SECS, CallController
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.pipeline import build_call_pipeline
+from switchboard.dispatch.sessions import CallSession, CallSessions
 from switchboard.observability import metrics
 from switchboard.records.archive import CallArchive, attach_capture, save_call
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter
 from switchboard.worker.calls import CallRecord, CallRegistry
+from switchboard.worker.session_keeper import SessionKeeper
 
 CallEndedHook = Callable[[CallRecord], Awaitable[None]]
 AGENT_ENDINGS = ("agent", "idle", "max_duration")  # the agent hung up: the carrier must know
@@ -43,8 +45,15 @@ async def run_call(
     slot: CallSlot | None = None,
     on_ended: Sequence[CallEndedHook] = (),
     archive: CallArchive | None = None,
+    sessions: CallSessions | None = None,
+    worker_id: str = "",
+    resumed: CallSession | None = None,
 ) -> CallRecord:
-    """Run one call to its end (either side hanging up, or its time limit) and record it."""
+    """Run one call to its end (either side hanging up, or its time limit) and record it.
+
+    With ``sessions`` the conversation is kept in Redis as it goes (``worker_id`` holds it), so
+    another worker can carry the call on; ``resumed`` is the session of a call doing that.
+    """
     ids = adapter.ids
     record = CallRecord(
         call_sid=ids.call_sid,
@@ -54,7 +63,7 @@ async def run_call(
     )
     record.agent = agent.name
     registry.add(record)
-    call = controller = capture = None
+    call = controller = capture = keeper = None
     # A hard stop behind the agent's own time limit (which says goodbye first).
     hard_limit = agent.limits.max_duration_secs + FOLLOW_UP_LIMIT_SECS + 10
     metrics.ACTIVE_CALLS.inc()
@@ -65,6 +74,8 @@ async def run_call(
             settings,
             out_sample_rate=adapter.out_sample_rate,
             before_output=adapter.before_output(),
+            history=resumed.history if resumed else (),
+            opening=agent.resumed if resumed else None,
         )
         capture = attach_capture(
             archive, call.worker, ingress=adapter.ingress, agent=agent,
@@ -79,6 +90,17 @@ async def run_call(
             tool_secret=secret.get_secret_value() if secret else None,
         )
         call.worker.add_observer(controller)
+        if resumed is not None:
+            logger.info(f"call {record.call_sid}: carried on from another worker ({len(resumed.history)} messages)")
+            record.events = [*resumed.events, {"event": "resumed", "at": time.time()}]
+        if sessions is not None:
+            session = resumed or CallSession(call_id=ids.call_id or ids.call_sid, agent=agent.name)
+            keeper = SessionKeeper(
+                sessions, session, call.context, worker_id,
+                events=lambda: record.events + controller.events,
+            )
+            call.worker.add_observer(keeper)
+            await keeper.start()
         adapter.attach(call)
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         await runner.add_workers(call.worker)
@@ -105,9 +127,11 @@ async def run_call(
             record.intents = [m.name for m in call.responder.matches]
             record.turns = call.timings.as_dicts()
         record.marks_played = adapter.marks_played()
+        if keeper is not None:
+            await _quietly(keeper.stop(), record, "stopping the session keeper")
         if controller is not None:
             await _quietly(controller.stop(), record, "stopping call control")
-            record.events, record.transfer = controller.events, controller.transfer
+            record.events, record.transfer = record.events + controller.events, controller.transfer
             record.ended_by = controller.ended_by or (
                 "caller" if record.outcome == "completed" else ""
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as redis
@@ -17,6 +18,7 @@ from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, WorkerInfo
 from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.records.archive import CallArchive
@@ -60,6 +62,8 @@ class WorkerService:
         )
         self._jobs: dict[str, _Running] = {}
         self.stream_calls: set[asyncio.Task] = set()
+        self._hand_offs: dict[asyncio.Task, Callable[[], None]] = {}
+        self.sessions = CallSessions(self.redis, settings.call_state_ttl_secs)
         self._loops: list[asyncio.Task] = []
         self._room = asyncio.Event()
         self._room.set()
@@ -88,12 +92,17 @@ class WorkerService:
         await self._safe(self.registry.heartbeat(self.info))
         self._cancel_loop("claim")
         self._cancel_loop("reclaim")
+        await self._await_reserved_streams()
         live = [r.task for r in self._jobs.values()] + list(self.stream_calls)
         if live:
             logger.info(f"draining: {len(live)} live call(s), up to {self.settings.drain_timeout_secs:.0f} s")
             _done, pending = await asyncio.wait(live, timeout=self.settings.drain_timeout_secs)
             for task in pending:
+                if (hand_off := self._hand_offs.get(task)) is not None:
+                    hand_off()
                 task.cancel()
+            if pending:
+                logger.warning(f"drain timed out: {len(pending)} call(s) handed off or ended")
             if pending:
                 await asyncio.wait(pending, timeout=5)
         for task in self._loops:
@@ -209,9 +218,28 @@ class WorkerService:
 
         def _done(t: asyncio.Task) -> None:
             self.stream_calls.discard(t)
+            self._hand_offs.pop(t, None)
             self._update_room()
 
         task.add_done_callback(_done)
+
+    def on_hand_off(self, task: asyncio.Task, hand_off: Callable[[], None]) -> None:
+        """What to do before a drain out of time cancels ``task``: make its call go on elsewhere."""
+        self._hand_offs[task] = hand_off
+
+    async def _await_reserved_streams(self) -> None:
+        """Slots the orchestrators reserved here before the drain began are calls on their way:
+        wait for their streams to arrive (or the reservations to lapse) before counting live calls."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.settings.reservation_ttl_secs, self.settings.drain_timeout_secs)
+        while loop.time() < deadline:
+            try:
+                if not await self.registry.pending_reservations(self.worker_id):
+                    return
+            except (redis.RedisError, OSError) as e:
+                logger.warning(f"drain: cannot read reservations: {e}")
+                return
+            await asyncio.sleep(0.05)
 
     async def _push_sample(self, key: str, value: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

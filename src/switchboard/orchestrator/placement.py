@@ -1,0 +1,134 @@
+"""Placing a Twilio call on a worker: a reserved slot, a stream token, the ``<Connect><Stream>``.
+
+A new call (``/twilio/voice``) and a call coming back after its stream was lost
+(``/twilio/resume``, the ``<Redirect>`` that follows every stream) are placed the same way.
+The resume answer decides from the call's session (:mod:`switchboard.dispatch.sessions`):
+a call that ended hangs up; a call whose worker died or drained out of time goes to another
+worker, which carries the conversation on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from loguru import logger
+
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.models import CallStatus
+from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.dispatch.sessions import CallSessions
+from switchboard.observability import metrics
+from switchboard.observability.logging import call_context
+from switchboard.orchestrator.media_edge import EDGE_PATH, STREAM_TOKEN_PARAM
+from switchboard.settings import Settings
+from switchboard.telephony import stream_tokens
+from switchboard.telephony.outbound import answering_machine_twiml, stream_parameters
+from switchboard.telephony.twilio import (
+    busy_twiml,
+    connect_stream_twiml,
+    hangup_twiml,
+    verified_webhook_form,
+    websocket_url,
+)
+
+VOICE_PATH = "/twilio/voice"
+RESUME_PATH = "/twilio/resume"
+BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
+LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."
+# Twilio's redirect after a stream reports the call as live; anything else means it is over.
+_LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
+
+
+class StreamPlacer:
+    """Reserves a worker slot for a Twilio call and answers the TwiML that connects it."""
+
+    def __init__(
+        self, settings: Settings, registry: WorkerRegistry, ledger: CallLedger, sessions: CallSessions
+    ):
+        self._settings = settings
+        self._registry = registry
+        self._ledger = ledger
+        self.sessions = sessions
+
+    async def place(
+        self, call_id: str, call_sid: str, base: str, params: dict[str, str], query: dict[str, str],
+        *, exclude: str = "", busy_line: str = BUSY_MESSAGE,
+    ) -> str:
+        """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot."""
+        settings = self._settings
+        worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs, exclude=exclude)
+        if worker_id is None and exclude:
+            # The worker the call was lost on may be alive after all (its edge died, not it).
+            worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs)
+        if worker_id is None:
+            metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
+            await self._ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
+            logger.warning(f"{call_id}: no worker has a free slot, answering busy")
+            return busy_twiml(busy_line)
+        token = stream_tokens.issue(
+            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
+        )
+        await self._ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
+        # The stream enters at the public edge (any orchestrator), which relays it to the worker.
+        stream = {**params, STREAM_TOKEN_PARAM: token}
+        resume = f"{base}{RESUME_PATH}" + (f"?{urlencode(query)}" if query else "")
+        return connect_stream_twiml(websocket_url(base, EDGE_PATH), stream, resume_url=resume)
+
+
+def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRouter:
+    """``/twilio/voice`` (a call rings) and ``/twilio/resume`` (its stream closed)."""
+    router = APIRouter()
+
+    @router.post(VOICE_PATH)
+    async def twilio_voice(request: Request) -> Response:
+        form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
+        query = dict(request.query_params)
+        if (machine := answering_machine_twiml(form, query)) is not None:
+            return _xml(machine)
+        call_sid = form.get("CallSid") or uuid.uuid4().hex
+        call_id = f"call-{call_sid}"
+        with call_context(call_id):
+            twiml = await placer.place(call_id, call_sid, base, stream_parameters(form, query), query)
+            return _xml(twiml)
+
+    @router.post(RESUME_PATH)
+    async def twilio_resume(request: Request) -> Response:
+        form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
+        call_sid = form.get("CallSid")
+        if not call_sid:
+            raise HTTPException(400, "CallSid is missing")
+        call_id = f"call-{call_sid}"
+        with call_context(call_id):
+            fields = await placer.sessions.fields(call_id)
+            if fields.get("ended") or form.get("CallStatus", "") not in _LIVE_STATUSES:
+                metrics.CALLS_RESUMED.labels(result="ended").inc()
+                return _xml(hangup_twiml())
+            resumes = await placer.sessions.count_resume(call_id)
+            if resumes > settings.max_call_resumes:
+                metrics.CALLS_RESUMED.labels(result="gave_up").inc()
+                logger.error(f"{call_id}: stream lost {resumes} times, giving the call up")
+                return _xml(busy_twiml(LOST_MESSAGE))
+            query = dict(request.query_params)
+            params = stream_parameters(form, query)
+            session = await placer.sessions.load(call_id)
+            if session is not None:
+                params["Agent"] = session.agent  # the agent that answered, whatever the number
+            lost_on = fields.get("worker", "")
+            twiml = await placer.place(
+                call_id, call_sid, base, params, query, exclude=lost_on, busy_line=LOST_MESSAGE
+            )
+            placed = "<Connect>" in twiml
+            metrics.CALLS_RESUMED.labels(result="placed" if placed else "no_capacity").inc()
+            logger.warning(
+                f"{call_id}: stream lost on worker {lost_on or '?'}; "
+                + (f"placed again (resume {resumes})" if placed else "no worker free")
+            )
+            return _xml(twiml)
+
+    return router
+
+
+def _xml(twiml: str) -> Response:
+    return Response(twiml, media_type="application/xml")
