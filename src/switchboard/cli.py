@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dial", help="place an outbound call through Twilio or LiveKit (POST /calls)")
     p.add_argument("number", nargs="?", help="the number to call, E.164 (+15551234567)")
-    p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail]")
+    p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail,ingress]")
     p.add_argument("--concurrency", type=int, default=2, help="batch: calls placed at once")
     p.add_argument("--retries", type=int, default=2, help="batch: retries of a 5xx or unreachable")
     p.add_argument("--hours", default=None, help="batch: calling hours, local time, e.g. 09:00-18:00")

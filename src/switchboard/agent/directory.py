@@ -161,7 +161,9 @@ class AgentDirectory:
         self._files[path] = _Loaded(stamp, config)
         self.errors.pop(path.name, None)
         claims = [c for field in _CLAIMS for c in getattr(config, field)]
-        logger.info(f"agents dir: {path.name} loaded ({config.name}: {', '.join(claims) or 'no numbers'})")
+        logger.info(
+            f"agents dir: {path.name} loaded ({config.name}: {', '.join(claims) or 'no numbers'})"
+        )
 
     def _refuse(
         self, path: Path, error: str, stamp: tuple[float, int], previous: AgentConfig | None

@@ -133,11 +133,15 @@ class LiveKitCallControl(CallControl):
         """
         trunk = self._settings.livekit_outbound_trunk
         if trunk is None:
-            raise UnsupportedOperation("warm transfers over LiveKit need SWITCHBOARD_LIVEKIT_OUTBOUND_TRUNK")
+            raise UnsupportedOperation(
+                "warm transfers over LiveKit need SWITCHBOARD_LIVEKIT_OUTBOUND_TRUNK"
+            )
         if not valid_transfer_target(target):
             return TransferOutcome.INVALID_TARGET
         if not target.startswith("+"):
-            raise UnsupportedOperation("LiveKit warm transfers dial numbers through the trunk, not SIP URIs")
+            raise UnsupportedOperation(
+                "LiveKit warm transfers dial numbers through the trunk, not SIP URIs"
+            )
         consult = f"consult-{self._room.removeprefix('call-')}"
         identity = f"transfer_{target}"
         try:
@@ -151,11 +155,16 @@ class LiveKitCallControl(CallControl):
                         identity=identity,
                         name="Transfer",
                         ring_secs=self._settings.transfer_ring_secs,
-                        attributes={"switchboard.summary": summary, "switchboard.caller_room": self._room},
+                        attributes={
+                            "switchboard.summary": summary,
+                            "switchboard.caller_room": self._room,
+                        },
                     )
                 except LIVEKIT_ERRORS as e:
                     outcome = dial_outcome(e)
-                    logger.info(f"room {self._room}: warm transfer to {target}: {outcome.value} ({describe(e)})")
+                    logger.info(
+                        f"room {self._room}: warm transfer to {target}: {outcome.value} ({describe(e)})"
+                    )
                     await _quietly_close(lk, consult)
                     return outcome
                 try:

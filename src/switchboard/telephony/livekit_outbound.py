@@ -99,9 +99,13 @@ async def place_livekit_call(
             try:
                 await close_room(lk, job.room)
             except LIVEKIT_ERRORS as close_error:
-                logger.warning(f"{job.call_id}: could not close room {job.room}: {describe(close_error)}")
+                logger.warning(
+                    f"{job.call_id}: could not close room {job.room}: {describe(close_error)}"
+                )
             metrics.OUTBOUND_CALLS.labels(result=outcome.value).inc()
-            logger.info(f"{job.call_id}: LiveKit outbound call to {to[:-4]}****: {outcome.value} ({describe(e)})")
+            logger.info(
+                f"{job.call_id}: LiveKit outbound call to {to[:-4]}****: {outcome.value} ({describe(e)})"
+            )
             raise HTTPException(
                 _HTTP_STATUS.get(outcome, 502),
                 {

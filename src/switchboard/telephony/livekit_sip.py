@@ -52,7 +52,11 @@ def dial_outcome(error: BaseException) -> TransferOutcome:
             return TransferOutcome.NO_ANSWER
         return TransferOutcome.FAILED
     if isinstance(error, livekit_api.TwirpError):
-        return TransferOutcome.NO_ANSWER if error.code in _RING_TIMEOUT_CODES else TransferOutcome.FAILED
+        return (
+            TransferOutcome.NO_ANSWER
+            if error.code in _RING_TIMEOUT_CODES
+            else TransferOutcome.FAILED
+        )
     if isinstance(error, TimeoutError):
         return TransferOutcome.NO_ANSWER  # the SDK's request timeout outlasts the ringing
     return TransferOutcome.FAILED
@@ -66,7 +70,11 @@ def sip_status(error: BaseException) -> int | None:
 def describe(error: BaseException) -> str:
     """A short line for logs and HTTP errors."""
     if isinstance(error, livekit_api.TwirpError):
-        return str(error) if isinstance(error, livekit_api.SipCallError) else f"{error.code}: {error.message}"
+        return (
+            str(error)
+            if isinstance(error, livekit_api.SipCallError)
+            else f"{error.code}: {error.message}"
+        )
     return type(error).__name__
 
 

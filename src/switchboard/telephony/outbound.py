@@ -103,7 +103,9 @@ def outbound_router(
     async def place_call(body: OutboundCall, request: Request) -> dict:
         if (body.ingress or settings.outbound_ingress) == "livekit":
             if body.voicemail:
-                raise HTTPException(422, "voicemail: LiveKit calls have no answering-machine detection")
+                raise HTTPException(
+                    422, "voicemail: LiveKit calls have no answering-machine detection"
+                )
             return await place_livekit_call(
                 settings, rooms, to=body.to, caller_id=body.from_ or settings.outbound_from,
                 agent=body.agent,
