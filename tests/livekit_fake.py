@@ -4,7 +4,7 @@ or the Twirp error LiveKit would give)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -79,6 +79,8 @@ class FakeLiveKit:
         self.requests: list[Received] = []
         self.failures: dict[str, TwirpFailure] = {}
         self.replies: dict[str, object] = {}  # method -> reply instead of the default
+        # method -> run as the request arrives (to see what was true at that moment)
+        self.on_request: dict[str, Callable[[], Awaitable[None]]] = {}
         self.url = ""
         self._verifier = api.TokenVerifier(KEY, SECRET)
 
@@ -99,6 +101,8 @@ class FakeLiveKit:
             return web.json_response({"code": "unauthenticated", "msg": str(e)}, status=401)
         kind, reply = _METHODS[method]
         self.requests.append(Received(method, kind.FromString(await request.read()), claims))
+        if method in self.on_request:
+            await self.on_request[method]()
         failure = self.failures.get(method)
         if failure is not None:
             body = {"code": failure.code, "msg": failure.msg}
