@@ -143,4 +143,6 @@ async def test_a_warm_transfer_without_an_outbound_trunk_is_unsupported(livekit)
     control = LiveKitCallControl(settings.model_copy(update={"livekit_outbound_trunk": None}), ROOM)
     with pytest.raises(UnsupportedOperation, match="OUTBOUND_TRUNK"):
         await control.warm_transfer(DESK, "hi")
+    with pytest.raises(UnsupportedOperation, match="numbers"):
+        await LiveKitCallControl(settings, ROOM).warm_transfer("sip:desk@pbx.example.com", "hi")
     assert fake.requests == []

@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
     agent_config: Path = DEFAULT_AGENT_CONFIG
     agents_dir: Path | None = Field(
-        None, description="Directory of agent YAMLs, each answering its `numbers`; others get agent_config."
+        None,
+        description="Directory of agent YAMLs, each answering its `numbers`, `livekit_trunks` and "
+        "`livekit_rooms`; others get agent_config.",
     )
     agents_reload_secs: float = Field(2.0, gt=0, description="How often agents_dir is checked for edits.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import aiohttp
 from fastapi import APIRouter, Depends, HTTPException, Request
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.twiml.voice_response import VoiceResponse
@@ -59,12 +59,6 @@ class OutboundCall(BaseModel):
     ingress: Literal["twilio", "livekit"] | None = Field(
         None, description="How to place the call; default SWITCHBOARD_OUTBOUND_INGRESS"
     )
-
-    @model_validator(mode="after")
-    def _voicemail_needs_detection(self) -> OutboundCall:
-        if self.voicemail and self.ingress == "livekit":
-            raise ValueError("voicemail: LiveKit calls have no answering-machine detection")
-        return self
 
 
 def stream_parameters(form: dict[str, str], query: dict[str, str]) -> dict[str, str]:
