@@ -1,6 +1,7 @@
 """LiveKit SIP call control: the requests ``livekit-api`` sends, caught by a Twirp server on loopback."""
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from livekit import api
@@ -19,7 +20,7 @@ from livekit_fake import (
 )
 from switchboard.settings import Settings
 from switchboard.telephony.base import TransferOutcome, UnsupportedOperation
-from switchboard.telephony.livekit import LiveKitCallControl, transfer_uri
+from switchboard.telephony.livekit import LiveKitCallControl, LiveKitRoomAdapter, transfer_uri
 
 ROOM = "call-abc123"
 TRUNK = "ST_outbound1"
@@ -146,3 +147,36 @@ async def test_a_warm_transfer_without_an_outbound_trunk_is_unsupported(livekit)
     with pytest.raises(UnsupportedOperation, match="numbers"):
         await LiveKitCallControl(settings, ROOM).warm_transfer("sip:desk@pbx.example.com", "hi")
     assert fake.requests == []
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def cancel(self, reason: str | None = None) -> None:
+        self.cancelled = True
+
+
+class _Transport:
+    """Pipecat's event-handler registration, without LiveKit's client SDK (``livekit.rtc``),
+    which this environment does not install."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, object] = {}
+
+    def event_handler(self, name: str):
+        def register(handler):
+            self.handlers[name] = handler
+            return handler
+
+        return register
+
+
+async def test_a_room_call_ends_when_the_room_closes_under_the_agent(livekit) -> None:
+    _fake, settings = livekit
+    adapter = LiveKitRoomAdapter(settings, ROOM, "call-1")
+    adapter._transport = transport = _Transport()  # type: ignore[assignment]
+    worker = _Worker()
+    adapter.attach(SimpleNamespace(worker=worker))  # type: ignore[arg-type]
+    await transport.handlers["on_disconnected"](transport)
+    assert worker.cancelled

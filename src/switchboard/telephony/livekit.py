@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from typing import TYPE_CHECKING
 
 from livekit import api as livekit_api
 from livekit.protocol import sip as sip_proto
@@ -31,6 +32,9 @@ from switchboard.telephony.livekit_sip import (
     duration,
     livekit_client,
 )
+
+if TYPE_CHECKING:
+    from switchboard.agent.pipeline import CallPipeline
 
 ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
@@ -229,3 +233,14 @@ class LiveKitRoomAdapter(CallAdapter):
                 params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True),
             )
         return self._transport
+
+    def attach(self, call: CallPipeline) -> None:
+        """End the call when the room closes under the agent (the room of an outbound call
+        that failed to dial is closed): the pipeline already ends when the phone leaves, but a
+        closed room never reports that, and nobody would be left to talk to."""
+        transport = self.transport()
+
+        @transport.event_handler("on_disconnected")
+        async def _disconnected(_transport) -> None:
+            logger.info(f"room {self._room}: disconnected from the room; ending the call")
+            await call.worker.cancel()
