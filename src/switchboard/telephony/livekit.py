@@ -132,8 +132,9 @@ class LiveKitCallControl(CallControl):
         transfer through the caller's own SIP leg (REFER) could not bridge a consult first.
 
         The summary is not spoken: saying it in the consult room would need a second agent
-        pipeline there. It travels as the person's participant attribute ``switchboard.summary``
-        (with ``switchboard.caller_room``), which a LiveKit client on the person's side shows.
+        pipeline there. It is only set as the person's participant attribute
+        ``switchboard.summary`` (with ``switchboard.caller_room``): visible to LiveKit clients
+        and tools watching the rooms, never heard on the person's phone.
         """
         trunk = self._settings.livekit_outbound_trunk
         if trunk is None:
