@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TEST_AGENT
 from switchboard.agent.config import load_agent_config
-from switchboard.agent.directory import AgentDirectory
+from switchboard.agent.directory import AgentDirectory, CallRoute
 from switchboard.errors import ConfigError
 from switchboard.observability import metrics
 
@@ -124,3 +124,71 @@ def test_two_files_claiming_one_number_are_refused_for_the_later(tmp_path: Path,
 def test_a_missing_directory_is_a_clear_error(tmp_path: Path, default) -> None:
     with pytest.raises(ConfigError, match="not a directory"):
         AgentDirectory(default, tmp_path / "nope")
+
+
+LIVEKIT = """version: 1
+name: {name}
+{claims}
+greeting: Hello.
+fallback: Sorry?
+"""
+
+
+def livekit_agent(path: Path, name: str, claims: str, bump: float = 0.0) -> None:
+    write(path, LIVEKIT.format(name=name, claims=claims), bump=bump)
+
+
+def test_livekit_calls_choose_by_number_then_trunk_then_room(tmp_path: Path, default) -> None:
+    write(tmp_path / "billing.yaml", BILLING.format(name="Billing", more=""))
+    livekit_agent(tmp_path / "support.yaml", "Support", "livekit_trunks: [ST_support, ST_backup]")
+    livekit_agent(tmp_path / "sales.yaml", "Sales", "livekit_rooms: ['call-sales-*', 'call-vip?']")
+    agents = AgentDirectory(default, tmp_path)
+    choose = lambda **route: agents.choose(CallRoute(**route)).name  # noqa: E731
+    assert choose(trunk="ST_backup") == "Support"
+    assert choose(room="call-sales-42") == "Sales" and choose(room="call-vip7") == "Sales"
+    assert choose(room="call-vip77") == default.name  # ? is one character
+    assert choose(dialed="+15550001111", trunk="ST_support", room="call-sales-1") == "Billing"
+    assert choose(trunk="ST_support", room="call-sales-1") == "Support"
+    assert choose(agent="Sales", dialed="+15550001111") == "Sales"
+    assert choose(agent="Nobody", trunk="ST_support") == "Support"
+    assert choose(trunk="ST_unknown", room="call-other") == default.name
+    # A Twilio call goes through the same choice.
+    assert agents.for_call({"To": "+15550001111"}).name == "Billing"
+    assert agents.for_call({"Agent": "Support", "To": "+15550001111"}).name == "Support"
+
+
+@pytest.mark.parametrize(
+    ("claims", "field", "says"),
+    [
+        ("livekit_trunks: [trunk-1]", "livekit_trunks", "ST_abc123"),
+        ("livekit_rooms: ['lobby-*']", "livekit_rooms", "start with call-"),
+        ("livekit_rooms: ['call-[ab]']", "livekit_rooms", "call-[ab]"),
+    ],
+    ids=["trunk", "room-prefix", "room-chars"],
+)
+def test_a_bad_livekit_claim_is_refused_naming_the_field_and_the_previous_version_serves(
+    tmp_path: Path, default, claims: str, field: str, says: str
+) -> None:
+    clock = Clock()
+    path = tmp_path / "support.yaml"
+    livekit_agent(path, "Support", "livekit_trunks: [ST_support]\nlivekit_rooms: ['call-help-*']")
+    agents = AgentDirectory(default, tmp_path, clock=clock)
+    livekit_agent(path, "Support v2", claims, bump=5)
+    clock.now = 10
+    assert agents.choose(CallRoute(trunk="ST_support")).name == "Support"
+    assert agents.choose(CallRoute(room="call-help-1")).name == "Support"
+    error = agents.errors["support.yaml"]
+    assert f"{field}: " in error and says in error
+
+
+def test_two_files_claiming_one_trunk_or_room_pattern_are_refused_for_the_later(
+    tmp_path: Path, default
+) -> None:
+    livekit_agent(tmp_path / "a.yaml", "A", "livekit_trunks: [ST_one]\nlivekit_rooms: ['call-a-*']")
+    livekit_agent(tmp_path / "b.yaml", "B", "livekit_trunks: [ST_two, ST_one]")
+    livekit_agent(tmp_path / "c.yaml", "C", "livekit_rooms: ['call-a-*']")
+    agents = AgentDirectory(default, tmp_path)
+    assert agents.choose(CallRoute(trunk="ST_one")).name == "A"
+    assert agents.choose(CallRoute(trunk="ST_two")) is default  # b.yaml is refused whole
+    assert "livekit_trunks: ST_one already answered by a.yaml" in agents.errors["b.yaml"]
+    assert "livekit_rooms: call-a-* already answered by a.yaml" in agents.errors["c.yaml"]

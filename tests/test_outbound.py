@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, Server, free_port, replied, start_agent_server
 from conftest import _start as start_server
-from switchboard.dialer import dial_batch
+from switchboard.dialer import dial_batch, read_rows
 from switchboard.loadtest.caller import CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
@@ -185,3 +185,12 @@ def test_switchboard_dial_csv_writes_a_result_file(agent: Server, tmp_path: Path
         ("+15005550605", "placed"),
     ]
     assert "2/2 placed" in done.stdout
+
+
+def test_a_csv_row_may_name_its_ingress(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("to,ingress,colour\n+15005550606,livekit,blue\n+15005550607,\n")
+    assert read_rows(numbers) == [
+        {"to": "+15005550606", "ingress": "livekit"},
+        {"to": "+15005550607", "ingress": ""},
+    ]

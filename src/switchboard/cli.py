@@ -159,14 +159,17 @@ def _dial(args: argparse.Namespace) -> int:
     if not args.number:
         raise ConfigError("dial: give a number, or --csv FILE")
 
-    body = {"to": args.number, "agent": args.agent, "from": args.from_number, "voicemail": args.voicemail}
+    from switchboard.dialer import REQUEST_TIMEOUT_SECS
+
+    body = {"to": args.number, "agent": args.agent, "from": args.from_number, "voicemail": args.voicemail,
+            "ingress": args.ingress}
     api_key = args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or ""
     try:
         response = httpx.post(
             f"{args.url.rstrip('/')}/calls",
             json={k: v for k, v in body.items() if v is not None},
             headers={"X-API-Key": api_key},
-            timeout=30,
+            timeout=REQUEST_TIMEOUT_SECS,
         )
     except httpx.HTTPError as e:
         print(f"switchboard dial: {args.url} unreachable: {e}", file=sys.stderr)
@@ -222,16 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-transcribe", action="store_true", help="skip transcribing the agent's audio")
     p.set_defaults(func=_call)
 
-    p = sub.add_parser("dial", help="place an outbound call through Twilio (POST /calls)")
+    p = sub.add_parser("dial", help="place an outbound call through Twilio or LiveKit (POST /calls)")
     p.add_argument("number", nargs="?", help="the number to call, E.164 (+15551234567)")
-    p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail]")
+    p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail,ingress]")
     p.add_argument("--concurrency", type=int, default=2, help="batch: calls placed at once")
     p.add_argument("--retries", type=int, default=2, help="batch: retries of a 5xx or unreachable")
     p.add_argument("--hours", default=None, help="batch: calling hours, local time, e.g. 09:00-18:00")
     p.add_argument("--results", default="dial-results.csv", help="batch: the result CSV")
     p.add_argument("--agent", default=None, help="agent name (default: the agent of the --from number)")
     p.add_argument("--from", dest="from_number", default=None, help="caller ID (default SWITCHBOARD_OUTBOUND_FROM)")
-    p.add_argument("--voicemail", default=None, help="message to leave if a machine answers")
+    p.add_argument("--voicemail", default=None, help="message to leave if a machine answers (Twilio)")
+    p.add_argument("--ingress", choices=("twilio", "livekit"), default=None,
+                   help="place it through Twilio or LiveKit (default SWITCHBOARD_OUTBOUND_INGRESS)")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="orchestrator or standalone agent URL")
     p.add_argument("--api-key", default=None, help="X-API-Key (default SWITCHBOARD_API_KEY)")
     p.set_defaults(func=_dial)

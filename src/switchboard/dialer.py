@@ -1,6 +1,6 @@
 """Batch outbound calls from a CSV: ``switchboard dial --csv``, through ``POST /calls``.
 
-Each row is a call (``to`` required; ``agent``, ``from``, ``voicemail`` optional). At most
+Each row is a call (``to`` required; ``agent``, ``from``, ``voicemail``, ``ingress`` optional). At most
 ``concurrency`` requests are in flight; a row is only placed inside the calling hours (local
 time of this machine) and is otherwise reported ``outside_hours``; a refused request is retried
 ``retries`` times with a growing pause when the server or Twilio failed (5xx), never when the
@@ -21,7 +21,9 @@ import httpx
 from switchboard.errors import ConfigError
 
 RESULT_FIELDS = ("row", "to", "agent", "status", "call_sid", "attempts", "error")
-_FIELDS = ("to", "agent", "from", "voicemail")
+_FIELDS = ("to", "agent", "from", "voicemail", "ingress")
+# A LiveKit call's request returns once the callee answers, so it outlasts the ringing.
+REQUEST_TIMEOUT_SECS = 90.0
 
 
 @dataclass
@@ -75,7 +77,7 @@ async def dial_batch(
     """Place every row's call; returns one result per row, in the CSV's order."""
     gate = asyncio.Semaphore(max(1, concurrency))
     results = [RowResult(i + 1, r.get("to", ""), r.get("agent", "")) for i, r in enumerate(rows)]
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECS) as client:
 
         async def place(row: dict[str, str], result: RowResult) -> None:
             async with gate:

@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
     agent_config: Path = DEFAULT_AGENT_CONFIG
     agents_dir: Path | None = Field(
-        None, description="Directory of agent YAMLs, each answering its `numbers`; others get agent_config."
+        None,
+        description="Directory of agent YAMLs, each answering its `numbers`, `livekit_trunks` and "
+        "`livekit_rooms`; others get agent_config.",
     )
     agents_reload_secs: float = Field(2.0, gt=0, description="How often agents_dir is checked for edits.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -191,6 +193,16 @@ class Settings(BaseSettings):
         None, description="HMAC-SHA256 key signing agent tool webhooks (X-Switchboard-Signature)."
     )
     transfer_ring_secs: int = Field(30, ge=5, le=600, description="How long a transfer target rings.")
+    outbound_ingress: Literal["twilio", "livekit"] = Field(
+        "twilio", description="How POST /calls places a call when the request names no `ingress`."
+    )
+    outbound_ring_secs: int = Field(
+        30, ge=5, le=600, description="How long a LiveKit outbound callee rings before the call counts as no answer."
+    )
+    livekit_outbound_trunk: str | None = Field(
+        None, pattern=r"^ST_[A-Za-z0-9]+$",
+        description="LiveKit outbound SIP trunk (ST_...) for outbound calls and warm transfers.",
+    )
     # Call records (switchboard.records): history database, recordings, post-call webhooks.
     database_url: str = Field(
         "sqlite:///var/switchboard.db",

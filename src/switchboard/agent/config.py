@@ -31,6 +31,10 @@ _TRANSFER_TARGET = re.compile(
 )
 
 
+_TRUNK_ID = re.compile(r"ST_[A-Za-z0-9]{1,64}")
+_ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_\-*?]{1,120}")
+
+
 def valid_transfer_target(target: str) -> bool:
     """A phone number in E.164 form or a ``sip:user@host`` URI."""
     return bool(_TRANSFER_TARGET.match(target))
@@ -261,6 +265,14 @@ class AgentConfig(BaseModel):
         default_factory=list,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
     )
+    livekit_trunks: list[str] = Field(
+        default_factory=list,
+        description="LiveKit SIP trunks (ST_...) whose calls this agent answers, in an agents dir",
+    )
+    livekit_rooms: list[str] = Field(
+        default_factory=list,
+        description="LiveKit room-name patterns (call-sales-*) this agent answers, in an agents dir",
+    )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     webhook: WebhookConfig | None = None
     analysis: CallAnalysisConfig | None = None
@@ -302,6 +314,26 @@ class AgentConfig(BaseModel):
         if bad:
             raise ValueError(f"numbers must be E.164 (+15551234567), not {', '.join(bad)}")
         return numbers
+
+    @field_validator("livekit_trunks")
+    @classmethod
+    def _trunk_ids(cls, trunks: list[str]) -> list[str]:
+        bad = [t for t in trunks if not _TRUNK_ID.fullmatch(t)]
+        if bad:
+            raise ValueError(f"LiveKit trunk ids look like ST_abc123, not {', '.join(bad)}")
+        return trunks
+
+    @field_validator("livekit_rooms")
+    @classmethod
+    def _room_patterns(cls, patterns: list[str]) -> list[str]:
+        # Only call-* rooms get an agent, so any other pattern could never match.
+        bad = [p for p in patterns if not _ROOM_PATTERN.fullmatch(p)]
+        if bad:
+            raise ValueError(
+                "room patterns start with call- and use letters, digits, _ - and the wildcards "
+                f"* ?, not {', '.join(bad)}"
+            )
+        return patterns
 
     def intent(self, name: str) -> Intent | None:
         return next((i for i in self.intents if i.name == name), None)

@@ -1,16 +1,21 @@
-"""An agent per number: a directory of agent configs, each naming the numbers it answers.
+"""An agent per number: a directory of agent configs, each naming the calls it answers.
 
-``SWITCHBOARD_AGENTS_DIR`` holds ``*.yaml`` agent configs with ``numbers: [...]``. The dialed
-number (Twilio ``To``) picks the agent; unknown numbers, and calls with no number, get the
-default agent (``--agent``). Files are checked for changes (mtime and size) at most every
+``SWITCHBOARD_AGENTS_DIR`` holds ``*.yaml`` agent configs naming ``numbers: [...]`` (our
+dialed numbers), ``livekit_trunks: [ST_...]`` and ``livekit_rooms: [call-sales-*]``. Every
+ingress describes its call as a :class:`CallRoute` and :meth:`AgentDirectory.choose` picks the
+agent, most specific first: the agent named by an outbound call, then the dialed number (Twilio
+``To``, LiveKit ``sip.trunkPhoneNumber``), then the LiveKit trunk (``sip.trunkID``), then the
+first room pattern (by file name) matching the room; anything else gets the default agent
+(``--agent``). Files are checked for changes (mtime and size) at most every
 ``agents_reload_secs`` when a call asks, so edits apply to the next call without a restart.
-A file that fails validation, or claims a number another file already answers, is refused:
-the error names the file and the field, is counted in ``agent_config_errors_total``, and the
-file's previous good version keeps serving.
+A file that fails validation, or claims a number, trunk or room pattern another file already
+answers, is refused: the error names the file and the field, is counted in
+``agent_config_errors_total``, and the file's previous good version keeps serving.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +28,20 @@ from switchboard.errors import ConfigError
 from switchboard.observability import metrics
 
 _PATTERNS = ("*.yaml", "*.yml")
+
+
+# The fields that claim calls for an agent, each a table of the directory.
+_CLAIMS = ("numbers", "livekit_trunks", "livekit_rooms")
+
+
+@dataclass(frozen=True)
+class CallRoute:
+    """What an arriving call says about whom it is for (any of it may be unknown)."""
+
+    agent: str | None = None  # named by an outbound call
+    dialed: str | None = None  # our number the call came in on (or went out from)
+    trunk: str | None = None  # the LiveKit SIP trunk
+    room: str | None = None  # the LiveKit room
 
 
 @dataclass(frozen=True)
@@ -48,40 +67,59 @@ class AgentDirectory:
         self._reload_secs = reload_secs
         self._clock = clock
         self._files: dict[Path, _Loaded] = {}
-        self._by_number: dict[str, AgentConfig] = {}
+        self._tables: dict[str, dict[str, AgentConfig]] = {field: {} for field in _CLAIMS}
         self._checked_at: float | None = None
         if directory is not None:
             if not directory.is_dir():
                 raise ConfigError(f"agents dir {directory}: not a directory")
             self.reload()
 
+    def choose(self, route: CallRoute) -> AgentConfig:
+        """The agent answering a call: named, else by number, trunk, room, else the default."""
+        self.refresh()
+        if route.agent:
+            named = self.by_name(route.agent)
+            if named is not None:
+                return named
+            logger.warning(f"no agent named {route.agent!r}; choosing by the call's number")
+        numbers, trunks, rooms = (self._tables[field] for field in _CLAIMS)
+        if route.dialed and route.dialed in numbers:
+            return numbers[route.dialed]
+        if route.trunk and route.trunk in trunks:
+            return trunks[route.trunk]
+        if route.room:
+            for pattern, config in rooms.items():
+                if fnmatch.fnmatchcase(route.room, pattern):
+                    return config
+        return self.default
+
     def for_number(self, dialed: str | None) -> AgentConfig:
         """The agent answering ``dialed``; the default for unknown or missing numbers."""
-        self.refresh()
-        return self._by_number.get(dialed or "", self.default)
+        return self.choose(CallRoute(dialed=dialed))
 
     def by_name(self, name: str) -> AgentConfig | None:
         """The agent with this ``name`` (outbound calls name their agent)."""
         return next((a for a in self.agents() if a.name == name), None)
 
     def for_call(self, parameters: dict[str, str]) -> AgentConfig:
-        """The agent for a call's stream parameters: a named ``Agent`` (outbound calls), else
-        the number dialed (``To`` inbound; our own ``From`` on an outbound call)."""
-        if parameters.get("Agent"):
-            named = self.by_name(parameters["Agent"])
-            if named is not None:
-                return named
-            logger.warning(f"no agent named {parameters['Agent']!r}; using the number's agent")
+        """The agent for a Twilio call's stream parameters: a named ``Agent`` (outbound calls),
+        else the number dialed (``To`` inbound; our own ``From`` on an outbound call)."""
         outbound = parameters.get("Direction", "").startswith("outbound")
-        return self.for_number(parameters.get("From" if outbound else "To"))
+        return self.choose(
+            CallRoute(
+                agent=parameters.get("Agent") or None,
+                dialed=parameters.get("From" if outbound else "To"),
+            )
+        )
 
     def agents(self) -> list[AgentConfig]:
         """Every agent that can answer a call now (the default first)."""
         self.refresh()
         seen = [self.default]
-        for config in self._by_number.values():
-            if all(config is not s for s in seen):
-                seen.append(config)
+        for table in self._tables.values():
+            for config in table.values():
+                if all(config is not s for s in seen):
+                    seen.append(config)
         return seen
 
     def refresh(self) -> None:
@@ -93,7 +131,7 @@ class AgentDirectory:
             self.reload()
 
     def reload(self) -> None:
-        """Re-read changed files and rebuild the number table."""
+        """Re-read changed files and rebuild the tables."""
         assert self.directory is not None
         self._checked_at = self._clock()
         present = sorted({p for pattern in _PATTERNS for p in self.directory.glob(pattern)})
@@ -122,8 +160,9 @@ class AgentDirectory:
             return
         self._files[path] = _Loaded(stamp, config)
         self.errors.pop(path.name, None)
+        claims = [c for field in _CLAIMS for c in getattr(config, field)]
         logger.info(
-            f"agents dir: {path.name} loaded ({config.name}: {', '.join(config.numbers) or 'no numbers'})"
+            f"agents dir: {path.name} loaded ({config.name}: {', '.join(claims) or 'no numbers'})"
         )
 
     def _refuse(
@@ -136,22 +175,30 @@ class AgentDirectory:
         logger.error(f"agents dir: refusing {path.name}: {error}{kept}")
 
     def _rebuild(self) -> None:
-        table: dict[str, AgentConfig] = {}
-        owner: dict[str, Path] = {}
+        tables: dict[str, dict[str, AgentConfig]] = {field: {} for field in _CLAIMS}
+        owner: dict[tuple[str, str], Path] = {}
         for path, loaded in sorted(self._files.items()):
             config = loaded.config
             if config is None:
                 continue
-            clash = sorted(n for n in config.numbers if n in table)
+            clash = [
+                (field, key)
+                for field in _CLAIMS
+                for key in getattr(config, field)
+                if key in tables[field]
+            ]
             if clash:
+                field = clash[0][0]
+                keys = ", ".join(k for f, k in clash if f == field)
                 error = (
-                    f"agent config {path}: numbers: {', '.join(clash)} already answered by "
+                    f"agent config {path}: {field}: {keys} already answered by "
                     f"{owner[clash[0]].name}"
                 )
                 if self.errors.get(path.name) != error:
                     self._refuse(path, error, loaded.stamp, None)
                 continue
-            for number in config.numbers:
-                table[number] = config
-                owner[number] = path
-        self._by_number = table
+            for field in _CLAIMS:
+                for key in getattr(config, field):
+                    tables[field][key] = config
+                    owner[(field, key)] = path
+        self._tables = tables

@@ -17,8 +17,24 @@ class JobKind(StrEnum):
     TEST = "test"  # hold a slot for a while and record it: drills and benchmarks without media
 
 
+class SipAttributes(BaseModel):
+    """What LiveKit's SIP participant attributes say about a room's call (``sip.*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trunk_id: str | None = Field(None, description="sip.trunkID: the LiveKit trunk (ST_...)")
+    trunk_phone_number: str | None = Field(None, description="sip.trunkPhoneNumber: our number")
+    phone_number: str | None = Field(
+        None, description="sip.phoneNumber: the far end (caller inbound, callee outbound)"
+    )
+
+
 class Job(BaseModel):
-    """A call job on the ``sb:jobs`` stream."""
+    """A call job on the ``sb:jobs`` stream.
+
+    Fields added since version 1 are optional and left out of the stored JSON when unset, so
+    jobs without them still read on workers that predate them; upgrade workers first.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,11 +44,13 @@ class Job(BaseModel):
     kind: JobKind
     room: str | None = None
     caller: str | None = None
+    agent: str | None = Field(None, description="The agent by name (outbound calls name theirs)")
+    sip: SipAttributes | None = Field(None, description="LIVEKIT_ROOM jobs: the SIP participant's attributes")
     duration_secs: float = Field(1.0, ge=0, le=3600, description="TEST jobs only: how long to hold.")
     created_at: float = Field(default_factory=time.time)
 
     def to_fields(self) -> dict[str, str]:
-        return {"job": self.model_dump_json()}
+        return {"job": self.model_dump_json(exclude_none=True)}
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Job:

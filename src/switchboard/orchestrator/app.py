@@ -35,6 +35,7 @@ from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.orchestrator.callbacks import create_callback_router
 from switchboard.orchestrator.calls_api import CallsBackend, create_calls_router
 from switchboard.orchestrator.livekit_webhooks import (
+    QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
     verify_livekit_webhook,
@@ -70,6 +71,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     registry = WorkerRegistry(client, settings.worker_ttl_secs)
     ledger = CallLedger(client, settings.call_state_ttl_secs)
     records = CallsBackend.from_settings(settings)
+    room_jobs = QueuedRoomJobs(client, queue, ledger, settings.call_state_ttl_secs)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -113,7 +115,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await relays.drain(settings.drain_timeout_secs)
 
     app.state.drain = drain
-    app.include_router(outbound_router(settings, require_caller_data_key))
+    app.include_router(outbound_router(settings, require_caller_data_key, room_jobs))
 
     @app.get("/health/live")
     async def live() -> dict:
@@ -173,15 +175,15 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()
             return {"dispatched": False}
-        job = Job(kind=JobKind.LIVEKIT_ROOM, room=needed.room, caller=needed.caller, created_at=received_at)
+        job = Job(
+            kind=JobKind.LIVEKIT_ROOM, room=needed.room, caller=needed.caller, sip=needed.sip, created_at=received_at
+        )
         with call_context(job.call_id):
-            if not await client.set(keys.room(needed.room), job.call_id, nx=True, ex=settings.call_state_ttl_secs):
+            # An outbound call's own callee joining finds the room taken by its job, too.
+            if not await room_jobs.dispatch(job):
                 metrics.WEBHOOKS.labels(provider="livekit", result="duplicate_room").inc()
                 return {"dispatched": False, "reason": "room already has an agent"}
-            state = ledger.state(CallStatus.QUEUED, room=needed.room, job_id=job.job_id)
-            await queue.enqueue(job, state, settings.call_state_ttl_secs)
             metrics.WEBHOOKS.labels(provider="livekit", result="dispatched").inc()
-            logger.info(f"{job.call_id}: agent job queued for room {needed.room}")
             return {"dispatched": True, "call_id": job.call_id, "job_id": job.job_id}
 
     @app.post("/manual/dispatch", dependencies=[Depends(require_api_key)])

@@ -1,12 +1,19 @@
-"""LiveKit webhook verification and the decision whether an event needs an agent."""
+"""LiveKit webhook verification, the decision whether an event needs an agent, and the room jobs
+that bring one (for inbound SIP callers and for outbound calls alike)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis.asyncio as redis
 from livekit import api as livekit_api
 from livekit.protocol.models import ParticipantInfo
+from loguru import logger
 
+from switchboard.dispatch import keys
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.models import CallStatus, Job, SipAttributes
+from switchboard.dispatch.queue import JobQueue
 from switchboard.telephony.livekit import is_call_room
 
 
@@ -29,6 +36,7 @@ def verify_livekit_webhook(body: bytes, authorization: str | None, api_key: str,
 class AgentNeeded:
     room: str
     caller: str | None
+    sip: SipAttributes
 
 
 def agent_needed(event) -> AgentNeeded | None:
@@ -40,5 +48,37 @@ def agent_needed(event) -> AgentNeeded | None:
     participant = event.participant
     if participant.kind != ParticipantInfo.Kind.SIP:
         return None
-    caller = participant.attributes.get("sip.phoneNumber") or participant.identity or None
-    return AgentNeeded(room=event.room.name, caller=caller)
+    attributes = participant.attributes
+    caller = attributes.get("sip.phoneNumber") or participant.identity or None
+    sip = SipAttributes(
+        trunk_id=attributes.get("sip.trunkID") or None,
+        trunk_phone_number=attributes.get("sip.trunkPhoneNumber") or None,
+        phone_number=attributes.get("sip.phoneNumber") or None,
+    )
+    return AgentNeeded(room=event.room.name, caller=caller, sip=sip)
+
+
+class QueuedRoomJobs:
+    """Room jobs on the ``sb:jobs`` queue, at most one agent per room (``sb:room:{name}``)."""
+
+    def __init__(self, client: redis.Redis, queue: JobQueue, ledger: CallLedger, ttl_secs: int):
+        self._redis = client
+        self._queue = queue
+        self._ledger = ledger
+        self._ttl = ttl_secs
+
+    async def dispatch(self, job: Job, **state: str) -> bool:
+        assert job.room is not None
+        if not await self._redis.set(keys.room(job.room), job.call_id, nx=True, ex=self._ttl):
+            return False
+        fields = self._ledger.state(CallStatus.QUEUED, room=job.room, job_id=job.job_id, **state)
+        await self._queue.enqueue(job, fields, self._ttl)
+        logger.info(f"{job.call_id}: agent job queued for room {job.room}")
+        return True
+
+    async def release(self, job: Job, reason: str) -> None:
+        # A worker that has not claimed the job finds the call finished and drops it.
+        await self._ledger.record(job.call_id, CallStatus.FAILED, reason=reason)
+        if job.room is not None:
+            await self._redis.delete(keys.room(job.room))
+        logger.info(f"{job.call_id}: agent job released ({reason})")

@@ -1,12 +1,13 @@
 """A LiveKit room as a call: the agent's access token, Pipecat's LiveKit transport, and SIP
-call control through ``livekit-api`` (transfer by SIP REFER, hang up by closing the room)."""
+call control through ``livekit-api`` (cold transfer by SIP REFER, warm transfer through a consult
+room, hang up by closing the room)."""
 
 from __future__ import annotations
 
 import datetime
 import re
+from typing import TYPE_CHECKING
 
-import aiohttp
 from livekit import api as livekit_api
 from livekit.protocol import sip as sip_proto
 from loguru import logger
@@ -15,7 +16,25 @@ from pipecat.transports.base_transport import BaseTransport
 from switchboard.agent.config import valid_transfer_target
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import Settings
-from switchboard.telephony.base import CallAdapter, CallControl, CallIds, TransferOutcome
+from switchboard.telephony.base import (
+    CallAdapter,
+    CallControl,
+    CallIds,
+    TransferOutcome,
+    UnsupportedOperation,
+)
+from switchboard.telephony.livekit_sip import (
+    LIVEKIT_ERRORS,
+    close_room,
+    describe,
+    dial,
+    dial_outcome,
+    duration,
+    livekit_client,
+)
+
+if TYPE_CHECKING:
+    from switchboard.agent.pipeline import CallPipeline
 
 ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
@@ -67,13 +86,7 @@ class LiveKitCallControl(CallControl):
         self._room = room
 
     def _api(self) -> livekit_api.LiveKitAPI:
-        assert self._settings.livekit_api_secret is not None
-        return livekit_api.LiveKitAPI(
-            self._settings.livekit_url,
-            self._settings.livekit_api_key,
-            self._settings.livekit_api_secret.get_secret_value(),
-            failover=False,
-        )
+        return livekit_client(self._settings)
 
     async def _sip_participant(self, lk: livekit_api.LiveKitAPI) -> str | None:
         listed = await lk.room.list_participants(
@@ -97,28 +110,99 @@ class LiveKitCallControl(CallControl):
                         participant_identity=identity,
                         transfer_to=transfer_uri(target),
                         play_dialtone=False,
-                        ringing_timeout=_duration(self._settings.transfer_ring_secs),
+                        ringing_timeout=duration(self._settings.transfer_ring_secs),
                     )
                 )
-        except (livekit_api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as e:
+        except LIVEKIT_ERRORS as e:
             logger.warning(f"room {self._room}: transfer to {target} failed: {e!r}")
             return TransferOutcome.FAILED
         ok = response.status != sip_proto.STS_TRANSFER_FAILED
         return TransferOutcome.ANSWERED if ok else TransferOutcome.FAILED
+
+    async def warm_transfer(self, target: str, summary: str) -> TransferOutcome:
+        """Ring the person into a consult room, then move them into the caller's room.
+
+        ``CreateSIPParticipant`` with ``wait_until_answered`` dials ``target`` through the
+        outbound trunk into ``consult-{id}`` (not a ``call-*`` room, so no agent is dispatched
+        to it) and returns once they answer, or fails with the SIP error that says why not
+        (busy, no answer within ``transfer_ring_secs``). An answered person is then moved into
+        the caller's room with ``MoveParticipant`` (LiveKit Cloud and Private Cloud; a server
+        without it refuses the move, which is a FAILED transfer and hangs the person up): the
+        agent leaves, and the caller and the person stay together in the caller's room. A
+        transfer through the caller's own SIP leg (REFER) could not bridge a consult first.
+
+        The summary is not spoken: saying it in the consult room would need a second agent
+        pipeline there. It is only set as the person's participant attribute
+        ``switchboard.summary`` (with ``switchboard.caller_room``): visible to LiveKit clients
+        and tools watching the rooms, never heard on the person's phone.
+        """
+        trunk = self._settings.livekit_outbound_trunk
+        if trunk is None:
+            raise UnsupportedOperation(
+                "warm transfers over LiveKit need SWITCHBOARD_LIVEKIT_OUTBOUND_TRUNK"
+            )
+        if not valid_transfer_target(target):
+            return TransferOutcome.INVALID_TARGET
+        if not target.startswith("+"):
+            raise UnsupportedOperation(
+                "LiveKit warm transfers dial numbers through the trunk, not SIP URIs"
+            )
+        consult = f"consult-{self._room.removeprefix('call-')}"
+        identity = f"transfer_{target}"
+        try:
+            async with self._api() as lk:
+                try:
+                    await dial(
+                        lk,
+                        trunk=trunk,
+                        to=target,
+                        room=consult,
+                        identity=identity,
+                        name="Transfer",
+                        ring_secs=self._settings.transfer_ring_secs,
+                        attributes={
+                            "switchboard.summary": summary,
+                            "switchboard.caller_room": self._room,
+                        },
+                    )
+                except LIVEKIT_ERRORS as e:
+                    outcome = dial_outcome(e)
+                    logger.info(
+                        f"room {self._room}: warm transfer to {target}: {outcome.value} ({describe(e)})"
+                    )
+                    await _quietly_close(lk, consult)
+                    return outcome
+                try:
+                    await lk.room.move_participant(
+                        livekit_api.MoveParticipantRequest(
+                            room=consult, identity=identity, destination_room=self._room
+                        )
+                    )
+                except LIVEKIT_ERRORS as e:
+                    logger.warning(f"room {self._room}: could not bring {target} in: {describe(e)}")
+                    await _quietly_close(lk, consult)
+                    return TransferOutcome.FAILED
+        except LIVEKIT_ERRORS as e:
+            logger.warning(f"room {self._room}: warm transfer to {target} failed: {describe(e)}")
+            return TransferOutcome.FAILED
+        logger.info(f"room {self._room}: {target} answered and joined the caller")
+        return TransferOutcome.ANSWERED
 
     async def hang_up(self) -> None:
         """Leaving the room would leave the caller on hold: close the room, which hangs up SIP."""
         try:
             async with self._api() as lk:
                 await lk.room.delete_room(livekit_api.DeleteRoomRequest(room=self._room))
-        except (livekit_api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as e:
+        except LIVEKIT_ERRORS as e:
             logger.warning(f"room {self._room}: could not close the room: {e!r}")
 
 
-def _duration(secs: int):
-    from google.protobuf.duration_pb2 import Duration
-
-    return Duration(seconds=secs)
+async def _quietly_close(lk: livekit_api.LiveKitAPI, room: str) -> None:
+    """Hang up whoever is still in a consult room (the ringing leg of an unanswered transfer)."""
+    try:
+        await close_room(lk, room)
+    except LIVEKIT_ERRORS as e:
+        logger.warning(f"could not close consult room {room}: {describe(e)}")
 
 
 class LiveKitRoomAdapter(CallAdapter):
@@ -150,3 +234,14 @@ class LiveKitRoomAdapter(CallAdapter):
                 params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True),
             )
         return self._transport
+
+    def attach(self, call: CallPipeline) -> None:
+        """End the call when the room closes under the agent (the room of an outbound call
+        that failed to dial is closed): the pipeline already ends when the phone leaves, but a
+        closed room never reports that, and nobody would be left to talk to."""
+        transport = self.transport()
+
+        @transport.event_handler("on_disconnected")
+        async def _disconnected(_transport) -> None:
+            logger.info(f"room {self._room}: disconnected from the room; ending the call")
+            await call.worker.cancel()

@@ -1,15 +1,23 @@
-"""Outbound calls over Twilio: ``POST /calls`` places one, the voice webhook answers it.
+"""Outbound calls: ``POST /calls`` places one through Twilio or LiveKit, and the agent answers.
 
-The call is created with the REST API (the ``twilio`` SDK) pointing ``Url`` at our own
+The ingress is the request's ``ingress`` if it names one, else ``SWITCHBOARD_OUTBOUND_INGRESS``
+(default ``twilio``).
+
+Twilio: the call is created with the REST API (the ``twilio`` SDK) pointing ``Url`` at our own
 ``/twilio/voice?agent=NAME`` webhook, with answering-machine detection on. When the callee picks
 up, Twilio posts that webhook like an inbound call (plus ``AnsweredBy``): a person gets the
 named agent over a media stream, exactly as an inbound caller would; a machine gets the
 request's ``voicemail`` message after the beep (or a plain hang-up without one).
+
+LiveKit (orchestrators only: the agent joins by a room job): see
+:mod:`switchboard.telephony.livekit_outbound`. LiveKit has no answering-machine detection, so
+``voicemail`` is refused there and ``machine_detection`` does not apply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 from urllib.parse import urlencode
 
 import aiohttp
@@ -22,6 +30,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from switchboard.observability import metrics
 from switchboard.settings import Settings
+from switchboard.telephony.livekit_outbound import RoomJobs, place_livekit_call
 from switchboard.telephony.twilio import public_base
 from switchboard.telephony.twilio_rest import rest_client
 
@@ -46,7 +55,10 @@ class OutboundCall(BaseModel):
     voicemail: str | None = Field(
         None, min_length=1, max_length=500, description="Left after the beep if a machine answers"
     )
-    machine_detection: bool = True
+    machine_detection: bool = Field(True, description="Twilio only: answering-machine detection")
+    ingress: Literal["twilio", "livekit"] | None = Field(
+        None, description="How to place the call; default SWITCHBOARD_OUTBOUND_INGRESS"
+    )
 
 
 def stream_parameters(form: dict[str, str], query: dict[str, str]) -> dict[str, str]:
@@ -74,12 +86,24 @@ def answering_machine_twiml(form: dict[str, str], query: dict[str, str]) -> str 
     return str(response)
 
 
-def outbound_router(settings: Settings, require_api_key: Callable[..., None]) -> APIRouter:
-    """``POST /calls`` (``X-API-Key``): place an outbound call through Twilio."""
+def outbound_router(
+    settings: Settings, require_api_key: Callable[..., None], rooms: RoomJobs | None = None
+) -> APIRouter:
+    """``POST /calls`` (``X-API-Key``): place an outbound call through Twilio or LiveKit
+    (``rooms``: where LiveKit calls' agent jobs go; None where there is no queue)."""
     router = APIRouter()
 
     @router.post("/calls", status_code=201, dependencies=[Depends(require_api_key)])
     async def place_call(body: OutboundCall, request: Request) -> dict:
+        if (body.ingress or settings.outbound_ingress) == "livekit":
+            if body.voicemail:
+                raise HTTPException(
+                    422, "voicemail: LiveKit calls have no answering-machine detection"
+                )
+            return await place_livekit_call(
+                settings, rooms, to=body.to, caller_id=body.from_ or settings.outbound_from,
+                agent=body.agent,
+            )  # fmt: skip
         if not (settings.twilio_account_sid and settings.twilio_auth_token):
             raise HTTPException(503, "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
         caller_id = body.from_ or settings.outbound_from

@@ -101,6 +101,8 @@ def create_worker_app(
     if service is not None:
         service.archive = archive  # room jobs are recorded like every other call
     agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
+    if service is not None:
+        service.agents = agents  # room jobs choose their agent like streamed calls do
     state = {"ready": False}
     standalone_calls: set[asyncio.Task] = set()
     answerer = (

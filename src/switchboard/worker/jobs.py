@@ -7,11 +7,25 @@ import asyncio
 from loguru import logger
 
 from switchboard.agent.config import AgentConfig
+from switchboard.agent.directory import AgentDirectory, CallRoute
 from switchboard.dispatch.models import Job, JobKind
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.livekit import LiveKitRoomAdapter
 from switchboard.worker.calls import CallRecord, CallRegistry
+
+
+def job_agent(job: Job, agents: AgentDirectory) -> AgentConfig:
+    """The agent for a room job, chosen as for every call: by name, number, trunk or room."""
+    sip = job.sip
+    return agents.choose(
+        CallRoute(
+            agent=job.agent,
+            dialed=sip.trunk_phone_number if sip else None,
+            trunk=sip.trunk_id if sip else None,
+            room=job.room,
+        )
+    )
 
 
 async def run_livekit_job(
@@ -40,14 +54,14 @@ async def run_test_job(job: Job) -> None:
 
 async def run_job(
     job: Job,
-    agent: AgentConfig,
+    agents: AgentDirectory,
     settings: Settings,
     calls: CallRegistry,
     archive: CallArchive | None = None,
 ) -> CallRecord | None:
     """Run a job; a call's record (already counted by the call runner), None for other jobs."""
     if job.kind is JobKind.LIVEKIT_ROOM:
-        return await run_livekit_job(job, agent, settings, calls, archive)
+        return await run_livekit_job(job, job_agent(job, agents), settings, calls, archive)
     if job.kind is JobKind.TEST:
         await run_test_job(job)
     return None

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from loguru import logger
 
 from switchboard.agent.config import AgentConfig
+from switchboard.agent.directory import AgentDirectory
 from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
@@ -44,6 +45,8 @@ class WorkerService:
     def __init__(self, settings: Settings, agent: AgentConfig, *, worker_id: str, media_url: str):
         self.settings = settings
         self.agent = agent
+        # The agents room jobs choose from; the worker app sets its agents dir here.
+        self.agents = AgentDirectory(agent)
         self.worker_id = worker_id
         self.redis: redis.Redis = connect(settings.redis_url)
         self.queue = JobQueue(self.redis)
@@ -193,7 +196,7 @@ class WorkerService:
             # "Ready": the job's own code starts; for a room job, the agent begins joining.
             ready_ms = round((time.time() - job.created_at) * 1000, 2)
             await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
-            record = await run_job(job, self.agent, self.settings, self.calls, self.archive)
+            record = await run_job(job, self.agents, self.settings, self.calls, self.archive)
             if record is not None and record.outcome != "completed":
                 status = CallStatus.FAILED
         except asyncio.CancelledError:
