@@ -126,7 +126,7 @@ async def test_a_worker_killed_mid_call_leaves_its_caller_talking_to_another(
     assert session is not None
     _assert_carried_on(result, session, survivor, workers)
     silence = result.resumes[0].silence_s
-    print(f"silence after kill -9: {silence} s")
+    print(f"after kill -9: {result.resumes[0]}; turns {[(t.voice_to_voice_ms, t.across_resume) for t in result.turns]}")
     assert silence is not None and silence <= MAX_SILENCE_S, result.resumes
 
 
