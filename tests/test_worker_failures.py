@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import (
     REPLIES,
@@ -128,9 +131,6 @@ async def test_sigterm_drains_a_live_call_and_claims_nothing_new(
         )
         call = asyncio.create_task(run_call(orchestrator.base_url, script, transcribe=True))
         await asyncio.to_thread(wait_for, lambda: stats(orchestrator)["active_calls"] == 1, 10)
-        # Live on the worker, not only reserved by the orchestrator: a stream still connecting
-        # when the drain starts is refused (noted on issue 14). The greeting lasts ~3 s.
-        await asyncio.sleep(1.5)
         os.kill(worker.process.pid, signal.SIGTERM)
         await asyncio.to_thread(
             wait_for, lambda: stats(orchestrator)["workers"][0]["draining"], 5, 0.05, "worker draining"
@@ -147,6 +147,36 @@ async def test_sigterm_drains_a_live_call_and_claims_nothing_new(
         assert await asyncio.to_thread(worker.process.wait, 30) == 0
         assert call_state(orchestrator, queued)["status"] == "queued"
         assert stats(orchestrator)["workers"] == []
+    finally:
+        worker.stop()
+        orchestrator.stop()
+        redis.stop()
+
+
+async def test_sigterm_between_the_webhook_and_the_stream_still_takes_the_reserved_call(tmp_path: Path) -> None:
+    redis = start_redis(tmp_path)
+    orchestrator = start_orchestrator(redis.url, ENV)
+    worker = start_worker(redis.url, "late-stream", max_calls=1, env={**ENV, "SWITCHBOARD_DRAIN_TIMEOUT_SECS": "30"})
+    try:
+        await asyncio.to_thread(wait_for, lambda: len(stats(orchestrator)["workers"]) == 1, 10)
+        async with httpx.AsyncClient(timeout=5) as client:
+            answer = await client.post(f"{orchestrator.base_url}/twilio/voice", data={"CallSid": "CAlate"})
+        stream = ElementTree.fromstring(answer.text).find("./Connect/Stream")
+        assert stream is not None, answer.text
+        params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        os.kill(worker.process.pid, signal.SIGTERM)  # the slot is reserved, the stream not here yet
+        await asyncio.to_thread(
+            wait_for, lambda: stats(orchestrator)["workers"][0]["draining"], 5, 0.05, "worker draining"
+        )
+        async with connect(stream.get("url"), compression=None) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            start = {"streamSid": "MZlate", "callSid": "CAlate", "accountSid": "AC1", "customParameters": params}
+            await ws.send(json.dumps({"event": "start", "streamSid": "MZlate", "start": start}))
+            # Answered: the greeting's audio arrives (a refused stream is closed with 1013 instead).
+            first = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            assert first["event"] == "media", first
+            await ws.send(json.dumps({"event": "stop", "streamSid": "MZlate", "stop": {"callSid": "CAlate"}}))
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0
     finally:
         worker.stop()
         orchestrator.stop()
