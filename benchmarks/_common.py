@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,11 +171,13 @@ class Role:
 
 def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: Path,
                 worker_prefix: str = "cap", env_extra: dict[str, str] | None = None,
+                worker_command: Callable[[int, list[str]], list[str]] | None = None,
                 ) -> tuple[str, list[Role], list[str]]:
     """Redis, the configuration's emulators, one orchestrator and N workers on loopback.
 
     Returns the orchestrator's URL, the roles (redis, emulators, orchestrator, workers) and the
-    workers' URLs, once the orchestrator sees every worker. ``env_extra`` goes to the workers only.
+    workers' URLs, once the orchestrator sees every worker. ``env_extra`` goes to the workers only;
+    ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
     """
     redis_port = free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
@@ -213,8 +216,9 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
     for i in range(workers):
         wport = free_port()
         worker_urls.append(f"http://127.0.0.1:{wport}")
+        args = ["worker", "--port", str(wport), "--worker-id", f"{worker_prefix}-{i}", "--agent", str(TEST_AGENT)]
         roles["workers"].add(f"worker{i}", start_process(
-            cli("worker", "--port", str(wport), "--worker-id", f"{worker_prefix}-{i}", "--agent", str(TEST_AGENT)),
+            worker_command(i, args) if worker_command else cli(*args),
             f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", {**env, **(env_extra or {})}))
     # A worker answers /health before its first heartbeat reaches the orchestrator; calls placed
     # before that would be told every agent is busy.

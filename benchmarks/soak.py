@@ -18,6 +18,7 @@ threads and fds at warm-up end vs end. Writes ``benchmarks/results/soak.json``,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -175,7 +176,7 @@ def _median_at(samples: list[dict], label: str, key: str, a: float, b: float) ->
 def growth(samples: list[dict], label: str, warmup_s: float, end_s: float, settle_s: float) -> dict:
     """One process after warm-up: RSS (median of the last ``settle_s`` of warm-up vs of the run),
     growth %, slope; tasks, threads and fds at warm-up end, at the end, max and slope."""
-    after = [s for s in samples if s["t"] > warmup_s]
+    after = [s for s in samples if warmup_s < s["t"] <= end_s]  # not the tail, when the last calls end
     out: dict = {}
     for key in ("rss_mb", "tasks", "threads", "fds"):
         at_warmup = _median_at(samples, label, key, warmup_s - settle_s, warmup_s)
@@ -186,10 +187,26 @@ def growth(samples: list[dict], label: str, warmup_s: float, end_s: float, settl
         t, v = np.asarray(points, dtype=float).T
         row = {"warmup_end": at_warmup, "end": at_end, "max_after_warmup": round(float(v.max()), 2),
                "slope_per_min": round(float(np.polyfit(t / 60, v, 1)[0]), 4)}
+        at_load = _slope_at_fixed_load(after, label, key)
+        if at_load is not None:
+            row["slope_per_min_at_fixed_load"] = at_load
         if key == "rss_mb":
             row["growth_pct"] = round(100 * (at_end - at_warmup) / at_warmup, 2)
         out[key] = row
     return out
+
+
+def _slope_at_fixed_load(samples: list[dict], label: str, key: str) -> float | None:
+    """A worker's growth per minute with its number of live calls held fixed: the time
+    coefficient of a least-squares fit ``value ~ 1 + active_calls + minutes`` (what each call
+    holds while it runs is not growth; what stays behind is)."""
+    rows = [(s["procs"][label].get(key), s["procs"][label].get("active_calls"), s["t"] / 60) for s in samples]
+    rows = [r for r in rows if None not in r]
+    if len(rows) < 4:
+        return None
+    y, calls, minutes = np.asarray(rows, dtype=float).T
+    coef, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(calls), calls, minutes]), y, rcond=None)
+    return round(float(coef[2]), 4)
 
 
 def _per_window_max(samples: list[dict], label: str, key: str, a: float, b: float) -> float | None:
@@ -221,8 +238,18 @@ def verdicts(data: dict) -> dict:
 def run_soak(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sb-soak-"))
     max_calls = -(-args.concurrency // args.workers) + 2
-    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=RESULTS / "soak",
-                                          worker_prefix="soak")
+    logs = RESULTS / "soak"
+    command = None
+    if args.memwatch:
+        for old in logs.glob("memwatch-worker*.jsonl"):
+            old.unlink()
+
+        def command(i: int, cli_args: list[str]) -> list[str]:
+            return [sys.executable, str(Path(__file__).with_name("_memwatch.py")), "--every", str(args.memwatch),
+                    "--out", str(logs / f"memwatch-worker{i}.jsonl"), *(["--tracemalloc"] if args.tracemalloc else []),
+                    "--", *cli_args]
+    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=logs,
+                                          worker_prefix="soak", worker_command=command)
     processes = {label: p.pid for r in roles for label, p in zip(r.labels, r.processes, strict=True)}
     processes[LOAD_GENERATOR] = os.getpid()
     workers = dict(zip(roles[-1].labels, worker_urls, strict=True))
@@ -282,7 +309,8 @@ def run_soak(args: argparse.Namespace) -> dict:
         "growth": {label: growth(samples, label, warmup_s, end_s, settle_s) for label in processes},
         "idle": {"before": _strip(idle_before), "after": _strip(idle_after), "settle_s": args.settle},
         "cpu_pct_mean": {label: round(float(np.mean([x["procs"][label]["cpu_pct"] for x in samples
-                                                     if x["t"] > warmup_s] or [0])), 1) for label in processes},
+                                                     if warmup_s < x["t"] <= end_s] or [0])), 1)
+                         for label in processes},
         "first_window_after_warmup_s": [warmup_s, warmup_s + window_s],
         "last_window_s": [end_s - window_s, end_s],
         "samples": [_strip(x) for x in samples],
@@ -420,13 +448,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the load before the idle sample")
     parser.add_argument("--name", default="soak", help="results file name (benchmarks/results/<name>.json)")
     parser.add_argument("--no-docs", action="store_true", help="no plot and no docs section")
+    parser.add_argument("--from-json", type=Path, help="no run: redraw the plot and docs from a results file")
+    parser.add_argument("--memwatch", type=float, metavar="SECONDS",
+                        help="workers log live objects and tasks by type this often "
+                             "(benchmarks/results/soak/memwatch-worker*.jsonl); slows them")
+    parser.add_argument("--tracemalloc", action="store_true", help="with --memwatch: also the lines whose "
+                        "allocations grew most")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     args.warmup_minutes = args.warmup_minutes or min(5.0, args.minutes / 3)
     args.window_minutes = args.window_minutes or min(5.0, args.minutes / 3)
     args.load_before = [round(x, 2) for x in os.getloadavg()]
-    data = run_soak(args)
-    write_result(args.name, data)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        data["goals"] = verdicts(data)
+    else:
+        data = run_soak(args)
+        write_result(args.name, data)
     text = markdown(data)
     print(text)
     if not args.no_docs:
