@@ -104,7 +104,7 @@ class SoakSampler:
 
     def snapshot(self) -> dict:
         """One sample now, without CPU (which needs an interval)."""
-        sample: dict = {"mono": time.monotonic(), "active": self.active, "procs": {}}
+        sample: dict = {"mono": time.monotonic(), "active": self.active, "load_1m": os.getloadavg()[0], "procs": {}}
         for label, pid in self._pids.items():
             sample["procs"][label] = {"rss_mb": round(proc_rss_bytes(pid) / 1e6, 2), "threads": proc_threads(pid),
                                       "fds": proc_fds(pid)}
@@ -298,7 +298,8 @@ def run_soak(args: argparse.Namespace) -> dict:
         "commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_average": {"before": args.load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+        "load_average": {"before": args.load_before, "after": [round(x, 2) for x in os.getloadavg()],
+                         "during_1m": summarize([x["load_1m"] for x in sampler.samples])},
         "config": args.config, "workers": args.workers, "concurrency": args.concurrency,
         "max_calls_per_worker": max_calls, "minutes": args.minutes, "warmup_minutes": args.warmup_minutes,
         "window_minutes": args.window_minutes, "interval_s": args.interval,
@@ -341,7 +342,10 @@ def markdown(data: dict) -> str:
         "## Soak (`benchmarks/soak.py`)",
         "",
         f"`{data['command']}` — commit `{data['commit']}`, {data['date']}, {data['machine']}; load average "
-        f"(1/5/15 min) {la['before']} before, {la['after']} after (other developers share this machine). "
+        f"(1/5/15 min) {la['before']} before, {la['after']} after"
+        + (f", 1-min load during the run median {la['during_1m']['p50']} / max {la['during_1m']['max']}"
+           if la.get("during_1m") else "")
+        + " (other developers run tests on this machine at the same time). "
         f"Configuration `{data['config']}` (emulated Deepgram + ElevenLabs, scripted responder), one orchestrator "
         f"(the media edge), {data['workers']} workers; {data['concurrency']} caller slots placing calls back to back "
         f"for {data['minutes']} min (mean {data['mean_concurrency']} calls up). Every {data['interval_s']:.0f} s, "
@@ -416,7 +420,9 @@ def plot(data: dict) -> None:
     ax.plot(t, [s["active"] for s in samples], label="callers on a call")
     for w in workers:
         ax.plot(t, [s["procs"][w].get("active_calls") for s in samples], label=f"{w} active_calls", alpha=0.7)
-    ax.set_title("calls up")
+    if "load_1m" in samples[0]:
+        ax.plot(t, [s["load_1m"] for s in samples], color="grey", linestyle=":", label="machine load (1 min)")
+    ax.set_title("calls up; machine load")
     ax.set_xlabel("minutes")
     ax.legend(fontsize=8)
     ax = axes.flat[5]
