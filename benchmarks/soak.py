@@ -295,7 +295,7 @@ def run_soak(args: argparse.Namespace) -> dict:
     settle_s = min(60.0, window_s)
     data = {
         "command": "PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/soak.py " + " ".join(args.argv),
-        "commit": _git_commit(),
+        "commit": args.commit,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average": {"before": args.load_before, "after": [round(x, 2) for x in os.getloadavg()],
@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup_minutes = args.warmup_minutes or min(5.0, args.minutes / 3)
     args.window_minutes = args.window_minutes or min(5.0, args.minutes / 3)
     args.load_before = [round(x, 2) for x in os.getloadavg()]
+    args.commit = _git_commit()  # now: the tree may be committed to while the soak runs
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         data["goals"] = verdicts(data)
