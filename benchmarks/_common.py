@@ -1,14 +1,18 @@
-"""Helpers shared by the benchmarks: servers on loopback, percentiles, results and docs."""
+"""Helpers shared by the benchmarks: servers on loopback, the load-test stack, /proc sampling,
+percentiles, results and docs."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,6 +25,25 @@ IMG = REPO / "docs" / "img"
 # The agent whose intents match the speech clips (tests and benchmarks share it).
 TEST_AGENT = REPO / "tests" / "agents" / "speech_clips.yaml"
 SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
+CLIPS = REPO / "benchmarks" / "clips"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+SECRETS = {"DEEPGRAM_API_KEY": "dg-bench", "ELEVENLABS_API_KEY": "el-bench", "OPENAI_API_KEY": "sk-bench"}
+# What the emulated Deepgram "hears", in order, per connection: ordinary caller requests.
+TRANSCRIPTS = ["I would like to book an appointment.", "What time do you open on Saturday?",
+               "Can I pay my bill online?", "Thank you, that is all."]
+# Load-test stack configurations: ``cloud`` is the architecture document's (Deepgram + ElevenLabs
+# + scripted, providers emulated), ``cloud-llm`` adds the emulated LLM, ``offline`` uses no provider.
+CONFIGS = {
+    "cloud": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
+              "SWITCHBOARD_RESPONDER": "scripted"},
+    "cloud-llm": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
+                  "SWITCHBOARD_RESPONDER": "openai"},
+    "offline": {"SWITCHBOARD_STT_ENGINE": "whisper", "SWITCHBOARD_TTS_ENGINE": "piper",
+                "SWITCHBOARD_RESPONDER": "scripted"},
+}
+EMULATORS = {"cloud": ("deepgram", "elevenlabs"), "cloud-llm": ("deepgram", "elevenlabs", "llm"), "offline": ()}
 
 
 def free_port() -> int:
@@ -91,3 +114,124 @@ def update_doc_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     PERFORMANCE_DOC.write_text(text)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (0 once it is gone)."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLOCK_TICKS
+    except (OSError, IndexError):
+        return 0.0
+
+
+def proc_rss_bytes(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError):
+        return 0.0
+
+
+def proc_threads(pid: int) -> int:
+    try:
+        return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
+    except (OSError, TypeError):
+        return 0
+
+
+def proc_fds(pid: int) -> int:
+    """Open file descriptors (sockets included) of a process."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+@dataclass
+class Role:
+    """The processes of one role of the stack (workers, emulators ...), each with a label."""
+
+    name: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def add(self, label: str, process: subprocess.Popen) -> None:
+        self.processes.append(process)
+        self.labels.append(label)
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_s(p.pid) for p in self.processes)
+
+    def rss_mb(self) -> float:
+        return sum(proc_rss_bytes(p.pid) for p in self.processes) / 1e6
+
+    def threads(self) -> int:
+        return sum(proc_threads(p.pid) for p in self.processes)
+
+
+def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: Path,
+                worker_prefix: str = "cap", env_extra: dict[str, str] | None = None,
+                worker_command: Callable[[int, list[str]], list[str]] | None = None,
+                ) -> tuple[str, list[Role], list[str]]:
+    """Redis, the configuration's emulators, one orchestrator and N workers on loopback.
+
+    Returns the orchestrator's URL, the roles (redis, emulators, orchestrator, workers) and the
+    workers' URLs, once the orchestrator sees every worker. ``env_extra`` goes to the workers only;
+    ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
+    """
+    redis_port = free_port()
+    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    transcripts = tmp / "transcripts.txt"
+    transcripts.write_text("\n".join(TRANSCRIPTS * 20) + "\n")
+    roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}
+    roles["redis"].add("redis", redis)
+    urls = {}
+    for provider in EMULATORS[config]:
+        extra = ["--transcripts", str(transcripts)] if provider == "deepgram" else []
+        port = free_port()
+        urls[provider] = f"http://127.0.0.1:{port}"
+        roles["emulators"].add(provider, start_process(
+            cli("emulate", provider, "--port", str(port), *extra), f"{urls[provider]}/health", logs / f"{provider}.log"))
+    env = {
+        **SECRETS,
+        **CONFIGS[config],
+        "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_MAX_CALLS": str(max_calls),
+        "SWITCHBOARD_INFERENCE_THREADS": "1",
+        # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
+        "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),
+    }
+    if "deepgram" in urls:
+        env["SWITCHBOARD_DEEPGRAM_URL"] = urls["deepgram"].replace("http://", "ws://")
+        env["SWITCHBOARD_ELEVENLABS_URL"] = urls["elevenlabs"].replace("http://", "ws://")
+    if "llm" in urls:
+        env["SWITCHBOARD_LLM_BASE_URL"] = urls["llm"] + "/v1"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    roles["orchestrator"].add("orchestrator", start_process(
+        cli("orchestrator", "--port", str(port)), f"{url}/health/live", logs / "orchestrator.log", env))
+    worker_urls = []
+    for i in range(workers):
+        wport = free_port()
+        worker_urls.append(f"http://127.0.0.1:{wport}")
+        args = ["worker", "--port", str(wport), "--worker-id", f"{worker_prefix}-{i}", "--agent", str(TEST_AGENT)]
+        roles["workers"].add(f"worker{i}", start_process(
+            worker_command(i, args) if worker_command else cli(*args),
+            f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", {**env, **(env_extra or {})}))
+    # A worker answers /health before its first heartbeat reaches the orchestrator; calls placed
+    # before that would be told every agent is busy.
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health", timeout=5).json().get("live_workers", 0) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the orchestrator did not see every worker within 60 s")
+        time.sleep(0.2)
+    return url, list(roles.values()), worker_urls
+
+
+def stop_stack(roles: list[Role]) -> None:
+    """Stop the stack's processes, workers first."""
+    for role in reversed(roles):
+        for p in role.processes:
+            stop_process(p)

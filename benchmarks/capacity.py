@@ -22,86 +22,29 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from _common import (
+    CLIPS,
+    CONFIGS,
     IMG,
-    REPO,
     RESULTS,
-    TEST_AGENT,
-    cli,
-    free_port,
-    start_process,
-    stop_process,
+    Role,
+    proc_cpu_s,
+    start_stack,
+    stop_stack,
     update_doc_section,
     write_result,
 )
 from switchboard.loadtest.html_report import summarize
 from switchboard.loadtest.loadgen import LoadTestConfig, Progress, run_load_test
 from switchboard.loadtest.scenario import ScenarioOptions
-
-AGENT = TEST_AGENT
-CLIPS = REPO / "benchmarks" / "clips"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-SECRETS = {"DEEPGRAM_API_KEY": "dg-bench", "ELEVENLABS_API_KEY": "el-bench", "OPENAI_API_KEY": "sk-bench"}
-# What the emulated Deepgram "hears", in order, per connection: ordinary caller requests.
-TRANSCRIPTS = ["I would like to book an appointment.", "What time do you open on Saturday?",
-               "Can I pay my bill online?", "Thank you, that is all."]
-CONFIGS = {
-    "cloud": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
-              "SWITCHBOARD_RESPONDER": "scripted"},
-    "cloud-llm": {"SWITCHBOARD_STT_ENGINE": "deepgram", "SWITCHBOARD_TTS_ENGINE": "elevenlabs",
-                  "SWITCHBOARD_RESPONDER": "openai"},
-    "offline": {"SWITCHBOARD_STT_ENGINE": "whisper", "SWITCHBOARD_TTS_ENGINE": "piper",
-                "SWITCHBOARD_RESPONDER": "scripted"},
-}
-EMULATORS = {"cloud": ("deepgram", "elevenlabs"), "cloud-llm": ("deepgram", "elevenlabs", "llm"), "offline": ()}
-
-
-@dataclass
-class Role:
-    name: str
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def cpu_seconds(self) -> float:
-        return sum(_proc_cpu(p.pid) for p in self.processes)
-
-    def rss_mb(self) -> float:
-        return sum(_proc_rss(p.pid) for p in self.processes) / 1e6
-
-    def threads(self) -> int:
-        return sum(_proc_threads(p.pid) for p in self.processes)
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / CLOCK_TICKS
-    except (OSError, IndexError):
-        return 0.0
-
-
-def _proc_rss(pid: int) -> float:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except (OSError, IndexError):
-        return 0.0
-
-
-def _proc_threads(pid: int) -> int:
-    try:
-        return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)[1])
-    except (OSError, TypeError):
-        return 0
 
 
 class Sampler:
@@ -126,7 +69,7 @@ class Sampler:
 
     def _cpu(self) -> dict[str, float]:
         cpu = {r.name: r.cpu_seconds() for r in self._roles}
-        cpu["load generator"] = _proc_cpu(self._self)
+        cpu["load generator"] = proc_cpu_s(self._self)
         return cpu
 
     def _run(self) -> None:
@@ -141,58 +84,6 @@ class Sampler:
                 "threads": {r.name: r.threads() for r in self._roles},
             })
             last, t_last = now, t
-
-
-def start_stack(config: str, workers: int, max_calls: int, tmp: Path) -> tuple[str, list[Role], list[str]]:
-    logs = RESULTS / "capacity"
-    redis_port = free_port()
-    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    transcripts = tmp / "transcripts.txt"
-    transcripts.write_text("\n".join(TRANSCRIPTS * 20) + "\n")
-    roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}
-    roles["redis"].processes.append(redis)
-    urls = {}
-    for provider in EMULATORS[config]:
-        extra = ["--transcripts", str(transcripts)] if provider == "deepgram" else []
-        port = free_port()
-        urls[provider] = f"http://127.0.0.1:{port}"
-        roles["emulators"].processes.append(start_process(
-            cli("emulate", provider, "--port", str(port), *extra), f"{urls[provider]}/health", logs / f"{provider}.log"))
-    env = {
-        **SECRETS,
-        **CONFIGS[config],
-        "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        "SWITCHBOARD_MAX_CALLS": str(max_calls),
-        "SWITCHBOARD_INFERENCE_THREADS": "1",
-        # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
-        "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),
-    }
-    if "deepgram" in urls:
-        env["SWITCHBOARD_DEEPGRAM_URL"] = urls["deepgram"].replace("http://", "ws://")
-        env["SWITCHBOARD_ELEVENLABS_URL"] = urls["elevenlabs"].replace("http://", "ws://")
-    if "llm" in urls:
-        env["SWITCHBOARD_LLM_BASE_URL"] = urls["llm"] + "/v1"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    roles["orchestrator"].processes.append(
-        start_process(cli("orchestrator", "--port", str(port)), f"{url}/health/live", logs / "orchestrator.log", env))
-    worker_urls = []
-    for i in range(workers):
-        wport = free_port()
-        worker_urls.append(f"http://127.0.0.1:{wport}")
-        roles["workers"].processes.append(start_process(
-            cli("worker", "--port", str(wport), "--worker-id", f"cap-{i}", "--agent", str(AGENT)),
-            f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", env))
-    # A worker answers /health before its first heartbeat reaches the orchestrator; calls placed
-    # before that would be told every agent is busy.
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/health", timeout=5).json().get("live_workers", 0) < workers:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the orchestrator did not see every worker within 60 s")
-        time.sleep(0.2)
-    return url, list(roles.values()), worker_urls
 
 
 _BUCKET = re.compile(r'^event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
@@ -346,15 +237,13 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="sb-capacity-"))
     max_calls = -(-max(levels) // args.workers) + 2
-    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp)
+    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=RESULTS / "capacity")
     rows = []
     try:
         for level in levels:
             rows.append(run_level(url, level, roles, worker_urls, args.calls_per_slot, args.config))
     finally:
-        for role in reversed(roles):
-            for p in role.processes:
-                stop_process(p)
+        stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
     data = {"config": args.config, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),
             "max_calls_per_worker": max_calls, "calls_per_slot": args.calls_per_slot}

@@ -145,6 +145,10 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
     "How late the event loop woke a timer: blocking work on the loop shows up here.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+EVENT_LOOP_TASKS = Gauge(
+    "event_loop_tasks",
+    "Unfinished asyncio tasks on this process's event loop: a count that grows with calls served is a leak.",
+)
 
 # Call records: the history database, recordings and post-call webhooks.
 CALL_RECORDS_SAVED = Counter(

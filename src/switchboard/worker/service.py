@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -262,10 +263,19 @@ class WorkerService:
             logger.warning(f"redis operation failed: {e}")
 
 
+# all_tasks() walks every task (~0.3 µs each): once a second, not on every lag tick.
+_TASK_COUNT_EVERY = 4
+
+
 async def _event_loop_lag_monitor(period: float = 0.25) -> None:
-    """Blocking work on the event loop delays every call's audio; measure how late timers fire."""
+    """Blocking work on the event loop delays every call's audio; measure how late timers fire.
+
+    Also counts the loop's unfinished tasks (``event_loop_tasks``), so a soak shows tasks leaking.
+    """
     loop = asyncio.get_running_loop()
-    while True:
+    for tick in itertools.count():
+        if tick % _TASK_COUNT_EVERY == 0:
+            metrics.EVENT_LOOP_TASKS.set(len(asyncio.all_tasks(loop)))
         expected = loop.time() + period
         await asyncio.sleep(period)
         metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - expected))
