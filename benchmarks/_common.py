@@ -172,6 +172,7 @@ class Role:
 def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: Path,
                 worker_prefix: str = "cap", env_extra: dict[str, str] | None = None,
                 worker_command: Callable[[int, list[str]], list[str]] | None = None,
+                redis_aof: bool = False,
                 ) -> tuple[str, list[Role], list[str]]:
     """Redis, the configuration's emulators, one orchestrator and N workers on loopback.
 
@@ -180,8 +181,11 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
     ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
     """
     redis_port = free_port()
+    # With ``redis_aof`` Redis keeps an append-only file (as ``switchboard up`` runs it), so it can be
+    # restarted (same argv) without losing calls' state.
+    persistence = ["--appendonly", "yes", "--dir", str(tmp)] if redis_aof else ["--appendonly", "no"]
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                              "--bind", "127.0.0.1", "--save", "", *persistence], stdout=subprocess.DEVNULL)
     transcripts = tmp / "transcripts.txt"
     transcripts.write_text("\n".join(TRANSCRIPTS * 20) + "\n")
     roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}

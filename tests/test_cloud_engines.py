@@ -229,6 +229,34 @@ async def test_call_falls_back_to_local_engines_when_the_providers_die_mid_call(
         emulators.stop()
 
 
+async def test_an_utterance_deepgram_dies_in_is_heard_whole_by_the_fallback(
+    transcripts: Path, speech_clips: dict[str, Clip]
+) -> None:
+    emulators = start_emulators(transcripts)
+    server = start_agent_server(env=emulators.env())
+    try:
+        call = asyncio.create_task(
+            run_call(server.base_url, CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)]))
+        )
+        # The emulator starts an utterance when it hears the caller begin; Deepgram dies 1.2 s
+        # into it, after the VAD's start (0.2 s) and "the birch canoe" (the first 0.9 s).
+        await asyncio.to_thread(
+            wait_for, lambda: stats(emulators.deepgram)["items"], 30, 0.02, "caller speech at Deepgram"
+        )
+        await asyncio.sleep(1.2)
+        emulators.deepgram.process.kill()
+        result = await call
+        assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(result)
+        # Whisper got the utterance from its start, not only what was said after the crash.
+        asked = [r for r in stats(emulators.llm)["items"] if r["api"] == "openai"][-1]["messages"][-1]
+        heard = normalize(asked["content"])
+        assert "birch" in heard or "canoe" in heard, asked
+        assert metric(server, "provider_fallbacks_total", "deepgram") == 1
+    finally:
+        server.stop()
+        emulators.stop()
+
+
 async def test_ten_concurrent_calls_through_orchestrator_workers_and_emulators(
     tmp_path: Path, transcripts: Path, speech_clips: dict[str, Clip]
 ) -> None:

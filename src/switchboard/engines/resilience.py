@@ -6,8 +6,8 @@ Two levels, so that a provider outage costs at most one turn of one call:
   service and keeps the local engine (Whisper, Piper, the scripted responder) beside it, idle.
   The first error the provider's service reports, or a response slower than
   ``provider_response_timeout_secs``, moves the call to the local engine for the rest of the
-  call; what was in flight (the turn's LLM context, the reply text not yet spoken) is replayed
-  to it so the caller still gets an answer.
+  call; what was in flight (the turn's LLM context, the reply text not yet spoken, the caller's
+  utterance not yet transcribed) is replayed to it so the caller still gets an answer.
 * **Per process**, one :class:`CircuitBreaker` per provider counts consecutive failures over
   all calls. Once ``breaker_failure_threshold`` is reached it opens: new calls are built with
   the local engine alone, skipping the connect attempt, until ``breaker_reset_secs`` have
@@ -43,6 +43,7 @@ from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherSt
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from switchboard.engines.utterance_buffer import UtteranceBuffer
 from switchboard.observability import metrics
 from switchboard.settings import Settings
 
@@ -178,6 +179,7 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
         self._watchdog: asyncio.Task | None = None
         self._pending_context: LLMContextFrame | None = None
         self._pending_text: list[str] = []
+        self._pending_speech = UtteranceBuffer() if kind is EngineKind.STT else None
 
     @property
     def provider(self) -> str:
@@ -228,6 +230,9 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
         await super().push_frame(frame, direction)
 
     async def _note_request(self, frame: Frame) -> None:
+        if self._pending_speech is not None:
+            self._pending_speech.sent(frame)
+            return
         if isinstance(frame, StartFrame):
             return
         if isinstance(frame, InterruptionFrame):
@@ -266,6 +271,8 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
             await self._stop_watchdog()
         elif self._kind is EngineKind.STT and isinstance(frame, TranscriptionFrame):
             self._breaker.record_success()
+            if self._pending_speech is not None:
+                self._pending_speech.answered(frame)
 
     async def _answered(self) -> None:
         if self._watchdog is not None:
@@ -310,6 +317,9 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
             text = " ".join("".join(self._pending_text).split())
             self._pending_text.clear()
             await self._fallback.queue_frame(TTSSpeakFrame(text))
+        if self._pending_speech is not None:
+            for frame in self._pending_speech.take():
+                await self._fallback.queue_frame(frame)
 
     async def cleanup(self):
         await self._stop_watchdog()

@@ -536,10 +536,10 @@ class _MediaLeg:
         self.playback.forget_marks()  # the old stream's marks mean nothing to the new one
         self._ws, custom = following
         self.ids = replace(self.ids, stream_sid=_new_sid("MZ"))
-        self.switching = False
         lost.resumed_at_s = self.now_sample() / TELEPHONY_RATE
         self.stream_starts.append(self.timeline.frames)
-        await self.begin(custom)
+        await self.begin(custom)  # media waits until ``start`` is out, as Twilio's does
+        self.switching = False
         return not self.closed
 
     def _lost(self) -> None:
