@@ -9,6 +9,7 @@ from loguru import logger
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory, CallRoute
 from switchboard.dispatch.models import Job, JobKind
+from switchboard.dispatch.sessions import CallSessions
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.livekit import LiveKitRoomAdapter
@@ -30,20 +31,28 @@ def job_agent(job: Job, agents: AgentDirectory) -> AgentConfig:
 
 async def run_livekit_job(
     job: Job,
-    agent: AgentConfig,
+    agents: AgentDirectory,
     settings: Settings,
     calls: CallRegistry,
     archive: CallArchive | None = None,
+    sessions: CallSessions | None = None,
+    worker_id: str = "",
 ) -> CallRecord:
     """Join the job's room through Pipecat's LiveKit transport and run the agent there.
 
-    The job's slot and queue entry are the service's to release, so no slot is passed.
+    The job's slot and queue entry are the service's to release, so no slot is passed. A job
+    redelivered after its worker died finds the call's session and carries the conversation on.
     """
     from switchboard.worker.runner import run_call
 
     assert job.room is not None
+    resumed = await sessions.load(job.call_id) if sessions is not None else None
+    agent = (resumed and agents.by_name(resumed.agent)) or job_agent(job, agents)
     adapter = LiveKitRoomAdapter(settings, job.room, job.call_id)
-    return await run_call(adapter, agent, settings, calls, archive=archive)
+    return await run_call(
+        adapter, agent, settings, calls, archive=archive, sessions=sessions, worker_id=worker_id,
+        resumed=resumed,
+    )
 
 
 async def run_test_job(job: Job) -> None:
@@ -58,10 +67,12 @@ async def run_job(
     settings: Settings,
     calls: CallRegistry,
     archive: CallArchive | None = None,
+    sessions: CallSessions | None = None,
+    worker_id: str = "",
 ) -> CallRecord | None:
     """Run a job; a call's record (already counted by the call runner), None for other jobs."""
     if job.kind is JobKind.LIVEKIT_ROOM:
-        return await run_livekit_job(job, job_agent(job, agents), settings, calls, archive)
+        return await run_livekit_job(job, agents, settings, calls, archive, sessions, worker_id)
     if job.kind is JobKind.TEST:
         await run_test_job(job)
     return None

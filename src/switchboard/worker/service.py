@@ -197,7 +197,9 @@ class WorkerService:
             # "Ready": the job's own code starts; for a room job, the agent begins joining.
             ready_ms = round((time.time() - job.created_at) * 1000, 2)
             await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
-            record = await run_job(job, self.agents, self.settings, self.calls, self.archive)
+            record = await run_job(
+                job, self.agents, self.settings, self.calls, self.archive, self.sessions, self.worker_id
+            )
             if record is not None and record.outcome != "completed":
                 status = CallStatus.FAILED
         except asyncio.CancelledError:
