@@ -31,6 +31,7 @@ ACCOUNT_SID = "AC" + "4" * 32
 AUTH_TOKEN = "pool-control-test-token"
 API_KEY = "pool-control-api-key"
 CONTROL_LINE = "+15005550101"
+BUSY_DESK = "sip:busy@desk.example.com"  # key 8 of the call control agent transfers there
 
 
 def get_json(url: str) -> dict:
@@ -49,8 +50,10 @@ class Stack:
     worker: Server
 
     def call(self, script: CallScript):
+        """A call as Twilio would run it, transfers followed through the REST emulator."""
         return run_call(
-            self.orchestrator.base_url, script, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID
+            self.orchestrator.base_url, script, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
+            twilio_api=self.twilio.base_url,
         )
 
 
@@ -58,7 +61,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port = free_port()
     argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]  # fmt: skip
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
+            "--dial-outcome", f"{BUSY_DESK}=busy"]  # fmt: skip
     twilio = start_server(argv, "emulator-twilio", "/health", port, None)
     redis = start_redis(tmp_path_factory.mktemp("redis"))
     env = {
@@ -96,7 +100,8 @@ async def test_the_dialed_number_picks_the_agent_in_the_pool(stack: Stack) -> No
 async def test_a_transfer_in_the_pool_reports_back_to_the_worker(stack: Stack) -> None:
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="0", hangup_expected=True)])
     result = await stack.call(script)
-    assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
+    assert result.outcome == CallOutcome.TRANSFERRED, format_summary(result)
+    assert [(t.target, t.dial_status) for t in result.transfers] == [("+15005550200", "completed")]
 
     def reported() -> dict | None:
         call = httpx.get(f"{stack.twilio.base_url}/emulator/calls/{result.call_sid}", timeout=5)
@@ -109,6 +114,20 @@ async def test_a_transfer_in_the_pool_reports_back_to_the_worker(stack: Stack) -
     assert dial["callback_status"] == 200
     record = get_json(f"{stack.worker.base_url}/calls/{result.call_sid}")
     assert record["transfer"]["outcome"] == "answered"
+
+
+async def test_a_cold_transfer_nobody_takes_brings_the_caller_back_to_the_agent(stack: Stack) -> None:
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8"), CallerTurn(dtmf="1")])
+    result = await stack.call(script)
+    summary = format_summary(result) + f"\ntransfers {result.transfers}, resumes {result.resumes}"
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert [(t.target, t.dial_status, t.back_to_agent) for t in result.transfers] == [(BUSY_DESK, "busy", True)]
+    assert len(result.resumes) == 1 and result.resumes[0].heard_at_s is not None, summary
+    assert result.turns[1].voice_to_voice_ms is not None, summary  # the agent answered key 1
+    record = get_json(f"{stack.worker.base_url}/calls/{result.call_sid}")
+    kinds = [e["event"] for e in record["events"]]
+    assert "resumed" in kinds, record["events"]
+    assert record["ended_by"] == "caller", record
 
 
 async def test_outbound_calls_through_the_orchestrator(stack: Stack) -> None:

@@ -7,7 +7,8 @@ calls' state at ``GET /emulator/calls/{sid}``), and acts out what Twilio would d
 
 * an update whose TwiML holds ``<Dial action=...>`` "dials" the target and posts the result to
   the action URL (``DialCallStatus``: ``completed`` for answered, or ``busy`` / ``no-answer`` /
-  ``failed`` as configured per target), signed with ``X-Twilio-Signature`` like Twilio does;
+  ``failed`` as configured per target), signed with ``X-Twilio-Signature`` like Twilio does, and
+  keeps the TwiML it answered (a caller simulator follows the call there);
 * ``Status=completed`` hangs the call up;
 * a created call posts ``StatusCallback`` events (``initiated``, then ``ringing``/``answered``
   and ``completed`` per the target's outcome) when a callback URL is given.
@@ -96,11 +97,11 @@ def create_app(
             )
         return None
 
-    async def post_signed(url: str, params: dict[str, str]) -> int | None:
+    async def post_signed(url: str, params: dict[str, str]) -> httpx.Response | None:
         headers = {"X-Twilio-Signature": signer.compute_signature(url, params)}
         try:
             async with httpx.AsyncClient(timeout=_CALLBACK_TIMEOUT_SECS) as client:
-                return (await client.post(url, data=params, headers=headers)).status_code
+                return await client.post(url, data=params, headers=headers)
         except httpx.HTTPError as e:
             logger.warning(f"twilio emulator: callback {url} failed: {e!r}")
             return None
@@ -116,7 +117,7 @@ def create_app(
         entry: dict[str, Any] = {"target": target, "outcome": status, "action": action}
         call.dialed.append(entry)
         if action:
-            entry["callback_status"] = await post_signed(
+            answer = await post_signed(
                 action,
                 {
                     "AccountSid": call.account_sid,
@@ -126,6 +127,9 @@ def create_app(
                     "DialCallSid": "CA" + secrets.token_hex(16),
                 },
             )
+            # What Twilio would do next with the call (a caller simulator following it reads it).
+            entry["answer"] = answer.text if answer is not None else None
+            entry["callback_status"] = answer.status_code if answer is not None else None
 
     async def call_progress(call: EmulatedCall, callback: str) -> None:
         status = outcomes.get(call.to, "completed")

@@ -51,6 +51,7 @@ from switchboard.loadtest.report import (
     CallResult,
     GreetingResult,
     StreamResume,
+    TransferSeen,
     TurnResult,
 )
 from switchboard.speech_end import speech_bounds
@@ -900,6 +901,14 @@ def _parse_twiml(twiml: str) -> _StreamTwiml:
     raise _Failed("twiml_without_stream")
 
 
+def _redirect_of(twiml: str) -> str | None:
+    try:
+        redirect = ET.fromstring(twiml).find("Redirect")
+    except ET.ParseError:
+        return None
+    return (redirect.text or "").strip() or None if redirect is not None else None
+
+
 async def run_call(
     base_url: str,
     script: CallScript,
@@ -911,14 +920,17 @@ async def run_call(
     http_client: httpx.AsyncClient | None = None,
     network_timeout_s: float = 10.0,
     max_call_s: float = 600.0,
+    twilio_api: str | None = None,
 ) -> CallResult:
     """Place one simulated Twilio call against ``base_url`` and measure it from the caller's side.
 
     ``http_client`` lets a load generator share one connection pool across calls. Transcription
     runs after the call has ended, so Whisper never competes with the real-time loop.
+    ``twilio_api``: the Twilio REST emulator the agent's transfers go to; when the stream closes
+    the simulator reads there where the call was sent and follows it as Twilio would.
     """
     wall0 = time.monotonic()
-    call = _Call(base_url, script, account_sid, auth_token, network_timeout_s)
+    call = _Call(base_url, script, account_sid, auth_token, network_timeout_s, twilio_api)
     try:
         async with AsyncExitStack() as stack:
             client = http_client or await stack.enter_async_context(
@@ -944,7 +956,10 @@ class _Call:
         account_sid: str | None,
         auth_token: str | None,
         timeout_s: float,
+        twilio_api: str | None = None,
     ):
+        self._twilio_api = twilio_api.rstrip("/") if twilio_api else None
+        self._documents_seen = 0  # TwiML documents the agent gave the call through the REST API
         self.ids = _CallIds(_new_sid("CA"), account_sid or _new_sid("AC"), _new_sid("MZ"))
         self.result = CallResult(
             call_sid=self.ids.call_sid,
@@ -1019,10 +1034,15 @@ class _Call:
 
         async def follow() -> tuple[ClientConnection, dict[str, str]] | None:
             nonlocal redirect
-            if redirect is None:
+            after = redirect
+            transfer = await self._transfer(client)
+            if transfer is not None:
+                seen, after = transfer
+                self.result.transfers.append(seen)
+            if after is None:
                 return None
             try:
-                nxt = await self._post(client, redirect, "in-progress")
+                nxt = await self._post(client, after, "in-progress")
                 ws = await self._open(nxt.url)
             except (_Rejected, _Failed):
                 return None  # hung up (or nowhere to go): the call is over
@@ -1030,6 +1050,36 @@ class _Call:
             return ws, nxt.parameters
 
         return follow
+
+    async def _transfer(self, client: httpx.AsyncClient) -> tuple[TransferSeen, str | None] | None:
+        """If the agent moved the call with a ``<Dial>`` through the REST API (the emulator's), wait
+        for the dial's report and return it with the ``<Redirect>`` Twilio was answered (None: the
+        call stays with the person); None if there was no transfer."""
+        if self._twilio_api is None:
+            return None
+        url = f"{self._twilio_api}/emulator/calls/{self.ids.call_sid}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError:
+                return None
+            if response.status_code != 200:
+                return None
+            state = response.json()
+            if not any("<Dial" in d for d in state["twiml"][self._documents_seen :]):
+                return None
+            reported = [d for d in state["dialed"] if "callback_status" in d][len(self.result.transfers) :]
+            if reported:
+                self._documents_seen = len(state["twiml"])
+                dial = reported[0]
+                redirect = _redirect_of(dial.get("answer") or "")
+                seen = TransferSeen(
+                    target=dial["target"], dial_status=dial["outcome"], back_to_agent=redirect is not None
+                )
+                return seen, redirect
+            await asyncio.sleep(0.1)
+        return None
 
     async def stream(self, twiml: _StreamTwiml, client: httpx.AsyncClient, max_call_s: float) -> None:
         """Open the Media Stream, run the conversation, and always stop, close and reap the tasks."""
@@ -1050,6 +1100,8 @@ class _Call:
             except TimeoutError:
                 self.result.outcome, self.result.reason = CallOutcome.FAILED, "call_timeout"
             await leg.stop()
+            if self.result.transfers and not self.result.transfers[-1].back_to_agent:
+                self.result.outcome = CallOutcome.TRANSFERRED  # the person took the call from here
         finally:
             await leg.close()
             for task in tasks:

@@ -104,7 +104,7 @@ def judge(result: CallResult, deadline_ms: float) -> CallVerdict:
     in_time = [
         t for t in result.turns if t.voice_to_voice_ms is not None and t.voice_to_voice_ms <= deadline_ms
     ]
-    clean = result.outcome in (CallOutcome.COMPLETED, CallOutcome.AGENT_HUNG_UP)
+    clean = result.outcome in (CallOutcome.COMPLETED, CallOutcome.AGENT_HUNG_UP, CallOutcome.TRANSFERRED)
     reason = None
     if not connected:
         reason = result.reason or "not_connected"

@@ -16,6 +16,7 @@ class CallOutcome(StrEnum):
 
     COMPLETED = "completed"
     AGENT_HUNG_UP = "agent_hung_up"
+    TRANSFERRED = "transferred"  # the agent handed the caller to a person, who took the call
     REJECTED = "rejected"
     FAILED = "failed"
 
@@ -67,6 +68,14 @@ class TurnResult(BaseModel):
     )
 
 
+class TransferSeen(BaseModel):
+    """Where the agent sent the call (read from the Twilio emulator) and how the dial went."""
+
+    target: str
+    dial_status: str = Field(description="DialCallStatus: completed (answered), busy, no-answer, failed")
+    back_to_agent: bool = Field(description="Twilio was sent back to an agent after the dial")
+
+
 class StreamResume(BaseModel):
     """The agent's stream closed without hanging up and Twilio's ``<Redirect>`` led to a new one."""
 
@@ -106,6 +115,9 @@ class CallResult(BaseModel):
     )
     resumes: list[StreamResume] = Field(
         default_factory=list, description="Streams lost and replaced during the call, in order"
+    )
+    transfers: list[TransferSeen] = Field(
+        default_factory=list, description="Transfers the agent made, when the Twilio emulator was given"
     )
 
 

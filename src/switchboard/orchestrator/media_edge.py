@@ -10,8 +10,8 @@ orchestrators behind a load balancer can take any stream.
 
 How the worker's side closed decides what Twilio's ``<Redirect>`` after the stream finds: a
 worker that ends the call closes normally, and the edge marks the call's session ended before
-Twilio hears of it (the redirect hangs up); a worker that died (connection lost) or is
-handing its calls off (1012) leaves the session open, and the redirect places the call on
+Twilio hears of it (the redirect hangs up); a worker that died (connection lost) or
+handed the call off (1012: draining, or transferred) leaves the session open, and the redirect places the call on
 another worker (:mod:`switchboard.orchestrator.placement`).
 """
 
@@ -34,6 +34,7 @@ from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
+from switchboard.telephony.media_socket import CLOSE_HANDED_OFF
 from switchboard.telephony.twilio import (
     public_base,
     signature_is_valid,
@@ -56,9 +57,8 @@ _NO_STATUS = 1005
 _UNSENDABLE = {1005, 1006, 1015}
 CALLER_LEFT_CODE = 1001  # the caller's TCP dropped without a close frame: "going away"
 WORKER_LOST_CODE = 1011  # the worker's connection died (killed, host gone): "internal error"
-HANDOFF_CODE = 1012  # "service restart": a draining worker hands its calls to others
 # Worker closes after which the call goes on elsewhere; any other close ended the call.
-_CALL_GOES_ON = {CALLER_LEFT_CODE, WORKER_LOST_CODE, HANDOFF_CODE, 1013}
+_CALL_GOES_ON = {CALLER_LEFT_CODE, WORKER_LOST_CODE, CLOSE_HANDED_OFF, 1013}
 
 
 class _Refused(Exception):

@@ -32,6 +32,7 @@ from switchboard.telephony.twilio import (
     verified_webhook_form,
     websocket_url,
 )
+from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
 
 VOICE_PATH = "/twilio/voice"
 RESUME_PATH = "/twilio/resume"
@@ -111,7 +112,10 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
                 logger.error(f"{call_id}: stream lost {resumes} times, giving the call up")
                 return _xml(busy_twiml(LOST_MESSAGE))
             query = dict(request.query_params)
+            after = query.pop(RESUME_AFTER_PARAM, "")
             params = stream_parameters(form, query)
+            if after:
+                params["ResumeAfter"] = after[:40]
             session = await placer.sessions.load(call_id)
             if session is not None:
                 params["Agent"] = session.agent  # the agent that answered, whatever the number

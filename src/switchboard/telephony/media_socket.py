@@ -33,6 +33,9 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
+# "Service restart": the call goes on elsewhere (another worker, or the carrier after a
+# transfer), so the media edge leaves its session open for Twilio's <Redirect>.
+CLOSE_HANDED_OFF = 1012
 # Faults the protocol layer (uvicorn's websockets) closes a socket for itself, reported to the
 # app as a disconnect with that code. A peer that sends such a code in its own close frame is
 # counted alike; nothing legitimate does.
@@ -97,8 +100,8 @@ class MediaSocketGuard:
         self._tokens = self._burst
         self._refilled_at = time.monotonic()
         self._closed_with: int | None = None
-        # What a close without a code sends (Pipecat closes with none when the call ends); a
-        # worker handing its calls to others sets 1012 so that the edge has the call carried on.
+        # What a close without a code sends (Pipecat closes with none when the call ends); a call
+        # handed off (transferred, or moved off a draining worker) closes with CLOSE_HANDED_OFF.
         self.end_code = 1000
 
     def __getattr__(self, name: str) -> Any:

@@ -30,6 +30,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 from switchboard.audio import TELEPHONY_FRAME_BYTES, TELEPHONY_RATE, TelephonyUpsampler, ulaw_decode
 from switchboard.observability import metrics
 from switchboard.telephony.media_socket import (
+    CLOSE_HANDED_OFF,
     CLOSE_POLICY_VIOLATION,
     MediaRejected,
     MediaSocketGuard,
@@ -221,9 +222,19 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
         self._chunk_bytes = TELEPHONY_FRAME_BYTES * max(1, input_frame_ms // 20)
         self._pending_audio = bytearray()
         self._upsampler = TelephonyUpsampler()
-        # Set once the call was transferred: Twilio runs it elsewhere, so the end of our
-        # pipeline must not hang it up.
-        self.handed_off = False
+        self._handed_off = False
+
+    @property
+    def handed_off(self) -> bool:
+        """Set once the call was transferred: Twilio runs it elsewhere, so the end of our pipeline
+        must not hang it up, and the stream closes as handed off (not as a finished call)."""
+        return self._handed_off
+
+    @handed_off.setter
+    def handed_off(self, value: bool) -> None:
+        self._handed_off = value
+        if value and self._socket is not None:
+            self._socket.end_code = CLOSE_HANDED_OFF
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
         if self.handed_off and isinstance(frame, EndFrame | CancelFrame):

@@ -29,6 +29,10 @@ from switchboard.telephony.base import CallControl, TransferOutcome, Unsupported
 from switchboard.telephony.twilio import SwitchboardTwilioSerializer, verified_webhook_form
 
 TRANSFER_STATUS_PATH = "/twilio/transfer-status"
+# ``/twilio/resume?after=transfer_unanswered``: the call comes back to an agent after a transfer
+# nobody answered; the stream parameter ``ResumeAfter`` tells the agent why.
+RESUME_AFTER_PARAM = "after"
+RESUMED_AFTER_TRANSFER = "transfer_unanswered"
 WARM_STATUS_PATH = "/twilio/warm-status"
 _WARM_STATUSES = {
     "in-progress": TransferOutcome.ANSWERED,
@@ -232,9 +236,15 @@ def transfer_status_router(
     public_url: str | None,
     on_result: Callable[[str, TransferOutcome, dict[str, str]], None],
     warm: WarmTransferWaits,
+    *,
+    resume_url: str | None = None,
 ) -> APIRouter:
     """``POST /twilio/transfer-status``: Twilio's ``<Dial action>`` report of a cold transfer;
-    ``POST /twilio/warm-status``: status callbacks of a warm transfer's call to the person."""
+    ``POST /twilio/warm-status``: status callbacks of a warm transfer's call to the person.
+
+    With ``resume_url`` (the orchestrators' ``/twilio/resume``, in a pool) a cold transfer nobody
+    took sends the caller back to an agent, which carries the conversation on; without, the
+    caller hears an apology and the call ends."""
     router = APIRouter()
 
     @router.post(WARM_STATUS_PATH)
@@ -257,6 +267,9 @@ def transfer_status_router(
         )
         on_result(call_sid, outcome, form)
         response = VoiceResponse()
+        if outcome is not TransferOutcome.ANSWERED and resume_url:
+            response.redirect(f"{resume_url}?{RESUME_AFTER_PARAM}={RESUMED_AFTER_TRANSFER}", method="POST")
+            return Response(str(response), media_type="application/xml")
         if outcome is not TransferOutcome.ANSWERED:
             response.say(UNANSWERED_LINE)
         response.hangup()

@@ -37,12 +37,12 @@ from switchboard.orchestrator.auth import (
     require_caller_data_key,
 )
 from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
-from switchboard.orchestrator.media_edge import HANDOFF_CODE
+from switchboard.orchestrator.placement import RESUME_PATH
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.base import TransferOutcome
-from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
+from switchboard.telephony.media_socket import CLOSE_HANDED_OFF, MediaLimits, MediaSocketGuard
 from switchboard.telephony.outbound import (
     answering_machine_twiml,
     outbound_router,
@@ -58,7 +58,11 @@ from switchboard.telephony.twilio import (
     websocket_url,
 )
 from switchboard.telephony.twilio_call import TwilioStreamAdapter
-from switchboard.telephony.twilio_rest import WarmTransferWaits, transfer_status_router
+from switchboard.telephony.twilio_rest import (
+    RESUMED_AFTER_TRANSFER,
+    WarmTransferWaits,
+    transfer_status_router,
+)
 from switchboard.worker.browser_calls import WebRTCAnswerer
 from switchboard.worker.calls import CallRegistry
 from switchboard.worker.runner import CallEndedHook, run_call
@@ -145,7 +149,11 @@ def create_worker_app(
                                   "dial_status": form.get("DialCallStatus", "")})
 
     warm_waits = WarmTransferWaits()
-    app.include_router(transfer_status_router(settings, callback_url, transfer_result, warm_waits))
+    # In a pool an unanswered cold transfer goes back through the orchestrators to an agent.
+    resume_url = f"{callback_url.rstrip('/')}{RESUME_PATH}" if service is not None and callback_url else None
+    app.include_router(
+        transfer_status_router(settings, callback_url, transfer_result, warm_waits, resume_url=resume_url)
+    )
 
     async def drain() -> None:
         state["ready"] = False
@@ -225,7 +233,7 @@ def create_worker_app(
                     await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
                     socket, start = await serve_stream(websocket)
                     # Out of drain time, the call goes on elsewhere: close with "service restart".
-                    service.on_hand_off(task, lambda: setattr(socket, "end_code", HANDOFF_CODE))
+                    service.on_hand_off(task, lambda: setattr(socket, "end_code", CLOSE_HANDED_OFF))
                     if start is not None:
                         adapter = TwilioStreamAdapter(
                             socket, start, settings, call_id=claims.call_id,
@@ -235,9 +243,11 @@ def create_worker_app(
                         answering = (resumed and agents.by_name(resumed.agent)) or agents.for_call(
                             start.custom_parameters
                         )
+                        after = start.custom_parameters.get("ResumeAfter")
+                        opening = answering.transfer_unanswered if after == RESUMED_AFTER_TRANSFER else None
                         await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
                                        archive=archive, sessions=service.sessions, worker_id=service.worker_id,
-                                       resumed=resumed)
+                                       resumed=resumed, opening=opening)
                 finally:
                     await slot.release(None)  # a stream that never started; no-op after a call
 

@@ -48,11 +48,13 @@ async def run_call(
     sessions: CallSessions | None = None,
     worker_id: str = "",
     resumed: CallSession | None = None,
+    opening: str | None = None,
 ) -> CallRecord:
     """Run one call to its end (either side hanging up, or its time limit) and record it.
 
     With ``sessions`` the conversation is kept in Redis as it goes (``worker_id`` holds it), so
-    another worker can carry the call on; ``resumed`` is the session of a call doing that.
+    another worker can carry the call on; ``resumed`` is the session of a call doing that, which
+    ``opening`` (by default the agent's ``resumed`` line) starts instead of the greeting.
     """
     ids = adapter.ids
     record = CallRecord(
@@ -75,7 +77,7 @@ async def run_call(
             out_sample_rate=adapter.out_sample_rate,
             before_output=adapter.before_output(),
             history=resumed.history if resumed else (),
-            opening=agent.resumed if resumed else None,
+            opening=opening or (agent.resumed if resumed else None),
         )
         capture = attach_capture(
             archive, call.worker, ingress=adapter.ingress, agent=agent,
