@@ -43,6 +43,7 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
+from switchboard.loadtest.dtmf_tones import digits_in
 from switchboard.loadtest.known_end import speech_end_of
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
 from switchboard.speech_end import speech_bounds
@@ -937,6 +938,7 @@ class _Call:
         """Reply durations, transcripts and the stereo recording, once the call is over."""
         if self.conversation is not None:
             spans = self.conversation.settle(self.result)
+            self.result.digits_heard = digits_in(self.timeline.agent_pcm(0, self.timeline.frames))
             if transcribe:
                 await _transcribe_replies(spans, self.timeline)
         if record_path is not None and self.timeline.ticks:

@@ -88,6 +88,9 @@ class CallResult(BaseModel):
         default=0.0,
         description="Worst lateness of the 20 ms send clock; large values void the timings",
     )
+    digits_heard: str = Field(
+        default="", description="Keypad tones the agent played to the caller (an IVR's view)"
+    )
 
 
 def write_json(result: CallResult, path: str | Path) -> Path:
