@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import numpy as np
+import pipecat.audio.dtmf
 import pytest
 
-import pipecat.audio.dtmf
 from conftest import REPO, Clip
 from switchboard.agent.config import load_agent_config
 from switchboard.audio import TELEPHONY_RATE, read_wav, resample, ulaw_decode, ulaw_encode
