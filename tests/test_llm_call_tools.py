@@ -38,6 +38,11 @@ RULES = """
   reply: ""
   tool: send_digits
   arguments: {digits: "5w0#"}
+- match: "chicken|rare|dish"
+  reply: ""
+  tool: send_digits
+  arguments: {digits: "9x"}
+  after_tool: "I could not press those keys."
 """
 
 
@@ -211,6 +216,24 @@ async def test_the_llm_presses_keys_with_its_send_digits_tool(
     sent = [e for e in record["events"] if e["event"] == "send_digits"]
     assert sent == [{**sent[0], "digits": "5w0#", "source": "llm"}]
     assert metric(llm_agent, "dtmf_sent_total", 'source="llm"') == before + 1
+
+
+async def test_a_bad_dial_string_from_the_llm_is_refused_and_the_call_goes_on(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+) -> None:
+    labels = 'result="invalid_digits",tool="send_digits"'
+    before = metric(llm_agent, "llm_tool_calls_total", labels)
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s04_8k.wav"].path)])
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.turns[0].transcript, "I could not press those keys."), summary
+    assert result.digits_heard == "", summary
+    last = [i for i in stats(llm)["items"] if i["api"] == "openai" and "messages" in i][-1]
+    assert "not a dial string" in json.dumps(last["messages"][-1])
+    record = record_of(llm_agent, result.call_sid)
+    assert not [e for e in record["events"] if e["event"] == "send_digits"]
+    assert metric(llm_agent, "llm_tool_calls_total", labels) == before + 1
 
 
 def metric(server: Server, name: str, labels: str) -> float:

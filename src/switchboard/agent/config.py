@@ -32,7 +32,8 @@ _TRANSFER_TARGET = re.compile(
 
 
 # What an agent may send to a remote IVR: keypad digits, and w for a half-second pause.
-_DIAL_STRING = re.compile(r"^[0-9*#w]{1,64}$")
+DIAL_STRING_PATTERN = r"^[0-9*#w]{1,64}$"
+_DIAL_STRING = re.compile(DIAL_STRING_PATTERN)
 
 
 def valid_dial_string(digits: str) -> bool:

@@ -1,12 +1,14 @@
 """Tools for LLM responders: ``end_call``, ``transfer_call``, ``send_digits`` and the agent's webhooks.
 
-An LLM agent hangs up, hands the caller to a person or presses keys on a remote phone menu
-(IVR) by calling these functions; the handler
-pushes a :class:`~switchboard.agent.call_actions.CallActionFrame` and the call controller does
-the rest, exactly as for a scripted intent. ``transfer_call`` may only send the caller to a
-destination the agent config names (an intent with ``transfer:``), never to a number the model
-made up; ``send_digits`` takes only a valid dial string (0-9, * and #, w for a pause). The agent's ``tools`` (HTTP webhooks) are offered with their JSON schemas; a slow one
-gets its filler line spoken, and a failure is handed to the model as ``{"error": <failure>}``.
+An LLM agent hangs up, hands the caller to a person or presses keys on a remote phone menu (an
+IVR) by calling these functions; the handler pushes a
+:class:`~switchboard.agent.call_actions.CallActionFrame` and the call controller does the rest,
+exactly as for a scripted intent. ``transfer_call`` may only send the caller to a destination
+the agent config names (an intent with ``transfer:``), never to a number the model made up;
+``send_digits`` takes only a valid dial string (0-9, * and #, w for a pause), anything else is
+handed back to the model as an error. The agent's ``tools`` (HTTP webhooks) are offered with
+their JSON schemas; a slow one gets its filler line spoken, and a failure is handed to the
+model as ``{"error": <failure>}``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from switchboard.agent.call_actions import CallActionFrame
-from switchboard.agent.config import AgentConfig, valid_dial_string
+from switchboard.agent.config import DIAL_STRING_PATTERN, AgentConfig, valid_dial_string
 from switchboard.agent.tools import tool_turn
 from switchboard.observability import metrics
 from switchboard.observability.logging import current_call_id
@@ -40,9 +42,7 @@ def call_tools(agent: AgentConfig) -> list[FunctionSchema]:
             description="Hang up once the caller has nothing more to ask. Say goodbye in `goodbye`.",
             properties={"goodbye": {"type": "string", "description": "The last sentence to say."}},
             required=["goodbye"],
-        )
-    ]
-    tools.append(
+        ),
         FunctionSchema(
             name="send_digits",
             description="Press keys on the phone keypad, to answer an automated phone menu "
@@ -50,13 +50,13 @@ def call_tools(agent: AgentConfig) -> list[FunctionSchema]:
             properties={
                 "digits": {
                     "type": "string",
-                    "pattern": "^[0-9*#w]{1,64}$",
+                    "pattern": DIAL_STRING_PATTERN,
                     "description": "The keys in order: 0-9, * and #; w waits half a second.",
                 }
             },
             required=["digits"],
-        )
-    )
+        ),
+    ]
     destinations = [i.name for i in agent.intents if i.transfer]
     if destinations:
         tools.append(
