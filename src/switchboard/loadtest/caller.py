@@ -938,7 +938,8 @@ class _Call:
         """Reply durations, transcripts and the stereo recording, once the call is over."""
         if self.conversation is not None:
             spans = self.conversation.settle(self.result)
-            self.result.digits_heard = digits_in(self.timeline.agent_pcm(0, self.timeline.frames))
+            agent_track = self.timeline.agent_pcm(0, self.timeline.frames)
+            self.result.digits_heard = await asyncio.to_thread(digits_in, agent_track)  # ~20 ms/min
             if transcribe:
                 await _transcribe_replies(spans, self.timeline)
         if record_path is not None and self.timeline.ticks:

@@ -27,8 +27,12 @@ COLUMNS = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYS = ("123A", "456B", "789C", "*0#D")
 _BLOCK = 205  # the usual Goertzel block at 8 kHz: bins fall close to all eight frequencies
 _HOP = 80  # 10 ms
+_GRID = np.array([list(keys) for keys in KEYS])
 _FREQS = np.array(ROWS + COLUMNS)
-_COEFFS = 2 * np.cos(2 * np.pi * _FREQS / RATE)
+# The Goertzel filter's output power for a block is |sum x[n] e^(-i w n)|^2; numpy has no fast
+# IIR loop, so every block's eight filters run at once as two matrix products over this table.
+_PHASES = 2 * np.pi * np.outer(np.arange(_BLOCK), _FREQS) / RATE
+_COS, _SIN = np.cos(_PHASES).astype(np.float32), np.sin(_PHASES).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,9 @@ class Tone:
 
 def _blocks(pcm: np.ndarray) -> np.ndarray:
     """(n, _BLOCK) float samples, one row per hop."""
-    x = pcm.astype(np.float64) / 32768.0
+    x = pcm.astype(np.float32) / 32768.0
     if len(x) < _BLOCK:
-        return np.zeros((0, _BLOCK))
+        return np.zeros((0, _BLOCK), dtype=np.float32)
     n = 1 + (len(x) - _BLOCK) // _HOP
     index = np.arange(_BLOCK)[None, :] + _HOP * np.arange(n)[:, None]
     return x[index]
@@ -66,39 +70,32 @@ def _blocks(pcm: np.ndarray) -> np.ndarray:
 def _goertzel_power(blocks: np.ndarray) -> np.ndarray:
     """(n, 8) power of each block at the eight DTMF frequencies, as a fraction of a full-block
     sine's: a pure tone of amplitude A reads A²/2, the same scale as mean square energy."""
-    s1 = np.zeros((len(blocks), len(_FREQS)))
-    s2 = np.zeros_like(s1)
-    for k in range(_BLOCK):
-        s0 = blocks[:, k : k + 1] + _COEFFS * s1 - s2
-        s2, s1 = s1, s0
-    power = s1 * s1 + s2 * s2 - _COEFFS * s1 * s2
+    power = (blocks @ _COS) ** 2 + (blocks @ _SIN) ** 2
     return 2 * power / (_BLOCK * _BLOCK)
 
 
 def block_keys(pcm: np.ndarray, params: DetectorParams = DetectorParams()) -> list[str]:
     """The key each block holds ('' for none), one per 10 ms hop."""
     blocks = _blocks(pcm)
-    keys = [""] * len(blocks)
+    keys = np.full(len(blocks), "", dtype="<U1")
     energy = np.mean(blocks * blocks, axis=1)
     # A full-scale sine is 0 dBFS and has mean square 1/2.
     loud = np.flatnonzero(energy >= 10 ** (params.min_level_dbfs / 10) / 2)
     if not len(loud):
-        return keys
+        return keys.tolist()
     energy, power = energy[loud], _goertzel_power(blocks[loud])  # quiet blocks cost nothing
-    rows, cols = power[:, :4], power[:, 4:]
-    row, col = np.argmax(rows, axis=1), np.argmax(cols, axis=1)
-    row_p, col_p = rows.max(axis=1), cols.max(axis=1)
+    rows, cols = np.sort(power[:, :4], axis=1), np.sort(power[:, 4:], axis=1)
+    row, col = np.argmax(power[:, :4], axis=1), np.argmax(power[:, 4:], axis=1)
+    row_p, col_p = rows[:, -1], cols[:, -1]
     tiny = 1e-12
     peak = 10 ** (params.min_peak_ratio_db / 10)
-    distinct = (row_p >= peak * (np.sort(rows, axis=1)[:, -2] + tiny)) & (
-        col_p >= peak * (np.sort(cols, axis=1)[:, -2] + tiny)
-    )
+    distinct = (row_p >= peak * (rows[:, -2] + tiny)) & (col_p >= peak * (cols[:, -2] + tiny))
     twist_db = 10 * np.log10((col_p + tiny) / (row_p + tiny))
     twisted = (twist_db <= params.max_twist_db) & (-twist_db <= params.max_reverse_twist_db)
     pure = row_p + col_p >= params.min_tone_fraction * energy
-    for i in np.flatnonzero(distinct & twisted & pure):
-        keys[loud[i]] = KEYS[row[i]][col[i]]
-    return keys
+    held = distinct & twisted & pure
+    keys[loud[held]] = _GRID[row[held], col[held]]
+    return keys.tolist()
 
 
 def detect_tones(
