@@ -9,9 +9,9 @@ queued the same way, so it holds the next digit back on every ingress alike.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Literal
 
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputDTMFFrame
 
 from switchboard.observability import metrics
@@ -27,16 +27,14 @@ Source = Literal["intent", "llm"]
 
 
 def dial_frames(digits: str) -> list[Frame]:
-    """The frames that play ``digits`` (0-9, *, # and w for a pause), in order."""
-    frames: list[Frame] = []
-    for run in re.findall(r"w|[^w]+", digits):
-        if run == "w":
-            frames.append(
-                OutputAudioRawFrame(audio=_PAUSE, sample_rate=_PAUSE_RATE, num_channels=1)
-            )
-        else:
-            frames.append(OutputDTMFFrame.from_string(run))
-    return frames
+    """The frames that play ``digits`` (0-9, *, # and w for a pause), in order: one frame per
+    key, as LiveKit's native DTMF sends only the first key of a frame."""
+    return [
+        OutputAudioRawFrame(audio=_PAUSE, sample_rate=_PAUSE_RATE, num_channels=1)
+        if key == "w"
+        else OutputDTMFFrame(button=KeypadEntry(key))
+        for key in digits
+    ]
 
 
 async def send_digits(call: CallController, digits: str, source: Source) -> None:
