@@ -275,7 +275,7 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                 "message_start",
             )
             index = 0
-            if pieces or tool is None:  # a tool-only turn has no text block, as Claude's may not
+            if pieces or tool is None:  # a tool-only turn opens with its tool_use block
                 yield _block_start(index, {"type": "text", "text": ""})
                 async for piece in _paced(pieces, profile):
                     yield _block_delta(index, {"type": "text_delta", "text": piece})
@@ -285,8 +285,8 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                 if not pieces:
                     await asyncio.sleep(profile.ttft_ms / 1000)
                 stats.items.append({"api": "anthropic", "tool_call": tool[0], "arguments": tool[1]})
-                block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}",
-                         "name": tool[0], "input": {}}  # fmt: skip
+                tool_id = f"toolu_{uuid.uuid4().hex[:24]}"
+                block = {"type": "tool_use", "id": tool_id, "name": tool[0], "input": {}}
                 yield _block_start(index, block)
                 arguments = json.dumps(tool[1])
                 for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
