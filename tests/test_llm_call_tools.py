@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import soundfile as sf
 import yaml
 
 from conftest import API_KEY, REPO, Clip, Server, replied, start_agent_server
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.dtmf_tones import detect_tones
 from switchboard.loadtest.report import CallOutcome, format_summary
 from test_emulators import start_emulator, stats
 
@@ -35,7 +37,7 @@ RULES = """
   tool: transfer_call
   arguments: {destination: front_desk}
 - match: "glue|sheet|background"
-  reply: ""
+  reply: "Pressing the keys now."
   tool: send_digits
   arguments: {digits: "5w0#"}
 - match: "chicken|rare|dish"
@@ -198,15 +200,20 @@ async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
     assert "Friday" in json.dumps(last["messages"][-1])
 
 
-async def test_the_llm_presses_keys_with_its_send_digits_tool(
-    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+async def test_the_llm_presses_keys_with_its_send_digits_tool_after_its_words(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip], tmp_path: Path
 ) -> None:
     before = metric(llm_agent, "dtmf_sent_total", 'source="llm"')
     script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s02_8k.wav"].path)])
-    result = await run_call(llm_agent.base_url, script, transcribe=False)
+    recording = tmp_path / "call.wav"
+    result = await run_call(llm_agent.base_url, script, transcribe=False, record_path=recording)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.digits_heard == "50#", summary
+    # The words the model streamed before its tool call are heard first, then the tones.
+    agent_track = sf.read(recording, dtype="int16")[0][:, 1]
+    first_tone = detect_tones(agent_track)[0]
+    assert first_tone.start_s - result.turns[0].agent_audio_start_s >= 0.8, summary
     assert tool_calls(llm, "openai")[-1] == {
         "api": "openai",
         "tool_call": "send_digits",

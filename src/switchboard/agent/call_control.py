@@ -153,7 +153,9 @@ class CallController(BaseObserver):
             await self.end_with(frame.text or "Goodbye.", "agent")
             return
         if frame.action == "send_digits" and frame.digits:  # the LLM's tool, validated there
-            await self._send_llm_digits(frame.digits)
+            # At once: Pipecat's TTS and output keep frames in order behind the audio of the
+            # text the LLM streamed before the call, so the tones follow its words.
+            await send_digits(self, frame.digits, "llm")
             return
         intent = self.agent.intent(frame.intent)
         if intent is None:
@@ -162,14 +164,6 @@ class CallController(BaseObserver):
             self.event("tool", action=frame.action, intent=intent.name)
             await self.say(frame.text)
         self.follow_reply(intent)
-
-    async def _send_llm_digits(self, digits: str) -> None:
-        """At once, or after what the agent is saying now (the digits queue behind it)."""
-        if not self._bot_speaking:
-            await send_digits(self, digits, "llm")
-            return
-        self._after_speaking(lambda: send_digits(self, digits, "llm"))
-        self._follow_up_heard = True  # the line it waits for is already playing
 
     # -- follow-ups -------------------------------------------------------------------------
 
