@@ -1,5 +1,5 @@
 """End to end over Twilio media streams: an agent per number, silence re-prompts, the time
-limit, the keypad.
+limit, the keypad, digits sent to a remote phone menu.
 
 One agent server answers every test: the default test agent, and the agents in
 tests/agents/numbers picked by the number the simulated caller dials.
@@ -239,6 +239,43 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
     # With credentials the agent hangs up through the REST API, as Pipecat's serializer does.
     hung_up = wait_for(lambda: twilio_call(twilio_api, result.call_sid), what="the REST hang-up")
     assert hung_up["status"] == "completed"
+
+
+async def test_an_intent_sends_digits_and_the_caller_hears_exactly_those_tones(
+    control_agent: Server,
+) -> None:
+    before = metric(control_agent, "dtmf_sent_total", 'source="intent"')
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="3")])  # menu: pharmacy
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=True,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert "pharmacy" in normalize(result.turns[0].transcript or ""), summary
+    # In-band tones through the media stream: the w is a pause, not a key.
+    assert result.digits_heard == "142#", summary
+    record = await record_of(control_agent, result.call_sid)
+    sent = [e for e in record["events"] if e["event"] == "send_digits"]
+    assert sent == [{**sent[0], "digits": "1w42#", "source": "intent"}]
+    assert metric(control_agent, "dtmf_sent_total", 'source="intent"') == before + 1
+
+
+async def test_a_call_without_sent_digits_hears_none(control_agent: Server) -> None:
+    script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="1")])  # menu: cards
+    result = await run_call(
+        control_agent.base_url,
+        script,
+        transcribe=False,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+    )
+    assert result.outcome == CallOutcome.COMPLETED, format_summary(result)
+    assert result.turns[0].agent_audio_start_s is not None  # the agent spoke
+    assert result.digits_heard == ""
 
 
 async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(

@@ -53,6 +53,12 @@ def _write(tmp_path: Path, text: str) -> Path:
             "name: x\ngreeting: hi\nfallback: f\nintents:\n  - name: a\n    phrases: [p]\n    reply: r\n    collect_digits: {reply: 'got {account}'}\n",
             "intents.0.collect_digits.reply",
         ),
+        ("name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, send_digits: '12x#'}\n", "intents.0.send_digits"),
+        ("name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, send_digits: ''}\n", "intents.0.send_digits"),
+        (
+            "name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, send_digits: '1', end_call: true}\n",
+            "end_call and send_digits",
+        ),
         ("name: [unclosed\n", "YAML"),
     ],
 )
@@ -61,6 +67,11 @@ def test_bad_agent_config_names_the_problem(tmp_path: Path, body: str, expected:
         load_agent_config(_write(tmp_path, body))
     assert expected in str(excinfo.value)
     assert "agent.yaml" in str(excinfo.value)
+
+
+def test_an_intent_may_send_digits_with_pauses(tmp_path: Path) -> None:
+    body = "name: x\ngreeting: hi\nfallback: f\nintents:\n  - {name: a, phrases: [p], reply: r, send_digits: '1w*0#'}\n"
+    assert load_agent_config(_write(tmp_path, body)).intents[0].send_digits == "1w*0#"
 
 
 def test_missing_agent_config_is_a_clear_error(tmp_path: Path) -> None:

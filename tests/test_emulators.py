@@ -85,7 +85,11 @@ def elevenlabs() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     rules = tmp_path_factory.mktemp("llm") / "rules.yaml"
-    rules.write_text("- match: canoe\n  reply: A canoe is a fine boat. Anything else?\n")
+    rules.write_text(
+        "- match: canoe\n  reply: A canoe is a fine boat. Anything else?\n"
+        "- {match: visit, reply: Let me check., tool: next_visit, arguments: {patient: '7'},"
+        " after_tool: 'It is {result}'}\n"
+    )
     server = start_emulator(
         "llm", "--rules", str(rules), "--set", "ttft_ms=300", "--set", "tokens_per_sec=50"
     )
@@ -296,6 +300,57 @@ async def test_anthropic_sdk_streams_an_echo_reply(llm: Server) -> None:
         text = "".join([t async for t in stream.text_stream])
     assert text == "You said: Go forward ten meters. Is there anything else I can help with?"
     assert stats(llm)["items"][-1]["api"] == "anthropic"
+
+
+NEXT_VISIT = {
+    "name": "next_visit",
+    "description": "The patient's next visit",
+    "input_schema": {"type": "object", "properties": {"patient": {"type": "string"}}},
+}
+
+
+async def test_anthropic_sdk_streams_a_tool_use_and_answers_its_result(llm: Server) -> None:
+    client = AsyncAnthropic(api_key="sk-ant-test", base_url=llm.base_url)
+    asked = [{"role": "user", "content": "When is my next visit?"}]
+    async with client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=100, messages=asked, tools=[NEXT_VISIT]
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    text, call = message.content
+    assert text.type == "text" and text.text == "Let me check."
+    assert (call.type, call.name, call.input) == ("tool_use", "next_visit", {"patient": "7"})
+    assert call.id.startswith("toolu_")
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "input_json" in kinds  # the arguments arrived as input_json_delta events
+
+    answered = [
+        *asked,
+        {"role": "assistant", "content": [c.model_dump() for c in message.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Friday"}],
+        },
+    ]
+    async with client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=100, messages=answered, tools=[NEXT_VISIT]
+    ) as stream:
+        reply = await stream.get_final_message()
+    assert reply.stop_reason == "end_turn"
+    assert [c.text for c in reply.content] == ["It is Friday"]
+
+
+async def test_anthropic_emulator_calls_only_tools_the_request_offers(llm: Server) -> None:
+    client = AsyncAnthropic(api_key="sk-ant-test", base_url=llm.base_url)
+    async with client.messages.stream(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "When is my next visit?"}],
+    ) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "end_turn"
+    assert [c.type for c in message.content] == ["text"]
 
 
 def test_emulators_cost_almost_no_cpu(elevenlabs: Server) -> None:

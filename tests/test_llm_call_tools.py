@@ -1,4 +1,5 @@
-"""LLM agents hang up, transfer and call webhook tools: real calls, the OpenAI emulator calling them."""
+"""LLM agents hang up, transfer, send digits and call webhook tools: real calls, the LLM emulator
+calling them as OpenAI (``tool_calls``) and, for hang-up and a webhook, as Anthropic (``tool_use``)."""
 
 import json
 import threading
@@ -8,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import soundfile as sf
 import yaml
 
 from conftest import API_KEY, REPO, Clip, Server, replied, start_agent_server
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.dtmf_tones import detect_tones
 from switchboard.loadtest.report import CallOutcome, format_summary
 from test_emulators import start_emulator, stats
 
@@ -33,6 +36,15 @@ RULES = """
   reply: ""
   tool: transfer_call
   arguments: {destination: front_desk}
+- match: "glue|sheet|background"
+  reply: "Pressing the keys now."
+  tool: send_digits
+  arguments: {digits: "5w0#"}
+- match: "chicken|rare|dish"
+  reply: ""
+  tool: send_digits
+  arguments: {digits: "9x"}
+  after_tool: "I could not press those keys."
 """
 
 
@@ -98,15 +110,41 @@ def llm_agent(llm: Server, agent_file: Path) -> Iterator[Server]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def anthropic_agent(llm: Server, agent_file: Path) -> Iterator[Server]:
+    """The same agent with the Anthropic emulator (Pipecat's AnthropicLLMService) answering."""
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-test-tools",
+        "SWITCHBOARD_RESPONDER": "anthropic",
+        "SWITCHBOARD_LLM_BASE_URL": llm.base_url,
+    }
+    server = start_agent_server(env=env, agent=agent_file)
+    yield server
+    server.stop()
+
+
+PROVIDERS = pytest.mark.parametrize("provider", ["openai", "anthropic"])
+
+
+def agent_of(request: pytest.FixtureRequest, provider: str) -> Server:
+    return request.getfixturevalue("llm_agent" if provider == "openai" else "anthropic_agent")
+
+
+def tool_calls(llm: Server, api: str) -> list[dict]:
+    return [i for i in stats(llm)["items"] if i["api"] == api and "tool_call" in i]
+
+
 def record_of(server: Server, call_sid: str) -> dict:
     return httpx.get(
         f"{server.base_url}/calls/{call_sid}", headers={"X-API-Key": API_KEY}, timeout=5
     ).json()
 
 
+@PROVIDERS
 async def test_the_llm_ends_the_call_with_its_end_call_tool(
-    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+    provider: str, request: pytest.FixtureRequest, llm: Server, speech_clips: dict[str, Clip]
 ) -> None:
+    llm_agent = agent_of(request, provider)
     script = CallScript(
         turns=[CallerTurn(audio=speech_clips["fw_stereo_right_16k.wav"].path, hangup_expected=True)]
     )
@@ -117,9 +155,9 @@ async def test_the_llm_ends_the_call_with_its_end_call_tool(
     record = record_of(llm_agent, result.call_sid)
     assert record["ended_by"] == "agent"
     assert [e["event"] for e in record["events"]] == ["end_call"]
-    offered = [i for i in stats(llm)["items"] if "messages" in i]
-    assert offered, "the LLM was never asked"
-    assert any(i.get("tool_call") == "end_call" for i in stats(llm)["items"])
+    asked = [i for i in stats(llm)["items"] if i["api"] == provider and "messages" in i]
+    assert asked, "the LLM was never asked"
+    assert tool_calls(llm, provider)[-1]["tool_call"] == "end_call"
 
 
 async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call_goes_on(
@@ -144,9 +182,11 @@ async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call
     assert record["ended_by"] == "caller"
 
 
+@PROVIDERS
 async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
-    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+    provider: str, request: pytest.FixtureRequest, llm: Server, speech_clips: dict[str, Clip]
 ) -> None:
+    llm_agent = agent_of(request, provider)
     script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s05_8k.wav"].path)])
     result = await run_call(llm_agent.base_url, script, transcribe=True)
     summary = format_summary(result)
@@ -155,3 +195,57 @@ async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
     assert NextVisit.seen[-1]["tool"] == "next_visit"
     assert NextVisit.seen[-1]["arguments"] == {"patient": "7"}
     assert NextVisit.seen[-1]["call_id"] == f"call-{result.call_sid}"
+    # The model got the tool's answer back (an OpenAI tool message, an Anthropic tool_result).
+    last = [i for i in stats(llm)["items"] if i["api"] == provider and "messages" in i][-1]
+    assert "Friday" in json.dumps(last["messages"][-1])
+
+
+async def test_the_llm_presses_keys_with_its_send_digits_tool_after_its_words(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    before = metric(llm_agent, "dtmf_sent_total", 'source="llm"')
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s02_8k.wav"].path)])
+    recording = tmp_path / "call.wav"
+    result = await run_call(llm_agent.base_url, script, transcribe=False, record_path=recording)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert result.digits_heard == "50#", summary
+    # The words the model streamed before its tool call are heard first, then the tones.
+    agent_track = sf.read(recording, dtype="int16")[0][:, 1]
+    first_tone = detect_tones(agent_track)[0]
+    assert first_tone.start_s - result.turns[0].agent_audio_start_s >= 0.8, summary
+    assert tool_calls(llm, "openai")[-1] == {
+        "api": "openai",
+        "tool_call": "send_digits",
+        "arguments": {"digits": "5w0#"},
+    }
+    record = record_of(llm_agent, result.call_sid)
+    sent = [e for e in record["events"] if e["event"] == "send_digits"]
+    assert sent == [{**sent[0], "digits": "5w0#", "source": "llm"}]
+    assert metric(llm_agent, "dtmf_sent_total", 'source="llm"') == before + 1
+
+
+async def test_a_bad_dial_string_from_the_llm_is_refused_and_the_call_goes_on(
+    llm_agent: Server, llm: Server, speech_clips: dict[str, Clip]
+) -> None:
+    labels = 'result="invalid_digits",tool="send_digits"'
+    before = metric(llm_agent, "llm_tool_calls_total", labels)
+    script = CallScript(turns=[CallerTurn(audio=speech_clips["osr_us_0010_s04_8k.wav"].path)])
+    result = await run_call(llm_agent.base_url, script, transcribe=True)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert replied(result.turns[0].transcript, "I could not press those keys."), summary
+    assert result.digits_heard == "", summary
+    last = [i for i in stats(llm)["items"] if i["api"] == "openai" and "messages" in i][-1]
+    assert "not a dial string" in json.dumps(last["messages"][-1])
+    record = record_of(llm_agent, result.call_sid)
+    assert not [e for e in record["events"] if e["event"] == "send_digits"]
+    assert metric(llm_agent, "llm_tool_calls_total", labels) == before + 1
+
+
+def metric(server: Server, name: str, labels: str) -> float:
+    exposition = httpx.get(
+        f"{server.base_url}/metrics", headers={"X-API-Key": API_KEY}, timeout=5
+    ).text
+    line = next((x for x in exposition.splitlines() if x.startswith(f"{name}{{{labels}}}")), None)
+    return float(line.split()[-1]) if line else 0.0

@@ -34,6 +34,15 @@ _TRANSFER_TARGET = re.compile(
 _TRUNK_ID = re.compile(r"ST_[A-Za-z0-9]{1,64}")
 _ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_\-*?]{1,120}")
 
+# What an agent may send to a remote IVR: keypad digits, and w for a half-second pause.
+DIAL_STRING_PATTERN = r"^[0-9*#w]{1,64}$"
+_DIAL_STRING = re.compile(DIAL_STRING_PATTERN)
+
+
+def valid_dial_string(digits: str) -> bool:
+    """1-64 of 0-9, * and #, with ``w`` for a half-second pause ("1w234#")."""
+    return bool(_DIAL_STRING.match(digits))
+
 
 def valid_transfer_target(target: str) -> bool:
     """A phone number in E.164 form or a ``sip:user@host`` URI."""
@@ -127,6 +136,11 @@ class Intent(BaseModel):
     answer: str | None = Field(
         None, description="Said with the tool's result: {field} is a top-level field of its JSON"
     )
+    send_digits: str | None = Field(
+        None,
+        description="After the reply, play these keypad tones to the far end (a remote IVR): "
+        "0-9, * and #, w for a half-second pause",
+    )
 
     @field_validator("transfer")
     @classmethod
@@ -135,10 +149,21 @@ class Intent(BaseModel):
             raise ValueError(f"{target!r} is neither an E.164 number (+15551234567) nor a sip: URI")
         return target
 
+    @field_validator("send_digits")
+    @classmethod
+    def _dial_string(cls, digits: str | None) -> str | None:
+        if digits is not None and not valid_dial_string(digits):
+            raise ValueError(
+                f"{digits!r} is not a dial string: 1-64 of 0-9, * and #, w for a pause"
+            )
+        return digits
+
     @model_validator(mode="after")
     def _one_ending(self) -> Intent:
         follow_ups = [
-            f for f in ("end_call", "transfer", "collect_digits", "tool") if getattr(self, f)
+            f
+            for f in ("end_call", "transfer", "collect_digits", "tool", "send_digits")
+            if getattr(self, f)
         ]
         if self.end_call and self.transfer:
             raise ValueError("an intent either ends the call or transfers it, not both")

@@ -29,9 +29,11 @@ GREETING_REPLY = "Hello! How can I help you today?"
 class ReplyRules:
     """Ordered rules; ``{user}`` in a reply is replaced by what the caller said.
 
-    A rule may also call a tool (OpenAI API only): ``{match, reply, tool: NAME, arguments: {...}}``
-    streams the reply (may be empty), then the tool call, if the request offered that tool; the
-    request carrying the tool's result gets ``after_tool`` (``{result}``: its content).
+    A rule may also call a tool: ``{match, reply, tool: NAME, arguments: {...}}`` streams the
+    reply (may be empty), then the tool call (OpenAI ``tool_calls`` deltas, or an Anthropic
+    ``tool_use`` block with ``input_json_delta``s), if the request offered that tool; the
+    request carrying the tool's result (an OpenAI ``tool`` message, an Anthropic
+    ``tool_result`` block) gets ``after_tool`` (``{result}``: its content).
     """
 
     def __init__(
@@ -99,9 +101,20 @@ def _content_text(content: object) -> str:
 
 def last_user_text(messages: list[dict]) -> str:
     for message in reversed(messages):
-        if message.get("role") == "user":
+        if message.get("role") == "user" and tool_result(message) is None:
             return _content_text(message.get("content"))
     return ""
+
+
+def tool_result(message: dict) -> str | None:
+    """The content of an Anthropic ``tool_result`` block in ``message`` (None: there is none)."""
+    content = message.get("content")
+    if message.get("role") != "user" or not isinstance(content, list):
+        return None
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            return _content_text(block.get("content", ""))
+    return None
 
 
 async def _paced(pieces: list[str], profile: LLMProfile) -> AsyncIterator[str]:
@@ -223,7 +236,13 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
             {"api": "anthropic", "system": body.get("system"), "messages": body.get("messages", [])}
         )
         model = body.get("model", "claude-haiku-4-5")
-        pieces = tokens(rules.reply(last_user_text(body.get("messages", []))))
+        messages = body.get("messages") or [{}]
+        user_text = last_user_text(messages)
+        result = tool_result(messages[-1])
+        offered = {t.get("name") for t in body.get("tools") or []}
+        tool = rules.tool(user_text, offered) if result is None else None
+        reply = rules.reply(user_text) if result is None else rules.after_tool(user_text, result)
+        pieces = tokens(reply)
         mid = f"msg_{uuid.uuid4().hex[:24]}"
         if not body.get("stream"):
             await asyncio.sleep(profile.ttft_ms / 1000 + len(pieces) / profile.tokens_per_sec)
@@ -255,28 +274,31 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                 },
                 "message_start",
             )
-            yield _sse(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-                "content_block_start",
-            )
-            async for piece in _paced(pieces, profile):
-                yield _sse(
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": piece},
-                    },
-                    "content_block_delta",
-                )
-            yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            index = 0
+            if pieces or tool is None:  # a tool-only turn opens with its tool_use block
+                yield _block_start(index, {"type": "text", "text": ""})
+                async for piece in _paced(pieces, profile):
+                    yield _block_delta(index, {"type": "text_delta", "text": piece})
+                yield _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+                index += 1
+            if tool is not None:
+                if not pieces:
+                    await asyncio.sleep(profile.ttft_ms / 1000)
+                stats.items.append({"api": "anthropic", "tool_call": tool[0], "arguments": tool[1]})
+                tool_id = f"toolu_{uuid.uuid4().hex[:24]}"
+                block = {"type": "tool_use", "id": tool_id, "name": tool[0], "input": {}}
+                yield _block_start(index, block)
+                arguments = json.dumps(tool[1])
+                for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                    yield _block_delta(index, {"type": "input_json_delta", "partial_json": part})
+                yield _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
             yield _sse(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": "end_turn" if tool is None else "tool_use",
+                        "stop_sequence": None,
+                    },
                     "usage": {"output_tokens": len(pieces)},
                 },
                 "message_delta",
@@ -286,6 +308,19 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
+
+
+def _block_start(index: int, block: dict) -> str:
+    return _sse(
+        {"type": "content_block_start", "index": index, "content_block": block},
+        "content_block_start",
+    )
+
+
+def _block_delta(index: int, delta: dict) -> str:
+    return _sse(
+        {"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta"
+    )
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -1,11 +1,14 @@
-"""Tools for LLM responders: ``end_call``, ``transfer_call`` and the agent's webhook tools.
+"""Tools for LLM responders: ``end_call``, ``transfer_call``, ``send_digits`` and the agent's webhooks.
 
-An LLM agent hangs up or hands the caller to a person by calling these functions; the handler
-pushes a :class:`~switchboard.agent.call_control.CallActionFrame` and the call controller does
-the rest, exactly as for a scripted intent. ``transfer_call`` may only send the caller to a
-destination the agent config names (an intent with ``transfer:``), never to a number the model
-made up. The agent's ``tools`` (HTTP webhooks) are offered with their JSON schemas; a slow one
-gets its filler line spoken, and a failure is handed to the model as ``{"error": <failure>}``.
+An LLM agent hangs up, hands the caller to a person or presses keys on a remote phone menu (an
+IVR) by calling these functions; the handler pushes a
+:class:`~switchboard.agent.call_actions.CallActionFrame` and the call controller does the rest,
+exactly as for a scripted intent. ``transfer_call`` may only send the caller to a destination
+the agent config names (an intent with ``transfer:``), never to a number the model made up;
+``send_digits`` takes only a valid dial string (0-9, * and #, w for a pause), anything else is
+handed back to the model as an error. The agent's ``tools`` (HTTP webhooks) are offered with
+their JSON schemas; a slow one gets its filler line spoken, and a failure is handed to the
+model as ``{"error": <failure>}``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from switchboard.agent.call_control import CallActionFrame
-from switchboard.agent.config import AgentConfig
+from switchboard.agent.call_actions import CallActionFrame
+from switchboard.agent.config import DIAL_STRING_PATTERN, AgentConfig, valid_dial_string
 from switchboard.agent.tools import tool_turn
 from switchboard.observability import metrics
 from switchboard.observability.logging import current_call_id
@@ -39,7 +42,20 @@ def call_tools(agent: AgentConfig) -> list[FunctionSchema]:
             description="Hang up once the caller has nothing more to ask. Say goodbye in `goodbye`.",
             properties={"goodbye": {"type": "string", "description": "The last sentence to say."}},
             required=["goodbye"],
-        )
+        ),
+        FunctionSchema(
+            name="send_digits",
+            description="Press keys on the phone keypad, to answer an automated phone menu "
+            "(press 1 for ...) or enter a number it asks for.",
+            properties={
+                "digits": {
+                    "type": "string",
+                    "pattern": DIAL_STRING_PATTERN,
+                    "description": "The keys in order: 0-9, * and #; w waits half a second.",
+                }
+            },
+            required=["digits"],
+        ),
     ]
     destinations = [i.name for i in agent.intents if i.transfer]
     if destinations:
@@ -73,6 +89,7 @@ class CallToolsMixin:
         self._call_tools = ToolsSchema(standard_tools=call_tools(agent))
         self.register_function("end_call", self._end_call)
         self.register_function("transfer_call", self._transfer_call)
+        self.register_function("send_digits", self._send_digits)
         for tool in agent.tools:
             self.register_function(tool.name, self._webhook, timeout_secs=tool.timeout_secs + 5)
 
@@ -102,6 +119,19 @@ class CallToolsMixin:
         await params.llm.push_frame(
             CallActionFrame(action="transfer", intent=intent.name, text=intent.reply)
         )
+
+    async def _send_digits(self, params: FunctionCallParams) -> None:
+        digits = str(params.arguments.get("digits", ""))
+        if not valid_dial_string(digits):
+            metrics.LLM_TOOL_CALLS.labels(tool="send_digits", result="invalid_digits").inc()
+            logger.warning(f"LLM asked to send an invalid dial string {digits!r}")
+            await params.result_callback(
+                {"error": f"{digits!r} is not a dial string: use 0-9, * and #, w for a pause"}
+            )
+            return
+        metrics.LLM_TOOL_CALLS.labels(tool="send_digits", result="ok").inc()
+        await params.result_callback({"ok": True, "sent": digits}, properties=_DONE)
+        await params.llm.push_frame(CallActionFrame(action="send_digits", intent="", digits=digits))
 
     async def _webhook(self, params: FunctionCallParams) -> None:
         tool = self._call_agent.tool(params.function_name)

@@ -45,6 +45,7 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
+from switchboard.loadtest.dtmf_tones import digits_in
 from switchboard.loadtest.known_end import speech_end_of
 from switchboard.loadtest.report import (
     CallOutcome,
@@ -1124,6 +1125,8 @@ class _Call:
         """Reply durations, transcripts and the stereo recording, once the call is over."""
         if self.conversation is not None:
             spans = self.conversation.settle(self.result)
+            agent_track = self.timeline.agent_pcm(0, self.timeline.frames)
+            self.result.digits_heard = await asyncio.to_thread(digits_in, agent_track)  # ~20 ms/min
             if transcribe:
                 await _transcribe_replies(spans, self.timeline)
         if record_path is not None and self.timeline.ticks:

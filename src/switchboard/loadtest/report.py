@@ -119,6 +119,9 @@ class CallResult(BaseModel):
     transfers: list[TransferSeen] = Field(
         default_factory=list, description="Transfers the agent made, when the Twilio emulator was given"
     )
+    digits_heard: str = Field(
+        default="", description="Keypad tones the agent played to the caller (an IVR's view)"
+    )
 
 
 def write_json(result: CallResult, path: str | Path) -> Path:

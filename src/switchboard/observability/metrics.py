@@ -74,6 +74,11 @@ DTMF_DIGITS = Counter(
     "messages are bad_messages_total.",
     ["result"],
 )
+DTMF_SENT = Counter(
+    "dtmf_sent_total",
+    "Digit strings the agent played to the far end (a remote IVR), by who asked (intent | llm).",
+    ["source"],
+)
 AGENT_CONFIG_ERRORS = Counter(
     "agent_config_errors_total",
     "Agent config files refused at load or reload (the previous version keeps serving).",

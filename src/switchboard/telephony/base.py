@@ -3,8 +3,10 @@
 An ingress (a Twilio media stream, a LiveKit room, a browser's WebRTC peer) is a
 :class:`CallAdapter` in its own module of this package. The one call runner
 (:func:`switchboard.worker.runner.run_call`) builds the agent's pipeline around
-``adapter.transport()``, and features that act on the phone call itself (hang up, transfer,
-send digits) go through ``adapter.control``, so each is written once.
+``adapter.transport()``, and features that act on the phone call itself (hang up, transfer)
+go through ``adapter.control``, so each is written once. Sending digits to the far end needs no
+operation here: the call controller queues Pipecat DTMF frames into the pipeline, which every
+transport plays, in-band or natively (:mod:`switchboard.agent.send_digits`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ DEFAULT_MAX_CALL_SECS = 3600.0
 
 
 class CallControlError(TelephonyError):
-    """A call-control operation (transfer, send digits) failed or is not possible here."""
+    """A call-control operation (transfer) failed or is not possible here."""
 
 
 class UnsupportedOperation(CallControlError):
@@ -58,7 +60,11 @@ class CallIds:
 
 
 class CallControl:
-    """Operations on the phone call beyond its audio; each ingress overrides what it can do."""
+    """Operations on the phone call beyond its audio; each ingress overrides what it can do.
+
+    Keypad digits to the far end are not one of them: they travel as DTMF frames in the call's
+    pipeline, so they are written once for every ingress (:mod:`switchboard.agent.send_digits`).
+    """
 
     async def hang_up(self) -> None:
         """End the call at the carrier. By default the transport closing is enough."""
@@ -71,10 +77,6 @@ class CallControl:
         """Call ``target``, say ``summary`` to whoever answers, then bridge the caller to them.
         Returns how the call to the person went; anything but ANSWERED leaves the caller here."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot make warm transfers")
-
-    async def send_digits(self, digits: str) -> None:
-        """Play DTMF ``digits`` to the far end (to navigate a remote IVR)."""
-        raise UnsupportedOperation(f"{type(self).__name__} cannot send digits")
 
 
 class NoCallControl(CallControl):
