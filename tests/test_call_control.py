@@ -37,6 +37,13 @@ AGENTS = REPO / "tests" / "agents"
 _DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
+def call_line(agent: Server, script: CallScript):
+    """A signed call to the call-control agent, its replies transcribed."""
+    return run_call(
+        agent.base_url, script, transcribe=True, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID
+    )
+
+
 def digits_heard(text: str | None) -> str:
     """The digits in a transcript, whether Whisper wrote them as numerals or words."""
     words = (text or "").lower().replace(",", " ").replace(".", " ").split()
@@ -112,13 +119,7 @@ async def test_the_dialed_number_picks_the_agent(
     control_agent: Server, dialed: str, greeting: str, agent: str
 ) -> None:
     script = CallScript(to_number=dialed, turns=[])
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert replied(result.greeting.transcript, greeting), summary
@@ -156,13 +157,7 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Serv
             CallerTurn(reply_timeout_ms=6000, hangup_expected=True),  # silence again: goodbye
         ],
     )
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     assert replied(result.turns[0].transcript, "Are you still there?"), summary
@@ -212,13 +207,7 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
             CallerTurn(dtmf="9", hangup_expected=True),  # menu: goodbye
         ],
     )
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     replies = [t.transcript for t in result.turns]
@@ -246,13 +235,7 @@ async def test_an_intent_sends_digits_and_the_caller_hears_exactly_those_tones(
 ) -> None:
     before = metric(control_agent, "dtmf_sent_total", 'source="intent"')
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="3")])  # menu: pharmacy
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert "pharmacy" in normalize(result.turns[0].transcript or ""), summary
@@ -297,13 +280,7 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
             CallerTurn(dtmf="38", reply_timeout_ms=6000),  # no terminator: the 3 s timeout ends it
         ],
     )
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert replied(result.turns[0].transcript, "That key does nothing."), summary
@@ -339,13 +316,7 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
     path = agents_dir / "reloaded.yaml"
     path.write_text(RELOADED.format(greeting="This agent was added while the server ran."))
     script = CallScript(to_number="+15005550103", turns=[])
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
         format_summary(result)
     )
@@ -363,13 +334,7 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
         what="the bad edit to be noticed",
     )
     assert health["agent_config_errors"] == ["reloaded.yaml"]
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
         format_summary(result)
     )
@@ -381,13 +346,7 @@ async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
 ) -> None:
     answered_before = metric(control_agent, "call_transfers_total", 'outcome="answered"')
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="0", hangup_expected=True)])
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     # The agent says its line, then its side of the stream ends: Twilio now runs the call.
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
@@ -420,13 +379,7 @@ async def test_a_busy_transfer_target_is_recorded_and_counted(
 ) -> None:
     busy_before = metric(control_agent, "call_transfers_total", 'outcome="busy"')
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8", hangup_expected=True)])
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
     call = wait_for(
         lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
@@ -519,13 +472,7 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
         to_number="+15005550104",
         turns=[CallerTurn(dtmf=d, reply_timeout_ms=6000) for d in "12345"],
     )
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     heard = [normalize(t.transcript or "") for t in result.turns]
@@ -555,13 +502,7 @@ async def test_a_warm_transfer_calls_the_person_first_then_bridges_the_caller(
     control_agent: Server, twilio_api: Server
 ) -> None:
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="*", hangup_expected=True)])
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
     assert replied(result.turns[0].transcript, "Let me find the nurse for you, please hold."), (
@@ -592,13 +533,7 @@ async def test_an_unanswered_warm_transfer_tells_the_caller_and_the_agent_carrie
         to_number=CONTROL_LINE,
         turns=[CallerTurn(dtmf="#", reply_timeout_ms=8000), CallerTurn(dtmf="1")],
     )
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     heard = normalize(result.turns[0].transcript or "")
