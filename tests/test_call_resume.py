@@ -160,3 +160,22 @@ async def test_the_redirect_after_a_call_the_agent_ended_hangs_up(
     session = _session(client)
     assert session is not None and session["ended"], session
     assert session["resumes"] == 0, session
+
+
+async def test_a_redis_restart_mid_call_costs_the_call_nothing(pool, speech_clips: dict[str, Clip]) -> None:
+    server, client, orchestrator, _workers = pool
+    call, _session_before = await _call_until_first_reply(orchestrator, client, _three_turns(speech_clips))
+    assert server.process is not None
+    server.process.kill()  # SIGKILL: what the append-only file holds comes back
+    server.process.wait()
+    server.start()
+    result = await call
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED, summary
+    assert result.resumes == [], summary  # the stream never moved
+    assert all(t.voice_to_voice_ms is not None for t in result.turns), summary
+    # The session is written again after the restart: the last reply is in it.
+    session = await asyncio.to_thread(
+        wait_for, lambda: (s := _session(client)) and _agent_said(s, REPLIES["food"]) and s, 10, 0.05, "session"
+    )
+    assert len([m for m in session["history"] if m.get("role") == "user"]) == 3, session["history"]
