@@ -119,9 +119,10 @@ async def _run(url: str, roles: dict, worker_urls: list[str], args) -> dict:
 
 
 def _report(results: list[CallResult], faults: list[dict], started: float, counters: dict, args) -> dict:
-    phases = [("before the faults", 0.0)] + [(f"after: {f['fault']}", f["at_s"]) for f in faults]
+    phases = [("before the faults", float("-inf"))] + [(f"after: {f['fault']}", f["at_s"]) for f in faults]
     by_phase: dict[str, list[float]] = {name: [] for name, _ in phases}
     turns = no_reply = across = 0
+    windows: dict[int, list[float]] = {}
     for result in results:
         base = result.started_at.timestamp() - started
         for turn in result.turns:
@@ -135,18 +136,32 @@ def _report(results: list[CallResult], faults: list[dict], started: float, count
             at = base + turn.caller_speech_end_s
             phase = next(name for name, start in reversed(phases) if at >= start)
             by_phase[phase].append(turn.voice_to_voice_ms)
+            windows.setdefault(max(0, int(at // 10)), []).append(turn.voice_to_voice_ms)
     silences = [r.silence_s for res in results for r in res.resumes if r.silence_s is not None]
     dropped = [r for r in results if r.outcome is not CallOutcome.COMPLETED]
+    failures = []
+    for result in dropped:
+        base = result.started_at.timestamp() - started
+        turn = next((t for t in result.turns if t.failure), None)
+        at = base + turn.caller_speech_end_s if turn is not None else None
+        failures.append({
+            "call": result.call_sid, "reason": result.reason, "moved": len(result.resumes),
+            "turn": turn.index if turn is not None else None,
+            "at_s": round(at, 2) if at is not None else None,
+            "phase": next(name for name, start in reversed(phases) if at >= start) if at is not None else None,
+        })
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
         "calls": len(results), "turns_per_call": args.turns, "workers": args.workers,
         "dropped": len(dropped),
         "dropped_reasons": sorted({f"{r.outcome.value}: {r.reason}" for r in dropped}),
+        "failures": failures,
         "faults": faults,
         "calls_moved": sum(1 for r in results if r.resumes),
         "silence_s": summarize(silences),
         "turns": turns, "turns_without_reply": no_reply, "turns_across_a_move": across,
         "latency_ms_by_phase": {name: summarize(values) for name, values in by_phase.items()},
+        "latency_ms_by_10s": {f"{k * 10}-{k * 10 + 10} s": summarize(v) for k, v in sorted(windows.items())},
         "counters": counters,
         "call_duration_s": summarize([r.duration_s for r in results]),
     }
