@@ -337,6 +337,25 @@ def _span(growth_row: dict, key: str) -> str:
     return "—" if x is None else f"{x['warmup_end']:g} → {x['end']:g} (max {x['max_after_warmup']:g})"
 
 
+def _verdict(data: dict) -> str:
+    """One sentence: which goals were met, and the workers' RSS slope per live call."""
+    unmet = [f"{label} {goal}" for label, goals in data["goals"].items() for goal, v in goals.items()
+             if not (v if isinstance(v, bool) else v["met"])]
+    workers = [w for w in data["growth"] if w.startswith("worker")]
+    per_call = []
+    for w in workers:
+        up = [s["procs"][w].get("active_calls") for s in data["samples"]
+              if data["warmup_minutes"] * 60 < s["t"] <= data["minutes"] * 60]
+        up = [x for x in up if x is not None]
+        if up and np.mean(up) > 0:
+            per_call.append(data["growth"][w]["rss_mb"]["slope_per_min"] / float(np.mean(up)))
+    text = ("**Every goal met**" if not unmet else "**Not met: " + ", ".join(unmet) + "**") + " after warm-up."
+    if per_call:
+        text += (f" Worker RSS grew {min(per_call):.3f}–{max(per_call):.3f} MB/min per live call after warm-up "
+                 "(pipecat#3750 reports ~1 MB/min per session).")
+    return text
+
+
 def markdown(data: dict) -> str:
     v = data["voice_to_voice_ms"]
     la = data["load_average"]
@@ -346,6 +365,7 @@ def markdown(data: dict) -> str:
         f"`{data['command']}` — commit `{data['commit']}`, {data['date']}, {data['machine']}; load average "
         f"(1/5/15 min) {la['before']} before, {la['after']} after"
         + (f", 1-min load during the run median {la['during_1m']['p50']} / max {la['during_1m']['max']}"
+           + (f" ({la['during_note']})" if la.get("during_note") else "")
            if la.get("during_1m") else "")
         + " (other developers run tests on this machine at the same time). "
         f"Configuration `{data['config']}` (emulated Deepgram + ElevenLabs, scripted responder), one orchestrator "
@@ -400,6 +420,7 @@ def markdown(data: dict) -> str:
         lines.append(f"| {w} | {fixed[0]:+.3f} | {fixed[1]:+.3f} | {fixed[2]:+.3f} | {b['rss_mb']:g} → {a['rss_mb']:g} "
                      f"| {b.get('tasks'):g} → {a.get('tasks'):g} | {b['threads']} → {a['threads']} "
                      f"| {b['fds']} → {a['fds']} |")
+    lines += ["", _verdict(data)]
     lines += ["", "Goals (issue 14): RSS growth ≤ 5 % after warm-up; tasks, threads and fds not growing — the last "
               f"{data['window_minutes']:g}-minute window's maximum no higher than the first window's after warm-up "
               "(both at the same load; the maximum is when every caller is on a call). CPU is % of one core, mean "
