@@ -81,6 +81,84 @@ def _scrape(url: str) -> dict:
     return out
 
 
+def _tcp_sockets() -> dict[str, tuple[int, int, str]]:
+    """Socket inode -> (local port, remote port, state) of every TCP socket on the machine."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            out[f[9]] = (int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
+                         "listen" if f[3] == "0A" else "open")
+    return out
+
+
+def _fd_targets(pid: int) -> list[str]:
+    targets = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return targets
+
+
+def describe_fds(pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per process, its open fds by kind; a TCP socket is named by the process at its other
+    end (``to redis``, ``from orchestrator`` ...), found through the listening ports."""
+    tcp = _tcp_sockets()
+    targets = {label: _fd_targets(pid) for label, pid in pids.items()}
+    listening, local_ports = {}, {}
+    for label, ts in targets.items():
+        for t in ts:
+            inode = t[8:-1] if t.startswith("socket:[") else None
+            if inode in tcp:
+                (listening if tcp[inode][2] == "listen" else local_ports)[tcp[inode][0]] = label
+    out = {}
+    for label, ts in targets.items():
+        kinds: dict[str, int] = {}
+        for t in ts:
+            inode = t[8:-1] if t.startswith("socket:[") else None
+            if inode in tcp:
+                local, remote, state = tcp[inode]
+                if state == "listen":
+                    kind = "tcp listening"
+                elif remote in listening and local not in listening:
+                    kind = f"tcp to {listening[remote]}"
+                else:
+                    kind = f"tcp from {local_ports.get(remote, f'port {remote}')}"
+            elif inode is not None:
+                kind = "socket (unix or other)"
+            elif t.startswith("/"):
+                kind = f"file {t}"
+            else:
+                kind = re.sub(r"\d+", "N", t.split(":", 1)[0])
+            kinds[kind] = kinds.get(kind, 0) + 1
+        out[label] = dict(sorted(kinds.items()))
+    return out
+
+
+def thread_names(pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per process, its OS threads by name (/proc/PID/task/*/comm)."""
+    out = {}
+    for label, pid in pids.items():
+        names: dict[str, int] = {}
+        for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+            try:
+                name = comm.read_text().strip()
+            except OSError:
+                continue
+            names[name] = names.get(name, 0) + 1
+        out[label] = dict(sorted(names.items()))
+    return out
+
+
 class SoakSampler:
     """Every ``interval_s``: per process RSS (MB), threads, fds and CPU (% of a core over the
     interval); per worker its tasks and active calls; how many callers were on a call."""
@@ -264,6 +342,8 @@ def run_soak(args: argparse.Namespace) -> dict:
     try:
         sampler = SoakSampler(processes, workers, args.interval)
         idle_before = sampler.snapshot()
+        idle_before["fd_kinds"] = describe_fds(processes)
+        idle_before["thread_names"] = thread_names(processes)
         last_print = [0.0]
         t0 = []  # when the load generator's clock started (its call offsets count from there)
 
@@ -285,6 +365,8 @@ def run_soak(args: argparse.Namespace) -> dict:
         # Calls have ended; let the workers finish their post-call work before the idle sample.
         time.sleep(args.settle)
         idle_after = sampler.snapshot()
+        idle_after["fd_kinds"] = describe_fds(processes)
+        idle_after["thread_names"] = thread_names(processes)
     finally:
         stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -363,11 +445,11 @@ def markdown(data: dict) -> str:
         "## Soak (`benchmarks/soak.py`)",
         "",
         f"`{data['command']}` — commit `{data['commit']}`, {data['date']}, {data['machine']}; load average "
-        f"(1/5/15 min) {la['before']} before, {la['after']} after"
-        + (f", 1-min load during the run median {la['during_1m']['p50']} / max {la['during_1m']['max']}"
-           + (f" ({la['during_note']})" if la.get("during_note") else "")
+        f"(1/5/15 min) {la['before']} before and {la['after']} after"
+        + (f"; 1-minute load during the run: median {la['during_1m']['p50']}, max {la['during_1m']['max']}"
+           + (f", {la['during_note']}" if la.get("during_note") else "")
            if la.get("during_1m") else "")
-        + " (other developers run tests on this machine at the same time). "
+        + ". Other developers ran tests on this machine at the same time. "
         f"Configuration `{data['config']}` (emulated Deepgram + ElevenLabs, scripted responder), one orchestrator "
         f"(the media edge), {data['workers']} workers; {data['concurrency']} caller slots placing calls back to back "
         f"for {data['minutes']} min (mean {data['mean_concurrency']} calls up). Every {data['interval_s']:.0f} s, "
@@ -420,7 +502,17 @@ def markdown(data: dict) -> str:
         lines.append(f"| {w} | {fixed[0]:+.3f} | {fixed[1]:+.3f} | {fixed[2]:+.3f} | {b['rss_mb']:g} → {a['rss_mb']:g} "
                      f"| {b.get('tasks'):g} → {a.get('tasks'):g} | {b['threads']} → {a['threads']} "
                      f"| {b['fds']} → {a['fds']} |")
+    kinds_before, kinds_after = data["idle"]["before"].get("fd_kinds"), data["idle"]["after"].get("fd_kinds")
+    if kinds_before and kinds_after:
+        changed = []
+        for label in kinds_after:
+            b, a = kinds_before.get(label, {}), kinds_after[label]
+            diff = [f"{k} {b.get(k, 0)} → {a.get(k, 0)}" for k in sorted(set(a) | set(b)) if a.get(k, 0) != b.get(k, 0)]
+            if diff:
+                changed.append(f"{label}: {', '.join(diff)}")
+        lines += ["", "Idle fds that differ before and after the load, by kind: " + ("; ".join(changed) or "none") + "."]
     lines += ["", _verdict(data)]
+    lines += [x for note in data.get("notes", []) for x in ("", note)]
     lines += ["", "Goals (issue 14): RSS growth ≤ 5 % after warm-up; tasks, threads and fds not growing — the last "
               f"{data['window_minutes']:g}-minute window's maximum no higher than the first window's after warm-up "
               "(both at the same load; the maximum is when every caller is on a call). CPU is % of one core, mean "
