@@ -12,6 +12,10 @@ the end of warm-up vs the end (growth %, slope after warm-up from a linear fit),
 threads and fds at warm-up end vs end. Writes ``benchmarks/results/soak.json``,
 ``docs/img/soak.png`` and the "Soak" section of ``docs/performance.md``.
 
+Idle samples also list each process's fds by kind and its OS threads by name. ``--memwatch N``
+runs the workers under ``_memwatch.py`` (live objects, tasks and threads by type every N s; it
+pauses them, so use it to find a leak, not to measure); ``--from-json`` redraws plot and docs.
+
     PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/soak.py [--minutes 30] [--concurrency 10]
 """
 
@@ -38,6 +42,7 @@ from _common import (
     CONFIGS,
     IMG,
     RESULTS,
+    describe_fds,
     proc_cpu_s,
     proc_fds,
     proc_rss_bytes,
@@ -45,6 +50,7 @@ from _common import (
     start_stack,
     stop_stack,
     summarize,
+    thread_names,
     update_doc_section,
     write_result,
 )
@@ -78,84 +84,6 @@ def _scrape(url: str) -> dict:
         return {}
     out: dict = {name: float(v) for name, v in _GAUGE.findall(text)}
     out["lag_buckets"] = {le: float(c) for le, c in _LAG_BUCKET.findall(text)}
-    return out
-
-
-def _tcp_sockets() -> dict[str, tuple[int, int, str]]:
-    """Socket inode -> (local port, remote port, state) of every TCP socket on the machine."""
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            out[f[9]] = (int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
-                         "listen" if f[3] == "0A" else "open")
-    return out
-
-
-def _fd_targets(pid: int) -> list[str]:
-    targets = []
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return targets
-
-
-def describe_fds(pids: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Per process, its open fds by kind; a TCP socket is named by the process at its other
-    end (``to redis``, ``from orchestrator`` ...), found through the listening ports."""
-    tcp = _tcp_sockets()
-    targets = {label: _fd_targets(pid) for label, pid in pids.items()}
-    listening, local_ports = {}, {}
-    for label, ts in targets.items():
-        for t in ts:
-            inode = t[8:-1] if t.startswith("socket:[") else None
-            if inode in tcp:
-                (listening if tcp[inode][2] == "listen" else local_ports)[tcp[inode][0]] = label
-    out = {}
-    for label, ts in targets.items():
-        kinds: dict[str, int] = {}
-        for t in ts:
-            inode = t[8:-1] if t.startswith("socket:[") else None
-            if inode in tcp:
-                local, remote, state = tcp[inode]
-                if state == "listen":
-                    kind = "tcp listening"
-                elif remote in listening and local not in listening:
-                    kind = f"tcp to {listening[remote]}"
-                else:
-                    kind = f"tcp from {local_ports.get(remote, f'port {remote}')}"
-            elif inode is not None:
-                kind = "socket (unix or other)"
-            elif t.startswith("/"):
-                kind = f"file {t}"
-            else:
-                kind = re.sub(r"\d+", "N", t.split(":", 1)[0])
-            kinds[kind] = kinds.get(kind, 0) + 1
-        out[label] = dict(sorted(kinds.items()))
-    return out
-
-
-def thread_names(pids: dict[str, int]) -> dict[str, dict[str, int]]:
-    """Per process, its OS threads by name (/proc/PID/task/*/comm)."""
-    out = {}
-    for label, pid in pids.items():
-        names: dict[str, int] = {}
-        for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
-            try:
-                name = comm.read_text().strip()
-            except OSError:
-                continue
-            names[name] = names.get(name, 0) + 1
-        out[label] = dict(sorted(names.items()))
     return out
 
 
