@@ -147,6 +147,84 @@ def proc_fds(pid: int) -> int:
         return 0
 
 
+def _tcp_sockets() -> dict[str, tuple[int, int, str]]:
+    """Socket inode -> (local port, remote port, state) of every TCP socket on the machine."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            out[f[9]] = (int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
+                         "listen" if f[3] == "0A" else "open")
+    return out
+
+
+def _fd_targets(pid: int) -> list[str]:
+    targets = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return targets
+
+
+def describe_fds(pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per process, its open fds by kind; a TCP socket is named by the process at its other
+    end (``to redis``, ``from orchestrator`` ...), found through the listening ports."""
+    tcp = _tcp_sockets()
+    targets = {label: _fd_targets(pid) for label, pid in pids.items()}
+    listening, local_ports = {}, {}
+    for label, ts in targets.items():
+        for t in ts:
+            inode = t[8:-1] if t.startswith("socket:[") else None
+            if inode in tcp:
+                (listening if tcp[inode][2] == "listen" else local_ports)[tcp[inode][0]] = label
+    out = {}
+    for label, ts in targets.items():
+        kinds: dict[str, int] = {}
+        for t in ts:
+            inode = t[8:-1] if t.startswith("socket:[") else None
+            if inode in tcp:
+                local, remote, state = tcp[inode]
+                if state == "listen":
+                    kind = "tcp listening"
+                elif remote in listening and local not in listening:
+                    kind = f"tcp to {listening[remote]}"
+                else:
+                    kind = f"tcp from {local_ports.get(remote, f'port {remote}')}"
+            elif inode is not None:
+                kind = "socket (unix or other)"
+            elif t.startswith("/"):
+                kind = f"file {t}"
+            else:
+                kind = re.sub(r"\d+", "N", t.split(":", 1)[0])
+            kinds[kind] = kinds.get(kind, 0) + 1
+        out[label] = dict(sorted(kinds.items()))
+    return out
+
+
+def thread_names(pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per process, its OS threads by name (/proc/PID/task/*/comm)."""
+    out = {}
+    for label, pid in pids.items():
+        names: dict[str, int] = {}
+        for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+            try:
+                name = comm.read_text().strip()
+            except OSError:
+                continue
+            names[name] = names.get(name, 0) + 1
+        out[label] = dict(sorted(names.items()))
+    return out
+
+
 @dataclass
 class Role:
     """The processes of one role of the stack (workers, emulators ...), each with a label."""

@@ -3,7 +3,7 @@
     python benchmarks/_memwatch.py --every 120 --out worker0.jsonl [--tracemalloc] -- worker --port ...
 
 Every ``--every`` seconds it appends one JSON line: live objects by type (after a collection),
-unfinished asyncio tasks by coroutine, and with ``--tracemalloc`` the source lines whose
+unfinished asyncio tasks by coroutine, the threads by name, and with ``--tracemalloc`` the source lines whose
 allocations grew most since the first snapshot. Each snapshot stops the process for a moment
 (it walks the whole heap), so a soak run with it measures leaks, not latency.
 """
@@ -38,7 +38,7 @@ def _snapshot(first: tracemalloc.Snapshot | None) -> tuple[dict, tracemalloc.Sna
     objects = gc.get_objects()
     by_type = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
     line: dict = {"t": round(time.time(), 1), "objects": len(objects), "by_type": dict(by_type.most_common(_TOP)),
-                  "tasks": _tasks_by_coroutine(objects)}
+                  "tasks": _tasks_by_coroutine(objects), "threads": sorted(t.name for t in threading.enumerate())}
     del objects
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])

@@ -12,6 +12,10 @@ the end of warm-up vs the end (growth %, slope after warm-up from a linear fit),
 threads and fds at warm-up end vs end. Writes ``benchmarks/results/soak.json``,
 ``docs/img/soak.png`` and the "Soak" section of ``docs/performance.md``.
 
+Idle samples also list each process's fds by kind and its OS threads by name. ``--memwatch N``
+runs the workers under ``_memwatch.py`` (live objects, tasks and threads by type every N s; it
+pauses them, so use it to find a leak, not to measure); ``--from-json`` redraws plot and docs.
+
     PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/soak.py [--minutes 30] [--concurrency 10]
 """
 
@@ -38,6 +42,7 @@ from _common import (
     CONFIGS,
     IMG,
     RESULTS,
+    describe_fds,
     proc_cpu_s,
     proc_fds,
     proc_rss_bytes,
@@ -45,6 +50,7 @@ from _common import (
     start_stack,
     stop_stack,
     summarize,
+    thread_names,
     update_doc_section,
     write_result,
 )
@@ -223,6 +229,8 @@ def verdicts(data: dict) -> dict:
     first, last = data["first_window_after_warmup_s"], data["last_window_s"]
     for label, g in data["growth"].items():
         v: dict = {}
+        if label == LOAD_GENERATOR:
+            continue  # it keeps every call's record in memory until the report: growth by design
         if "rss_mb" in g:
             v["rss"] = g["rss_mb"]["growth_pct"] <= RSS_GROWTH_GOAL_PCT
         for key in ("tasks", "threads", "fds"):
@@ -262,6 +270,8 @@ def run_soak(args: argparse.Namespace) -> dict:
     try:
         sampler = SoakSampler(processes, workers, args.interval)
         idle_before = sampler.snapshot()
+        idle_before["fd_kinds"] = describe_fds(processes)
+        idle_before["thread_names"] = thread_names(processes)
         last_print = [0.0]
         t0 = []  # when the load generator's clock started (its call offsets count from there)
 
@@ -283,6 +293,8 @@ def run_soak(args: argparse.Namespace) -> dict:
         # Calls have ended; let the workers finish their post-call work before the idle sample.
         time.sleep(args.settle)
         idle_after = sampler.snapshot()
+        idle_after["fd_kinds"] = describe_fds(processes)
+        idle_after["thread_names"] = thread_names(processes)
     finally:
         stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -335,6 +347,25 @@ def _span(growth_row: dict, key: str) -> str:
     return "—" if x is None else f"{x['warmup_end']:g} → {x['end']:g} (max {x['max_after_warmup']:g})"
 
 
+def _verdict(data: dict) -> str:
+    """One sentence: which goals were met, and the workers' RSS slope per live call."""
+    unmet = [f"{label} {goal}" for label, goals in data["goals"].items() for goal, v in goals.items()
+             if not (v if isinstance(v, bool) else v["met"])]
+    workers = [w for w in data["growth"] if w.startswith("worker")]
+    per_call = []
+    for w in workers:
+        up = [s["procs"][w].get("active_calls") for s in data["samples"]
+              if data["warmup_minutes"] * 60 < s["t"] <= data["minutes"] * 60]
+        up = [x for x in up if x is not None]
+        if up and np.mean(up) > 0:
+            per_call.append(data["growth"][w]["rss_mb"]["slope_per_min"] / float(np.mean(up)))
+    text = ("**Every goal met**" if not unmet else "**Not met: " + ", ".join(unmet) + "**") + " after warm-up."
+    if per_call:
+        text += (f" Worker RSS grew {min(per_call):.3f}–{max(per_call):.3f} MB/min per live call after warm-up "
+                 "(pipecat#3750 reports ~1 MB/min per session).")
+    return text
+
+
 def markdown(data: dict) -> str:
     v = data["voice_to_voice_ms"]
     la = data["load_average"]
@@ -342,10 +373,11 @@ def markdown(data: dict) -> str:
         "## Soak (`benchmarks/soak.py`)",
         "",
         f"`{data['command']}` — commit `{data['commit']}`, {data['date']}, {data['machine']}; load average "
-        f"(1/5/15 min) {la['before']} before, {la['after']} after"
-        + (f", 1-min load during the run median {la['during_1m']['p50']} / max {la['during_1m']['max']}"
+        f"(1/5/15 min) {la['before']} before and {la['after']} after"
+        + (f"; 1-minute load during the run: median {la['during_1m']['p50']}, max {la['during_1m']['max']}"
+           + (f", {la['during_note']}" if la.get("during_note") else "")
            if la.get("during_1m") else "")
-        + " (other developers run tests on this machine at the same time). "
+        + ". Other developers ran tests on this machine at the same time. "
         f"Configuration `{data['config']}` (emulated Deepgram + ElevenLabs, scripted responder), one orchestrator "
         f"(the media edge), {data['workers']} workers; {data['concurrency']} caller slots placing calls back to back "
         f"for {data['minutes']} min (mean {data['mean_concurrency']} calls up). Every {data['interval_s']:.0f} s, "
@@ -373,21 +405,42 @@ def markdown(data: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, g in data["growth"].items():
-        goals = data["goals"][label]
+        goals = data["goals"].get(label)
         rss = g.get("rss_mb")
         if rss is None:
             continue
-
-        met = [f"RSS {_mark(goals.get('rss'))}"] + [f"{k} {_mark(goals[k]['met'])}" for k in ("tasks", "threads", "fds")
-                                                    if k in goals]
+        met = ["not a goal: it keeps every call's record"] if goals is None else (
+            [f"RSS {_mark(goals.get('rss'))}"]
+            + [f"{k} {_mark(goals[k]['met'])}" for k in ("tasks", "threads", "fds") if k in goals])
         lines.append(f"| {label} | {rss['warmup_end']:g} → {rss['end']:g} | {rss['growth_pct']:+.1f} % "
                      f"| {rss['slope_per_min']:+.3f} | {_span(g, 'tasks')} | {_span(g, 'threads')} | {_span(g, 'fds')} "
                      f"| {data['cpu_pct_mean'][label]} % | {', '.join(met)} |")
     before, after = data["idle"]["before"]["procs"], data["idle"]["after"]["procs"]
-    lines += ["", f"Idle before the load → {data['idle']['settle_s']:g} s after it: " + "; ".join(
-        f"{w} RSS {before[w]['rss_mb']:g} → {after[w]['rss_mb']:g} MB, tasks {before[w].get('tasks')} → "
-        f"{after[w].get('tasks')}, threads {before[w]['threads']} → {after[w]['threads']}, fds {before[w]['fds']} → "
-        f"{after[w]['fds']}" for w in before if w.startswith("worker")) + "."]
+    lines += ["", f"Workers with their live calls held fixed (least-squares time coefficient of value ~ 1 + "
+              f"active_calls + minutes, after warm-up), and idle before the load vs {data['idle']['settle_s']:g} s "
+              "after it:", "",
+              "| worker | RSS MB/min at fixed load | tasks/min at fixed load | fds/min at fixed load "
+              "| idle RSS MB | idle tasks | idle threads | idle fds |",
+              "|---|---|---|---|---|---|---|---|"]
+    for w, g in data["growth"].items():
+        if not w.startswith("worker"):
+            continue
+        fixed = [g.get(k, {}).get("slope_per_min_at_fixed_load") for k in ("rss_mb", "tasks", "fds")]
+        b, a = before[w], after[w]
+        lines.append(f"| {w} | {fixed[0]:+.3f} | {fixed[1]:+.3f} | {fixed[2]:+.3f} | {b['rss_mb']:g} → {a['rss_mb']:g} "
+                     f"| {b.get('tasks'):g} → {a.get('tasks'):g} | {b['threads']} → {a['threads']} "
+                     f"| {b['fds']} → {a['fds']} |")
+    kinds_before, kinds_after = data["idle"]["before"].get("fd_kinds"), data["idle"]["after"].get("fd_kinds")
+    if kinds_before and kinds_after:
+        changed = []
+        for label in kinds_after:
+            b, a = kinds_before.get(label, {}), kinds_after[label]
+            diff = [f"{k} {b.get(k, 0)} → {a.get(k, 0)}" for k in sorted(set(a) | set(b)) if a.get(k, 0) != b.get(k, 0)]
+            if diff:
+                changed.append(f"{label}: {', '.join(diff)}")
+        lines += ["", "Idle fds that differ before and after the load, by kind: " + ("; ".join(changed) or "none") + "."]
+    lines += ["", _verdict(data)]
+    lines += [x for note in data.get("notes", []) for x in ("", note)]
     lines += ["", "Goals (issue 14): RSS growth ≤ 5 % after warm-up; tasks, threads and fds not growing — the last "
               f"{data['window_minutes']:g}-minute window's maximum no higher than the first window's after warm-up "
               "(both at the same load; the maximum is when every caller is on a call). CPU is % of one core, mean "
