@@ -528,8 +528,10 @@ class _MediaLeg:
         if self._follow is None or self._stopping or self.error is not None:
             return False
         self.switching = True
-        lost = StreamResume(lost_at_s=self.now_sample() / TELEPHONY_RATE)
-        old_audio_end = self.playback.end
+        now = self.now_sample()
+        lost = StreamResume(lost_at_s=now / TELEPHONY_RATE)
+        # Neither the agent's queued audio nor the caller's own words are silence to the caller.
+        old_audio_end = max(self.playback.end, now + len(self._caller_audio) - self._caller_pos)
         following = await self._follow()
         if following is None:
             return False

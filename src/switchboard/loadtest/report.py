@@ -83,7 +83,9 @@ class StreamResume(BaseModel):
     resumed_at_s: float | None = Field(default=None, description="When the new stream started")
     heard_at_s: float | None = Field(default=None, description="First agent audio on the new stream")
     silence_s: float | None = Field(
-        default=None, description="lost_at_s to heard_at_s: how long the caller heard nothing new"
+        default=None,
+        description="How long the caller waited in silence: from lost_at_s (or the end of what the "
+        "agent had already sent, or of the caller's own utterance, if later) to heard_at_s",
     )
 
 
