@@ -54,8 +54,13 @@ class CallSessions:
             await pipe.execute()
 
     async def load(self, call_id: str) -> CallSession | None:
-        """The session a call left behind; None if it has none (or an unreadable one)."""
-        raw = await self._redis.hget(keys.session(call_id), "state")
+        """The session a call left behind; None if it has none, an unreadable one, or Redis cannot
+        be reached (the call then starts afresh rather than not at all)."""
+        try:
+            raw = await self._redis.hget(keys.session(call_id), "state")
+        except (redis.RedisError, OSError) as e:
+            logger.warning(f"{call_id}: call session unavailable ({e}); starting afresh")
+            return None
         if raw is None:
             return None
         try:
