@@ -107,7 +107,6 @@ class WorkerService:
                 task.cancel()
             if pending:
                 logger.warning(f"drain timed out: {len(pending)} call(s) handed off or ended")
-            if pending:
                 await asyncio.wait(pending, timeout=5)
         for task in self._loops:
             task.cancel()
