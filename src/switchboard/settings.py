@@ -167,6 +167,10 @@ class Settings(BaseSettings):
         15.0, gt=0, description="How long a slot reserved for a Twilio stream waits for it to connect."
     )
     call_state_ttl_secs: int = Field(86400, gt=0, description="How long call state stays in Redis.")
+    call_session_ttl_secs: int = Field(
+        7200, gt=0,
+        description="How long a call's conversation state stays in Redis after its last turn (only a live call needs it).",
+    )
     max_call_resumes: int = Field(
         3, ge=0, le=20,
         description="How many times a call whose worker was lost is placed on another one before it is given up.",

@@ -91,7 +91,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
     relays = Relays()
-    sessions = CallSessions(client, settings.call_state_ttl_secs)
+    sessions = CallSessions(client, settings.call_session_ttl_secs)
     app.include_router(create_media_edge_router(settings, registry, relays, sessions))
     app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))

@@ -67,7 +67,7 @@ class WorkerService:
         self._jobs: dict[str, _Running] = {}
         self.stream_calls: set[asyncio.Task] = set()
         self._hand_offs: dict[asyncio.Task, Callable[[], None]] = {}
-        self.sessions = CallSessions(self.redis, settings.call_state_ttl_secs)
+        self.sessions = CallSessions(self.redis, settings.call_session_ttl_secs)
         self._loops: list[asyncio.Task] = []
         self._room = asyncio.Event()
         self._room.set()
