@@ -97,6 +97,14 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def scrape_metrics(url: str) -> str | None:
+    """A process's ``/metrics`` text; None if it does not answer (stopped, or killed by a drill)."""
+    try:
+        return httpx.get(f"{url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from _common import (
@@ -37,6 +36,7 @@ from _common import (
     RESULTS,
     Role,
     proc_cpu_s,
+    scrape_metrics,
     start_stack,
     stop_stack,
     update_doc_section,
@@ -93,9 +93,7 @@ def loop_lag_buckets(worker_urls: list[str]) -> dict[float, float]:
     """Cumulative event-loop lag histogram summed over the workers."""
     total: dict[float, float] = {}
     for url in worker_urls:
-        try:
-            text = httpx.get(f"{url}/metrics", timeout=5).text
-        except httpx.HTTPError:
+        if (text := scrape_metrics(url)) is None:
             continue
         for le, count in _BUCKET.findall(text):
             total[float(le)] = total.get(float(le), 0.0) + float(count)

@@ -30,7 +30,15 @@ from pathlib import Path
 import httpx
 import redis
 
-from _common import CLIPS, start_stack, stop_stack, summarize, update_doc_section, write_result
+from _common import (
+    CLIPS,
+    scrape_metrics,
+    start_stack,
+    stop_stack,
+    summarize,
+    update_doc_section,
+    write_result,
+)
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, CallResult
 
@@ -50,9 +58,7 @@ def _counters(urls: list[str]) -> dict[str, float]:
     """calls_resumed_total / provider_fallbacks_total by label, summed over the processes."""
     totals: dict[str, float] = {}
     for url in urls:
-        try:
-            text = httpx.get(f"{url}/metrics", timeout=5).text
-        except httpx.HTTPError:
+        if (text := scrape_metrics(url)) is None:
             continue  # a process we killed
         for name, _label, value, count in _COUNTER.findall(text):
             key = f"{name}{{{value}}}"

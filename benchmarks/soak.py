@@ -34,7 +34,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from _common import (
@@ -47,6 +46,7 @@ from _common import (
     proc_fds,
     proc_rss_bytes,
     proc_threads,
+    scrape_metrics,
     start_stack,
     stop_stack,
     summarize,
@@ -78,9 +78,7 @@ def _git_commit() -> str:
 
 def _scrape(url: str) -> dict:
     """A worker's tasks and active calls gauges and its cumulative loop-lag buckets."""
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=5).text
-    except httpx.HTTPError:
+    if (text := scrape_metrics(url)) is None:
         return {}
     out: dict = {name: float(v) for name, v in _GAUGE.findall(text)}
     out["lag_buckets"] = {le: float(c) for le, c in _LAG_BUCKET.findall(text)}
