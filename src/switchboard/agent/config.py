@@ -31,6 +31,7 @@ _TRANSFER_TARGET = re.compile(
 )
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _TRUNK_ID = re.compile(r"ST_[A-Za-z0-9]{1,64}")
 _ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_\-*?]{1,120}")
 
@@ -42,6 +43,14 @@ _DIAL_STRING = re.compile(DIAL_STRING_PATTERN)
 def valid_dial_string(digits: str) -> bool:
     """1-64 of 0-9, * and #, with ``w`` for a half-second pause ("1w234#")."""
     return bool(_DIAL_STRING.match(digits))
+
+
+def _all_match(values: list[str], pattern: re.Pattern[str], rule: str) -> list[str]:
+    """``values`` if each matches ``pattern`` whole; else the rule and the values breaking it."""
+    bad = [v for v in values if not pattern.fullmatch(v)]
+    if bad:
+        raise ValueError(f"{rule}, not {', '.join(bad)}")
+    return values
 
 
 def valid_transfer_target(target: str) -> bool:
@@ -335,30 +344,22 @@ class AgentConfig(BaseModel):
     @field_validator("numbers")
     @classmethod
     def _e164(cls, numbers: list[str]) -> list[str]:
-        bad = [n for n in numbers if not re.fullmatch(r"\+[1-9][0-9]{7,14}", n)]
-        if bad:
-            raise ValueError(f"numbers must be E.164 (+15551234567), not {', '.join(bad)}")
-        return numbers
+        return _all_match(numbers, _E164, "numbers must be E.164 (+15551234567)")
 
     @field_validator("livekit_trunks")
     @classmethod
     def _trunk_ids(cls, trunks: list[str]) -> list[str]:
-        bad = [t for t in trunks if not _TRUNK_ID.fullmatch(t)]
-        if bad:
-            raise ValueError(f"LiveKit trunk ids look like ST_abc123, not {', '.join(bad)}")
-        return trunks
+        return _all_match(trunks, _TRUNK_ID, "LiveKit trunk ids look like ST_abc123")
 
     @field_validator("livekit_rooms")
     @classmethod
     def _room_patterns(cls, patterns: list[str]) -> list[str]:
         # Only call-* rooms get an agent, so any other pattern could never match.
-        bad = [p for p in patterns if not _ROOM_PATTERN.fullmatch(p)]
-        if bad:
-            raise ValueError(
-                "room patterns start with call- and use letters, digits, _ - and the wildcards "
-                f"* ?, not {', '.join(bad)}"
-            )
-        return patterns
+        return _all_match(
+            patterns,
+            _ROOM_PATTERN,
+            "room patterns start with call- and use letters, digits, _ - and the wildcards * ?",
+        )
 
     def intent(self, name: str) -> Intent | None:
         return next((i for i in self.intents if i.name == name), None)
