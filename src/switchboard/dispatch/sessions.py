@@ -61,6 +61,11 @@ class CallSessions:
         except (redis.RedisError, OSError) as e:
             logger.warning(f"{call_id}: call session unavailable ({e}); starting afresh")
             return None
+        return self.parse(call_id, raw)
+
+    @staticmethod
+    def parse(call_id: str, raw: str | None) -> CallSession | None:
+        """A session's ``state`` field as read from Redis; None if absent or unreadable."""
         if raw is None:
             return None
         try:
@@ -70,7 +75,8 @@ class CallSessions:
             return None
 
     async def fields(self, call_id: str) -> dict[str, str]:
-        """``resumes``, ``ended`` and ``worker`` (the last worker that held the call), as stored."""
+        """The session hash as stored: ``state`` (see ``parse``), ``resumes``, ``ended`` and
+        ``worker`` (the last worker that held the call)."""
         return await self._redis.hgetall(keys.session(call_id))
 
     async def end(self, call_id: str, reason: str) -> None:

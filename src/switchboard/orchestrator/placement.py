@@ -116,7 +116,7 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
             params = stream_parameters(form, query)
             if after:
                 params["ResumeAfter"] = after[:40]
-            session = await placer.sessions.load(call_id)
+            session = placer.sessions.parse(call_id, fields.get("state"))
             if session is not None:
                 params["Agent"] = session.agent  # the agent that answered, whatever the number
             lost_on = fields.get("worker", "")
