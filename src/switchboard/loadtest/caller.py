@@ -895,21 +895,24 @@ def _parse_twiml(twiml: str) -> _StreamTwiml:
     stream = root.find("./Connect/Stream")
     if stream is not None and stream.get("url"):
         params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        redirect = root.find("Redirect")
-        url = (redirect.text or "").strip() if redirect is not None else ""
-        return _StreamTwiml(stream.get("url", ""), params, url or None)
+        return _StreamTwiml(stream.get("url", ""), params, _redirect_in(root))
     if root.find("Hangup") is not None or root.find("Reject") is not None:
         said = " ".join((say.text or "").strip() for say in root.findall("Say"))
         raise _Rejected(f"twiml: {said}" if said else "twiml: hangup")
     raise _Failed("twiml_without_stream")
 
 
+def _redirect_in(root: ET.Element) -> str | None:
+    """Where a TwiML document's ``<Redirect>`` sends Twilio next (None: it has none)."""
+    redirect = root.find("Redirect")
+    return ((redirect.text or "").strip() or None) if redirect is not None else None
+
+
 def _redirect_of(twiml: str) -> str | None:
     try:
-        redirect = ET.fromstring(twiml).find("Redirect")
+        return _redirect_in(ET.fromstring(twiml))
     except ET.ParseError:
         return None
-    return (redirect.text or "").strip() or None if redirect is not None else None
 
 
 async def run_call(
