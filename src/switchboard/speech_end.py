@@ -2,10 +2,15 @@
 
 **Speech is the 10 ms frames whose RMS level is at least ``MARGIN_DB`` above the signal's own
 noise floor** (and above ``MIN_THRESHOLD_DBFS``, however quiet the line). Pauses shorter than
-``bridge_ms`` stay inside one stretch of speech; stretches shorter than ``min_speech_ms`` are
-clicks, not speech. **The end of speech is the end of the last speech frame**: where the
-signal's energy ends, never where a detector's trailing window ends (Silero's last speech
-window closes 55-75 ms after the energy of clean studio speech has gone).
+``bridge_ms`` stay inside one stretch of speech. A burst shorter than ``min_speech_ms`` that
+follows speech by less than ``bridge_ms`` is speech too (the release of a final stop, "forget
+i*t*", comes 50-200 ms after the vowel and lasts 10-25 ms); one with no speech that near before
+it is a click.
+**The end of speech is the end of the last speech frame**: where the signal's energy ends,
+never where a detector's trailing window ends (Silero's last speech window closes 55-75 ms
+after the energy of clean studio speech has gone); and where the signal itself falls
+digitally silent within ``EDGE_TAIL_MS`` of that frame (a cut clip's fade carries little
+energy), the end is the signal's own last sample.
 
 The noise floor is a low percentile of the frames that carry any signal: digital silence is
 the absence of a signal (a simulator's quiet caller, a clip's padding), not its background.
@@ -32,6 +37,7 @@ DIGITAL_SILENCE_DBFS = -100.0
 FLOOR_PERCENTILE = 10.0
 BRIDGE_MS = 300
 MIN_SPEECH_MS = 30
+EDGE_TAIL_MS = 50  # digital silence this near a speech edge moves it to the signal's edge
 PACKET_MS = 20  # a Twilio media frame
 # Live, the gate decides mid-utterance too: at 10 dB the quiet consonants of a noisy line read
 # as pauses and end turns early; 6 dB moves the end of a word's decay by only a few ms.
@@ -72,20 +78,69 @@ def threshold_dbfs(floor_dbfs: float, margin_db: float = MARGIN_DB) -> float:
     return max(floor_dbfs + margin_db, MIN_THRESHOLD_DBFS)
 
 
+def runs_of(active: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges where ``active`` is true."""
+    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def drop_clicks(
+    runs: list[tuple[int, int]], bridge_frames: int, min_frames: int
+) -> list[tuple[int, int]]:
+    """The runs that are speech: every run of ``min_frames`` or more, and each shorter one that
+    starts less than ``bridge_frames`` after such a run (a final stop's release); a short run
+    with none that near before it is a click (a lip smack before an utterance is one too)."""
+    kept: list[tuple[int, int]] = []
+    # Measured from the last long run, so a line's crackle cannot chain on after the speech.
+    speech_until: int | None = None
+    for a, b in runs:
+        if b - a >= min_frames:
+            speech_until = b
+        elif speech_until is None or a - speech_until >= bridge_frames:
+            continue
+        kept.append((a, b))
+    return kept
+
+
+def bridge_runs(runs: list[tuple[int, int]], bridge_frames: int) -> list[tuple[int, int]]:
+    """Runs joined across pauses shorter than ``bridge_frames``."""
+    merged: list[list[int]] = []
+    for a, b in runs:
+        if merged and a - merged[-1][1] < bridge_frames:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
 def speech_runs(
     active: np.ndarray, bridge_frames: int, min_frames: int
 ) -> list[tuple[int, int]]:
-    """[start, stop) frame ranges of speech: clicks dropped first, then short pauses bridged."""
-    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    merged: list[list[int]] = []
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-        if b - a < min_frames:
-            continue
-        if merged and a - merged[-1][1] < bridge_frames:
-            merged[-1][1] = int(b)
-        else:
-            merged.append([int(a), int(b)])
-    return [(a, b) for a, b in merged]
+    """[start, stop) frame ranges of speech: isolated clicks dropped, short pauses bridged."""
+    return bridge_runs(drop_clicks(runs_of(active), bridge_frames, min_frames), bridge_frames)
+
+
+def silence_after(x: np.ndarray, at: int, back: int, ahead: int, run: int) -> int | None:
+    """The sample after the last non-zero one when digital silence (``run`` zero samples or
+    more) begins between ``at - back`` and ``at + ahead``; None if it does not."""
+    lo, hi = max(0, at - back), min(len(x), at + ahead + run)
+    nonzero = np.flatnonzero(x[lo:hi]) + lo
+    if not len(nonzero):
+        return None
+    following = np.append(nonzero[1:], hi if hi < len(x) else hi + run)
+    ok = np.flatnonzero((following - nonzero - 1 >= run) & (nonzero + 1 <= at + ahead))
+    return int(nonzero[ok[0]] + 1) if len(ok) else None
+
+
+def signal_edges(
+    samples: np.ndarray, start: int, end: int, hop: int, ahead: int
+) -> tuple[int, int]:
+    """Sample edges of a stretch of speech, moved to where the signal itself starts or stops
+    when the line is digitally silent (``hop`` zero samples or more) within ``ahead`` of them."""
+    stop = silence_after(samples, end, hop, ahead, hop)
+    back = silence_after(samples[::-1], len(samples) - start, hop, ahead, hop)
+    return (start if back is None else len(samples) - back), (end if stop is None else stop)
 
 
 def speech_bounds(
@@ -106,8 +161,11 @@ def speech_bounds(
     runs = speech_runs(levels >= level, bridge_ms // LEVEL_MS, max(1, min_speech_ms // LEVEL_MS))
     if not runs:
         return None
-    s = LEVEL_MS / 1000
-    return SpeechBounds(runs[0][0] * s, runs[-1][1] * s, floor, level)
+    hop = rate * LEVEL_MS // 1000
+    ahead = rate * EDGE_TAIL_MS // 1000
+    end = runs[-1][1] * hop
+    stop = silence_after(samples, end, hop, ahead, hop)
+    return SpeechBounds(runs[0][0] * hop / rate, (end if stop is None else stop) / rate, floor, level)
 
 
 class SpeechEnergyGate:
