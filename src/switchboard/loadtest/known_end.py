@@ -37,15 +37,35 @@ class KnownEndClip:
     speech_end_s: float
 
 
+_MAX_PASSES = 8
+
+
 def derive(samples: np.ndarray, rate: int = TELEPHONY_RATE) -> tuple[np.ndarray, float, float]:
-    """Cut, fade and pad one clip; returns the samples and its speech start and end in seconds."""
+    """Cut, fade and pad one clip; returns the samples and its speech start and end in seconds.
+
+    The cut clip is measured again until it measures its own end: cutting takes away background
+    the floor was read from, and a final burst barely over the source's threshold can sink under
+    the clip's own. The result is a fixed point: deriving it again gives it back unchanged.
+    """
+    for _ in range(_MAX_PASSES):
+        out, start_s, end_s = _cut(samples, rate)
+        if np.array_equal(out, samples):
+            break
+        samples = out
+    else:
+        raise ValueError("clip's end did not settle")
+    return out, start_s, end_s
+
+
+def _cut(samples: np.ndarray, rate: int) -> tuple[np.ndarray, float, float]:
+    """One pass of ``derive``."""
     bounds = speech_bounds(samples, rate)
     if bounds is None:
         raise ValueError("clip has no speech")
     fade = rate * FADE_MS // 1000
     end = round(bounds.end * rate)
-    # A signal that already stops where its speech ends (a derived clip: the definition puts
-    # the end at its last sample) is not cut again: deriving it gives it back unchanged.
+    # A signal that already stops where its speech ends (the definition puts the end at its
+    # last sample) is not cut again.
     ongoing = bool(np.any(samples[end:]))
     if ongoing:
         end = min(len(samples), end + fade)
@@ -57,7 +77,8 @@ def derive(samples: np.ndarray, rate: int = TELEPHONY_RATE) -> tuple[np.ndarray,
         # No faded sample rounds to zero: the signal's last sample stays where the cut is.
         cut[-fade:] = np.where(np.abs(tail) < 1.0, np.where(tail < 0, -1.0, 1.0), tail)
     out = np.concatenate([cut, np.zeros(round(SILENCE_AFTER_S * rate), np.float32)])
-    return np.round(out).astype(np.int16), bounds.start - start / rate, (end - start) / rate
+    out = np.round(out).astype(np.int16)
+    return out, bounds.start - start / rate, (end - start) / rate
 
 
 def derive_clips(sources: list[tuple[Path, str]], out_dir: Path) -> list[KnownEndClip]:
