@@ -35,6 +35,7 @@ from switchboard.speech_end import (
     MIN_SPEECH_MS,
     MIN_THRESHOLD_DBFS,
     bridge_runs,
+    bright_levels,
     drop_clicks,
     noise_floor_dbfs,
     runs_of,
@@ -356,7 +357,10 @@ def detect_speech(
     for a, b in bridge_runs(runs_of(active), _FLICKER_FRAMES + 1):
         flicker[a:b] = True
     bridge = params.hangover_ms // params.frame_ms
-    runs = drop_clicks(runs_of(flicker), bridge, max(1, params.min_speech_ms // params.frame_ms))
+    hf = bright_levels(samples, rate, params.frame_ms)
+    bright = hf >= np.maximum(noise_floor(hf, params) + params.margin_db, params.min_threshold_dbfs)
+    min_frames = max(1, params.min_speech_ms // params.frame_ms)
+    runs = drop_clicks(runs_of(flicker), bridge, min_frames, bright)
     voiced: list[bool] = [False] * len(runs)
     hop = rate * params.frame_ms // 1000
     bands = [(0.0, 0.0)] * len(runs)
