@@ -47,9 +47,11 @@ def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     agent = load_agent_config(settings.agent_config)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
@@ -73,16 +75,25 @@ def _orchestrator(args: argparse.Namespace) -> int:
     settings = _settings(args, "orchestrator")
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
 
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     app = create_orchestrator_app(settings)
     serve(app, settings, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 
+STREAM_SECRET_FILE = "stream-secret"  # in --data-dir, beside operator-key
+
+
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args, "up")
+    from pydantic import SecretStr
+
     from switchboard.agent.config import load_agent_config
+    from switchboard.settings import DEV_STREAM_SECRET
     from switchboard.supervisor import Supervisor
+    from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
     workers = args.workers or os.cpu_count() or 1
@@ -91,19 +102,33 @@ def _up(args: argparse.Namespace) -> int:
         key_file = _local_operator_key(Path(args.data_dir))
         os.environ["SWITCHBOARD_API_KEY"] = key_file.read_text().strip()
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
+    if settings.stream_secret.get_secret_value() == DEV_STREAM_SECRET and "SWITCHBOARD_STREAM_SECRET" not in os.environ:
+        # Every child inherits it: the orchestrator signs stream tokens the workers accept.
+        secret = _local_secret(Path(args.data_dir) / STREAM_SECRET_FILE)
+        os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
+        settings.stream_secret = SecretStr(secret)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
 
 
 def _local_operator_key(data_dir: Path) -> Path:
     """``data_dir/operator-key``: made once (owner-only), then kept so the browser's copy holds."""
+    path = data_dir / "operator-key"
+    _local_secret(path, nbytes=24)
+    return path
+
+
+def _local_secret(path: Path, nbytes: int = 32) -> str:
+    """The secret kept in ``path``: made once (random, in a file only its owner can read), then reused."""
     import secrets
 
-    path = data_dir / "operator-key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created owner-only in one call: no moment at which another user could open it.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(secrets.token_urlsafe(nbytes) + "\n")
+    return path.read_text().strip()
 
 
 def _call(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, JobKind
 from switchboard.dispatch.queue import JobQueue
+from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
@@ -92,7 +93,9 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.include_router(create_web_router(settings, client, registry))
     relays = Relays()
     sessions = CallSessions(client, settings.call_session_ttl_secs)
-    app.include_router(create_media_edge_router(settings, registry, relays, sessions))
+    app.include_router(
+        create_media_edge_router(settings, registry, relays, sessions, StreamRedemptions(client))
+    )
     app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))
     placer = StreamPlacer(settings, registry, ledger, sessions)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
+import redis.asyncio as redis
 from fastapi import (
     Depends,
     FastAPI,
@@ -209,12 +210,20 @@ def create_worker_app(
 
         @app.websocket(MEDIA_PATH + "/{token}")
         async def pooled_media(websocket: WebSocket, token: str) -> None:
+            # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
+            # for this hop: a token the edge let through opens one stream here, once.
             try:
                 claims = stream_tokens.verify(settings.stream_secret.get_secret_value(), token, service.worker_id)
+                await service.redemptions.redeem(claims, "worker")
             except stream_tokens.StreamTokenError as e:
-                metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
+                metrics.STREAM_TOKENS_REFUSED.labels(hop="worker", reason=e.reason).inc()
                 logger.warning(f"refusing media stream: {e}")
                 await websocket.close(code=1008, reason=str(e))
+                return
+            except redis.RedisError as e:
+                metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+                logger.warning(f"refusing media stream: stream token not redeemable ({e})")
+                await websocket.close(code=1011, reason="dispatch store unavailable")
                 return
             with call_context(claims.call_id):
                 # Tracked from here: a drain waits for it (and for streams on their way to it).
@@ -239,7 +248,9 @@ def create_worker_app(
                             socket, start, settings, call_id=claims.call_id,
                             callback_base=callback_url, warm_waits=warm_waits,
                         )
-                        resumed = await service.sessions.load(claims.call_id)
+                        # Only a placement by /twilio/resume carries on what an earlier stream
+                        # of the call left behind; any other stream starts the call afresh.
+                        resumed = await service.sessions.load(claims.call_id) if claims.resume else None
                         answering = (resumed and agents.by_name(resumed.agent)) or agents.for_call(
                             start.custom_parameters
                         )
