@@ -198,17 +198,14 @@ async def _redeem_token(
 ) -> stream_tokens.StreamClaims:
     """Check the token and redeem it for this hop: a token opens one stream, once."""
     try:
-        claims = stream_tokens.read(secret, token)
-        await redemptions.redeem(claims, "edge")
+        return await redemptions.admit(secret, token, "edge")
     except stream_tokens.StreamTokenError as e:
-        metrics.STREAM_TOKENS_REFUSED.labels(hop="edge", reason=e.reason).inc()
         result = "token_reused" if e.reason == "reused" else "bad_token"
         raise _Refused(1008, str(e), result) from e
     except redis.RedisError as e:
         # Unredeemed, a token could open any number of streams: refuse rather than guess.
         metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
         raise _Refused(WORKER_LOST_CODE, "dispatch store unavailable", "store_unavailable") from e
-    return claims
 
 
 async def _open_worker_hop(

@@ -213,10 +213,10 @@ def create_worker_app(
             # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
             # for this hop: a token the edge let through opens one stream here, once.
             try:
-                claims = stream_tokens.verify(settings.stream_secret.get_secret_value(), token, service.worker_id)
-                await service.redemptions.redeem(claims, "worker")
+                claims = await service.redemptions.admit(
+                    settings.stream_secret.get_secret_value(), token, "worker", worker_id=service.worker_id
+                )
             except stream_tokens.StreamTokenError as e:
-                metrics.STREAM_TOKENS_REFUSED.labels(hop="worker", reason=e.reason).inc()
                 logger.warning(f"refusing media stream: {e}")
                 await websocket.close(code=1008, reason=str(e))
                 return
