@@ -113,7 +113,6 @@ def verify(secret: str, token: str, worker_id: str, now: float | None = None) ->
     return parsed
 
 
-
 def check_secret(secret: str, host: str) -> None:
     """Refuse the development secret (anyone can sign tokens with it) on a server bound to a
     non-loopback address; warn about it on loopback (``make run`` without ``switchboard up``)."""
