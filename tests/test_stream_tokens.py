@@ -75,7 +75,9 @@ def test_each_placement_gets_a_token_of_its_own_for_one_call_and_one_worker() ->
     first = stream_tokens.read(SECRET, stream_tokens.issue(SECRET, "call-1", "w1", 30))
     second = stream_tokens.read(SECRET, stream_tokens.issue(SECRET, "call-1", "w1", 30))
     assert (first.call_id, first.worker_id, first.resume) == ("call-1", "w1", 0)
-    assert first.token_id != second.token_id, "a fresh token id per placement: each is redeemed on its own"
+    assert first.token_id != second.token_id, (
+        "a fresh token id per placement: each is redeemed on its own"
+    )
     assert len(first.token_id) >= 20
     assert first.expires_at == pytest.approx(time.time() + 30, abs=2)
 
@@ -118,13 +120,17 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Se
 
     served: list[Settings] = []
     monkeypatch.setattr(serving, "serve", lambda app, settings, **_: served.append(settings))
-    monkeypatch.setattr(supervisor.Supervisor, "run", lambda self: served.append(self.settings) or 0)
+    monkeypatch.setattr(
+        supervisor.Supervisor, "run", lambda self: served.append(self.settings) or 0
+    )
     monkeypatch.setattr(sb_logging, "configure_logging", lambda *a, **k: None)
     monkeypatch.setenv("SWITCHBOARD_API_KEY", API_KEY)
     monkeypatch.setenv("SWITCHBOARD_DATABASE_URL", f"sqlite:///{tmp_path}/calls.db")
     monkeypatch.setenv("SWITCHBOARD_RECORDINGS_URL", str(tmp_path / "recordings"))
     monkeypatch.setenv("SWITCHBOARD_STREAM_SECRET", "placeholder")
-    monkeypatch.delenv("SWITCHBOARD_STREAM_SECRET")  # restored (unset) after the test, whatever sets it
+    monkeypatch.delenv(
+        "SWITCHBOARD_STREAM_SECRET"
+    )  # restored (unset) after the test, whatever sets it
     get_settings.cache_clear()
     yield served
     get_settings.cache_clear()
@@ -157,13 +163,13 @@ def test_switchboard_up_makes_one_stream_secret_per_deployment_in_an_owner_only_
     (settings,) = cli_env
     assert settings.stream_secret.get_secret_value() == secret
     # Every child (the orchestrator signing, the workers checking) is started with it.
-    assert {c.env["SWITCHBOARD_STREAM_SECRET"] for c in plan_children(settings, 2, None)} == {secret}
+    assert {c.env["SWITCHBOARD_STREAM_SECRET"] for c in plan_children(settings, 2, None)} == {
+        secret
+    }
     # The next start keeps it.
     os.environ.pop("SWITCHBOARD_STREAM_SECRET")
     assert main(["up", "--data-dir", str(data_dir), "--workers", "1"]) == 0
     assert cli_env[1].stream_secret.get_secret_value() == secret
-
-
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +177,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = start_redis(tmp_path_factory.mktemp("tokens-redis"))
     yield server
     server.stop()
-
 
 
 # -- The check both hops make (StreamRedemptions.admit), in-process on real Redis -----------------
@@ -188,7 +193,11 @@ async def redemptions(redis_server: RedisServer):
 
 @pytest.mark.parametrize("kind", [*forged_tokens("w1"), "other-worker"])
 async def test_a_worker_admits_no_forged_expired_or_foreign_token(redemptions, kind: str) -> None:
-    token = stream_tokens.issue(SECRET, "call-x", "w2", 30) if kind == "other-worker" else forged_tokens("w1")[kind]
+    token = (
+        stream_tokens.issue(SECRET, "call-x", "w2", 30)
+        if kind == "other-worker"
+        else forged_tokens("w1")[kind]
+    )
     with pytest.raises(StreamTokenError):
         await redemptions.admit(SECRET, token, "worker", worker_id="w1")
 
@@ -197,7 +206,8 @@ async def test_of_many_sockets_on_one_token_each_hop_admits_exactly_one(redempti
     token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, "w1", 30)
     for hop in ("edge", "worker"):  # the same genuine stream passes both hops, once each
         tries = await asyncio.gather(
-            *(redemptions.admit(SECRET, token, hop, worker_id="w1") for _ in range(10)), return_exceptions=True
+            *(redemptions.admit(SECRET, token, hop, worker_id="w1") for _ in range(10)),
+            return_exceptions=True,
         )
         admitted = [t for t in tries if not isinstance(t, BaseException)]
         assert len(admitted) == 1 and admitted[0].call_id.startswith("call-"), tries
@@ -217,7 +227,9 @@ class Edge:
 
 
 @pytest.fixture(scope="module")
-async def edge(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+async def edge(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
     """An orchestrator with this deployment's secret, served by uvicorn in the test's loop."""
     from switchboard.orchestrator.app import create_orchestrator_app
 
@@ -282,7 +294,9 @@ def start_message(token: str, call_sid: str | None = None) -> str:
     start = {"streamSid": stream_sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32, "tracks": ["inbound"],
              "customParameters": {"CallSid": call_sid, STREAM_TOKEN_PARAM: token},
              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip
-    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start})
+    return json.dumps(
+        {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start}
+    )
 
 
 async def open_stream(url: str, token: str, call_sid: str | None = None) -> ClientConnection:
@@ -308,7 +322,10 @@ async def close_of(ws: ClientConnection, limit_secs: float = 3.0) -> tuple[int, 
 
 def refused(hop: str, reason: str) -> float:
     """``stream_tokens_refused_total`` of this process (the in-process edge)."""
-    return REGISTRY.get_sample_value("stream_tokens_refused_total", {"hop": hop, "reason": reason}) or 0.0
+    return (
+        REGISTRY.get_sample_value("stream_tokens_refused_total", {"hop": hop, "reason": reason})
+        or 0.0
+    )
 
 
 REUSED = (1008, "stream token already used")
@@ -324,7 +341,9 @@ async def test_the_edge_refuses_a_forged_token_with_1008_and_dials_no_worker(
     assert worker.paths == []
 
 
-async def test_the_edge_refuses_a_token_whose_stream_already_closed(edge: Edge, worker: ScriptedWorker) -> None:
+async def test_the_edge_refuses_a_token_whose_stream_already_closed(
+    edge: Edge, worker: ScriptedWorker
+) -> None:
     token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
     ws = await open_stream(edge.url, token)
     await asyncio.to_thread(wait_for, lambda: worker.paths, 5, 0.02, "the stream relayed")
@@ -337,7 +356,9 @@ async def test_the_edge_refuses_a_token_whose_stream_already_closed(edge: Edge, 
     assert refused("edge", "reused") == before + 1
 
 
-async def test_two_sockets_at_once_on_one_token_get_one_stream(edge: Edge, worker: ScriptedWorker) -> None:
+async def test_two_sockets_at_once_on_one_token_get_one_stream(
+    edge: Edge, worker: ScriptedWorker
+) -> None:
     token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
     sockets = await asyncio.gather(open_stream(edge.url, token), open_stream(edge.url, token))
     closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
@@ -378,7 +399,9 @@ def worker_media(worker: Server, token: str) -> str:
 def worker_refused(worker: Server, reason: str) -> float:
     text = httpx.get(f"{worker.base_url}/metrics", headers=OPERATOR, timeout=5).text
     sample = f'stream_tokens_refused_total{{hop="worker",reason="{reason}"}} '
-    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample)), 0.0)
+    return next(
+        (float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample)), 0.0
+    )
 
 
 def wait_worker_idle(worker: Server) -> None:
@@ -389,7 +412,9 @@ def wait_worker_idle(worker: Server) -> None:
 @pytest.mark.parametrize("kind", list(forged_tokens("w1")))
 async def test_the_worker_refuses_a_forged_token_itself(real_worker: Server, kind: str) -> None:
     with pytest.raises(InvalidStatus) as refused_:
-        async with connect(worker_media(real_worker, forged_tokens("tokens-w1")[kind]), open_timeout=5):
+        async with connect(
+            worker_media(real_worker, forged_tokens("tokens-w1")[kind]), open_timeout=5
+        ):
             pass
     assert refused_.value.response.status_code == 403
 
@@ -435,8 +460,13 @@ async def test_only_a_resume_placement_picks_up_what_an_earlier_stream_of_the_ca
     call_id = f"call-{call_sid}"
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        history = [{"role": "user", "content": "my account number is 1234"}, {"role": "assistant", "content": "Thanks."}]
-        await CallSessions(client, 600).save(CallSession(call_id=call_id, agent="x", history=history), "gone-w")
+        history = [
+            {"role": "user", "content": "my account number is 1234"},
+            {"role": "assistant", "content": "Thanks."},
+        ]
+        await CallSessions(client, 600).save(
+            CallSession(call_id=call_id, agent="x", history=history), "gone-w"
+        )
     finally:
         await client.aclose()
     # A token from /twilio/voice (resume 0) naming a call that has a conversation stored: the

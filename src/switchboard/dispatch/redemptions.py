@@ -30,7 +30,9 @@ class StreamRedemptions:
     def __init__(self, client: redis.Redis):
         self._redis = client
 
-    async def admit(self, secret: str, token: str, hop: Hop, worker_id: str | None = None) -> StreamClaims:
+    async def admit(
+        self, secret: str, token: str, hop: Hop, worker_id: str | None = None
+    ) -> StreamClaims:
         """The one check of a stream token, at the edge and on the worker alike: signature and
         expiry, the audience where it is known (``worker_id``: the worker's own), then redeemed
         for ``hop``. Raises StreamTokenError (counted by reason) or redis.RedisError."""

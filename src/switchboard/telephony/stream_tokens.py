@@ -70,7 +70,13 @@ def _sign(secret: str, payload: str) -> str:
 
 
 def issue(
-    secret: str, call_id: str, worker_id: str, ttl_secs: float, now: float | None = None, *, resume: int = 0
+    secret: str,
+    call_id: str,
+    worker_id: str,
+    ttl_secs: float,
+    now: float | None = None,
+    *,
+    resume: int = 0,
 ) -> str:
     """A token for one stream of ``call_id`` on ``worker_id``, with a fresh token id."""
     claims = {
@@ -95,7 +101,11 @@ def read(secret: str, token: str, now: float | None = None) -> StreamClaims:
     try:
         claims = json.loads(_unb64(payload))
         parsed = StreamClaims(
-            str(claims["c"]), str(claims["w"]), float(claims["e"]), str(claims["j"]), int(claims["r"])
+            str(claims["c"]),
+            str(claims["w"]),
+            float(claims["e"]),
+            str(claims["j"]),
+            int(claims["r"]),
         )
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise StreamTokenError("unreadable stream token", "malformed") from e
