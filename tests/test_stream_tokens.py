@@ -128,9 +128,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Se
     monkeypatch.setenv("SWITCHBOARD_DATABASE_URL", f"sqlite:///{tmp_path}/calls.db")
     monkeypatch.setenv("SWITCHBOARD_RECORDINGS_URL", str(tmp_path / "recordings"))
     monkeypatch.setenv("SWITCHBOARD_STREAM_SECRET", "placeholder")
-    monkeypatch.delenv(
-        "SWITCHBOARD_STREAM_SECRET"
-    )  # restored (unset) after the test, whatever sets it
+    # Restored (unset) after the test, whatever sets it meanwhile.
+    monkeypatch.delenv("SWITCHBOARD_STREAM_SECRET")
     get_settings.cache_clear()
     yield served
     get_settings.cache_clear()
