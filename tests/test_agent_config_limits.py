@@ -57,6 +57,11 @@ def with_value(dotted: str, value: Any) -> dict[str, Any]:
     return document
 
 
+def speech(chars: int) -> str:
+    """``chars`` characters of short sentences."""
+    return ("Thanks for calling. " * (chars // 20 + 1))[:chars]
+
+
 def refusal(path: Path) -> str:
     with pytest.raises(ConfigError) as excinfo:
         load_agent_config(path)
@@ -80,12 +85,21 @@ SPOKEN = [
 
 @pytest.mark.parametrize("field", SPOKEN)
 def test_every_spoken_line_is_capped_naming_the_field(tmp_path: Path, field: str) -> None:
-    at_limit = "a" * limits.MAX_SPOKEN_CHARS
+    at_limit = speech(limits.MAX_SPOKEN_CHARS)
     if field.endswith("collect_digits.reply"):
         at_limit = "{digits}" + at_limit[8:]
     load_agent_config(write(tmp_path, with_value(field, at_limit)))
     message = refusal(write(tmp_path, with_value(field, at_limit + "a")))
     assert f"{field}: String should have at most {limits.MAX_SPOKEN_CHARS} characters" in message
+
+
+@pytest.mark.parametrize("field", ["greeting", "intents.0.reply", "silence.goodbye"])
+def test_a_spoken_sentence_is_capped_naming_the_field(tmp_path: Path, field: str) -> None:
+    # Piper's memory grows with one sentence's length (about 2 MB a character), not the line's.
+    longest = "Hello. " + "a" * limits.MAX_SENTENCE_CHARS
+    load_agent_config(write(tmp_path, with_value(field, longest)))
+    message = refusal(write(tmp_path, with_value(field, longest + "a")))
+    assert f"{field}: Value error, has a sentence of {limits.MAX_SENTENCE_CHARS + 1} characters" in message
 
 
 @pytest.mark.parametrize(
@@ -147,7 +161,7 @@ def test_a_yaml_alias_bomb_in_a_tool_schema_is_refused_without_expanding_it(tmp_
 
 
 def test_the_fixed_lines_together_are_capped(tmp_path: Path) -> None:
-    reply = "b" * limits.MAX_SPOKEN_CHARS
+    reply = speech(limits.MAX_SPOKEN_CHARS)
     intents = [{"name": f"i{n}", "phrases": [f"p{n}"], "reply": reply} for n in range(limits.MAX_FIXED_SPEECH_CHARS // len(reply) + 1)]
     message = refusal(write(tmp_path, {**BASE, "keypad": None, "intents": intents, "tools": []}))
     assert f"over the {limits.MAX_FIXED_SPEECH_CHARS} a worker synthesises at start-up" in message
@@ -223,7 +237,7 @@ def bad_files(directory: Path) -> None:
     (directory / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     (directory / "huge.yaml").write_text("greeting: " + "a" * (limits.MAX_AGENT_CONFIG_BYTES + 1))
     (directory / "list.yaml").write_text("- a\n")
-    write(directory, with_value("greeting", "a" * (limits.MAX_SPOKEN_CHARS + 1)), "long.yaml")
+    write(directory, with_value("greeting", speech(limits.MAX_SPOKEN_CHARS + 1)), "long.yaml")
 
 
 def test_an_agents_dir_refuses_bad_files_and_serves_the_others(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -24,18 +25,22 @@ from pydantic import (
     model_validator,
 )
 
+from switchboard.agent.sentences import split_sentences
 from switchboard.errors import ConfigError
 
 DTMF_DIGITS = "0123456789*#"
 
 # Size limits: a real agent is a few kilobytes (the example receptionist: 4 KB, 2,600 characters
-# of speech). Every line the agent can say is synthesised when a worker starts (Piper's prewarm),
-# so an unbounded line is memory and start-up time: a 10 MB greeting once ran a worker out of
-# memory. The file is refused by its size before it is parsed.
+# of speech). Every fixed line is synthesised when a worker starts (Piper's prewarm), and Piper's
+# memory grows with the length of one sentence: measured, a 2,000-character sentence peaks at
+# 3 GB and 72 s of CPU, 250 characters at 0.5 GB (a 10 MB greeting once ran a worker out of
+# memory). So a sentence, a line and all the lines together are bounded, and the file is refused
+# by its size before it is parsed.
 MAX_AGENT_CONFIG_BYTES = 128 * 1024  # parsing it costs at most ~1 s of CPU
 MAX_NESTING = 100  # [ and { deep: PyYAML's pure-Python scanner is quadratic in it
-MAX_SPOKEN_CHARS = 2_000  # one line the agent says (greeting, a reply, a re-prompt...): ~2 minutes
-MAX_FIXED_SPEECH_CHARS = 30_000  # every fixed line together, all synthesised at start-up
+MAX_SENTENCE_CHARS = 300  # about 17 s of speech
+MAX_SPOKEN_CHARS = 1_000  # one line (greeting, a reply, a re-prompt...): about a minute
+MAX_FIXED_SPEECH_CHARS = 20_000  # every fixed line together, all synthesised at start-up
 MAX_PROMPT_CHARS = 20_000  # the LLM system prompt
 MAX_NAME_CHARS = 200  # the agent's name (outbound calls name it, up to 200 characters too)
 MAX_IDENTIFIER_CHARS = 64  # intent, tool and argument names
@@ -56,7 +61,21 @@ MAX_SUCCESS_CRITERIA = 20
 MAX_CRITERION_CHARS = 500
 _MAX_REPORTED_PROBLEMS = 8  # a file wrong everywhere still gives a readable message
 
-SpokenLine = Annotated[str, Field(min_length=1, max_length=MAX_SPOKEN_CHARS)]
+
+
+def _sentences_within_limit(line: str) -> str:
+    longest = max((len(s) for s in split_sentences(line)), default=0)
+    if longest > MAX_SENTENCE_CHARS:
+        raise ValueError(
+            f"has a sentence of {longest} characters; at most {MAX_SENTENCE_CHARS} "
+            "(end sentences with . ! or ?)"
+        )
+    return line
+
+
+SpokenLine = Annotated[
+    str, Field(min_length=1, max_length=MAX_SPOKEN_CHARS), AfterValidator(_sentences_within_limit)
+]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
 # E.164 (+ and 8-15 digits) or a SIP URI; what Twilio's <Dial> and LiveKit's transfer accept.
 _TRANSFER_TARGET = re.compile(
