@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     api_key_hashes: str = Field(
         "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json on the orchestrator, behind the operator key "
+        "(workers never do).",
+    )
     stream_secret: SecretStr = Field(
         SecretStr("switchboard-dev-stream-secret"),
         description="HMAC key for media stream tokens; set a random value in production.",

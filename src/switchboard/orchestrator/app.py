@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -84,8 +86,13 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await records.close()
         await client.aclose()
 
-    app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    # FastAPI's /docs, /redoc and /openapi.json are public; ours are opt-in and need the key.
+    app = FastAPI(
+        title="Switchboard orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     install_operator_keys(app, settings)
+    if settings.api_docs:
+        _describe_api(app)
     # Outermost first: a flood is refused from Redis before its body is read or its signature checked.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware, settings=settings)
@@ -197,3 +204,21 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             return {"call_id": job.call_id, "job_id": job.job_id}
 
     return app
+
+
+def _describe_api(app: FastAPI) -> None:
+    """``/openapi.json`` and its two readers, ``/docs`` and ``/redoc``, behind the operator key
+    (a browser that answered the key's Basic challenge sends it with the pages' own fetch)."""
+    guard = [Depends(require_api_key)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
