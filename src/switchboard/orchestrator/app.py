@@ -19,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, JobKind
@@ -40,6 +39,7 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    first_delivery,
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
@@ -55,8 +55,6 @@ from switchboard.telephony.livekit import is_call_room
 from switchboard.telephony.outbound import (
     outbound_router,
 )
-
-EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
 
 
 class ManualDispatch(BaseModel):
@@ -166,7 +164,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=401, detail="LiveKit webhooks need LIVEKIT_API_KEY/SECRET")
         body = await request.body()
         try:
-            event = verify_livekit_webhook(
+            webhook = verify_livekit_webhook(
                 body,
                 request.headers.get("Authorization"),
                 settings.livekit_api_key,
@@ -175,7 +173,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except WebhookRejected as e:
             metrics.WEBHOOKS.labels(provider="livekit", result="bad_signature").inc()
             raise HTTPException(status_code=401, detail=f"webhook rejected: {e}") from e
-        if event.id and not await client.set(keys.webhook_event(event.id), "1", nx=True, ex=EVENT_MEMORY_SECS):
+        event = webhook.event
+        if not event.id:  # LiveKit always sends one: without it a replay looks like a new event
+            metrics.WEBHOOKS.labels(provider="livekit", result="no_event_id").inc()
+            raise HTTPException(status_code=400, detail="webhook rejected: the event has no id")
+        if not await first_delivery(client, webhook, time.time()):
             metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
             raise HTTPException(status_code=401, detail=f"event {event.id} already received")
         needed = agent_needed(event)
