@@ -538,13 +538,15 @@ def load_agent_config(path: str | Path) -> AgentConfig:
 def _read_text(path: Path) -> str:
     """The file's text, refused by its size before it is read and parsed."""
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
+        found = path.stat()
+        if stat.S_ISDIR(found.st_mode):
             raise ConfigError(f"agent config {path}: is a directory, not a YAML file")
-        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        if not stat.S_ISREG(found.st_mode):  # a FIFO or a device would block or never end
             raise ConfigError(f"agent config {path}: not a regular file")
+        if found.st_size > MAX_AGENT_CONFIG_BYTES:
+            raise _too_large(path)
         with path.open("rb") as f:
-            data = f.read(MAX_AGENT_CONFIG_BYTES + 1)
+            data = f.read(MAX_AGENT_CONFIG_BYTES + 1)  # it may have grown since
     except FileNotFoundError as e:
         raise ConfigError(f"agent config {path}: file not found") from e
     except PermissionError as e:
@@ -552,16 +554,20 @@ def _read_text(path: Path) -> str:
     except OSError as e:
         raise ConfigError(f"agent config {path}: cannot be read ({e.strerror or e})") from e
     if len(data) > MAX_AGENT_CONFIG_BYTES:
-        raise ConfigError(
-            f"agent config {path}: file is over {MAX_AGENT_CONFIG_BYTES // 1024} KiB; "
-            "an agent config is a few kilobytes"
-        )
+        raise _too_large(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(
             f"agent config {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
         ) from e
+
+
+def _too_large(path: Path) -> ConfigError:
+    return ConfigError(
+        f"agent config {path}: file is over {MAX_AGENT_CONFIG_BYTES // 1024} KiB; "
+        "an agent config is a few kilobytes"
+    )
 
 
 # libyaml's parser when PyYAML has it (as its wheels do): ten times faster on a large file.
