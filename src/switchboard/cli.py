@@ -34,10 +34,11 @@ def _settings(args: argparse.Namespace, role: str):
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, "agent")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
 
-    agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
     serve(app, settings, before_exit=app.state.drain)
     return 0
@@ -46,13 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
     from switchboard.telephony.stream_tokens import check_secret
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
     check_secret(settings.stream_secret.get_secret_value(), settings.host)
-    agent = load_agent_config(settings.agent_config)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
     app = create_worker_app(settings, agent, service)
@@ -92,10 +94,11 @@ def _up(args: argparse.Namespace) -> int:
 
     from switchboard.agent.config import load_agent_config
     from switchboard.settings import DEV_STREAM_SECRET
-    from switchboard.supervisor import Supervisor
     from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
+    from switchboard.supervisor import Supervisor
+
     workers = args.workers or os.cpu_count() or 1
     if not (settings.api_key_list() or settings.api_key_hash_list()):
         # Call records are never served without a key: give the local stack one of its own.

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     api_key_hashes: str = Field(
         "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json on the orchestrator, behind the operator key "
+        "(workers never do).",
+    )
     stream_secret: SecretStr = Field(
         SecretStr(DEV_STREAM_SECRET),
         description="HMAC key of media stream tokens, shared by orchestrators and workers. `switchboard up` "
