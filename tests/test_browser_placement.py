@@ -143,7 +143,14 @@ def two_workers() -> Iterator[TwoWorkers]:
         servers.append(start_orchestrator(redis.url, env))
         with ThreadPoolExecutor(2) as pool:  # both load their models at once
             starting = [pool.submit(start_worker, redis.url, f"bp-w{i}", 4, env) for i in (1, 2)]
-            servers += [future.result() for future in starting]
+            failures = []
+            for future in starting:  # keep every worker that started, so all are stopped
+                try:
+                    servers.append(future.result())
+                except Exception as e:
+                    failures.append(e)
+            if failures:
+                raise failures[0]
         stack = TwoWorkers(redis, servers[0], servers[1:])
         wait_for(
             lambda: len(httpx.get(f"{stack.url}/stats", headers=OPERATOR, timeout=2).json()["workers"]) == 2,
