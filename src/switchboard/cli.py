@@ -82,28 +82,22 @@ def _orchestrator(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args, "up")
     from switchboard.agent.config import load_agent_config
+    from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
     from switchboard.supervisor import Supervisor
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
     workers = args.workers or os.cpu_count() or 1
+    # Callers' data and secrets land under the data dir (and wherever the records settings
+    # point): nothing the stack writes is readable by another local user.
+    os.umask(OWNER_ONLY_UMASK)
+    data_dir = tighten_dir(Path(args.data_dir))
     if not (settings.api_key_list() or settings.api_key_hash_list()):
-        # Call records are never served without a key: give the local stack one of its own.
-        key_file = _local_operator_key(Path(args.data_dir))
-        os.environ["SWITCHBOARD_API_KEY"] = key_file.read_text().strip()
+        # Call records are never served without a key: give the local stack one of its own,
+        # made once and then kept so the browser's copy holds.
+        key_file = data_dir / "operator-key"
+        os.environ["SWITCHBOARD_API_KEY"] = local_secret(key_file)
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
-    return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
-
-
-def _local_operator_key(data_dir: Path) -> Path:
-    """``data_dir/operator-key``: made once (owner-only), then kept so the browser's copy holds."""
-    import secrets
-
-    path = data_dir / "operator-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-    return path
+    return Supervisor(settings, workers, args.agent, data_dir).run()
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -196,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--max-calls", type=int, default=None, help="calls per worker (SWITCHBOARD_MAX_CALLS)")
-    p.add_argument("--data-dir", default="var", help="where a spawned Redis keeps its AOF")
+    p.add_argument("--data-dir", default="var",
+                   help="owner-only directory of the operator key, and of a spawned Redis's password and AOF")
     p.set_defaults(func=_up)
 
     p = sub.add_parser("orchestrator", help="run one orchestrator (webhooks, placement, stats)")

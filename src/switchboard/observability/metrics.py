@@ -135,7 +135,8 @@ JOBS_REDELIVERED = Counter(
 )
 CALLS_REJECTED = Counter(
     "calls_rejected_total",
-    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap).",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap | "
+    "redis_unavailable).",
     ["reason"],
 )
 DISPATCH_LATENCY_MS = Histogram(
