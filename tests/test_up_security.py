@@ -31,6 +31,17 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _start_up(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, Path]:
+    """``switchboard up`` with one worker in ``cwd``, in a session of its own (the terminal)."""
+    log_path = cwd / "up.log"
+    with open(log_path, "w") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "up", "--workers", "1"],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return up, log_path
+
+
 def _healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/health", timeout=1).status_code == 200
@@ -48,12 +59,7 @@ async def test_a_call_on_a_default_switchboard_up_leaves_nothing_readable_or_log
         SWITCHBOARD_INFERENCE_THREADS="1",
         SWITCHBOARD_LOG_LEVEL="INFO",
     )
-    log_path = tmp_path / "up.log"
-    with open(log_path, "w") as log:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "up", "--workers", "1"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    up, log_path = _start_up(env, tmp_path)
     base = f"http://127.0.0.1:{port}"
     var = tmp_path / "var"
     try:

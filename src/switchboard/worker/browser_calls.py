@@ -155,6 +155,11 @@ class WebRTCAnswerer:
             self._browser_calls.discard(offer.call_id)
             await self._refuse(offer, "the offer could not be answered")
             return
+        # Held until it may still connect; before the call starts, so its release comes after.
+        connect_by = time.time() + self._settings.webrtc_connect_timeout_secs + _PIPELINE_BUILD_SECS
+        await WorkerService._safe(
+            service.registry.hold_browser(service.worker_id, offer.call_id, connect_by)
+        )
         call = asyncio.create_task(
             self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
         )
@@ -162,10 +167,6 @@ class WebRTCAnswerer:
         self._call_tasks.add(call)
         call.add_done_callback(self._call_tasks.discard)
         call.add_done_callback(lambda _task: self._browser_calls.discard(offer.call_id))
-        connect_by = time.time() + self._settings.webrtc_connect_timeout_secs + _PIPELINE_BUILD_SECS
-        await WorkerService._safe(
-            service.registry.hold_browser(service.worker_id, offer.call_id, connect_by)
-        )
         reply = Answer(
             request_id=offer.request_id, sdp=local["sdp"], type=local["type"], pc_id=local["pc_id"]
         )
