@@ -169,7 +169,9 @@ class Settings(BaseSettings):
         2, ge=0, le=1000, description="Browser calls one worker answers at once (connecting or live), within max_calls."
     )
     webrtc_connect_timeout_secs: float = Field(
-        20.0, gt=0, description="An answered browser call whose peer connection is not up by then is dropped."
+        10.0, gt=0,
+        description="An answered browser call whose peer connection is not up by then is dropped and its "
+        "place under the browser cap given back (a browser on loopback or a LAN connects in about 1 s).",
     )
     drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
     reservation_ttl_secs: float = Field(

@@ -47,7 +47,11 @@ from switchboard.orchestrator.media_edge import (
     Relays,
     create_media_edge_router,
 )
-from switchboard.orchestrator.placement import StreamPlacer, create_placement_router
+from switchboard.orchestrator.placement import (
+    StreamPlacer,
+    create_placement_router,
+    redis_down_twiml,
+)
 from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
@@ -107,9 +111,12 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.include_router(create_placement_router(settings, placer))
 
     @app.exception_handler(redis.RedisError)
-    async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
+    async def redis_unavailable(request: Request, exc: redis.RedisError) -> Response:
         logger.error(f"redis unavailable: {exc}")
         metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        if (twiml := redis_down_twiml(request.url.path)) is not None:
+            metrics.CALLS_REJECTED.labels(reason="redis_unavailable").inc()
+            return Response(twiml, media_type="application/xml")
         body = json.dumps({"error": "dispatch store unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
 
