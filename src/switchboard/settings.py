@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     api_key_hashes: str = Field(
         "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json on the orchestrator, behind the operator key "
+        "(workers never do).",
+    )
     stream_secret: SecretStr = Field(
         SecretStr(DEV_STREAM_SECRET),
         description="HMAC key of media stream tokens, shared by orchestrators and workers. `switchboard up` "
@@ -164,7 +169,9 @@ class Settings(BaseSettings):
         2, ge=0, le=1000, description="Browser calls one worker answers at once (connecting or live), within max_calls."
     )
     webrtc_connect_timeout_secs: float = Field(
-        20.0, gt=0, description="An answered browser call whose peer connection is not up by then is dropped."
+        10.0, gt=0,
+        description="An answered browser call whose peer connection is not up by then is dropped and its "
+        "place under the browser cap given back (a browser on loopback or a LAN connects in about 1 s).",
     )
     drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
     reservation_ttl_secs: float = Field(

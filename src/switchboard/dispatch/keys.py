@@ -7,6 +7,7 @@
 | ``sb:worker:{id}`` | hash, TTL | one worker's registration and heartbeat (expires when it dies) |
 | ``sb:worker:{id}:load`` | string | calls running or reserved on that worker |
 | ``sb:worker:{id}:reservations`` | zset | call id → deadline of slots reserved for Twilio streams |
+| ``sb:worker:{id}:browser`` | zset | call id → deadline of browser calls placed there (``+inf`` once connected) |
 | ``sb:call:{id}`` | hash, TTL | one call's state: job, owner, status, times |
 | ``sb:call:{id}:session`` | hash, TTL | the conversation so far, so another worker can carry the call on |
 | ``sb:stream-token:{id}:{hop}`` | string, TTL | a stream token redeemed on a hop (edge, worker): single use |
@@ -41,6 +42,10 @@ def worker_load(worker_id: str) -> str:
 
 def worker_reservations(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}:reservations"
+
+
+def worker_browser_calls(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:browser"
 
 
 def call(call_id: str) -> str:

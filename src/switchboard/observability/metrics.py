@@ -40,6 +40,10 @@ CALLS_TOTAL = Counter(
     "Calls a worker ran to the end, by outcome (completed | failed); refusals are calls_rejected_total.",
     ["outcome"],
 )
+WEBRTC_OFFERS_ABANDONED = Counter(
+    "webrtc_offers_abandoned_total",
+    "Browser calls answered whose peer never connected (dead offers): counted here, not stored as calls.",
+)
 CONNECTION_ERRORS = Counter(
     "connection_errors_total", "Media or signalling connections that failed.", ["transport"]
 )
@@ -131,7 +135,8 @@ JOBS_REDELIVERED = Counter(
 )
 CALLS_REJECTED = Counter(
     "calls_rejected_total",
-    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap).",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap | "
+    "redis_unavailable).",
     ["reason"],
 )
 DISPATCH_LATENCY_MS = Histogram(

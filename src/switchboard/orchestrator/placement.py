@@ -4,7 +4,9 @@ A new call (``/twilio/voice``) and a call coming back after its stream was lost
 (``/twilio/resume``, the ``<Redirect>`` that follows every stream) are placed the same way.
 The resume answer decides from the call's session (:mod:`switchboard.dispatch.sessions`):
 a call that ended hangs up; a call whose worker died or drained out of time goes to another
-worker, which carries the conversation on.
+worker, which carries the conversation on. While Redis is unreachable no call can be placed:
+the caller hears the busy line (a new call) or the lost line (a resume) from
+:func:`redis_down_twiml`, never an HTTP error that Twilio would answer with its own message.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again i
 LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."
 # Twilio's redirect after a stream reports the call as live; anything else means it is over.
 _LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
+
+
+def redis_down_twiml(path: str) -> str | None:
+    """What a Twilio call webhook answers when Redis could not be reached for it (the app's
+    Redis error handler asks); None for any other path."""
+    line = {VOICE_PATH: BUSY_MESSAGE, RESUME_PATH: LOST_MESSAGE}.get(path)
+    return busy_twiml(line) if line is not None else None
 
 
 class StreamPlacer:

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from switchboard.errors import SwitchboardError
+from switchboard.private_files import FILE_MODE, create_private_file
 from switchboard.records.models import (
     CallAnalysis,
     CallPage,
@@ -57,7 +59,8 @@ def create_db_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=_DB_THREADS, max_overflow=0)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Callers' numbers and words: owner-only (SQLite gives -wal and -shm the file's mode).
+        create_private_file(Path(parsed.database))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -90,7 +93,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "w") as lock:
+    with os.fdopen(os.open(f"{database}.migrate.lock", os.O_WRONLY | os.O_CREAT, FILE_MODE), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -61,6 +61,7 @@ class WorkerService:
             worker_id=worker_id,
             media_url=media_url,
             capacity=settings.max_calls,
+            webrtc_capacity=settings.webrtc_max_calls,
             pid=os.getpid(),
             started_at=time.time(),
             heartbeat_at=time.time(),
