@@ -186,6 +186,16 @@ def test_templates_take_plain_placeholders_only(tmp_path: Path, template: str, f
     assert f"{field}: Value error, placeholders are plain {{name}}s" in message
 
 
+def test_a_tool_answer_too_long_to_say_is_not_said() -> None:
+    from switchboard.agent.tools import render_answer
+
+    template = "Your next visit is {day}."
+    assert render_answer(template, {"day": "Tuesday"}) == "Your next visit is Tuesday."
+    # The tool's failure line is said instead of a sentence Piper would need gigabytes for.
+    assert render_answer(template, {"day": "x" * limits.MAX_SENTENCE_CHARS}) is None
+    assert render_answer(template, {"day": "Tuesday. " * limits.MAX_SPOKEN_CHARS}) is None
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
