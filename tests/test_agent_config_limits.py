@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ def test_a_yaml_alias_bomb_in_a_tool_schema_is_refused_without_expanding_it(tmp_
     path.write_text("\n".join(["x-bomb:", *(f"  {line}" for line in levels)]) + "\n" + body)
     message = refusal(path)
     assert "tools.0.parameters" in message and "x-bomb: Extra inputs are not permitted" in message
+    # Its traceback prints too: the ValidationError (whose text would expand the bomb) is not chained.
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(path)
+    assert "x-bomb" in "".join(traceback.format_exception(excinfo.value))
 
 
 def test_the_fixed_lines_together_are_capped(tmp_path: Path) -> None:

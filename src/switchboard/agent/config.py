@@ -541,7 +541,10 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"agent config {path}: {_problems(e)}") from e
+        problems = _problems(e)
+    # Raised out here, not chained: the ValidationError keeps its inputs, and printing it (as a
+    # traceback would) expands a YAML alias bomb; the message already names every field.
+    raise ConfigError(f"agent config {path}: {problems}")
 
 
 def _read_text(path: Path) -> str:
