@@ -34,10 +34,11 @@ def _settings(args: argparse.Namespace, role: str):
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, "agent")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
 
-    agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
     serve(app, settings, before_exit=app.state.drain)
     return 0
@@ -46,11 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
-    agent = load_agent_config(settings.agent_config)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
     app = create_worker_app(settings, agent, service)
@@ -73,19 +77,29 @@ def _orchestrator(args: argparse.Namespace) -> int:
     settings = _settings(args, "orchestrator")
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
 
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     app = create_orchestrator_app(settings)
     serve(app, settings, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 
+STREAM_SECRET_FILE = "stream-secret"  # in --data-dir, beside operator-key
+
+
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args, "up")
+    from pydantic import SecretStr
+
     from switchboard.agent.config import load_agent_config
     from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
-    from switchboard.supervisor import Supervisor
+    from switchboard.settings import DEV_STREAM_SECRET
+    from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
+    from switchboard.supervisor import Supervisor
+
     workers = args.workers or os.cpu_count() or 1
     # Callers' data and secrets land under the data dir (and wherever the records settings
     # point): nothing the stack writes is readable by another local user.
@@ -97,6 +111,12 @@ def _up(args: argparse.Namespace) -> int:
         key_file = data_dir / "operator-key"
         os.environ["SWITCHBOARD_API_KEY"] = local_secret(key_file)
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
+    if settings.stream_secret.get_secret_value() == DEV_STREAM_SECRET and "SWITCHBOARD_STREAM_SECRET" not in os.environ:
+        # Every child inherits it: the orchestrator signs stream tokens the workers accept.
+        secret = local_secret(data_dir / STREAM_SECRET_FILE, nbytes=32)  # an HMAC key: 256 bits
+        os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
+        settings.stream_secret = SecretStr(secret)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     return Supervisor(settings, workers, args.agent, data_dir).run()
 
 

@@ -163,7 +163,8 @@ EVENT_LOOP_TASKS = Gauge(
 # Call records: the history database, recordings and post-call webhooks.
 CALL_RECORDS_SAVED = Counter(
     "call_records_saved_total",
-    "Finished calls written to the call history, by result (saved | failed).",
+    "Finished calls written to the call history, by result (saved | merged: a resumed call's "
+    "later stream added to its record | refused: another stream of a stored call | failed).",
     ["result"],
 )
 CALL_RECORDINGS = Counter(
@@ -186,9 +187,15 @@ CALL_RECORDS_PURGED = Counter(
 # Media edge: Twilio streams relayed by the orchestrators to the worker holding the call.
 MEDIA_EDGE_STREAMS = Counter(
     "media_edge_streams_total",
-    "Media streams at the edge, by result (relayed | bad_signature | bad_token | no_start | "
-    "worker_gone | worker_unreachable | worker_refused).",
+    "Media streams at the edge, by result (relayed | bad_signature | bad_token | token_reused | "
+    "no_start | worker_gone | worker_unreachable | worker_refused | store_unavailable).",
     ["result"],
+)
+STREAM_TOKENS_REFUSED = Counter(
+    "stream_tokens_refused_total",
+    "Media stream tokens refused, by hop (edge | worker) and reason (malformed | bad_signature | "
+    "expired | other_worker | reused: a second stream on a single-use token).",
+    ["hop", "reason"],
 )
 MEDIA_EDGE_ACTIVE = Gauge("media_edge_active_streams", "Media streams this edge is relaying now.")
 MEDIA_EDGE_CLOSES = Counter(

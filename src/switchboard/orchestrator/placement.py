@@ -64,9 +64,10 @@ class StreamPlacer:
 
     async def place(
         self, call_id: str, call_sid: str, base: str, params: dict[str, str], query: dict[str, str],
-        *, exclude: str = "", busy_line: str = BUSY_MESSAGE,
+        *, exclude: str = "", busy_line: str = BUSY_MESSAGE, resume: int = 0,
     ) -> str:
-        """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot."""
+        """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot.
+        ``resume`` (> 0 from ``/twilio/resume`` only) lets the worker carry on the conversation."""
         settings = self._settings
         worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs, exclude=exclude)
         if worker_id is None and exclude:
@@ -78,7 +79,8 @@ class StreamPlacer:
             logger.warning(f"{call_id}: no worker has a free slot, answering busy")
             return busy_twiml(busy_line)
         token = stream_tokens.issue(
-            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
+            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs,
+            resume=resume,
         )
         await self._ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
         # The stream enters at the public edge (any orchestrator), which relays it to the worker.
@@ -130,7 +132,8 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
                 params["Agent"] = session.agent  # the agent that answered, whatever the number
             lost_on = fields.get("worker", "")
             twiml = await placer.place(
-                call_id, call_sid, base, params, query, exclude=lost_on, busy_line=LOST_MESSAGE
+                call_id, call_sid, base, params, query, exclude=lost_on, busy_line=LOST_MESSAGE,
+                resume=resumes,
             )
             placed = "<Connect>" in twiml
             metrics.CALLS_RESUMED.labels(result="placed" if placed else "no_capacity").inc()

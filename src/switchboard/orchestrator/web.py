@@ -26,7 +26,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import require_api_key
+from switchboard.orchestrator.auth import KeyFirstRoute, require_api_key
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc_signalling import (
     ANSWER_TIMEOUT_SECS,
@@ -71,7 +71,7 @@ def create_web_router(
     settings: Settings, client: redis.Redis, registry: WorkerRegistry
 ) -> APIRouter:
     """Routes for the two pages, their assets and WebRTC offers."""
-    router = APIRouter()
+    router = APIRouter(route_class=KeyFirstRoute)
     relay = OfferRelay(client)
     ledger = CallLedger(client, settings.call_state_ttl_secs)
 
