@@ -13,8 +13,8 @@
 # two are paired by protocol version, not by release number.
 set -euo pipefail
 
-LIVEKIT_SERVER="github.com/livekit/livekit-server@v1.13.5 ./cmd/server livekit-server"
-LIVEKIT_SIP="github.com/livekit/sip@v1.8.0 ./cmd/livekit-sip livekit-sip"
+LIVEKIT_SERVER=(github.com/livekit/livekit-server@v1.13.5 ./cmd/server livekit-server)
+LIVEKIT_SIP=(github.com/livekit/sip@v1.8.0 ./cmd/livekit-sip livekit-sip)
 CACHE="${SWITCHBOARD_CACHE_DIR:-$HOME/.cache/switchboard}/livekit"
 BIN="${SWITCHBOARD_LIVEKIT_BIN_DIR:-$CACHE/bin}"
 # livekit-sip is cgo: Opus, Ogg/Opus files and the SoX resampler.
@@ -59,5 +59,5 @@ build() {
     ln -sfn "$target" "$BIN/$name"
 }
 
-build $LIVEKIT_SERVER
-build $LIVEKIT_SIP
+build "${LIVEKIT_SERVER[@]}"
+build "${LIVEKIT_SIP[@]}"
