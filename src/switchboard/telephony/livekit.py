@@ -36,7 +36,10 @@ from switchboard.telephony.livekit_sip import (
 if TYPE_CHECKING:
     from switchboard.agent.pipeline import CallPipeline
 
-ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_\-]{1,120}$")
+# LiveKit SIP's individual dispatch rule names a room ``{prefix}_{caller}_{random}``, and the
+# caller is an E.164 number: with the prefix ``call-`` that is ``call-_+15105550100_6jgXbZsZqcnm``,
+# so ``+`` belongs here (a name without it was never given an agent by the real server).
+ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_+\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
 OUT_SAMPLE_RATE = 16000
 
