@@ -1,7 +1,9 @@
-"""``switchboard up``: Redis, an orchestrator and N workers as supervised child processes.
+"""``switchboard up``: Redis, an orchestrator and N workers as supervised child processes,
+and with ``--livekit`` a LiveKit server and LiveKit SIP beside them.
 
 Crashed children are restarted with exponential backoff; Ctrl-C (or SIGTERM) drains workers
-first, then stops the orchestrator and, if we started it, Redis.
+first (their calls are in LiveKit rooms, so LiveKit stays up meanwhile), then stops the
+orchestrator, LiveKit SIP, the LiveKit server and, if we started it, Redis.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,10 +23,12 @@ import redis
 from loguru import logger
 
 from switchboard.settings import Settings
+from switchboard.telephony.livekit_local import LocalLiveKit, server_ready, sip_ready, wait_until
 
 BACKOFF_START_SECS = 1.0
 BACKOFF_MAX_SECS = 30.0
 STABLE_AFTER_SECS = 60.0
+LIVEKIT_START_SECS = 30.0
 WORKER_HOST = "127.0.0.1"  # workers are internal: only the orchestrator's edge talks to them
 
 
@@ -39,9 +44,11 @@ class Child:
     backoff: float = BACKOFF_START_SECS
     restart_at: float | None = None
     restarts: int = field(default=0)
+    # Its own session: the terminal's Ctrl-C must not stop it before the workers have drained.
+    own_session: bool = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=self.own_session)
         self.started_at = time.monotonic()
         self.restart_at = None
         logger.info(f"started {self.name} (pid {self.process.pid})")
@@ -109,19 +116,56 @@ def plan_children(settings: Settings, workers: int, agent: str | None) -> list[C
     return children
 
 
+def plan_livekit(livekit: LocalLiveKit) -> list[Child]:
+    env = dict(os.environ)
+    return [
+        Child("livekit-server", livekit.server_argv(), env, own_session=True),
+        Child("livekit-sip", livekit.sip_argv(), env, own_session=True),
+    ]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, workers: int, agent: str | None, data_dir: Path):
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int,
+        agent: str | None,
+        data_dir: Path,
+        livekit: LocalLiveKit | None = None,
+        after_livekit: Callable[[], None] | None = None,
+    ):
         self.settings = settings
         self.children = plan_children(settings, workers, agent)
+        self.livekit = livekit
+        self.livekit_children = plan_livekit(livekit) if livekit else []
+        self.after_livekit = after_livekit
         self.data_dir = data_dir
         self.redis_process: subprocess.Popen | None = None
         self._stopping = False
 
+    def _start_livekit(self) -> None:
+        """The server, then SIP (it finds the server through Redis), each once it answers."""
+        assert self.livekit is not None
+        server, sip = self.livekit_children
+        ports = self.livekit.ports
+        for child, ready in ((server, lambda: server_ready(ports)), (sip, lambda: sip_ready(ports))):
+            child.start()
+            wait_until(ready, LIVEKIT_START_SECS, child.name, alive=lambda c=child: c.process.poll() is None)
+            logger.info(f"{child.name} ready")
+        if self.after_livekit is not None:
+            self.after_livekit()
+
     def run(self) -> int:
         if not redis_reachable(self.settings.redis_url):
             self.redis_process = start_redis(self.settings.redis_url, self.data_dir / "redis")
-        for child in self.children:
-            child.start()
+        try:
+            if self.livekit is not None:
+                self._start_livekit()
+            for child in self.children:
+                child.start()
+        except BaseException:
+            self._shutdown()
+            raise
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info(f"Switchboard is up: http://{self.settings.host}:{self.settings.port} (Ctrl-C to stop)")
@@ -142,7 +186,7 @@ class Supervisor:
 
     def _watch(self) -> None:
         now = time.monotonic()
-        for child in self.children:
+        for child in self.livekit_children + self.children:
             if child.process is None:
                 continue
             code = child.process.poll()
@@ -161,7 +205,12 @@ class Supervisor:
     def _shutdown(self) -> None:
         workers = [c for c in self.children if c.name.startswith("worker") and c.process]
         others = [c for c in self.children if not c.name.startswith("worker") and c.process]
-        for group, limit in ((workers, self.settings.drain_timeout_secs + 15), (others, 15)):
+        # LiveKit SIP hangs up its calls before the server closes their rooms.
+        sip = [c for c in self.livekit_children if c.name == "livekit-sip" and c.process]
+        server = [c for c in self.livekit_children if c.name == "livekit-server" and c.process]
+        for group, limit in (
+            (workers, self.settings.drain_timeout_secs + 15), (others, 15), (sip, 15), (server, 15)
+        ):
             for child in group:
                 if child.process and child.process.poll() is None:
                     child.process.send_signal(signal.SIGTERM)

@@ -38,6 +38,9 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    call_to_refuse,
+    caller_gone,
+    refuse_call,
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
@@ -171,6 +174,12 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         if event.id and not await client.set(keys.webhook_event(event.id), "1", nx=True, ex=EVENT_MEMORY_SECS):
             metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
             raise HTTPException(status_code=401, detail=f"event {event.id} already received")
+        if (room := call_to_refuse(event)) is not None:
+            await refuse_call(settings, room)
+            metrics.WEBHOOKS.labels(provider="livekit", result="refused").inc()
+            return {"dispatched": False, "reason": "no agent answers this number"}
+        if (room := caller_gone(event)) is not None:
+            await room_jobs.caller_left(room)
         needed = agent_needed(event)
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()

@@ -215,11 +215,21 @@ class LiveKitRoomAdapter(CallAdapter):
     out_sample_rate = OUT_SAMPLE_RATE
 
     def __init__(
-        self, settings: Settings, room: str, call_id: str, *, control: CallControl | None = None
+        self,
+        settings: Settings,
+        room: str,
+        call_id: str,
+        *,
+        control: CallControl | None = None,
+        caller: str = "",
+        dialed: str = "",
     ):
         if not settings.livekit_url:
             raise ConfigError("LIVEKIT_URL is needed to join LiveKit rooms")
-        self.ids = CallIds(call_sid=call_id, stream_sid=room, call_id=call_id)
+        # caller/dialed are the call record's from/to numbers (the SIP participant's attributes).
+        self.ids = CallIds(
+            call_sid=call_id, stream_sid=room, call_id=call_id, caller=caller, dialed=dialed
+        )
         self.control = control or LiveKitCallControl(settings, room)
         self._url = settings.livekit_url
         self._room = room
