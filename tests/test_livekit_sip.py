@@ -1,0 +1,215 @@
+"""Calls over real SIP and RTP (G.711 µ-law) through the real LiveKit SIP and LiveKit server:
+PSTN-like phone → LiveKit SIP → a ``call-…`` room → signed webhook → Redis job → a worker joins
+the room and talks. Judged by the call record and the phones' SIP dialogs, not by transcribing.
+
+One stack for the module (``livekit_stack.py``); each test places its own calls on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from conftest import OPERATOR, SPEECH_DIR, wait_for
+from livekit_stack import (
+    CALLER_NUMBER,
+    OUR_NUMBER,
+    SECOND_NUMBER,
+    LiveKitSipStack,
+    reset_phones,
+    start_livekit_sip_stack,
+)
+from switchboard.loadtest.sip_phone import Answer, PhoneCall
+
+GO_FORWARD = SPEECH_DIR / "pocketsphinx_goforward_16k.wav"  # "go forward ten meters": directions
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LiveKitSipStack]:
+    stack = start_livekit_sip_stack()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_phones(stack: LiveKitSipStack) -> Iterator[None]:
+    reset_phones(stack)
+    yield
+    reset_phones(stack)
+
+
+def answered_call(stack: LiveKitSipStack) -> tuple[PhoneCall, str, float]:
+    """Dial our number; return the answered call, its call id and when the greeting began."""
+    before = stack.call_ids()
+    call = stack.caller.call(stack.sip_uri)
+    try:
+        # LiveKit SIP answers (200 OK) only once the agent has subscribed to the caller's audio.
+        call.wait_confirmed(60)
+    except (AssertionError, TimeoutError) as e:
+        raise AssertionError(f"{e}\n{stack.diagnostics()}") from e
+    greeting = call.wait_for_sound(call.confirmed_at or 0, 15)
+    return call, stack.latest_call_id(before), greeting
+
+
+def say_and_hear_reply(call: PhoneCall, greeting_at: float) -> float:
+    """Wait out the greeting, say the clip, and return when the reply started."""
+    quiet = call.wait_for_silence(greeting_at, 0.8, 20)
+    assert quiet > greeting_at
+    spoken = call.say(GO_FORWARD)
+    said_at = time.monotonic()
+    return call.wait_for_sound(said_at + spoken, 20)
+
+
+def test_an_inbound_call_is_answered_turn_by_turn_and_its_bye_saves_the_record(
+    stack: LiveKitSipStack,
+) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    say_and_hear_reply(call, greeting_at)
+    call.wait_for_silence(time.monotonic(), 0.8, 20)
+    call.hang_up()  # the phone's BYE
+    call.wait_ended(10)
+
+    record = stack.saved_record(call_id)
+    assert record["ingress"] == "livekit"
+    assert record["outcome"] == "completed", record
+    assert record["intents"] == ["directions"], record
+    assert record["from_number"] == CALLER_NUMBER and record["to_number"] == OUR_NUMBER
+    assert record["room"].startswith("call-_+15105550100_"), record
+    said = " ".join(e["text"] for e in record["transcript"] if e["role"] == "user").lower()
+    assert "forward" in said, record["transcript"]
+
+
+def test_keypad_digits_reach_the_menu_and_the_agents_end_call_hangs_up_the_phone(
+    stack: LiveKitSipStack,
+) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    call.send_digits("4")  # RFC 4733 events: the account intent collects digits
+    prompt = call.wait_for_sound(time.monotonic(), 15)
+    call.wait_for_silence(prompt, 0.8, 20)
+    call.send_digits("123#")
+    confirmed = call.wait_for_sound(time.monotonic(), 15)
+    call.wait_for_silence(confirmed, 0.8, 20)
+    call.send_digits("9")  # goodbye, an end_call intent
+    call.wait_ended(20)  # the agent's hang-up reached the phone as a BYE
+    assert call.status_code in (200, 487), call
+
+    record = stack.saved_record(call_id)
+    assert record["intents"] == ["account", "goodbye"], record
+    keypad = [e for e in record["events"] if e["event"] == "keypad"]
+    assert [e.get("digit") or e.get("digits") for e in keypad][:1] == ["4"], record["events"]
+    assert any(e.get("digits") == "123" for e in record["events"]), record["events"]
+    assert record.get("ended_by") == "agent", record
+
+
+def test_a_call_to_a_number_no_agent_answers_is_refused_at_once(stack: LiveKitSipStack) -> None:
+    call = stack.caller.call(f"sip:+15559999@127.0.0.1:{stack.livekit.ports.sip}")
+    call.wait_ended(15)  # without the refusal it would ring until the caller gave up
+    assert call.confirmed_at is None
+    assert call.status_code == 486, call
+
+
+def test_a_room_outside_call_rooms_is_never_joined(stack: LiveKitSipStack) -> None:
+    """A SIP participant joining ``support-…`` fires the same webhook; nobody is sent there."""
+    import asyncio
+
+    from livekit import api
+
+    from switchboard.settings import Settings
+    from switchboard.telephony.livekit_sip import dial, livekit_client
+
+    settings = Settings(**stack.livekit.env())
+
+    async def ring_second_phone_into(room: str) -> list[str]:
+        async with livekit_client(settings) as lk:
+            await dial(lk, trunk=stack.outbound_trunk, to=SECOND_NUMBER, room=room,
+                       identity="sip_support", ring_secs=10, attributes={})  # fmt: skip
+            await asyncio.sleep(3)  # time for a webhook, a job and a worker, were there any
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            return [p.identity for p in listed.participants]
+
+    before = stack.call_ids()
+    present = asyncio.run(ring_second_phone_into("support-1"))
+    assert present == ["sip_support"]
+    assert stack.call_ids() == before
+    stack.second.wait_incoming().wait_ended(10)
+
+
+def test_an_outbound_call_rings_a_sip_phone_that_hears_the_agent(stack: LiveKitSipStack) -> None:
+    response = httpx.post(
+        f"{stack.url}/calls", headers=OPERATOR, timeout=30,
+        json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    placed = response.json()
+    assert placed["status"] == "answered" and placed["room"] == placed["call_id"]
+    callee = stack.second.calls[-1]
+    callee.wait_for_sound(callee.confirmed_at or 0, 20)  # the agent's greeting
+    callee.hang_up()
+    record = stack.saved_record(placed["call_id"])
+    assert record["ingress"] == "livekit" and record["outcome"] == "completed", record
+    assert record["from_number"] == OUR_NUMBER and record["to_number"] == SECOND_NUMBER
+
+
+@pytest.mark.parametrize(
+    ("answer", "http_status", "outcome"), [(Answer.BUSY, 502, "busy"), (Answer.RING, 504, "no_answer")]
+)
+def test_an_outbound_call_nobody_takes_is_recorded_as_such(
+    stack: LiveKitSipStack, answer: Answer, http_status: int, outcome: str
+) -> None:
+    stack.second.answer = answer
+    response = httpx.post(
+        f"{stack.url}/calls", headers=OPERATOR, timeout=30,
+        json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
+    )  # fmt: skip
+    assert response.status_code == http_status, response.text
+    detail = response.json()["detail"]
+    assert detail["outcome"] == outcome, detail
+    state = stack.record(detail["call_id"])
+    assert state["status"] == "failed" and state["reason"] == f"dial_{outcome}", state
+
+
+def test_a_cold_transfer_refers_the_caller_to_the_second_phone(stack: LiveKitSipStack) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    rings_before = len([c for c in stack.second.calls if c.direction == "inbound"])
+    call.send_digits("0")  # the transfer intent: REFER to sip:frontdesk@...
+    desk = stack.second.wait_incoming(20, count=rings_before + 1)
+    desk.wait_confirmed(10)
+    assert call.transfers_requested and "frontdesk" in call.transfers_requested[0]
+    assert "127.0.0.1" in desk.remote_uri  # the caller's phone followed the REFER itself
+    record = wait_for(
+        lambda: (r := stack.record(call_id)).get("transfer", {}).get("outcome") and r, 30, what="transfer result"
+    )
+    assert record["transfer"]["outcome"] == "answered", record
+    desk.hang_up()
+
+
+def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: LiveKitSipStack) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    say_and_hear_reply(call, greeting_at)
+    call.wait_for_silence(time.monotonic(), 0.8, 20)
+    owner = stack.record(call_id)["worker"]
+    victim = next(w for w in stack.workers if owner in w.log_path.name)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait()
+    # Another worker reclaims the job, joins the same room and says the agent's resumed line.
+    carried_on = call.wait_for_sound(time.monotonic() + 0.5, 30)
+    call.wait_for_silence(carried_on, 0.8, 20)
+    spoken = call.say(GO_FORWARD)
+    call.wait_for_sound(time.monotonic() + spoken, 20)
+    call.hang_up()
+    call.wait_ended(10)
+    record = stack.saved_record(call_id)
+    assert record["worker"] != owner, record
+    assert any(e["event"] == "resumed" for e in record["events"]), record["events"]
+    assert record["intents"][-1] == "directions", record
