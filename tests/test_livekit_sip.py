@@ -99,15 +99,15 @@ def test_keypad_digits_reach_the_menu_and_the_agents_end_call_hangs_up_the_phone
     confirmed = call.wait_for_sound(time.monotonic(), 15)
     call.wait_for_silence(confirmed, 0.8, 20)
     call.send_digits("9")  # goodbye, an end_call intent
-    call.wait_ended(20)  # the agent's hang-up reached the phone as a BYE
-    assert call.status_code in (200, 487), call
+    call.wait_ended(20)  # the phone never hung up: this is the agent's BYE
+    assert call.status_code == 200, call
 
     record = stack.saved_record(call_id)
-    assert record["intents"] == ["account", "goodbye"], record
-    keypad = [e for e in record["events"] if e["event"] == "keypad"]
-    assert [e.get("digit") or e.get("digits") for e in keypad][:1] == ["4"], record["events"]
-    assert any(e.get("digits") == "123" for e in record["events"]), record["events"]
-    assert record.get("ended_by") == "agent", record
+    keys = [e["data"]["digit"] for e in record["events"] if e["type"] == "keypad"]
+    assert keys == ["4", "1", "2", "3", "#", "9"], record["events"]
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert "Thank you. I have account 1 2 3." in agent_said, agent_said
+    assert agent_said[-1] == "Goodbye.", agent_said
 
 
 def test_a_call_to_a_number_no_agent_answers_is_refused_at_once(stack: LiveKitSipStack) -> None:
@@ -186,12 +186,13 @@ def test_a_cold_transfer_refers_the_caller_to_the_second_phone(stack: LiveKitSip
     desk = stack.second.wait_incoming(20, count=rings_before + 1)
     desk.wait_confirmed(10)
     assert call.transfers_requested and "frontdesk" in call.transfers_requested[0]
-    assert "127.0.0.1" in desk.remote_uri  # the caller's phone followed the REFER itself
-    record = wait_for(
-        lambda: (r := stack.record(call_id)).get("transfer", {}).get("outcome") and r, 30, what="transfer result"
-    )
-    assert record["transfer"]["outcome"] == "answered", record
+    assert CALLER_NUMBER.removeprefix("+") in desk.remote_uri or "127.0.0.1" in desk.remote_uri
     desk.hang_up()
+    call.wait_ended(20)  # LiveKit SIP hangs up its leg once the REFER succeeded
+    record = stack.saved_record(call_id)
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert agent_said[-1] == "Putting you through.", agent_said
+    assert [e["data"]["digit"] for e in record["events"] if e["type"] == "keypad"] == ["0"]
 
 
 def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: LiveKitSipStack) -> None:
@@ -210,6 +211,5 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: Liv
     call.hang_up()
     call.wait_ended(10)
     record = stack.saved_record(call_id)
-    assert record["worker"] != owner, record
-    assert any(e["event"] == "resumed" for e in record["events"]), record["events"]
+    assert stack.record(call_id)["worker"] != owner
     assert record["intents"][-1] == "directions", record

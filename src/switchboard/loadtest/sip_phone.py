@@ -427,11 +427,9 @@ def _pj_classes() -> SimpleNamespace:
 
         def onCallTransferRequest(self, prm) -> None:  # noqa: N802
             # Follow the REFER, as a carrier does for a cold transfer: call the target.
+            # PJSIP places the new call with a Call object of its own: handing it one of ours
+            # (prm.newCall) crashed the process now and then. The target's phone sees the call.
             self._state._notify(transfers_requested=[*self._state.transfers_requested, prm.dstUri])
-            transferred = PhoneCall(direction="outbound", remote_uri=prm.dstUri, _line=self._phone.line)
-            prm.newCall = _CallImpl(self._phone, transferred)
-            transferred._handle = prm.newCall
-            self._phone._add(transferred)
             prm.statusCode = 202
 
     class _AccountImpl(pj.Account):

@@ -235,6 +235,7 @@ class LiveKitRoomAdapter(CallAdapter):
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")
         self._transport: BaseTransport | None = None
+        self._someone_joined = False
 
     def transport(self) -> BaseTransport:
         if self._transport is None:
@@ -254,7 +255,16 @@ class LiveKitRoomAdapter(CallAdapter):
         closed room never reports that, and nobody would be left to talk to."""
         transport = self.transport()
 
+        @transport.event_handler("on_first_participant_joined")
+        async def _joined(_transport, _participant_id: str) -> None:
+            self._someone_joined = True
+
         @transport.event_handler("on_disconnected")
         async def _disconnected(_transport) -> None:
             logger.info(f"room {self._room}: disconnected from the room; ending the call")
             await call.worker.cancel()
+
+    def succeeded(self) -> bool:
+        """A room nobody but the agent was ever in was no call: the outbound callee who never
+        answered (the agent joins while the phone rings), or a caller gone before it came."""
+        return self._someone_joined
