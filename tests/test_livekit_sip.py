@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import OPERATOR, SPEECH_DIR, wait_for
+from conftest import OPERATOR, SPEECH_DIR
 from livekit_stack import (
     CALLER_NUMBER,
     OUR_NUMBER,
