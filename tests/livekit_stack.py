@@ -62,7 +62,7 @@ intents:
   - name: transfer
     phrases: [front desk]
     reply: Putting you through.
-    transfer: "sip:frontdesk@127.0.0.1:{second_port}"
+    transfer: "sip:{second_number}@127.0.0.1:{second_port}"
   - name: goodbye
     phrases: [horizon, distant]
     reply: Goodbye.
@@ -209,7 +209,9 @@ def start_livekit_sip_stack(workers: int = 2) -> LiveKitSipStack:
         )  # fmt: skip
         assert setup.outbound_trunk_id is not None
         agent = data_dir / "agent.yaml"
-        agent.write_text(AGENT_YAML.format(our_number=OUR_NUMBER, second_port=second.port))
+        agent.write_text(
+            AGENT_YAML.format(our_number=OUR_NUMBER, second_number=SECOND_NUMBER, second_port=second.port)
+        )
         env = {
             **os.environ,
             "SWITCHBOARD_LOG_LEVEL": "INFO",
