@@ -215,3 +215,27 @@ def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: Liv
     record = stack.saved_record(call_id)
     assert stack.record(call_id)["worker"] != owner
     assert record["intents"][-1] == "directions", record
+
+
+def test_livekit_setup_is_idempotent_against_the_real_server(stack: LiveKitSipStack) -> None:
+    """``switchboard livekit setup`` finds what the stack's own setup made and changes nothing;
+    a changed number list is applied in place, and setting it back restores the trunk."""
+    import subprocess
+    import sys
+
+    def setup(*numbers: str) -> str:
+        argv = [sys.executable, "-m", "switchboard.cli", "livekit", "setup", "--carrier-address", "127.0.0.1/32",
+                "--outbound-address", f"127.0.0.1:{stack.second.port}"]  # fmt: skip
+        for number in numbers:
+            argv += ["--number", number]
+        done = subprocess.run(
+            argv, env={**os.environ, **stack.livekit.env()}, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert setup(OUR_NUMBER).strip().endswith("nothing to change")
+    changed = setup(OUR_NUMBER, "+15550101")
+    assert "switchboard-inbound trunk updated" in changed, changed
+    assert "switchboard-inbound trunk updated" in setup(OUR_NUMBER)
+    assert setup(OUR_NUMBER).strip().endswith("nothing to change")
