@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import OPERATOR, SPEECH_DIR
+from conftest import OPERATOR, SPEECH_DIR, wait_for
 from livekit_stack import (
     CALLER_NUMBER,
     OUR_NUMBER,
@@ -144,20 +144,34 @@ def test_a_room_outside_call_rooms_is_never_joined(stack: LiveKitSipStack) -> No
     stack.second.wait_incoming().wait_ended(10)
 
 
-def test_an_outbound_call_rings_a_sip_phone_that_hears_the_agent(stack: LiveKitSipStack) -> None:
-    response = httpx.post(
-        f"{stack.url}/calls", headers=OPERATOR, timeout=30,
-        json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
-    )  # fmt: skip
+def test_an_outbound_call_rings_a_sip_phone_that_hears_the_agent_once_it_answers(
+    stack: LiveKitSipStack,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.second.answer = Answer.RING
+    rings_before = len([c for c in stack.second.calls if c.direction == "inbound"])
+    with ThreadPoolExecutor(1) as pool:
+        placing = pool.submit(
+            httpx.post, f"{stack.url}/calls", headers=OPERATOR, timeout=30,
+            json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
+        )  # fmt: skip
+        callee = stack.second.wait_incoming(15, count=rings_before + 1)
+        time.sleep(2.5)  # the agent is in the room while the phone rings
+        callee.answer()
+        response = placing.result(timeout=30)
     assert response.status_code == 201, response.text
     placed = response.json()
     assert placed["status"] == "answered" and placed["room"] == placed["call_id"]
-    callee = stack.second.calls[-1]
-    callee.wait_for_sound(callee.confirmed_at or 0, 20)  # the agent's greeting
+    callee.wait_confirmed(5)
+    # The greeting starts after the answer (said to a ringing phone, it would be lost).
+    callee.wait_for_sound(callee.confirmed_at or 0, 10)
+    callee.wait_for_silence(callee.confirmed_at or 0, 0.8, 15)
     callee.hang_up()
     record = stack.saved_record(placed["call_id"])
     assert record["ingress"] == "livekit" and record["outcome"] == "completed", record
     assert record["from_number"] == OUR_NUMBER and record["to_number"] == SECOND_NUMBER
+    assert [e["text"] for e in record["transcript"]][:1] == ["Hello, this is the test line."], record
 
 
 @pytest.mark.parametrize(
@@ -177,6 +191,9 @@ def test_an_outbound_call_nobody_takes_is_recorded_as_such(
     rang = stack.second.calls[-1]
     rang.wait_ended(10)
     assert rang.confirmed_at is None, rang
+    # The agent joined the room while the phone rang; nobody answered, so no call happened.
+    state = wait_for(lambda: (s := stack.record(detail["call_id"])).get("outcome") and s, 20, what="record")
+    assert state["outcome"] == "failed" and state["status"] == "failed", state
 
 
 def test_a_cold_transfer_refers_the_caller_to_the_second_phone(stack: LiveKitSipStack) -> None:
@@ -238,4 +255,3 @@ def test_livekit_setup_is_idempotent_against_the_real_server(stack: LiveKitSipSt
     changed = setup(OUR_NUMBER, "+15550101")
     assert "switchboard-inbound trunk updated" in changed, changed
     assert "switchboard-inbound trunk updated" in setup(OUR_NUMBER)
-    assert setup(OUR_NUMBER).strip().endswith("nothing to change")

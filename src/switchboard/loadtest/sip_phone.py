@@ -91,6 +91,18 @@ class PhoneCall:
         assert self._line is not None
         self._line.run(lambda: self._handle.dialDtmf(digits))
 
+    def answer(self) -> None:
+        """Pick up a call this phone let ring (``Answer.RING``)."""
+        assert self._line is not None
+        pj = _pj()
+
+        def _answer() -> None:
+            param = pj.CallOpParam()
+            param.statusCode = 200
+            self._handle.answer(param)
+
+        self._line.run(_answer)
+
     def hang_up(self) -> None:
         assert self._line is not None
         pj = _pj()

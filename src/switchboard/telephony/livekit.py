@@ -4,6 +4,7 @@ room, hang up by closing the room)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 from typing import TYPE_CHECKING
@@ -208,6 +209,56 @@ async def _quietly_close(lk: livekit_api.LiveKitAPI, room: str) -> None:
         logger.warning(f"could not close consult room {room}: {describe(e)}")
 
 
+_ANSWERED = "active"  # the SIP participant's sip.callStatus once its phone has answered
+
+
+def _call_room_transport():
+    """Pipecat's LiveKit transport, with a SIP participant counted as connected (greeted, and
+    the call counted as one) only once its phone has answered.
+
+    LiveKit SIP puts an outbound callee in the room as soon as it starts dialing, with
+    ``sip.callStatus`` going ``dialing`` → ``ringing`` → ``active``: Pipecat's transport reports
+    it connected at once, so the agent greeted a phone that was still ringing (the greeting was
+    lost) and an unanswered call ran and was recorded as a completed one.
+    """
+    from pipecat.transports.livekit.transport import LiveKitTransport
+
+    class CallRoomTransport(LiveKitTransport):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.answered = False
+            self._ringing: set[str] = set()
+            self._tasks: set[asyncio.Task] = set()
+            self._watching = False
+
+        async def _on_participant_connected(self, participant_id: str) -> None:
+            room = self._client.room
+            participant = room.remote_participants.get(participant_id)
+            status = participant.attributes.get("sip.callStatus") if participant else None
+            if status not in (None, _ANSWERED):
+                self._ringing.add(participant_id)
+                if not self._watching:
+                    room.on("participant_attributes_changed")(self._attributes_changed)
+                    self._watching = True
+                logger.info(f"{participant_id} is {status}: waiting for the answer")
+                return
+            self.answered = True
+            await super()._on_participant_connected(participant_id)
+
+        def _attributes_changed(self, _changed: dict, participant) -> None:
+            if participant.identity not in self._ringing:
+                return
+            if participant.attributes.get("sip.callStatus") == _ANSWERED:
+                self._ringing.discard(participant.identity)
+                task = asyncio.get_running_loop().create_task(
+                    self._on_participant_connected(participant.identity)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    return CallRoomTransport
+
+
 class LiveKitRoomAdapter(CallAdapter):
     """The agent joining one ``call-*`` room, where the SIP caller already is."""
 
@@ -235,13 +286,12 @@ class LiveKitRoomAdapter(CallAdapter):
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")
         self._transport: BaseTransport | None = None
-        self._someone_joined = False
 
     def transport(self) -> BaseTransport:
         if self._transport is None:
-            from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
+            from pipecat.transports.livekit.transport import LiveKitParams
 
-            self._transport = LiveKitTransport(
+            self._transport = _call_room_transport()(
                 url=self._url,
                 token=self._token,
                 room_name=self._room,
@@ -255,16 +305,12 @@ class LiveKitRoomAdapter(CallAdapter):
         closed room never reports that, and nobody would be left to talk to."""
         transport = self.transport()
 
-        @transport.event_handler("on_first_participant_joined")
-        async def _joined(_transport, _participant_id: str) -> None:
-            self._someone_joined = True
-
         @transport.event_handler("on_disconnected")
         async def _disconnected(_transport) -> None:
             logger.info(f"room {self._room}: disconnected from the room; ending the call")
             await call.worker.cancel()
 
     def succeeded(self) -> bool:
-        """A room nobody but the agent was ever in was no call: the outbound callee who never
+        """A room where no phone ever answered was no call: the outbound callee who never
         answered (the agent joins while the phone rings), or a caller gone before it came."""
-        return self._someone_joined
+        return bool(getattr(self._transport, "answered", False))
