@@ -34,10 +34,11 @@ def _settings(args: argparse.Namespace, role: str):
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, "agent")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
 
-    agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
     serve(app, settings, before_exit=app.state.drain)
     return 0
@@ -46,11 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
-    agent = load_agent_config(settings.agent_config)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
     app = create_worker_app(settings, agent, service)
@@ -73,33 +77,56 @@ def _orchestrator(args: argparse.Namespace) -> int:
     settings = _settings(args, "orchestrator")
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
 
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     app = create_orchestrator_app(settings)
     serve(app, settings, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 
+STREAM_SECRET_FILE = "stream-secret"  # in --data-dir, beside operator-key
+
+
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args, "up")
+    from pydantic import SecretStr
+
     from switchboard.agent.config import load_agent_config
-    from switchboard.supervisor import Supervisor
+    from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
+    from switchboard.settings import DEV_STREAM_SECRET
+    from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
+    from switchboard.supervisor import Supervisor
+
     workers = args.workers or os.cpu_count() or 1
+    # Callers' data and secrets land under the data dir (and wherever the records settings
+    # point): nothing the stack writes is readable by another local user.
+    os.umask(OWNER_ONLY_UMASK)
+    data_dir = tighten_dir(Path(args.data_dir))
     if not (settings.api_key_list() or settings.api_key_hash_list()):
-        # Call records are never served without a key: give the local stack one of its own.
-        key_file = _local_operator_key(Path(args.data_dir))
-        os.environ["SWITCHBOARD_API_KEY"] = key_file.read_text().strip()
+        # Call records are never served without a key: give the local stack one of its own,
+        # made once and then kept so the browser's copy holds.
+        key_file = data_dir / "operator-key"
+        os.environ["SWITCHBOARD_API_KEY"] = local_secret(key_file)
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
+    if settings.stream_secret.get_secret_value() == DEV_STREAM_SECRET and "SWITCHBOARD_STREAM_SECRET" not in os.environ:
+        # Every child inherits it: the orchestrator signs stream tokens the workers accept.
+        secret = local_secret(data_dir / STREAM_SECRET_FILE)
+        os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
+        settings.stream_secret = SecretStr(secret)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     livekit = setup = None
     if args.livekit or settings.livekit:
-        livekit, setup = _local_livekit(settings, Path(args.data_dir))
-    return Supervisor(settings, workers, args.agent, Path(args.data_dir), livekit, setup).run()
+        livekit, setup = _local_livekit(settings, data_dir)
+    return Supervisor(settings, workers, args.agent, data_dir, livekit, setup).run()
 
 
 def _local_livekit(settings: Settings, data_dir: Path):
     """The local LiveKit server and SIP of ``up --livekit`` (keys of this deployment's own unless
-    set), and the step that creates its trunk and dispatch rule once both answer."""
+    set): what writes their config for the stack's Redis, and the step that creates the trunk
+    and dispatch rule once both answer."""
     from pydantic import SecretStr
 
     from switchboard.telephony import livekit_local as local
@@ -110,12 +137,15 @@ def _local_livekit(settings: Settings, data_dir: Path):
         keys = local.deployment_keys(data_dir / "livekit" / "keys")
     ports = local.LiveKitPorts(http=settings.livekit_port, sip=settings.livekit_sip_port)
     webhook = f"http://127.0.0.1:{settings.port}/webhooks/livekit"
-    livekit = local.prepare(data_dir / "livekit", ports, keys, settings.redis_url, webhook)
-    os.environ.update(livekit.env())  # the orchestrator and the workers reach it with these
-    settings.livekit_url = ports.url
-    settings.livekit_api_key = keys.api_key
-    settings.livekit_api_secret = SecretStr(keys.api_secret)
     numbers = _inbound_numbers(settings) or [LOCAL_NUMBER]
+
+    def prepare(redis_url: str) -> local.LocalLiveKit:
+        livekit = local.prepare(data_dir / "livekit", ports, keys, redis_url, webhook)
+        os.environ.update(livekit.env())  # the orchestrator and the workers reach it with these
+        settings.livekit_url = ports.url
+        settings.livekit_api_key = keys.api_key
+        settings.livekit_api_secret = SecretStr(keys.api_secret)
+        return livekit
 
     def setup() -> None:
         from switchboard.telephony.livekit_setup import ensure_sip_setup
@@ -128,7 +158,7 @@ def _local_livekit(settings: Settings, data_dir: Path):
             flush=True,
         )
 
-    return livekit, setup
+    return prepare, setup
 
 
 LOCAL_NUMBER = "+15550100"  # what a local stack's inbound trunk answers when no agent names a number
@@ -170,17 +200,6 @@ def _livekit_setup(args: argparse.Namespace) -> int:
     print("; ".join(done.changed) or "nothing to change")
     return 0
 
-
-def _local_operator_key(data_dir: Path) -> Path:
-    """``data_dir/operator-key``: made once (owner-only), then kept so the browser's copy holds."""
-    import secrets
-
-    path = data_dir / "operator-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-    return path
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -273,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--max-calls", type=int, default=None, help="calls per worker (SWITCHBOARD_MAX_CALLS)")
-    p.add_argument("--data-dir", default="var", help="where a spawned Redis keeps its AOF")
+    p.add_argument("--data-dir", default="var",
+                   help="owner-only directory of the operator key, and of a spawned Redis's password and AOF")
     p.add_argument("--livekit", action="store_true",
                    help="also run a LiveKit server and LiveKit SIP on loopback (SWITCHBOARD_LIVEKIT=1)")
     p.set_defaults(func=_up)

@@ -1,15 +1,17 @@
 """``switchboard up``: Redis, an orchestrator and N workers as supervised child processes,
 and with ``--livekit`` a LiveKit server and LiveKit SIP beside them.
 
-Crashed children are restarted with exponential backoff; Ctrl-C (or SIGTERM) drains workers
-first (their calls are in LiveKit rooms, so LiveKit stays up meanwhile), then stops the
-orchestrator, LiveKit SIP, the LiveKit server and, if we started it, Redis.
+Crashed children, and the Redis we started, are restarted with exponential backoff; Ctrl-C
+(or SIGTERM) drains workers first (their calls may be in LiveKit rooms, so LiveKit stays up
+meanwhile), then stops the orchestrator, LiveKit SIP, the LiveKit server and, if we started
+it, Redis.
+Every process runs under an owner-only umask, so what the stack writes (call history,
+recordings, Redis's append-only file, secrets) is the owner's only.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import redis
 from loguru import logger
 
+from switchboard.local_redis import LocalRedis, redacted, redis_reachable
+from switchboard.private_files import OWNER_ONLY_UMASK
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_local import LocalLiveKit, server_ready, sip_ready, wait_until
 
@@ -48,50 +50,26 @@ class Child:
     own_session: bool = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=self.own_session)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, umask=OWNER_ONLY_UMASK, start_new_session=self.own_session
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         logger.info(f"started {self.name} (pid {self.process.pid})")
-
-
-def redis_reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def start_redis(url: str, data_dir: Path) -> subprocess.Popen:
-    """Spawn redis-server with AOF persistence in ``data_dir``, bound to loopback."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found: install it (make run does) or set SWITCHBOARD_REDIS_URL")
-    port = urlsplit(url).port or 6379
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Its own session: the terminal's Ctrl-C reaches every process of its group at once, and
-    # Redis must outlive the workers' drain (the supervisor stops it last).
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--loglevel", "warning"],
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while not redis_reachable(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
-    logger.info(f"started redis-server on port {port} (AOF in {data_dir})")
-    return process
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "switchboard.cli", *args]
 
 
-def plan_children(settings: Settings, workers: int, agent: str | None) -> list[Child]:
+def plan_children(
+    settings: Settings, workers: int, agent: str | None, *, redis_url: str | None = None
+) -> list[Child]:
+    """The orchestrator and workers; ``redis_url`` (with the password of a Redis we started)
+    defaults to the configured one."""
     env = {
         **os.environ,
-        "SWITCHBOARD_REDIS_URL": settings.redis_url,
+        "SWITCHBOARD_REDIS_URL": redis_url or settings.redis_url,
         "SWITCHBOARD_MAX_CALLS": str(settings.max_calls),
     }
     # Share the cores between worker processes instead of oversubscribing them.
@@ -131,23 +109,45 @@ class Supervisor:
         workers: int,
         agent: str | None,
         data_dir: Path,
-        livekit: LocalLiveKit | None = None,
+        livekit: Callable[[str], LocalLiveKit] | None = None,
         after_livekit: Callable[[], None] | None = None,
     ):
+        """``livekit`` writes the local LiveKit's config for the stack's Redis URL (known once
+        Redis is up: ours has a password) and sets its keys in the environment the children
+        inherit; ``after_livekit`` runs once both answer (the trunk and dispatch rule)."""
         self.settings = settings
-        self.children = plan_children(settings, workers, agent)
-        self.livekit = livekit
-        self.livekit_children = plan_livekit(livekit) if livekit else []
+        self.workers = workers
+        self.agent = agent
+        self.children: list[Child] = []
+        self.plan_livekit = livekit
+        self.livekit: LocalLiveKit | None = None
+        self.livekit_children: list[Child] = []
         self.after_livekit = after_livekit
         self.data_dir = data_dir
-        self.redis_process: subprocess.Popen | None = None
+        self.redis: LocalRedis | None = None  # the Redis we started and watch, if we did
         self._stopping = False
 
-    def _start_livekit(self) -> None:
+    def _redis_url(self) -> str:
+        """The configured Redis if it answers; else one of our own (started and watched)."""
+        url = self.settings.redis_url
+        if redis_reachable(url):
+            logger.info(f"using the Redis at {redacted(url)}")
+            return url
+        local = LocalRedis.for_deployment(url, self.data_dir)
+        if redis_reachable(local.url):  # ours, left running by an earlier supervisor
+            logger.info(f"using the Redis already running at {redacted(local.url)}")
+            return local.url
+        local.start()
+        self.redis = local
+        return local.url
+
+    def _start_livekit(self, redis_url: str) -> None:
         """The server, then SIP (it finds the server through Redis), each once it answers."""
-        assert self.livekit is not None
-        server, sip = self.livekit_children
+        assert self.plan_livekit is not None
+        self.livekit = self.plan_livekit(redis_url)
+        self.livekit_children = plan_livekit(self.livekit)
         ports = self.livekit.ports
+        server, sip = self.livekit_children
         for child, ready in ((server, lambda: server_ready(ports)), (sip, lambda: sip_ready(ports))):
             child.start()
             wait_until(ready, LIVEKIT_START_SECS, child.name, alive=lambda c=child: c.process.poll() is None)
@@ -156,11 +156,12 @@ class Supervisor:
             self.after_livekit()
 
     def run(self) -> int:
-        if not redis_reachable(self.settings.redis_url):
-            self.redis_process = start_redis(self.settings.redis_url, self.data_dir / "redis")
+        redis_url = self._redis_url()
         try:
-            if self.livekit is not None:
-                self._start_livekit()
+            if self.plan_livekit is not None:
+                self._start_livekit(redis_url)
+            # Planned after LiveKit: the children inherit the environment that names it.
+            self.children = plan_children(self.settings, self.workers, self.agent, redis_url=redis_url)
             for child in self.children:
                 child.start()
         except BaseException:
@@ -185,6 +186,8 @@ class Supervisor:
         self._stopping = True
 
     def _watch(self) -> None:
+        if self.redis is not None:
+            self.redis.watch()
         now = time.monotonic()
         for child in self.livekit_children + self.children:
             if child.process is None:
@@ -222,7 +225,6 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     logger.warning(f"{child.name} did not stop in time; killing it")
                     child.process.kill()
-        if self.redis_process is not None:
-            self.redis_process.terminate()
-            self.redis_process.wait(timeout=15)
+        if self.redis is not None:
+            self.redis.stop()
         logger.info("Switchboard stopped")
