@@ -210,6 +210,10 @@ async def _quietly_close(lk: livekit_api.LiveKitAPI, room: str) -> None:
 
 
 _ANSWERED = "active"  # the SIP participant's sip.callStatus once its phone has answered
+# LiveKit creates a room when someone joins it: an agent that joins the room of a call already
+# over (an outbound dial refused before the worker got there) makes a new, empty one and would
+# wait there for its idle timeout. Nobody in the room this long after joining: no call.
+EMPTY_ROOM_SECS = 10.0
 
 
 def _call_room_transport():
@@ -227,11 +231,13 @@ def _call_room_transport():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.answered = False
+            self.anyone_came = False  # answered or not
             self._ringing: set[str] = set()
             self._tasks: set[asyncio.Task] = set()
             self._watching = False
 
         async def _on_participant_connected(self, participant_id: str) -> None:
+            self.anyone_came = True
             room = self._client.room
             participant = room.remote_participants.get(participant_id)
             status = participant.attributes.get("sip.callStatus") if participant else None
@@ -286,6 +292,7 @@ class LiveKitRoomAdapter(CallAdapter):
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")
         self._transport: BaseTransport | None = None
+        self._empty_room_watch: asyncio.Task | None = None
 
     def transport(self) -> BaseTransport:
         if self._transport is None:
@@ -305,10 +312,24 @@ class LiveKitRoomAdapter(CallAdapter):
         closed room never reports that, and nobody would be left to talk to."""
         transport = self.transport()
 
+        @transport.event_handler("on_connected")
+        async def _connected(_transport) -> None:
+            self._empty_room_watch = asyncio.create_task(self._leave_if_empty(call))
+
         @transport.event_handler("on_disconnected")
         async def _disconnected(_transport) -> None:
             logger.info(f"room {self._room}: disconnected from the room; ending the call")
             await call.worker.cancel()
+
+    async def _leave_if_empty(self, call: CallPipeline) -> None:
+        await asyncio.sleep(EMPTY_ROOM_SECS)
+        if not getattr(self._transport, "anyone_came", True):
+            logger.info(f"room {self._room}: nobody came in {EMPTY_ROOM_SECS:.0f} s; leaving")
+            await call.worker.cancel()
+
+    async def close(self) -> None:
+        if self._empty_room_watch is not None:
+            self._empty_room_watch.cancel()
 
     def succeeded(self) -> bool:
         """A room where no phone ever answered was no call: the outbound callee who never
