@@ -94,7 +94,7 @@ _TRANSFER_TARGET = re.compile(
 
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _TRUNK_ID = re.compile(r"ST_[A-Za-z0-9]{1,64}")
-_ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_\-*?]{1,120}")
+_ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_+\-*?]{1,120}")  # as livekit.ROOM_PATTERN
 
 # What an agent may send to a remote IVR: keypad digits, and w for a half-second pause.
 DIAL_STRING_PATTERN = r"^[0-9*#w]{1,64}$"
@@ -490,7 +490,7 @@ class AgentConfig(BaseModel):
         return _all_match(
             patterns,
             _ROOM_PATTERN,
-            "room patterns start with call- and use letters, digits, _ - and the wildcards * ?",
+            "room patterns start with call- and use letters, digits, _ + - and the wildcards * ?",
         )
 
     def intent(self, name: str) -> Intent | None:
