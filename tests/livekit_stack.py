@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -79,12 +78,6 @@ def require_binaries() -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def _udp_range(size: int = 40) -> tuple[int, int]:
-    """A block of UDP ports for RTP/ICE; random, so parallel runs of the suite rarely meet."""
-    start = random.randrange(20000, 60000 - size, size)
-    return start, start + size - 1
 
 
 @dataclass
@@ -179,25 +172,16 @@ def start_livekit_sip_stack(workers: int = 2) -> LiveKitSipStack:
     try:
         caller = line.phone(CALLER_NUMBER, free_port())
         second = line.phone(SECOND_NUMBER, free_port())
-        rtc_start, rtc_end = _udp_range()
-        rtp_start, rtp_end = _udp_range()
-        ports = local.LiveKitPorts(
-            http=free_port(), rtc_tcp=free_port(), rtc_udp_start=rtc_start, rtc_udp_end=rtc_end,
-            sip=free_port(), rtp_start=rtp_start, rtp_end=rtp_end,
-        )  # fmt: skip
+        ports = local.loopback_ports()
         keys = local.deployment_keys(data_dir / "livekit-keys")
         orchestrator_port = free_port()
         livekit = local.prepare(
             data_dir, ports, keys, redis.url, f"http://127.0.0.1:{orchestrator_port}/webhooks/livekit"
         )
-        logs: dict[str, Path] = {}
-        for name, argv, ready in (
-            ("livekit-server", livekit.server_argv(), lambda: local.server_ready(ports)),
-            ("livekit-sip", livekit.sip_argv(), lambda: local.sip_ready(ports)),
-        ):
-            process, logs[name] = _spawn(argv, f"{name}-{ports.http}", dict(os.environ))
-            started.append(process)
-            local.wait_until(ready, 30, name, alive=lambda p=process: p.poll() is None)
+        started += local.start_local(livekit, LOG_DIR)
+        logs: dict[str, Path] = {
+            name: LOG_DIR / f"{name}-{ports.http}.log" for name in ("livekit-server", "livekit-sip")
+        }
 
         settings = Settings(**livekit.env())
         setup = asyncio.run(

@@ -55,6 +55,19 @@ class HeardFrame:
 
 
 @dataclass
+class Utterance:
+    """Speech queued with ``say``: when each of its 20 ms frames went out (time.monotonic(),
+    taken as PJSIP's media clock pulled the frame, which it then encodes and sends at once)."""
+
+    samples: int
+    sent_at: list[float] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return -(-self.samples // FRAME_SAMPLES)
+
+
+@dataclass
 class PhoneCall:
     """One call of a phone, as the test sees it; updated from the SIP thread."""
 
@@ -66,8 +79,10 @@ class PhoneCall:
     digits_received: list[str] = field(default_factory=list)
     transfers_requested: list[str] = field(default_factory=list)
     confirmed_at: float | None = None
+    rtp_port: int | None = None  # this phone's RTP port for the call, once media is up
     disconnected_at: float | None = None
     _heard: list[HeardFrame] = field(default_factory=list, repr=False)
+    said: list[Utterance] = field(default_factory=list, repr=False)
     _to_say: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
     _said_until: float = 0.0
     _handle: Any = field(default=None, repr=False)
@@ -79,11 +94,13 @@ class PhoneCall:
     def say(self, audio: np.ndarray | Path) -> float:
         """Queue speech (a WAV file, or int16 samples at 8 kHz); return the seconds queued."""
         samples = load_wav_8k(audio) if isinstance(audio, Path) else audio.astype(np.int16)
+        utterance = Utterance(len(samples))
+        self.said.append(utterance)
         for start in range(0, len(samples), FRAME_SAMPLES):
             frame = samples[start : start + FRAME_SAMPLES]
             if len(frame) < FRAME_SAMPLES:
                 frame = np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
-            self._to_say.put(frame)
+            self._to_say.put((frame, utterance))
         return len(samples) / SAMPLE_RATE
 
     def send_digits(self, digits: str) -> None:
@@ -183,9 +200,11 @@ class PhoneCall:
 
     def _next_frame(self) -> bytes:
         try:
-            return self._to_say.get_nowait().tobytes()
+            frame, utterance = self._to_say.get_nowait()
         except queue.Empty:
             return bytes(FRAME_SAMPLES * 2)
+        utterance.sent_at.append(time.monotonic())
+        return frame.tobytes()
 
 
 def rms(samples: np.ndarray) -> float:
@@ -207,9 +226,12 @@ def load_wav_8k(path: Path) -> np.ndarray:
 class SipLine:
     """The process's PJSIP library on one thread, and the phones (accounts) on it."""
 
-    def __init__(self, log_level: int = 1) -> None:
+    def __init__(self, log_level: int = 1, jitter_buffer_ms: int | None = None) -> None:
+        """``jitter_buffer_ms`` fixes the receive jitter buffer's prefetch (PJSIP's adaptive
+        default otherwise): a measuring phone wants its own delay constant."""
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._log_level = log_level
+        self._jitter_buffer_ms = jitter_buffer_ms
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -275,6 +297,9 @@ class SipLine:
             config.medConfig.channelCount = 1
             config.medConfig.noVad = True  # send every frame, as a carrier does
             config.medConfig.ecTailLen = 0
+            if self._jitter_buffer_ms is not None:
+                jb = self._jitter_buffer_ms
+                config.medConfig.jbInit = config.medConfig.jbMinPre = config.medConfig.jbMaxPre = jb
             ep.libInit(config)
             ep.audDevManager().setNullDev()
             for codec in ep.codecEnum2():
@@ -430,6 +455,8 @@ def _pj_classes() -> SimpleNamespace:
                         fmt.init(pj.PJMEDIA_FORMAT_PCM, SAMPLE_RATE, 1, 20000, 16)
                         self._port = _AudioPortImpl(self._state)
                         self._port.createPort(f"phone-{id(self)}", fmt)
+                    local = self.getMedTransportInfo(index).localRtpName
+                    self._state._notify(rtp_port=int(local.rsplit(":", 1)[1]))
                     audio = self.getAudioMedia(index)
                     audio.startTransmit(self._port)
                     self._port.startTransmit(audio)

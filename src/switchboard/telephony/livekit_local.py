@@ -10,9 +10,11 @@ and LiveKit SIP answers SIP on ``127.0.0.1:sip_port`` with RTP in its own port r
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -228,3 +230,42 @@ def wait_until(check, limit_secs: float, what: str, alive=lambda: True) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what} not ready within {limit_secs:.0f} s")
+
+
+def loopback_ports(udp_block: int = 40) -> LiveKitPorts:
+    """Free ports for one more local LiveKit beside others on this machine (tests, benchmarks):
+    TCP ports the kernel hands out, and random UDP blocks for WebRTC and RTP, so parallel runs
+    rarely meet."""
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            return s.getsockname()[1]
+
+    rtc = random.randrange(20000, 60000 - udp_block, udp_block)
+    rtp = random.randrange(20000, 60000 - udp_block, udp_block)
+    return LiveKitPorts(
+        http=free(), rtc_tcp=free(), rtc_udp_start=rtc, rtc_udp_end=rtc + udp_block - 1,
+        sip=free(), rtp_start=rtp, rtp_end=rtp + udp_block - 1,
+    )  # fmt: skip
+
+
+def start_local(livekit: LocalLiveKit, log_dir: Path, env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+    """Start the LiveKit server, then LiveKit SIP (it registers with the server through Redis),
+    each logging to ``log_dir/<name>-<port>.log``; returns both processes once both are ready."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen] = []
+    try:
+        for name, argv, ready in (
+            ("livekit-server", livekit.server_argv(), lambda: server_ready(livekit.ports)),
+            ("livekit-sip", livekit.sip_argv(), lambda: sip_ready(livekit.ports)),
+        ):
+            with open(log_dir / f"{name}-{livekit.ports.http}.log", "w") as log:
+                process = subprocess.Popen(argv, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+            started.append(process)
+            wait_until(ready, 30, name, alive=lambda p=process: p.poll() is None)
+    except BaseException:
+        for process in started:
+            process.terminate()
+            process.wait(timeout=15)
+        raise
+    return started
