@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from switchboard.telephony.livekit_local import LocalLiveKit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -255,15 +259,56 @@ class Role:
         return sum(proc_threads(p.pid) for p in self.processes)
 
 
+@dataclass
+class LiveKitBeside:
+    """The real LiveKit server and LiveKit SIP beside the stack (``start_stack(livekit=...)``),
+    answering SIP calls to ``numbers`` in ``call-…`` rooms; ``local`` is set once started."""
+
+    data_dir: Path
+    numbers: list[str]
+    local: LocalLiveKit | None = None
+
+    def start(self, redis_url: str, orchestrator_url: str, logs: Path) -> list[Role]:
+        from switchboard.telephony import livekit_local
+
+        ports = livekit_local.loopback_ports()
+        keys = livekit_local.deployment_keys(self.data_dir / "livekit-keys")
+        self.local = livekit_local.prepare(
+            self.data_dir / "livekit", ports, keys, redis_url, f"{orchestrator_url}/webhooks/livekit")
+        server, sip = livekit_local.start_local(self.local, logs)
+        roles = [Role("livekit server"), Role("livekit sip")]
+        roles[0].add("livekit-server", server)
+        roles[1].add("livekit-sip", sip)
+        return roles
+
+    def setup(self) -> None:
+        """The inbound trunk and the dispatch rule (after the orchestrator is up: the first
+        webhooks may come as soon as the rule exists)."""
+        import asyncio
+
+        from switchboard.settings import Settings
+        from switchboard.telephony.livekit_setup import ensure_sip_setup
+
+        assert self.local is not None
+        asyncio.run(ensure_sip_setup(Settings(**self.local.env()), self.numbers))
+
+    def sip_uri(self, number: str) -> str:
+        assert self.local is not None
+        return f"sip:{number}@{self.local.ports.sip_uri_host}"
+
+
 def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: Path,
                 worker_prefix: str = "cap", env_extra: dict[str, str] | None = None,
                 worker_command: Callable[[int, list[str]], list[str]] | None = None,
-                redis_aof: bool = False,
+                redis_aof: bool = False, livekit: LiveKitBeside | None = None,
+                env_all: dict[str, str] | None = None,
                 ) -> tuple[str, list[Role], list[str]]:
-    """Redis, the configuration's emulators, one orchestrator and N workers on loopback.
+    """Redis, the configuration's emulators, one orchestrator and N workers on loopback; with
+    ``livekit``, the LiveKit server and LiveKit SIP too (roles ``livekit server``, ``livekit sip``).
 
-    Returns the orchestrator's URL, the roles (redis, emulators, orchestrator, workers) and the
-    workers' URLs, once the orchestrator sees every worker. ``env_extra`` goes to the workers only;
+    Returns the orchestrator's URL, the roles (redis, [livekit server, livekit sip,] emulators,
+    orchestrator, workers) and the workers' URLs, once the orchestrator sees every worker.
+    ``env_extra`` goes to the workers only, ``env_all`` to the orchestrator and the workers;
     ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
     """
     redis_port = free_port()
@@ -276,6 +321,9 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
     transcripts.write_text("\n".join(TRANSCRIPTS * 20) + "\n")
     roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}
     roles["redis"].add("redis", redis)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    livekit_roles = livekit.start(f"redis://127.0.0.1:{redis_port}/0", url, logs) if livekit else []
     urls = {}
     for provider in EMULATORS[config]:
         extra = ["--transcripts", str(transcripts)] if provider == "deepgram" else []
@@ -292,14 +340,14 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
         "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),
+        **(livekit.local.env() if livekit and livekit.local else {}),
+        **(env_all or {}),
     }
     if "deepgram" in urls:
         env["SWITCHBOARD_DEEPGRAM_URL"] = urls["deepgram"].replace("http://", "ws://")
         env["SWITCHBOARD_ELEVENLABS_URL"] = urls["elevenlabs"].replace("http://", "ws://")
     if "llm" in urls:
         env["SWITCHBOARD_LLM_BASE_URL"] = urls["llm"] + "/v1"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     roles["orchestrator"].add("orchestrator", start_process(
         cli("orchestrator", "--port", str(port)), f"{url}/health/live", logs / "orchestrator.log", env))
     worker_urls = []
@@ -317,7 +365,10 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         if time.monotonic() > deadline:
             raise RuntimeError("the orchestrator did not see every worker within 60 s")
         time.sleep(0.2)
-    return url, list(roles.values()), worker_urls
+    if livekit:
+        livekit.setup()
+    ordered = list(roles.values())
+    return url, [ordered[0], *livekit_roles, *ordered[1:]], worker_urls
 
 
 def stop_stack(roles: list[Role]) -> None:

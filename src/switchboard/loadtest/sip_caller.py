@@ -22,10 +22,17 @@ import numpy as np
 from switchboard.audio import frame_dbfs
 from switchboard.loadtest.caller import CallScript
 from switchboard.loadtest.known_end import KnownEndClip
-from switchboard.loadtest.rtp_tap import PCMU, RtpPacket
-from switchboard.loadtest.sip_phone import FRAME_SAMPLES, SAMPLE_RATE, PhoneCall, Utterance
+from switchboard.loadtest.rtp_tap import PCMU, RtpPacket, RtpTap
+from switchboard.loadtest.sip_phone import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    PhoneCall,
+    SipPhone,
+    Utterance,
+)
 
 AUDIBLE_DBFS: float = CallScript.model_fields["speech_threshold_dbfs"].default
+_AUDIBLE_RMS = 32768 * 10 ** (AUDIBLE_DBFS / 20)
 _LEVEL_SAMPLES = SAMPLE_RATE // 100  # 10 ms
 
 
@@ -122,4 +129,52 @@ def say_and_time(call: PhoneCall, clip: KnownEndClip, reply_timeout_s: float = 1
 
 def wait_quiet(call: PhoneCall, since: float, quiet_s: float = 0.8, timeout_s: float = 30.0) -> None:
     """Let the agent finish talking: ``quiet_s`` with nothing audible (by the same threshold)."""
-    call.wait_for_silence(since, quiet_s, timeout_s, threshold=32768 * 10 ** (AUDIBLE_DBFS / 20))
+    call.wait_for_silence(since, quiet_s, timeout_s, threshold=_AUDIBLE_RMS)
+
+
+@dataclass
+class SipCallResult:
+    """One call as the phone heard it (``turns``) and as its RTP port carried it (``wire``)."""
+
+    call: PhoneCall
+    turns: list[SipTurn]
+    wire: list[SipTurn]
+    failure: str | None = None
+
+
+def run_sip_call(phone: SipPhone, uri: str, clips: list[KnownEndClip], tap: RtpTap | None = None, *,
+                 goodbye: KnownEndClip | None = None, answer_timeout_s: float = 60.0) -> SipCallResult:
+    """Dial ``uri``, hear the greeting out, say each clip after the agent's previous reply has
+    ended, then say ``goodbye`` and wait for the agent's BYE (or hang up); timed turn by turn."""
+    clock_offset = time.time() - time.monotonic()
+    call = phone.call(uri)
+    result = SipCallResult(call, [], [])
+    try:
+        call.wait_confirmed(answer_timeout_s)
+        call.wait(lambda c: c.rtp_port is not None or c.ended, 10, "media")
+        if tap is not None and call.rtp_port is not None:
+            tap.watch(call.rtp_port)
+        greeting = call.wait_for_sound(call.confirmed_at or 0.0, 15, threshold=_AUDIBLE_RMS)
+        wait_quiet(call, greeting)
+        spoken = [*clips, goodbye] if goodbye else clips
+        for clip in spoken:
+            turn = say_and_time(call, clip)
+            result.turns.append(turn)
+            if turn.failure:
+                result.failure = turn.failure
+                break
+            if clip is not goodbye:
+                wait_quiet(call, turn.reply_at or time.monotonic())
+        if goodbye and result.failure is None:
+            call.wait_ended(20)
+    except (AssertionError, TimeoutError) as e:
+        result.failure = str(e)
+    finally:
+        if not call.ended:
+            call.hang_up()
+            call.wait_ended(10)
+    if tap is not None and call.rtp_port is not None:
+        packets = tap.packets(call.rtp_port)
+        result.wire = [wire_turn(packets, turn, clip, clock_offset)
+                       for turn, clip in zip(result.turns, spoken, strict=False)]  # fmt: skip
+    return result

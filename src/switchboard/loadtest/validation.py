@@ -2,8 +2,9 @@
 
 ``switchboard call`` (the caller simulator), ``switchboard loadtest`` (the load generator) and
 ``switchboard analyze`` (on the caller's recording) each measure the same calls against a
-fake agent that answers exactly N ms (± jitter) after the caller's speech ends; every turn's
-reading is compared with the delay the agent actually used.
+fake agent that answers exactly N ms (± jitter) after the caller's speech ends (the SIP phone
+of the LiveKit benchmarks against a fake SIP agent that does the same over SIP and RTP); every
+turn's reading is compared with the delay the agent actually used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
@@ -24,6 +26,10 @@ from fastapi import FastAPI
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.fake_agent import fake_agent_app
 from switchboard.loadtest.known_end import KnownEndClip
+
+if TYPE_CHECKING:
+    from switchboard.loadtest.rtp_tap import RtpTap
+    from switchboard.loadtest.sip_phone import SipPhone
 
 
 @dataclass(frozen=True)
@@ -130,3 +136,27 @@ def validate_loadtest(
         for record in run.calls
         for t, turn in zip(truth.get(record.result.call_sid, []), record.result.turns, strict=False)
     ]
+
+
+def validate_sip_calls(
+    phone: SipPhone, configs: list[tuple[float, float]], clips: list[KnownEndClip], tap: RtpTap | None
+) -> list[Reading]:
+    """One SIP call per ``(delay_ms, jitter_ms)`` from ``phone`` to a fake SIP agent, all at
+    once, read at the phone's ear (after its jitter buffer and media clock) and, with ``tap``,
+    on the wire at its RTP port."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from switchboard.loadtest.fake_sip_agent import FakeSipAgent
+    from switchboard.loadtest.sip_caller import run_sip_call
+
+    with ExitStack() as agents, ThreadPoolExecutor(len(configs)) as pool:
+        fakes = [agents.enter_context(FakeSipAgent(d, j, seed=int(d + j))) for d, j in configs]
+        calls = list(pool.map(lambda agent: run_sip_call(phone, agent.uri, clips, tap), fakes))
+        readings = []
+        for (delay, jitter), agent, call in zip(configs, fakes, calls, strict=True):
+            truth = next(iter(agent.turns().values()), [])
+            readings += [Reading("sip phone, at its ear", delay, jitter, t, turn.voice_to_voice_ms)
+                         for t, turn in zip(truth, call.turns, strict=False)]  # fmt: skip
+            readings += [Reading("sip phone, on the wire", delay, jitter, t, turn.voice_to_voice_ms)
+                         for t, turn in zip(truth, call.wire, strict=False)]  # fmt: skip
+    return readings
