@@ -226,12 +226,14 @@ def load_wav_8k(path: Path) -> np.ndarray:
 class SipLine:
     """The process's PJSIP library on one thread, and the phones (accounts) on it."""
 
-    def __init__(self, log_level: int = 1, jitter_buffer_ms: int | None = None) -> None:
+    def __init__(self, log_level: int = 1, jitter_buffer_ms: int | None = None, max_calls: int = 32) -> None:
         """``jitter_buffer_ms`` fixes the receive jitter buffer's prefetch (PJSIP's adaptive
-        default otherwise): a measuring phone wants its own delay constant."""
+        default otherwise); ``max_calls`` is the calls up at once over all phones (PJSIP's
+        default is 4; its build allows 32)."""
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._log_level = log_level
         self._jitter_buffer_ms = jitter_buffer_ms
+        self._max_calls = max_calls
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -287,6 +289,7 @@ class SipLine:
             ep = pj.Endpoint()
             ep.libCreate()
             config = pj.EpConfig()
+            config.uaConfig.maxCalls = self._max_calls
             config.uaConfig.threadCnt = 0  # this thread polls: every SIP callback runs here
             config.uaConfig.mainThreadOnly = False
             config.uaConfig.userAgent = "switchboard-test-phone (pjsua2)"
