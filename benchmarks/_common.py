@@ -174,6 +174,22 @@ def _tcp_sockets() -> dict[str, tuple[int, int, str]]:
     return out
 
 
+def socket_ports(pid: int) -> set[int]:
+    """The local UDP and TCP ports a process has open."""
+    inodes = {t[8:-1] for t in _fd_targets(pid) if t.startswith("socket:[")}
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6", "/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[9] in inodes:
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _fd_targets(pid: int) -> list[str]:
     targets = []
     try:

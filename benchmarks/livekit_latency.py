@@ -29,7 +29,9 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -39,6 +41,7 @@ from _common import (
     RESULTS,
     LiveKitBeside,
     free_port,
+    socket_ports,
     start_stack,
     stop_stack,
     summarize,
@@ -54,6 +57,10 @@ API_KEY = "benchmark-key"
 OUR_NUMBER = "+15550100"
 CALLER_NUMBER = "+15105550100"
 PATHS = ("twilio", "livekit")
+# The WebRTC legs of a LiveKit call: caller's audio in, the agent's audio out.
+LEGS = [("livekit-sip", "server"), ("server", "worker"), ("worker", "server"), ("server", "livekit-sip")]
+LEG_STEPS = ("sip_in_ms", "sfu_in_ms", "worker_ms", "sfu_out_ms", "sip_out_ms")
+REPLY_PACKET_BYTES = 100
 INSTRUMENT_CLIPS = {"pocketsphinx_cards_003_16k.wav", "osr_us_0010_s02_8k.wav", "cmu_arctic_aew_a0003_16k.wav"}
 INSTRUMENT_CONFIGS = [(300, 0), (500, 20), (800, 20)]
 
@@ -115,20 +122,100 @@ async def twilio_call(url: str, clips: list[Path], operator: Operator) -> dict:
             "rows": rows_of(result.turns, spoken, record.get("turns", []))}
 
 
+class PortWatch:
+    """Which process each local UDP port belongs to, looked up while a call is up (WebRTC
+    ports live only as long as the call)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self._pids = pids
+        self.ports: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PortWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for role, pid in self._pids.items():
+                self.ports.update(dict.fromkeys(socket_ports(pid), role))
+
+
 def livekit_call(phone, tap, livekit: LiveKitBeside, clips: list[KnownEndClip], goodbye: KnownEndClip,
-                 operator: Operator) -> dict:
+                 operator: Operator, pids: dict[str, int]) -> dict:
     from switchboard.loadtest.sip_caller import run_sip_call
 
-    result = run_sip_call(phone, livekit.sip_uri(OUR_NUMBER), clips, tap, goodbye=goodbye)
+    began = time.time()
+    with PortWatch(pids) as watch:
+        result = run_sip_call(phone, livekit.sip_uri(OUR_NUMBER), clips, tap, goodbye=goodbye)
+    assert livekit.local is not None
+    ports = livekit.local.ports
+    server = {*range(ports.rtc_udp_start, ports.rtc_udp_end + 1), ports.rtc_tcp}
+    legs = {(a, b): [] for a, b in LEGS}
+    flows: dict[str, int] = {}
+    for packet in tap.trace:
+        if packet.at < began:
+            continue
+        a = "server" if packet.source in server else watch.ports.get(packet.source)
+        b = "server" if packet.target in server else watch.ports.get(packet.target)
+        key = f"{a or packet.source}->{b or packet.target}"
+        flows[key] = flows.get(key, 0) + 1
+        if (a, b) in legs and not 72 <= packet.payload_type <= 76:
+            legs[(a, b)].append((packet.at, packet.size, packet.payload_type))
+    tap.trace.clear()
     call_id = operator.new_call_id()
     record = operator.saved_record(call_id) if call_id else {}
     spoken = [c.path for c in [*clips, goodbye]]
     stages = record.get("turns", [])
-    return {"call_id": record.get("call_id"), "failure": result.failure,
-            "rows": rows_of(result.wire, spoken, stages), "ear_rows": rows_of(result.turns, spoken, stages)}
+    rows = rows_of(result.wire, spoken, stages)
+    for row, turn in zip(rows, result.wire, strict=False):
+        if turn.speech_end_at is not None and turn.reply_at is not None:
+            row["legs_ms"] = leg_breakdown(legs, turn.speech_end_at, turn.reply_at)
+    return {"call_id": record.get("call_id"), "failure": result.failure, "rows": rows,
+            "ear_rows": rows_of(result.turns, spoken, stages), "packets_per_flow": flows}
 
 
-def measure(url: str, livekit: LiveKitBeside, phone, tap, rounds: int, clips: int | None = None) -> dict:
+def _caller_audio_ends(packets: list[tuple[float, int, int]], speech_end: float) -> float | None:
+    """When the caller's end of speech passed on a WebRTC leg: the first Opus packet after it
+    no bigger than the leg's packets of the silence that follows (the clip ends in digital
+    silence), less the 20 ms that packet holds. Good to about a packet (±20 ms)."""
+    silence = [size for at, size, _ in packets if speech_end + 0.2 <= at <= speech_end + 0.4]
+    if not silence:
+        return None
+    quiet = float(np.median(silence)) + 3
+    return next((at - 0.020 for at, size, _ in packets if at >= speech_end and size <= quiet), None)
+
+
+def _reply_starts(packets: list[tuple[float, int, int]], since: float) -> float | None:
+    """The first packet of the agent's reply on a leg: three in a row, 20 ms apart, each too big
+    to be the Opus of silence (DTX and silence frames there are under 100 bytes)."""
+    later = [(at, size) for at, size, _ in packets if at >= since]
+    for i in range(len(later) - 2):
+        run = later[i : i + 3]
+        if all(size >= REPLY_PACKET_BYTES for _, size in run) and run[2][0] - run[0][0] < 0.06:
+            return run[0][0]
+    return None
+
+
+def leg_breakdown(legs: dict, speech_end: float, reply: float) -> dict[str, float | None]:
+    """Where one LiveKit turn's time went, between the wire at the phone and the worker, from
+    the timing of the WebRTC legs' packets (ms)."""
+    sip_out = _caller_audio_ends(legs[("livekit-sip", "server")], speech_end)
+    to_worker = _caller_audio_ends(legs[("server", "worker")], speech_end)
+    from_worker = _reply_starts(legs[("worker", "server")], to_worker or speech_end)
+    to_sip = _reply_starts(legs[("server", "livekit-sip")], from_worker or speech_end)
+    marks = [speech_end, sip_out, to_worker, from_worker, to_sip, reply]
+    steps = [None if a is None or b is None else round((b - a) * 1000, 1) for a, b in pairwise(marks)]
+    return dict(zip(LEG_STEPS, steps, strict=True))
+
+
+def measure(url: str, livekit: LiveKitBeside, phone, tap, rounds: int, pids: dict[str, int],
+            clips: int | None = None) -> dict:
     by_path = {Path(c.path): c for c in load_manifest(CLIPS_DIR)}
     pool = turn_clips()[:clips]
     goodbye = by_path[goodbye_clip()]
@@ -142,7 +229,7 @@ def measure(url: str, livekit: LiveKitBeside, phone, tap, rounds: int, clips: in
                 if path == "twilio":
                     call = asyncio.run(twilio_call(url, chosen, operator))
                 else:
-                    call = livekit_call(phone, tap, livekit, [by_path[c] for c in chosen], goodbye, operator)
+                    call = livekit_call(phone, tap, livekit, [by_path[c] for c in chosen], goodbye, operator, pids)
                 calls[path].append(call)
                 v2v = [r["voice_to_voice_ms"] for r in call["rows"]]
                 print(f"round {i + 1} {path}: {v2v} {call['failure'] or ''}", flush=True)
@@ -158,6 +245,10 @@ def summarize_rows(rows: list[dict]) -> dict:
         "voice_to_voice_ms": summarize(v2v),
         "stages_ms": {s: summarize([r[s] for r in staged if r.get(s) is not None]) for s in STAGES},
         "edges_ms": summarize([r["voice_to_voice_ms"] - r["bot_started_ms"] for r in staged]),
+        "legs_ms": {step: summarize([r["legs_ms"][step] for r in rows if r.get("legs_ms", {}).get(step) is not None])
+                    for step in LEG_STEPS},
+        "worker_webrtc_ms": summarize([r["legs_ms"]["worker_ms"] - r["bot_started_ms"] for r in staged
+                                       if r.get("legs_ms", {}).get("worker_ms") is not None]),
     }
 
 
@@ -232,9 +323,28 @@ def report(data: dict) -> str:
         f"| +{ms(b)} / +{ms(b, 'p95')} |",
         "",
         "The edges are voice-to-voice minus the agent's bot-start time: on the Twilio path the WebSocket and "
-        "the worker's input windowing; on the LiveKit path RTP into LiveKit SIP, its jitter buffer, Opus "
-        "encoding into the room, the SFU, the worker's WebRTC receive, and the same back out, decoded to "
-        "µ-law by LiveKit SIP.",
+        "the worker's input windowing; on the LiveKit path everything between the phone's wire and the "
+        "agent's pipeline, split below.",
+        "",
+        "The LiveKit path between the phone's wire and the worker, from the timing of the WebRTC legs' packets "
+        "(read off loopback beside the phone's RTP; the caller's end of speech is where a leg's Opus packets "
+        "shrink to the size of silence, the reply where they grow to speech again; about ±20 ms each; p50 / p95 ms):",
+        "",
+        "| step | p50 | p95 |",
+        "|---|---|---|",
+    ]
+    leg_names = {"sip_in_ms": "phone's RTP → LiveKit SIP → Opus into the room",
+                 "sfu_in_ms": "LiveKit server (SFU) → the worker",
+                 "worker_ms": "the worker: WebRTC receive, the pipeline, publishing the reply",
+                 "sfu_out_ms": "LiveKit server (SFU) → LiveKit SIP",
+                 "sip_out_ms": "LiveKit SIP: Opus decode, mixer, µ-law → RTP to the phone"}
+    for step, label in leg_names.items():
+        leg = lk["legs_ms"][step]
+        lines.append(f"| {label} | {ms(leg)} | {ms(leg, 'p95')} |")
+    webrtc = lk["worker_webrtc_ms"]
+    lines += [
+        f"| of the worker's share: outside its pipeline's own clock (WebRTC jitter buffer, resampling, "
+        f"audio source queue) | {ms(webrtc)} | {ms(webrtc, 'p95')} |",
         "",
         "Instrument check (each against a fake agent of known delay; `tests/test_instruments.py`, "
         "`tests/test_sip_instruments.py`):",
@@ -273,10 +383,13 @@ def main() -> int:
                                 livekit=livekit, env_all=env_all)
     line = SipLine().start()
     try:
-        with RtpTap() as tap:
+        assert livekit.local is not None
+        with RtpTap(trace_all=True, tcp_ports={livekit.local.ports.rtc_tcp}) as tap:
             phone = line.phone(CALLER_NUMBER, free_port())
             checked = [] if args.smoke else instruments(phone, tap)
-            calls = measure(url, livekit, phone, tap, args.calls, 2 if args.smoke else None)
+            pids = {"livekit-sip": next(r for r in roles if r.name == "livekit sip").processes[0].pid,
+                    "worker": next(r for r in roles if r.name == "workers").processes[0].pid}
+            calls = measure(url, livekit, phone, tap, args.calls, pids, 2 if args.smoke else None)
     finally:
         line.stop()
         stop_stack(roles)

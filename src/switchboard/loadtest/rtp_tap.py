@@ -23,7 +23,20 @@ _ETH_P_ALL = 0x0003
 _SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; SCM_TIMESTAMPNS has the same number
 _PACKET_OUTGOING = 4  # loopback shows each packet twice: sent, and received
 _UDP = 17
+_TCP = 6
 PCMU = 0
+
+
+@dataclass(frozen=True)
+class TracedPacket:
+    """Any RTP-looking packet on ``lo`` (SRTP too: its header is in the clear), over UDP or
+    framed in TCP (RFC 4571, as WebRTC's ICE-TCP carries it)."""
+
+    at: float
+    source: int  # ports
+    target: int
+    size: int  # the RTP packet's length
+    payload_type: int
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,13 @@ def tap_available() -> bool:
 class RtpTap:
     """``with RtpTap() as tap:`` ``tap.watch(port)``, then ``tap.packets(port)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace_all: bool = False, tcp_ports: set[int] | None = None) -> None:
+        """With ``trace_all`` every RTP-looking UDP packet on ``lo`` is kept as a
+        ``TracedPacket`` (the WebRTC legs' timing, for a breakdown of where a call's time
+        goes), and so is RTP framed in TCP to or from ``tcp_ports``."""
+        self._trace_all = trace_all
+        self._tcp_ports = tcp_ports or set()
+        self.trace: list[TracedPacket] = []
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(_ETH_P_ALL))
         self._sock.bind(("lo", 0))
         self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
@@ -80,18 +99,38 @@ class RtpTap:
             if not select.select([self._sock], [], [], 0.1)[0]:
                 continue
             data, ancillary, _, address = self._sock.recvmsg(65535, 64)
-            if address[2] == _PACKET_OUTGOING or len(data) < 28 or data[9] != _UDP:
+            if address[2] == _PACKET_OUTGOING or len(data) < 40:
                 continue
-            header = (data[0] & 0x0F) * 4
+            # IPv4, or IPv6 (WebRTC picks an IPv6 pair as readily as an IPv4 one)
+            protocol, header = (data[9], (data[0] & 0x0F) * 4) if data[0] >> 4 == 4 else (data[6], 40)
+            if protocol not in (_UDP, _TCP):
+                continue
             source, target = struct.unpack_from("!HH", data, header)
+            if protocol == _TCP:
+                self._trace_tcp(data, header, source, target, ancillary)
+                continue
             with self._lock:
                 port = target if target in self._watched else source if source in self._watched else None
+                if self._trace_all and len(data) >= header + 20 and data[header + 8] >> 6 == 2:
+                    self.trace.append(TracedPacket(_kernel_time(ancillary), source, target, len(data) - header - 8,
+                                                   data[header + 9] & 0x7F))  # fmt: skip
                 if port is None:
                     continue
                 at = _kernel_time(ancillary)
                 packet = _rtp(data[header + 8 :], at, inbound=port == target)
                 if packet is not None:
                     self._watched[port].append(packet)
+
+
+    def _trace_tcp(self, data: bytes, header: int, source: int, target: int, ancillary: list) -> None:
+        if not self._trace_all or not ({source, target} & self._tcp_ports):
+            return
+        payload = data[header + (data[header + 12] >> 4) * 4 :]
+        # One RFC 4571 frame per segment, as a sender of small audio packets writes them.
+        if len(payload) >= 14 and payload[2] >> 6 == 2:
+            packet = TracedPacket(_kernel_time(ancillary), source, target, len(payload) - 2, payload[3] & 0x7F)
+            with self._lock:
+                self.trace.append(packet)
 
 
 def _kernel_time(ancillary: list) -> float:
