@@ -284,18 +284,23 @@ class LiveKitBeside:
     numbers: list[str]
     local: LocalLiveKit | None = None
 
-    def start(self, redis_url: str, orchestrator_url: str, logs: Path) -> list[Role]:
+    def prepare(self, redis_url: str, orchestrator_url: str) -> dict[str, str]:
+        """Ports, keys and config files; returns what the stack's processes need to reach it."""
         from switchboard.telephony import livekit_local
 
         ports = livekit_local.loopback_ports()
         keys = livekit_local.deployment_keys(self.data_dir / "livekit-keys")
         self.local = livekit_local.prepare(
             self.data_dir / "livekit", ports, keys, redis_url, f"{orchestrator_url}/webhooks/livekit")
+        return self.local.env()
+
+    def start(self, roles: dict[str, Role], logs: Path) -> None:
+        from switchboard.telephony import livekit_local
+
+        assert self.local is not None
         server, sip = livekit_local.start_local(self.local, logs)
-        roles = [Role("livekit server"), Role("livekit sip")]
-        roles[0].add("livekit-server", server)
-        roles[1].add("livekit-sip", sip)
-        return roles
+        roles["livekit server"].add("livekit-server", server)
+        roles["livekit sip"].add("livekit-sip", sip)
 
     def setup(self) -> None:
         """The inbound trunk and the dispatch rule (after the orchestrator is up: the first
@@ -327,6 +332,21 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
     ``env_extra`` goes to the workers only, ``env_all`` to the orchestrator and the workers;
     ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
     """
+    roles = {name: Role(name) for name in ("redis", "livekit server", "livekit sip", "emulators",
+                                           "orchestrator", "workers") if livekit or "livekit" not in name}
+    try:
+        url, worker_urls = _start_roles(roles, config, workers, max_calls, tmp, logs, worker_prefix, env_extra,
+                                        worker_command, redis_aof, livekit, env_all)
+    except BaseException:
+        stop_stack(list(roles.values()))
+        raise
+    return url, list(roles.values()), worker_urls
+
+
+def _start_roles(roles: dict[str, Role], config: str, workers: int, max_calls: int, tmp: Path, logs: Path,
+                 worker_prefix: str, env_extra: dict[str, str] | None,
+                 worker_command: Callable[[int, list[str]], list[str]] | None, redis_aof: bool,
+                 livekit: LiveKitBeside | None, env_all: dict[str, str] | None) -> tuple[str, list[str]]:
     redis_port = free_port()
     # With ``redis_aof`` Redis keeps an append-only file (as ``switchboard up`` runs it), so it can be
     # restarted (same argv) without losing calls' state.
@@ -335,11 +355,7 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
                               "--bind", "127.0.0.1", "--save", "", *persistence], stdout=subprocess.DEVNULL)
     transcripts = tmp / "transcripts.txt"
     transcripts.write_text("\n".join(TRANSCRIPTS * 20) + "\n")
-    roles = {name: Role(name) for name in ("redis", "emulators", "orchestrator", "workers")}
     roles["redis"].add("redis", redis)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    livekit_roles = livekit.start(f"redis://127.0.0.1:{redis_port}/0", url, logs) if livekit else []
     urls = {}
     for provider in EMULATORS[config]:
         extra = ["--transcripts", str(transcripts)] if provider == "deepgram" else []
@@ -347,6 +363,8 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         urls[provider] = f"http://127.0.0.1:{port}"
         roles["emulators"].add(provider, start_process(
             cli("emulate", provider, "--port", str(port), *extra), f"{urls[provider]}/health", logs / f"{provider}.log"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     env = {
         **SECRETS,
         **CONFIGS[config],
@@ -356,7 +374,7 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
         "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),
-        **(livekit.local.env() if livekit and livekit.local else {}),
+        **(livekit.prepare(f"redis://127.0.0.1:{redis_port}/0", url) if livekit else {}),
         **(env_all or {}),
     }
     if "deepgram" in urls:
@@ -366,6 +384,8 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         env["SWITCHBOARD_LLM_BASE_URL"] = urls["llm"] + "/v1"
     roles["orchestrator"].add("orchestrator", start_process(
         cli("orchestrator", "--port", str(port)), f"{url}/health/live", logs / "orchestrator.log", env))
+    if livekit:  # after the orchestrator: its webhooks have somewhere to go
+        livekit.start(roles, logs)
     worker_urls = []
     for i in range(workers):
         wport = free_port()
@@ -383,8 +403,7 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
         time.sleep(0.2)
     if livekit:
         livekit.setup()
-    ordered = list(roles.values())
-    return url, [ordered[0], *livekit_roles, *ordered[1:]], worker_urls
+    return url, worker_urls
 
 
 def stop_stack(roles: list[Role]) -> None:

@@ -122,7 +122,7 @@ def twilio_level(url: str, level: int, roles: list[Role], worker_urls: list[str]
 
 
 def markdown(data: dict) -> str:
-    roles = data["roles"]
+    roles = [r for r in data["roles"] if r != "workers"]
     lines = [
         "## Capacity through LiveKit SIP (`benchmarks/livekit_capacity.py`)",
         "",
