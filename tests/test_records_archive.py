@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from conftest import free_port
 from switchboard.agent.config import AgentConfig
+from switchboard.call.log import CallLog
 from switchboard.records.archive import CallArchive, save_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall
@@ -95,8 +96,8 @@ async def test_a_history_database_that_is_down_is_counted_and_never_fails_the_ca
     class Finished:
         call_id, call_sid, outcome = "call-x", "CAx", "completed"
         started_at, ended_at = time.time() - 5, time.time()
-        intents: list[str] = []
-        turns: list[dict] = []
+        failure_reason = None
+        log = CallLog()
 
     started = time.monotonic()
     await save_call(archive, Finished(), CallCapture(agent="receptionist", ingress="twilio"))
@@ -113,10 +114,10 @@ async def test_a_malformed_record_is_counted_not_raised(tmp_path: Path) -> None:
     )
 
     class Broken:
-        call_id, call_sid, outcome = "call-y", "CAy", "completed"
+        call_id, call_sid, outcome = "call-y", "CAy", None  # no outcome: not a valid record
         started_at, ended_at = time.time(), time.time()
-        intents: list[str] = []
-        turns = [{"bot_started_ms": "not a number"}]
+        failure_reason = None
+        log = CallLog()
 
     before = saved("failed")
     await save_call(archive, Broken(), CallCapture(agent="receptionist", ingress="twilio"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -42,6 +41,7 @@ from switchboard.agent.keypad import KeypadInput
 from switchboard.agent.send_digits import send_digits
 from switchboard.agent.silence import SilenceWatch
 from switchboard.agent.transfer import transfer
+from switchboard.call.log import CallLog, EndCallRequested, LLMAction
 from switchboard.observability import metrics
 from switchboard.telephony.base import CallControl
 
@@ -71,6 +71,7 @@ class CallController(BaseObserver):
         *,
         call_id: str = "",
         tool_secret: str | None = None,
+        log: CallLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
@@ -82,13 +83,11 @@ class CallController(BaseObserver):
         self.timers = CallTimers()
         self.silence = SilenceWatch(self)
         self.keypad = KeypadInput(self)
-        self.events: list[dict[str, Any]] = []
+        # What the call did; the runner makes it, a test may leave it to us.
+        self.log = log if log is not None else CallLog(clock)
         self.ended_by = ""
-        self.transfer: dict[str, Any] | None = None
         self.ending = False
         self.on_hold = False  # a tool or a transfer is running: no silence re-prompts
-        self._clock = clock
-        self._started = 0.0
         self._seen: set[int] = set()
         self._user_speaking = False
         self._bot_speaking = False
@@ -99,7 +98,6 @@ class CallController(BaseObserver):
 
     def start(self) -> None:
         """Start the call's clocks (call it once, as the pipeline starts)."""
-        self._started = self._clock()
         self.silence.start()
 
     async def stop(self) -> None:
@@ -149,7 +147,7 @@ class CallController(BaseObserver):
 
     async def _action(self, frame: CallActionFrame) -> None:
         if frame.action == "end_call" and not self.ending:
-            self.event("end_call")
+            self.log.add(EndCallRequested())
             await self.end_with(frame.text or "Goodbye.", "agent")
             return
         if frame.action == "send_digits" and frame.digits:  # the LLM's tool, validated there
@@ -161,7 +159,7 @@ class CallController(BaseObserver):
         if intent is None:
             return
         if frame.text:  # a tool call: the reply was not spoken by the responder
-            self.event("tool", action=frame.action, intent=intent.name)
+            self.log.add(LLMAction(action=frame.action, intent=intent.name))
             await self.say(frame.text)
         self.follow_reply(intent)
 
@@ -251,9 +249,3 @@ class CallController(BaseObserver):
         """A key press cuts the agent short, as a caller's voice does."""
         if self._bot_speaking:
             await self.worker.queue_frame(InterruptionFrame())
-
-    def event(self, kind: str, **fields: Any) -> None:
-        """Add to the call record's events, stamped with seconds since the call started."""
-        self.events.append(
-            {"event": kind, "at_s": round(self._clock() - self._started, 3), **fields}
-        )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from switchboard.agent.config import Intent
 from switchboard.agent.tools import tool_turn
+from switchboard.call.log import ToolCall
 
 if TYPE_CHECKING:
     from switchboard.agent.call_control import CallController
@@ -26,7 +27,15 @@ async def run_intent_tool(call: CallController, intent: Intent) -> None:
         )
     finally:
         call.on_hold = False
-    call.event("tool_call", tool=tool.name, ok=outcome.ok, error=outcome.error)
+    call.log.add(
+        ToolCall(
+            tool=tool.name,
+            arguments=arguments,
+            ok=outcome.ok,
+            error=outcome.error,
+            result=outcome.data,
+        )
+    )
     if outcome.line:
         await call.say(outcome.line)
     call.silence.arm()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputDTMFFrame
 
+from switchboard.call.log import DigitsSent
 from switchboard.observability import metrics
 
 if TYPE_CHECKING:
@@ -39,6 +40,6 @@ def dial_frames(digits: str) -> list[Frame]:
 
 async def send_digits(call: CallController, digits: str, source: Source) -> None:
     """Queue ``digits`` on the call (already validated), record and count them."""
-    call.event("send_digits", digits=digits, source=source)
+    call.log.add(DigitsSent(digits=digits, source=source))
     metrics.DTMF_SENT.labels(source=source).inc()
     await call.worker.queue_frames(dial_frames(digits))

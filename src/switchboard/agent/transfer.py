@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from switchboard.agent.config import Intent
+from switchboard.call.log import TransferRequested
 from switchboard.observability import metrics
 from switchboard.telephony.base import CallControlError, TransferOutcome, UnsupportedOperation
 
@@ -39,14 +40,11 @@ async def transfer(call: CallController, intent: Intent, target: str) -> None:
         outcome = TransferOutcome.FAILED
     finally:
         call.on_hold = False
-    mode = "warm" if warm else "cold"
-    call.transfer = {
-        "intent": intent.name,
-        "target": target,
-        "mode": mode,
-        "outcome": outcome.value,
-    }
-    call.event("transfer", target=target, mode=mode, outcome=outcome.value)
+    call.log.add(
+        TransferRequested(
+            intent=intent.name, target=target, mode="warm" if warm else "cold", outcome=outcome.value
+        )
+    )
     metrics.TRANSFERS.labels(outcome=outcome.value).inc()
     if outcome in _CONNECTED:
         # The carrier now runs the call elsewhere; our side of the media ends.

@@ -158,7 +158,7 @@ EVENT_LOOP_TASKS = Gauge(
 # Call records: the history database, recordings and post-call webhooks.
 CALL_RECORDS_SAVED = Counter(
     "call_records_saved_total",
-    "Finished calls written to the call history, by result (saved | failed).",
+    "Finished calls written to the call history, by result (saved | amended | failed).",
     ["result"],
 )
 CALL_RECORDINGS = Counter(

@@ -99,6 +99,7 @@ def _row_values(call: StoredCall) -> dict[str, Any]:
         events=data["events"],
         intents=data["intents"],
         tool_calls=data["tool_calls"],
+        transfer=data["transfer"],
         provider_fallbacks=data["provider_fallbacks"],
         analysis=data["analysis"],
         saved_at=dt.datetime.now(dt.UTC),

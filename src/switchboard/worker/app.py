@@ -12,7 +12,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 
 from fastapi import (
     Depends,
@@ -27,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
+from switchboard.call.log import TransferResult
 from switchboard.dispatch.models import CallStatus
 from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.observability import metrics
@@ -144,9 +144,9 @@ def create_worker_app(
     def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
         record = registry.get(call_sid)
         if record is not None:
-            record.transfer = {**(record.transfer or {}), "outcome": outcome.value}
-            record.events.append({"event": "transfer_result", "outcome": outcome.value,
-                                  "dial_status": form.get("DialCallStatus", "")})
+            record.log.add(TransferResult(outcome=outcome.value, dial_status=form.get("DialCallStatus", "")))
+            # The dial ends after the call left us (and was saved): the stored record learns it too.
+            archive.amend(record.call_id or f"call-{record.call_sid}", record.log)
 
     warm_waits = WarmTransferWaits()
     # In a pool an unanswered cold transfer goes back through the orchestrators to an agent.
@@ -184,14 +184,14 @@ def create_worker_app(
 
     @app.get("/calls", dependencies=[Depends(require_caller_data_key)])
     async def calls() -> list[dict]:
-        return [asdict(r) for r in registry.recent()]
+        return [r.view() for r in registry.recent()]
 
     @app.get("/calls/{call_sid}", dependencies=[Depends(require_caller_data_key)])
     async def call(call_sid: str) -> dict:
         record = registry.get(call_sid)
         if record is None:
             raise HTTPException(status_code=404, detail=f"no call {call_sid}")
-        return asdict(record)
+        return record.view()
 
     limits = MediaLimits.from_settings(settings)
 

@@ -1,4 +1,9 @@
-"""The calls of this worker process: what happened on each, kept in memory for inspection."""
+"""The calls of this worker process: what happened on each, kept in memory for inspection.
+
+A :class:`CallRecord` is the worker's view of a call's log (``switchboard.call.log``): ids,
+outcome and timing of its own, everything else (events, turns, intents, transfer, who ended
+it) read from the log, so it never disagrees with the stored record.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from switchboard.call.log import CallLog, Turn
 
 
 @dataclass
@@ -21,13 +28,51 @@ class CallRecord:
     ended_at: float | None = None
     outcome: str = "active"
     failure_reason: str | None = None
-    intents: list[str] = field(default_factory=list)
-    turns: list[dict] = field(default_factory=list)
     marks_played: list[str] = field(default_factory=list)
-    # Call-control events in order: re-prompts, keypad presses, digit strings, hang-up, transfer.
-    events: list[dict[str, Any]] = field(default_factory=list)
-    ended_by: str = ""  # agent | caller | idle | max_duration | transfer ('' while active)
-    transfer: dict[str, Any] | None = None
+    log: CallLog = field(default_factory=CallLog)
+
+    @property
+    def intents(self) -> list[str]:
+        return self.log.intents()
+
+    @property
+    def turns(self) -> list[Turn]:
+        return self.log.turns()
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Call-control events in order: re-prompts, keypad, digit strings, transfers, tools."""
+        return self.log.control_events()
+
+    @property
+    def transfer(self) -> dict[str, Any] | None:
+        summary = self.log.transfer()
+        return summary.model_dump(exclude_none=True) if summary else None
+
+    @property
+    def ended_by(self) -> str:
+        """agent | caller | idle | max_duration | transfer | worker | error ('' while active)."""
+        return self.log.ended_by or ""
+
+    def view(self) -> dict[str, Any]:
+        """The record as the worker's ``GET /calls`` serves it."""
+        return {
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "call_id": self.call_id,
+            "ingress": self.ingress,
+            "agent": self.agent,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome,
+            "failure_reason": self.failure_reason,
+            "intents": self.intents,
+            "turns": [t.model_dump(exclude={"event", "at_s"}) for t in self.turns],
+            "marks_played": list(self.marks_played),
+            "events": self.events,
+            "ended_by": self.ended_by,
+            "transfer": self.transfer,
+        }
 
 
 class CallRegistry:

@@ -18,6 +18,7 @@ from pipecat.workers.runner import WorkerRunner
 from switchboard.agent.call_control import FOLLOW_UP_LIMIT_SECS, CallController
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.pipeline import build_call_pipeline
+from switchboard.call.log import EndedBy, HangUp, Resumed, logging_to
 from switchboard.dispatch.sessions import CallSession, CallSessions
 from switchboard.observability import metrics
 from switchboard.records.archive import CallArchive, attach_capture, save_call
@@ -65,7 +66,28 @@ async def run_call(
     )
     record.agent = agent.name
     registry.add(record)
+    with logging_to(record.log):
+        await _run(adapter, agent, settings, record, slot, on_ended, archive, sessions, worker_id,
+                   resumed, opening)
+    return record
+
+
+async def _run(
+    adapter: CallAdapter,
+    agent: AgentConfig,
+    settings: Settings,
+    record: CallRecord,
+    slot: CallSlot | None,
+    on_ended: Sequence[CallEndedHook],
+    archive: CallArchive | None,
+    sessions: CallSessions | None,
+    worker_id: str,
+    resumed: CallSession | None,
+    opening: str | None,
+) -> None:
+    ids, log = adapter.ids, record.log
     call = controller = capture = keeper = None
+    ended_by: EndedBy | None = None
     # A hard stop behind the agent's own time limit (which says goodbye first).
     hard_limit = agent.limits.max_duration_secs + FOLLOW_UP_LIMIT_SECS + 10
     metrics.ACTIVE_CALLS.inc()
@@ -78,10 +100,11 @@ async def run_call(
             before_output=adapter.before_output(),
             history=resumed.history if resumed else (),
             opening=opening or (agent.resumed if resumed else None),
+            log=log,
         )
         capture = attach_capture(
             archive, call.worker, ingress=adapter.ingress, agent=agent,
-            params={"From": ids.caller, "To": ids.dialed},
+            params={"From": ids.caller, "To": ids.dialed}, log=log,
         )
         secret = settings.tool_signing_secret
         controller = CallController(
@@ -90,16 +113,18 @@ async def run_call(
             adapter.control,
             call_id=ids.call_id or ids.call_sid,
             tool_secret=secret.get_secret_value() if secret else None,
+            log=log,
         )
         call.worker.add_observer(controller)
         if resumed is not None:
             logger.info(f"call {record.call_sid}: carried on from another worker ({len(resumed.history)} messages)")
-            record.events = [*resumed.events, {"event": "resumed", "at": time.time()}]
+            log.carry_on(resumed.events)
+            log.add(Resumed())
         if sessions is not None:
             session = resumed or CallSession(call_id=ids.call_id or ids.call_sid, agent=agent.name)
             keeper = SessionKeeper(
                 sessions, session, call.context, worker_id,
-                events=lambda: record.events + controller.events,
+                events=log.control_events,
             )
             call.worker.add_observer(keeper)
             await keeper.start()
@@ -112,10 +137,12 @@ async def run_call(
         record.outcome = "completed" if adapter.succeeded() else "failed"
     except asyncio.CancelledError:
         record.outcome = "failed"
+        ended_by = "worker"  # a shutdown, or a drain out of time handing the call on
         raise
     except Exception as e:
         record.outcome = "failed"
         record.failure_reason = f"{type(e).__name__}: {e}"
+        ended_by = "error"
         metrics.PIPELINE_ERRORS.labels(stage="call").inc()
         logger.exception(f"call {record.call_sid}: {adapter.ingress} call failed")
     finally:
@@ -125,18 +152,13 @@ async def run_call(
         metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(
             record.ended_at - record.started_at
         )
-        if call is not None:
-            record.intents = [m.name for m in call.responder.matches]
-            record.turns = call.timings.as_dicts()
         record.marks_played = adapter.marks_played()
         if keeper is not None:
             await _quietly(keeper.stop(), record, "stopping the session keeper")
         if controller is not None:
             await _quietly(controller.stop(), record, "stopping call control")
-            record.events, record.transfer = record.events + controller.events, controller.transfer
-            record.ended_by = controller.ended_by or (
-                "caller" if record.outcome == "completed" else ""
-            )
+            ended_by = controller.ended_by or ended_by  # type: ignore[assignment]
+        log.add(HangUp(ended_by=ended_by or ("caller" if record.outcome == "completed" else "error")))
         if record.ended_by in AGENT_ENDINGS:
             await _quietly(adapter.control.hang_up(), record, "hanging up")
         await _quietly(adapter.close(), record, "closing the transport")
@@ -149,7 +171,6 @@ async def run_call(
             )
         if slot is not None:
             await _quietly(slot.release(record), record, "releasing the slot")
-    return record
 
 
 async def _quietly(work: Awaitable[None], record: CallRecord, what: str) -> None:

@@ -50,8 +50,8 @@ class PoolSlot:
         if record is not None:
             status = CallStatus.COMPLETED if record.outcome == "completed" else CallStatus.FAILED
             for turn in record.turns:
-                if turn.get("bot_started_ms") is not None:
-                    await service.record_turn_latency(turn["bot_started_ms"])
+                if turn.bot_started_ms is not None:
+                    await service.record_turn_latency(turn.bot_started_ms)
         if self._held:
             await service._safe(service.registry.release_slot(service.worker_id, self._call_id))
         await service._safe(service.ledger.finish(self._call_id, status))
