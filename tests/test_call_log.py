@@ -30,13 +30,13 @@ from switchboard.call.log import (
     TransferResult,
     Turn,
 )
+from switchboard.call.record import CallRecord
 from switchboard.dispatch.sessions import CallSession
 from switchboard.records.archive import CallArchive, save_call, stored_call, webhook_payload
 from switchboard.records.capture import CallCapture
 from switchboard.records.store import MIGRATIONS, CallStore, create_db_engine
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallControl, TransferOutcome
-from switchboard.worker.calls import CallRecord
 
 AGENT = load_agent_config(Path(__file__).parent / "agents" / "numbers" / "call_control.yaml")
 

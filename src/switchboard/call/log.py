@@ -3,7 +3,7 @@
 Call control, the capture observer, the turn timings, the responder and the tool runners each
 append an event (a pydantic model with an ``event`` tag and ``at_s``, seconds since the call
 started) to the call's :class:`CallLog`. Everything else that says what a call did is a
-projection of it: the worker's in-memory record (``worker.calls.CallRecord``), the stored
+projection of it: the worker's in-memory record (``call.record.CallRecord``), the stored
 record (``records.models.StoredCall``: its ``events``, ``turns``, ``intents``, ``tool_calls``,
 ``transfer`` and ``ended_by``), the post-call webhook, and the Redis session another worker
 carries the call on from (``dispatch.sessions.CallSession.events``).

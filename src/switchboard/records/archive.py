@@ -40,7 +40,7 @@ AMENDABLE_CALLS = 500
 
 
 class FinishedCall(Protocol):
-    """What a call runner knows of a call when it ends (``worker.calls.CallRecord``)."""
+    """What a call runner knows of a call when it ends (``call.record.CallRecord``)."""
 
     call_id: str
     call_sid: str

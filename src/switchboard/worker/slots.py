@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import redis.asyncio as redis
 from loguru import logger
 
+from switchboard.call.record import CallRecord
 from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
-from switchboard.worker.calls import CallRecord
 
 if TYPE_CHECKING:
     from switchboard.worker.service import WorkerService

@@ -75,7 +75,7 @@ class CallRecord:
         }
 
 
-class CallRegistry:
+class RecentCalls:
     """Live and recently finished calls of this process (bounded)."""
 
     def __init__(self, keep: int = 200):
