@@ -5,6 +5,7 @@ database, even when the transfer's result arrives after the call was saved."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
+from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.frame_processor import FrameDirection
 from sqlalchemy import text
 
 from switchboard.agent.call_control import CallController
 from switchboard.agent.config import load_agent_config
-from switchboard.agent.transfer import transfer
 from switchboard.call.log import (
     EVENTS,
     CallLog,
@@ -54,7 +57,7 @@ class FakeWorker:
 
     def __init__(self) -> None:
         self.frames: list = []
-        self.stopped = False
+        self.stop = asyncio.Event()
 
     async def queue_frames(self, frames) -> None:
         self.frames.extend(frames)
@@ -63,7 +66,7 @@ class FakeWorker:
         self.frames.append(frame)
 
     async def stop_when_done(self) -> None:
-        self.stopped = True
+        self.stop.set()
 
 
 class ColdTransfers(CallControl):
@@ -101,17 +104,26 @@ async def test_each_key_press_is_logged_once_menu_keys_alone_and_collected_keys_
     assert (events[2].digits, events[2].timed_out) == ("4521", False)
 
 
+async def spoken(controller: CallController) -> None:
+    """The agent's line was heard: what call control waits for before a follow-up."""
+    for frame in (BotStartedSpeakingFrame(), BotStoppedSpeakingFrame()):
+        await controller.on_push_frame(
+            FramePushed(None, None, frame, FrameDirection.DOWNSTREAM, 0)  # type: ignore[arg-type]
+        )
+
+
 async def test_a_cold_transfer_is_logged_with_its_request_and_ends_the_call_as_a_transfer(
     controller: CallController,
 ) -> None:
-    desk = AGENT.intent("front_desk")
-    assert desk is not None
-    await transfer(controller, desk, desk.transfer or "")
+    await controller.keypad.key("0")  # front desk: a cold transfer after the reply
+    await spoken(controller)
+    await asyncio.wait_for(controller.worker.stop.wait(), timeout=2)  # type: ignore[attr-defined]
     assert controller.control.targets == ["+15005550200"]  # type: ignore[attr-defined]
-    assert controller.ended_by == "transfer" and controller.worker.stopped  # type: ignore[attr-defined]
-    (requested,) = controller.log.events
+    assert controller.ended_by == "transfer"
+    press, requested = controller.log.events
+    assert press == KeypadPress(digit="0", intent="front_desk")
     assert requested == TransferRequested(
-        at_s=0.0, intent="front_desk", target="+15005550200", mode="cold", outcome="initiated"
+        intent="front_desk", target="+15005550200", mode="cold", outcome="initiated"
     )
 
 
