@@ -232,6 +232,7 @@ class WorkerService:
     def on_hand_off(self, task: asyncio.Task, hand_off: Callable[[], None]) -> None:
         """What to do before a drain out of time cancels ``task``: make its call go on elsewhere."""
         self._hand_offs[task] = hand_off
+        task.add_done_callback(lambda t: self._hand_offs.pop(t, None))  # room jobs' tasks too
 
     async def _await_reserved_streams(self) -> None:
         """Slots the orchestrators reserved here before the drain began are calls on their way:
