@@ -248,3 +248,26 @@ def test_records_stored_before_the_call_log_are_migrated_to_its_events(tmp_path:
     engine.dispose()
     parsed = [EVENTS.validate_python(e) for e in events]
     assert parsed[0] == KeypadPress(at_s=3.5, digit="5") and parsed[1].event == "interrupted"
+
+
+async def test_twilios_dial_report_reaches_the_stored_record_of_a_call_saved_before_it(
+    tmp_path: Path,
+) -> None:
+    from switchboard.worker.app import WorkerParts
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", recordings_url=str(tmp_path))
+    parts = WorkerParts.build(settings, AGENT, None, ())
+    await parts.archive.start()
+    try:
+        record = a_finished_call()
+        parts.calls.add(record)
+        await save_call(parts.archive, record, CallCapture(agent="a", ingress="twilio"))
+        await parts.archive.flush()
+        parts.transfer_result("CA1", TransferOutcome.ANSWERED, {"DialCallStatus": "completed"})
+        await parts.archive.flush()
+        saved = await parts.archive.store.get("call-1")
+        assert saved is not None and saved.transfer is not None
+        assert (saved.transfer.outcome, saved.transfer.dial_status) == ("answered", "completed")
+        assert record.view()["transfer"]["outcome"] == "answered"
+    finally:
+        await parts.archive.stop()
