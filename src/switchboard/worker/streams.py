@@ -32,8 +32,8 @@ from switchboard.telephony.twilio import (
     connect_stream_twiml,
     public_base,
     read_stream_start,
-    signature_is_valid,
     verified_webhook_form,
+    websocket_is_signed,
     websocket_url,
 )
 from switchboard.telephony.twilio_call import TwilioStreamAdapter
@@ -144,13 +144,10 @@ def standalone_stream_router(
 
     @router.websocket(MEDIA_PATH)
     async def standalone_media(websocket: WebSocket) -> None:
-        if settings.twilio_auth_token:
-            url = websocket_url(public_base(websocket, settings.public_url), MEDIA_PATH)
-            token = settings.twilio_auth_token.get_secret_value()
-            if not signature_is_valid(token, url, {}, websocket.headers.get("X-Twilio-Signature")):
-                metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-                await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
-                return
+        if not websocket_is_signed(websocket, settings.public_url, settings.twilio_auth_token, MEDIA_PATH):
+            metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
+            await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
+            return
         task = asyncio.current_task()
         assert task is not None
         live.add(task)
