@@ -102,7 +102,7 @@ async def test_a_pooled_stream_gets_its_numbers_agent_the_ledger_the_hand_off_an
     host, ran, calls = a_host(pool)
     start = StreamStart("MZ1", "CA1", "AC1", {"To": CONTROL_LINE, "From": "+15550001111"})
     adapter = FakeAdapter("call-1")
-    record = await host.run(stream_ticket("call-1", start, resumable=True), adapter)
+    record = await host.run(stream_ticket("call-1", start, movable=True, resumes=True), adapter)
     ctx = ran.context
     assert ctx is not None and ctx.agent.name == "Call control test agent"
     assert ran.log_id == "call-1" and ctx.sessions is pool.sessions and ctx.resumed is None
@@ -120,7 +120,7 @@ async def test_a_resumed_stream_keeps_its_agent_and_after_a_lost_transfer_opens_
     host, ran, _ = a_host(pool)
     # Dialed to the default agent's number now, but the session says who answered before.
     start = StreamStart("MZ2", "CA2", "AC1", {"To": "+19999999999", "ResumeAfter": "transfer_unanswered"})
-    await host.run(stream_ticket("call-2", start, resumable=True), FakeAdapter("call-2"))
+    await host.run(stream_ticket("call-2", start, movable=True, resumes=True), FakeAdapter("call-2"))
     ctx = ran.context
     assert ctx is not None and ctx.resumed == session
     assert ctx.agent.name == "Call control test agent"
@@ -130,7 +130,7 @@ async def test_a_resumed_stream_keeps_its_agent_and_after_a_lost_transfer_opens_
 async def test_a_standalone_stream_has_no_pool_work_but_the_same_agent_choice_and_log_context() -> None:
     host, ran, _ = a_host(None)
     start = StreamStart("MZ3", "CA3", "AC1", {"To": CONTROL_LINE})
-    await host.run(stream_ticket("call-CA3", start, resumable=False), FakeAdapter())
+    await host.run(stream_ticket("call-CA3", start, movable=False, resumes=False), FakeAdapter())
     ctx = ran.context
     assert ctx is not None and ctx.agent.name == "Call control test agent"
     assert ran.log_id == "call-CA3" and ctx.sessions is None and ctx.worker_id == ""
@@ -156,7 +156,7 @@ async def test_a_room_job_chooses_by_trunk_resumes_and_leaves_running_to_the_cla
         room="room-1",
         sip=SipAttributes(trunk_phone_number=CONTROL_LINE),
     )
-    ticket = CallTicket(call_id=job.call_id, route=job_route(job), resumable=True, mark_running=False)
+    ticket = CallTicket(call_id=job.call_id, route=job_route(job), movable=True, resumes=True, mark_running=False)
     await host.run(ticket, FakeAdapter("call-lk"))
     ctx = ran.context
     assert ctx is not None and ctx.agent.name == "Call control test agent"

@@ -229,7 +229,7 @@ def test_records_stored_before_the_call_log_are_migrated_to_its_events(tmp_path:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
+        command.upgrade(config, "0003")
         connection.execute(
             text(
                 "INSERT INTO calls (call_id, agent, ingress, started_at, outcome, transcript, turns,"

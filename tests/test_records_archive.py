@@ -94,7 +94,7 @@ async def test_a_history_database_that_is_down_is_counted_and_never_fails_the_ca
     before = saved("failed")
 
     class Finished:
-        call_id, call_sid, outcome = "call-x", "CAx", "completed"
+        call_id, call_sid, stream_sid, outcome = "call-x", "CAx", "MZx", "completed"
         started_at, ended_at = time.time() - 5, time.time()
         failure_reason = None
         log = CallLog()
@@ -114,7 +114,7 @@ async def test_a_malformed_record_is_counted_not_raised(tmp_path: Path) -> None:
     )
 
     class Broken:
-        call_id, call_sid, outcome = "call-y", "CAy", None  # no outcome: not a valid record
+        call_id, call_sid, stream_sid, outcome = "call-y", "CAy", "MZy", None  # no outcome: invalid
         started_at, ended_at = time.time(), time.time()
         failure_reason = None
         log = CallLog()

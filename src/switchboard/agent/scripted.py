@@ -66,7 +66,8 @@ class ScriptedResponder(FrameProcessor):
         self.matches.append(match)
         if (log := current_log()) is not None:
             log.add(IntentMatched(intent=match.name))
-        logger.info(f"{self}: caller said {utterance!r} -> intent {match.name}")
+        # A caller's words are theirs: only at DEBUG (production logs at INFO).
+        logger.debug(f"{self}: caller said {utterance!r} -> intent {match.name}")
         await self.push_frame(LLMFullResponseStartFrame())
         await self.push_frame(LLMTextFrame(match.reply))
         await self.push_frame(LLMFullResponseEndFrame())

@@ -77,9 +77,9 @@ class CallHost:
     ) -> CallRecord:
         pool = self.pool
         resumed = None
-        # Only a call that can be carried on elsewhere keeps a session (a browser call cannot).
-        sessions = pool.sessions if pool is not None and ticket.resumable else None
-        if sessions is not None:
+        # Only a call that can go on elsewhere keeps a session (a browser call cannot).
+        sessions = pool.sessions if pool is not None and ticket.movable else None
+        if sessions is not None and ticket.resumes:
             resumed = await sessions.load(ticket.call_id)
         agent = (resumed and self.agents.by_name(resumed.agent)) or self.agents.choose(ticket.route)
         opening = agent.transfer_unanswered if ticket.resume_after == RESUMED_AFTER_TRANSFER else None

@@ -224,6 +224,7 @@ class CallLog:
         self._clock = clock
         self._t0 = clock()
         self.events: list[LogEvent] = list(events)
+        self._carried = 0  # events at the front that earlier workers logged (``carry_on``)
 
     def now(self) -> float:
         """Seconds since the call started."""
@@ -247,6 +248,7 @@ class CallLog:
             except ValidationError:
                 continue
         self.events[:0] = kept
+        self._carried += len(kept)
 
     # -- projections ------------------------------------------------------------------------
 
@@ -261,7 +263,12 @@ class CallLog:
         return [e.intent for e in self.of(IntentMatched)]
 
     def tool_calls(self) -> list[ToolCall]:
-        return self.of(ToolCall)
+        """This worker's tool calls (a carried-on call's earlier ones are in its first record)."""
+        return [e for e in self.own() if isinstance(e, ToolCall)]
+
+    def own(self) -> list[LogEvent]:
+        """What happened on this worker: the log without the events carried on from others."""
+        return self.events[self._carried :]
 
     def transfer(self) -> TransferSummary | None:
         """The last transfer asked for, with the carrier's later result if it came."""
@@ -285,8 +292,9 @@ class CallLog:
         return hang_ups[-1].ended_by if hang_ups else None
 
     def stored_events(self) -> list[LogEvent]:
-        """What the stored record keeps as ``events``: everything but the turns (kept apart)."""
-        return [e for e in self.events if not isinstance(e, Turn)]
+        """What the stored record keeps as ``events``: this worker's, but the turns (kept apart).
+        A carried-on call's record is merged with its earlier one, which has the rest."""
+        return [e for e in self.own() if not isinstance(e, Turn)]
 
 
 _CURRENT: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(

@@ -4,6 +4,8 @@
 (:mod:`switchboard.call.log`), counts it in the call metrics, saves its record, tells the
 ``on_ended`` hooks and frees its worker slot. Admission (which agent, which session, the
 ledger) happens before, once for every ingress, in :class:`switchboard.call.host.CallHost`.
+A call whose peer never connected (``adapter.succeeded()`` is false: a browser's dead offer) is
+no call: its outcome is ``abandoned``, and it is neither stored nor counted in ``calls_total``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from switchboard.observability import metrics
 from switchboard.records.archive import attach_capture, save_call
 
 AGENT_ENDINGS = ("agent", "idle", "max_duration")  # the agent hung up: the carrier must know
+ABANDONED = "abandoned"  # the outcome of a call whose peer never connected
 
 
 async def run_call(ctx: CallContext) -> CallRecord:
@@ -74,7 +77,7 @@ async def _run(ctx: CallContext) -> None:
         controller.start()
         async with asyncio.timeout(hard_limit):
             await runner.run()
-        record.outcome = "completed" if adapter.succeeded() else "failed"
+        record.outcome = "completed" if adapter.succeeded() else ABANDONED
     except asyncio.CancelledError:
         record.outcome = "failed"
         ended_by = "worker"  # a shutdown, or a drain out of time handing the call on
@@ -88,17 +91,18 @@ async def _run(ctx: CallContext) -> None:
     finally:
         metrics.ACTIVE_CALLS.dec()
         record.ended_at = time.time()
-        metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
-        metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(
-            record.ended_at - record.started_at
-        )
+        if record.outcome != ABANDONED:
+            metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
+            metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(
+                record.ended_at - record.started_at
+            )
         record.marks_played = adapter.marks_played()
         if keeper is not None:
             await _quietly(keeper.stop(), record, "stopping the session keeper")
         if controller is not None:
             await _quietly(controller.stop(), record, "stopping call control")
             ended_by = controller.ended_by or ended_by  # type: ignore[assignment]
-        log.add(HangUp(ended_by=ended_by or ("caller" if record.outcome == "completed" else "error")))
+        log.add(HangUp(ended_by=ended_by or ("error" if record.outcome == "failed" else "caller")))
         await _end(ctx, capture)
 
 
@@ -137,12 +141,13 @@ async def _end(ctx: CallContext, capture) -> None:
         await _quietly(adapter.control.hang_up(), record, "hanging up")
     await _quietly(adapter.close(), record, "closing the transport")
     logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
-    # The call's record goes to the archive (history, recording, webhook) in the background.
-    await _quietly(save_call(ctx.archive, record, capture), record, "saving the call record")
-    for hook in ctx.on_ended:
-        await _quietly(
-            hook(record), record, f"call-ended hook {getattr(hook, '__name__', hook)}"
-        )
+    if record.outcome != ABANDONED:
+        # The call's record goes to the archive (history, recording, webhook) in the background.
+        await _quietly(save_call(ctx.archive, record, capture), record, "saving the call record")
+        for hook in ctx.on_ended:
+            await _quietly(
+                hook(record), record, f"call-ended hook {getattr(hook, '__name__', hook)}"
+            )
     if ctx.slot is not None:
         await _quietly(ctx.slot.release(record), record, "releasing the slot")
 

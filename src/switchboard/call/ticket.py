@@ -18,9 +18,12 @@ class CallTicket:
 
     call_id: str  # the log context's id: Switchboard's call id, else ``call-<CallSid>``
     route: CallRoute = field(default_factory=CallRoute)  # the agent choice's inputs
-    # May carry on the conversation a session in Redis holds (a pooled stream after a lost
-    # worker or a transfer nobody took; a room job redelivered).
-    resumable: bool = False
+    # Can go on on another worker (a pooled stream Twilio brings back, a room job redelivered):
+    # its session is kept in Redis as it goes. A browser call cannot.
+    movable: bool = False
+    # Carries on the conversation such a session holds (a stream placed by /twilio/resume after
+    # a lost worker or a transfer nobody took; a room job, which finds one only if redelivered).
+    resumes: bool = False
     # Why it comes back, when it does (``ResumeAfter``: ``transfer_unanswered``).
     resume_after: str | None = None
     # Write RUNNING to the call's ledger entry on admission (a room job's was written when it

@@ -7,7 +7,6 @@ synthesis from the response path. New text is synthesized sentence by sentence a
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
@@ -21,11 +20,11 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from piper import PiperVoice
 
+from switchboard.agent.sentences import split_sentences
 from switchboard.audio import frame_dbfs
 from switchboard.engines.models import piper_voice_files
 from switchboard.observability import metrics
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CHUNK_SECS = 0.1
 _LEADING_SILENCE_DBFS = -50.0
 
@@ -67,11 +66,6 @@ class PiperEngine:
             for text in {utterance, *split_sentences(utterance)}:
                 if self.cached(text) is None:
                     self.remember(text, self.synthesize(text))
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``, as a sentence aggregator would emit them."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
 def trim_leading_silence(audio: bytes, rate: int, keep_ms: int = 10) -> bytes:

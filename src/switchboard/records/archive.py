@@ -20,7 +20,7 @@ from loguru import logger
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig
-from switchboard.call.log import CallLog
+from switchboard.call.log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
 from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
@@ -44,6 +44,7 @@ class FinishedCall(Protocol):
 
     call_id: str
     call_sid: str
+    stream_sid: str
     started_at: float
     ended_at: float | None
     outcome: str
@@ -152,34 +153,38 @@ class CallArchive:
         return task
 
     def amend(self, call_id: str, log: CallLog) -> asyncio.Task | None:
-        """Bring a saved call's record up to date with its log (a cold transfer's result came
-        after the call); None if the call has not been saved here (its save will include it)."""
+        """Add the log's newest event (a cold transfer's result, come after the call) to the
+        call's saved record; None if the call has not been saved here (its save will include it)."""
         saved = self._saved.get(call_id)
-        if saved is None:
+        if saved is None or not log.events:
             return None
         call, agent, first = saved
-        call.events = log.stored_events()
-        call.transfer = log.transfer()
-        return self._own(self._amend(call, agent, first), f"record-amend-{call_id}")
+        late, call.transfer = log.events[-1], log.transfer()
+        return self._own(self._amend(call, late, agent, first), f"record-amend-{call_id}")
 
-    async def _amend(self, call: StoredCall, agent: AgentConfig, first: asyncio.Task) -> None:
-        # After the first save (and its webhook): an upsert of the older row must not win.
+    async def _amend(
+        self, call: StoredCall, late: LogEvent, agent: AgentConfig, first: asyncio.Task
+    ) -> None:
+        # After the first save (and its webhook); only this event and the transfer change, so a
+        # record merged with another stream's meanwhile keeps the rest.
         await asyncio.gather(first, return_exceptions=True)
         try:
             await self._open()
-            await self.store.save(call)
+            if not await self.store.amend(call.call_id, late, call.transfer):
+                return  # never stored (its save failed or was refused): nothing to add to
+            stored = await self.store.get(call.call_id)
         except Exception as e:  # the record stands as first saved
             metrics.CALL_RECORDS_SAVED.labels(result="failed").inc()
             logger.exception(f"{call.call_id}: call record not amended: {e}")
             return
         metrics.CALL_RECORDS_SAVED.labels(result="amended").inc()
         logger.info(f"{call.call_id}: call record amended")
-        if agent.webhook is not None:
+        if agent.webhook is not None and stored is not None:
             await self.webhooks.deliver(
                 str(agent.webhook.url),
                 agent.webhook.secret.get_secret_value(),
                 call.call_id,
-                webhook_payload(call, "call.updated"),
+                webhook_payload(stored, "call.updated"),
             )
 
     async def _archive(self, call: StoredCall, capture: CallCapture) -> None:
@@ -195,25 +200,31 @@ class CallArchive:
                     bytes=len(audio),
                 )
             await self._open()
-            await self.store.save(call, audio)
+            result = await self.store.save(call, audio)
         except Exception as e:  # the call is over; its record failing must not touch the worker
             metrics.CALL_RECORDS_SAVED.labels(result="failed").inc()
             if audio is not None:
                 metrics.CALL_RECORDINGS.labels(result="failed").inc()
             logger.exception(f"{call.call_id}: call record not saved: {e}")
             return
-        metrics.CALL_RECORDS_SAVED.labels(result="saved").inc()
+        metrics.CALL_RECORDS_SAVED.labels(result=result).inc()
+        if result == "refused":
+            logger.warning(
+                f"{call.call_id}: call record of stream {call.stream_sid} refused: the call's stored "
+                "record is of another stream, and this one did not carry the call on"
+            )
+            return
         if audio is not None:
             metrics.CALL_RECORDINGS.labels(result="saved").inc()
         logger.info(
-            f"{call.call_id}: call record saved"
+            f"{call.call_id}: call record {result}"
             + (f" with {len(audio)} bytes of audio" if audio else "")
         )
         # Saved first, analysed after: a slow LLM or a shutdown never costs the record itself.
         call.analysis = await analyse_call(self.settings, agent, call)
         if call.analysis is not None:
             try:
-                await self.store.save(call)
+                await self.store.save_analysis(call.call_id, call.analysis)
             except Exception as e:  # the record stands; only its analysis is missing
                 logger.warning(f"{call.call_id}: call analysis not saved: {e}")
         if agent.webhook is not None:
@@ -254,6 +265,9 @@ def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
     return StoredCall(
         call_id=call_id,
         call_sid=record.call_sid if record.call_sid and record.call_sid != call_id else None,
+        stream_sid=record.stream_sid or None,
+        # The runner logs "resumed" when it carried on a conversation another stream left behind.
+        resumed=bool(log.of(Resumed)),
         from_number=capture.from_number,
         to_number=capture.to_number,
         agent=capture.agent,

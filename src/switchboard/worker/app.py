@@ -154,7 +154,10 @@ def create_worker_app(
         yield
         await parts.stop()
 
-    app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    # A worker is an internal listener: it describes its API to nobody.
+    app = FastAPI(
+        title="Switchboard worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     install_operator_keys(app, settings)
     app.state.drain = parts.drain

@@ -41,7 +41,7 @@ async def run_livekit_job(job: Job, host: CallHost) -> CallRecord:
     assert job.room is not None
     adapter = LiveKitRoomAdapter(host.settings, job.room, job.call_id)
     ticket = CallTicket(
-        call_id=job.call_id, route=job_route(job), resumable=True, mark_running=False
+        call_id=job.call_id, route=job_route(job), movable=True, resumes=True, mark_running=False
     )
     return await host.run(ticket, adapter)
 

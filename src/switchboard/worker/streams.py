@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as redis
 from fastapi import APIRouter, Request, Response, WebSocket
 from loguru import logger
 
@@ -61,13 +62,16 @@ def stream_server(settings: Settings):
     return serve_stream
 
 
-def stream_ticket(call_id: str, start: StreamStart, *, resumable: bool) -> CallTicket:
+def stream_ticket(call_id: str, start: StreamStart, *, movable: bool, resumes: bool) -> CallTicket:
+    """A Twilio stream's ticket: its agent by the stream parameters; ``movable`` in a pool (Twilio
+    can bring it back to another worker), ``resumes`` when its placement says it comes back."""
     params = start.custom_parameters
     return CallTicket(
         call_id=call_id,
         route=CallRoute.of_stream(params),
-        resumable=resumable,
-        resume_after=params.get("ResumeAfter") if resumable else None,
+        movable=movable,
+        resumes=resumes,
+        resume_after=params.get("ResumeAfter") if movable else None,
     )
 
 
@@ -85,12 +89,20 @@ def pooled_stream_router(
 
     @router.websocket(MEDIA_PATH + "/{token}")
     async def pooled_media(websocket: WebSocket, token: str) -> None:
+        # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
+        # for this hop: a token the edge let through opens one stream here, once.
         try:
-            claims = stream_tokens.verify(settings.stream_secret.get_secret_value(), token, service.worker_id)
+            claims = await service.redemptions.admit(
+                settings.stream_secret.get_secret_value(), token, "worker", worker_id=service.worker_id
+            )
         except stream_tokens.StreamTokenError as e:
-            metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
             logger.warning(f"refusing media stream: {e}")
             await websocket.close(code=1008, reason=str(e))
+            return
+        except redis.RedisError as e:
+            metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+            logger.warning(f"refusing media stream: stream token not redeemable ({e})")
+            await websocket.close(code=1011, reason="dispatch store unavailable")
             return
         with call_context(claims.call_id):
             # Tracked from here: a drain waits for it (and for streams on their way to it).
@@ -112,7 +124,10 @@ def pooled_stream_router(
                         socket, start, settings, call_id=claims.call_id,
                         callback_base=callback_url, warm_waits=warm_waits,
                     )
-                    await host.run(stream_ticket(claims.call_id, start, resumable=True), adapter, slot=slot)
+                    # Only a placement by /twilio/resume carries on what an earlier stream of the
+                    # call left behind; any other stream starts the call afresh.
+                    ticket = stream_ticket(claims.call_id, start, movable=True, resumes=claims.resume)
+                    await host.run(ticket, adapter, slot=slot)
             finally:
                 await slot.release(None)  # a stream that never started; no-op after a call
 
@@ -159,7 +174,7 @@ def standalone_stream_router(
                     warm_waits=warm_waits,
                 )
                 call_id = f"call-{start.call_sid or start.stream_sid}"
-                await host.run(stream_ticket(call_id, start, resumable=False), adapter)
+                await host.run(stream_ticket(call_id, start, movable=False, resumes=False), adapter)
         finally:
             live.discard(task)
 

@@ -4,8 +4,8 @@ Adds ``ended_by`` and ``transfer``, and rewrites the events of calls stored befo
 (``{"type", "t", "data"}``: keypad presses and barge-ins) as call-log events
 (``{"event", "at_s", ...}``, see ``switchboard.call.log``).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
