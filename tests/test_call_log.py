@@ -271,3 +271,26 @@ async def test_twilios_dial_report_reaches_the_stored_record_of_a_call_saved_bef
         assert record.view()["transfer"]["outcome"] == "answered"
     finally:
         await parts.archive.stop()
+
+
+async def test_a_resumed_calls_merged_record_lists_each_event_once_and_keeps_the_transfer(
+    store: CallStore,
+) -> None:
+    first = a_finished_call()  # stream MZ1: a keypress, a tool call, a cold transfer
+    later = CallRecord(call_sid="CA1", stream_sid="MZ2", call_id="call-1", ingress="twilio")
+    later.log.carry_on(first.log.control_events())  # from the session in Redis
+    later.log.add(Resumed())
+    later.log.add(KeypadPress(digit="9", intent="goodbye"))
+    later.log.add(HangUp(ended_by="agent"))
+    later.outcome, later.ended_at = "completed", time.time()
+    capture = CallCapture(agent="a", ingress="twilio")
+    assert await store.save(stored_call(first, capture)) == "saved"
+    assert await store.save(stored_call(later, capture)) == "merged"
+    merged = await store.get("call-1")
+    assert merged is not None and merged.resumed and merged.ended_by == "agent"
+    assert [e.event for e in merged.events] == [
+        "intent", "keypad", "tool_call", "transfer", "hang_up",  # the first stream's
+        "resumed", "keypad", "hang_up",  # the later stream's own
+    ]
+    assert len(merged.tool_calls) == 1
+    assert merged.transfer is not None and merged.transfer.target == "+15005550200"
