@@ -37,6 +37,7 @@ from switchboard.telephony.media_socket import (
     decode_json,
 )
 
+VOICE_PATH = "/twilio/voice"  # the voice webhook, wherever it is answered
 _DTMF_DIGITS = set("0123456789*#")
 
 

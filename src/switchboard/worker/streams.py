@@ -29,6 +29,7 @@ from switchboard.telephony.outbound import (
     stream_parameters,
 )
 from switchboard.telephony.twilio import (
+    VOICE_PATH,
     StreamStart,
     connect_stream_twiml,
     public_base,
@@ -148,7 +149,7 @@ def standalone_stream_router(
     serve_stream = stream_server(settings)
     router.include_router(outbound_router(settings, require_caller_data_key))
 
-    @router.post("/twilio/voice")
+    @router.post(VOICE_PATH)
     async def twilio_voice(request: Request) -> Response:
         form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
