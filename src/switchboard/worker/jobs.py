@@ -11,7 +11,7 @@ from switchboard.agent.directory import AgentDirectory, CallRoute
 from switchboard.call.host import CallHost
 from switchboard.call.record import CallRecord
 from switchboard.call.ticket import CallTicket
-from switchboard.dispatch.models import Job, JobKind
+from switchboard.dispatch.models import Job, JobKind, SipAttributes
 from switchboard.telephony.livekit import LiveKitRoomAdapter
 
 
@@ -31,6 +31,15 @@ def job_agent(job: Job, agents: AgentDirectory) -> AgentConfig:
     return agents.choose(job_route(job))
 
 
+def job_numbers(job: Job) -> tuple[str, str]:
+    """The call's (from, to) numbers for its record. An inbound caller's job names the caller
+    (``sip.phoneNumber``) who dialed our trunk number; an outbound call's job names none: we
+    called ``sip.phoneNumber`` from ``sip.trunkPhoneNumber``."""
+    sip = job.sip or SipAttributes()
+    ours, theirs = sip.trunk_phone_number or "", sip.phone_number or ""
+    return (job.caller or theirs, ours) if job.caller else (ours, theirs)
+
+
 async def run_livekit_job(job: Job, host: CallHost) -> CallRecord:
     """Join the job's room through Pipecat's LiveKit transport and run the agent there.
 
@@ -39,7 +48,8 @@ async def run_livekit_job(job: Job, host: CallHost) -> CallRecord:
     session and carries the conversation on.
     """
     assert job.room is not None
-    adapter = LiveKitRoomAdapter(host.settings, job.room, job.call_id)
+    caller, dialed = job_numbers(job)
+    adapter = LiveKitRoomAdapter(host.settings, job.room, job.call_id, caller=caller, dialed=dialed)
     ticket = CallTicket(
         call_id=job.call_id, route=job_route(job), movable=True, resumes=True, mark_running=False
     )
