@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from switchboard.analysis.recording import DetectorParams, analyze_channels, analyze_recording
 from switchboard.audio import read_wav, write_wav
-from switchboard.loadtest.analyze import DetectorParams, analyze_channels, analyze_recording
 from switchboard.loadtest.commands import add_commands
 from switchboard.speech_end import speech_bounds
 

@@ -12,14 +12,14 @@ import httpx
 import numpy as np
 import pytest
 
-from switchboard.audio import TELEPHONY_RATE as RATE
-from switchboard.audio import read_wav, ulaw_decode, ulaw_encode, write_wav
-from switchboard.loadtest.analyze import (
+from switchboard.analysis.recording import (
     DetectorParams,
     analyze_channels,
     analyze_recording,
     format_analysis,
 )
+from switchboard.audio import TELEPHONY_RATE as RATE
+from switchboard.audio import read_wav, ulaw_decode, ulaw_encode, write_wav
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.commands import add_commands
 from switchboard.loadtest.fake_agent import fake_agent_app

@@ -19,13 +19,13 @@ import soxr
 
 from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis, wait_for
 from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
+from switchboard.call.log import Turn
 from switchboard.orchestrator.calls_api import analyze_flac
 from switchboard.records.models import (
     CallAnalysis,
     RecordingRef,
     StoredCall,
     TranscriptEntry,
-    TurnLatency,
 )
 from switchboard.records.storage import LocalRecordingStorage
 from switchboard.records.store import CallStore
@@ -41,7 +41,7 @@ LAYOUT = [
     ("agent", "cmu_arctic_aew_a0002_16k.wav", 8.9),
 ]
 TURNS = [
-    TurnLatency(
+    Turn(
         transcript="seven of clubs",
         vad_stop_ms=200,
         transcript_ms=280,
@@ -49,7 +49,7 @@ TURNS = [
         first_tts_audio_ms=420,
         bot_started_ms=450,
     ),
-    TurnLatency(
+    Turn(
         transcript="ten of clubs",
         vad_stop_ms=200,
         transcript_ms=350,

@@ -12,6 +12,8 @@ from prometheus_client import REGISTRY
 
 from conftest import free_port
 from switchboard.agent.config import AgentConfig
+from switchboard.call.log import CallLog, Resumed
+from switchboard.call.record import CallRecord
 from switchboard.records.archive import CallArchive, save_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall
@@ -93,10 +95,10 @@ async def test_a_history_database_that_is_down_is_counted_and_never_fails_the_ca
     before = saved("failed")
 
     class Finished:
-        call_id, call_sid, outcome = "call-x", "CAx", "completed"
+        call_id, call_sid, stream_sid, outcome = "call-x", "CAx", "MZx", "completed"
         started_at, ended_at = time.time() - 5, time.time()
-        intents: list[str] = []
-        turns: list[dict] = []
+        failure_reason = None
+        log = CallLog()
 
     started = time.monotonic()
     await save_call(archive, Finished(), CallCapture(agent="receptionist", ingress="twilio"))
@@ -113,10 +115,10 @@ async def test_a_malformed_record_is_counted_not_raised(tmp_path: Path) -> None:
     )
 
     class Broken:
-        call_id, call_sid, outcome = "call-y", "CAy", "completed"
+        call_id, call_sid, stream_sid, outcome = "call-y", "CAy", "MZy", None  # no outcome: invalid
         started_at, ended_at = time.time(), time.time()
-        intents: list[str] = []
-        turns = [{"bot_started_ms": "not a number"}]
+        failure_reason = None
+        log = CallLog()
 
     before = saved("failed")
     await save_call(archive, Broken(), CallCapture(agent="receptionist", ingress="twilio"))
@@ -134,15 +136,13 @@ async def test_a_worker_saving_another_stream_of_a_stored_call_is_refused_unless
     )
     await archive.start()
 
-    def finished(stream_sid: str, outcome: str, events: list[dict]):
-        class Finished:
-            call_id, call_sid = "call-z", "CAz"
-            started_at, ended_at = time.time() - 5, time.time()
-            intents: list[str] = []
-            turns: list[dict] = []
-
-        record = Finished()
-        record.stream_sid, record.outcome, record.events = stream_sid, outcome, events  # type: ignore[attr-defined]
+    def finished(stream_sid: str, outcome: str, resumed: bool) -> CallRecord:
+        record = CallRecord(
+            call_sid="CAz", stream_sid=stream_sid, call_id="call-z", started_at=time.time() - 5
+        )
+        record.outcome, record.ended_at = outcome, time.time()
+        if resumed:  # the runner logs it when it carried on what another stream left behind
+            record.log.add(Resumed())
         return record
 
     def capture() -> CallCapture:
@@ -150,15 +150,15 @@ async def test_a_worker_saving_another_stream_of_a_stored_call_is_refused_unless
 
     try:
         before = {r: saved(r) for r in ("saved", "refused", "merged")}
-        await save_call(archive, finished("MZ1", "handed_off", []), capture())
+        await save_call(archive, finished("MZ1", "handed_off", False), capture())
         await archive.flush()
         # A stream the worker did not carry on from the first (no session picked up): refused.
-        await save_call(archive, finished("MZ2", "failed", []), CallCapture(agent="x", ingress="twilio"))
+        await save_call(archive, finished("MZ2", "failed", False), CallCapture(agent="x", ingress="twilio"))
         await archive.flush()
         stored = await archive.store.get("call-z")
         assert stored is not None and stored.outcome == "handed_off" and stored.from_number == "+15550001111"
         # The stream placed by /twilio/resume, which picked the conversation up: merged.
-        await save_call(archive, finished("MZ3", "completed", [{"event": "resumed"}]), capture())
+        await save_call(archive, finished("MZ3", "completed", True), capture())
         await archive.flush()
         stored = await archive.store.get("call-z")
         assert stored is not None and stored.outcome == "completed" and stored.resumed

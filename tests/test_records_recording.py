@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from conftest import free_port
-from switchboard.loadtest.analyze import DetectorParams, analyze_channels
+from switchboard.analysis.recording import DetectorParams, analyze_channels
 from switchboard.records.recording import RECORDING_RATE, DualChannelRecorder
 from switchboard.records.storage import LocalRecordingStorage, S3RecordingStorage, recording_storage
 

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.call.log import HangUp, KeypadPress, ToolCall, TransferSummary, Turn
 from switchboard.records.models import (
-    CallEvent,
     CallPage,
     CallQuery,
     RecordingRef,
     StoredCall,
     TranscriptEntry,
-    TurnLatency,
 )
 from switchboard.records.storage import LocalRecordingStorage
 from switchboard.records.store import CallStore
@@ -59,7 +58,7 @@ async def test_a_saved_call_reads_back_whole(store: CallStore) -> None:
             TranscriptEntry(role="user", text="Hi", t=2.5),
         ],
         turns=[
-            TurnLatency(
+            Turn(
                 transcript="Hi",
                 vad_stop_ms=200,
                 transcript_ms=310.5,
@@ -67,9 +66,11 @@ async def test_a_saved_call_reads_back_whole(store: CallStore) -> None:
                 bot_started_ms=455.2,
             )
         ],
-        events=[CallEvent(type="keypad", t=3.0, data={"digit": "5"})],
+        events=[KeypadPress(at_s=3.0, digit="5", intent="hours"), HangUp(at_s=9, ended_by="caller")],
         intents=["hours"],
-        tool_calls=[{"name": "lookup", "arguments": {"id": 7}}],
+        tool_calls=[ToolCall(tool="lookup", arguments={"id": 7}, ok=True, result={"open": "9"})],
+        transfer=TransferSummary(intent="desk", target="+15550002222", mode="cold", outcome="busy"),
+        ended_by="caller",
     )
     await store.save(call)
     loaded = await store.get("call-1")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -37,13 +36,14 @@ from pipecat.pipeline.worker import PipelineWorker
 from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
 from switchboard.agent.call_timers import CallTimers
 from switchboard.agent.config import AgentConfig, Intent
-from switchboard.agent.intent_tool import run_intent_tool
+from switchboard.agent.intent_tool import intent_tool_call
 from switchboard.agent.keypad import KeypadInput
-from switchboard.agent.send_digits import send_digits
+from switchboard.agent.send_digits import Source, dial_frames
 from switchboard.agent.silence import SilenceWatch
-from switchboard.agent.transfer import transfer
+from switchboard.agent.transfer import CONNECTED, UNANSWERED, transfer
+from switchboard.call.log import CallLog, DigitsSent, EndCallRequested, LLMAction
 from switchboard.observability import metrics
-from switchboard.telephony.base import CallControl
+from switchboard.telephony.base import CallControl, TransferOutcome
 
 __all__ = ["FOLLOW_UP_LIMIT_SECS", "CallController"]
 
@@ -71,6 +71,7 @@ class CallController(BaseObserver):
         *,
         call_id: str = "",
         tool_secret: str | None = None,
+        log: CallLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
@@ -82,13 +83,11 @@ class CallController(BaseObserver):
         self.timers = CallTimers()
         self.silence = SilenceWatch(self)
         self.keypad = KeypadInput(self)
-        self.events: list[dict[str, Any]] = []
+        # What the call did; the runner makes it, a test may leave it to us.
+        self.log = log if log is not None else CallLog(clock)
         self.ended_by = ""
-        self.transfer: dict[str, Any] | None = None
         self.ending = False
         self.on_hold = False  # a tool or a transfer is running: no silence re-prompts
-        self._clock = clock
-        self._started = 0.0
         self._seen: set[int] = set()
         self._user_speaking = False
         self._bot_speaking = False
@@ -99,7 +98,6 @@ class CallController(BaseObserver):
 
     def start(self) -> None:
         """Start the call's clocks (call it once, as the pipeline starts)."""
-        self._started = self._clock()
         self.silence.start()
 
     async def stop(self) -> None:
@@ -149,19 +147,19 @@ class CallController(BaseObserver):
 
     async def _action(self, frame: CallActionFrame) -> None:
         if frame.action == "end_call" and not self.ending:
-            self.event("end_call")
+            self.log.add(EndCallRequested())
             await self.end_with(frame.text or "Goodbye.", "agent")
             return
         if frame.action == "send_digits" and frame.digits:  # the LLM's tool, validated there
             # At once: Pipecat's TTS and output keep frames in order behind the audio of the
             # text the LLM streamed before the call, so the tones follow its words.
-            await send_digits(self, frame.digits, "llm")
+            await self._send_digits(frame.digits, "llm")
             return
         intent = self.agent.intent(frame.intent)
         if intent is None:
             return
         if frame.text:  # a tool call: the reply was not spoken by the responder
-            self.event("tool", action=frame.action, intent=intent.name)
+            self.log.add(LLMAction(action=frame.action, intent=intent.name))
             await self.say(frame.text)
         self.follow_reply(intent)
 
@@ -176,7 +174,7 @@ class CallController(BaseObserver):
             self._after_speaking(lambda: self._follow_intent(intent))
         elif intent.tool:
             # At once: the reply covers the tool's latency.
-            self.timers.spawn(run_intent_tool(self, intent))
+            self.timers.spawn(self._intent_tool(intent))
 
     async def _follow_intent(self, intent: Intent) -> None:
         if intent.end_call:
@@ -185,9 +183,49 @@ class CallController(BaseObserver):
             metrics.CALLS_ENDED_BY_AGENT.labels(reason="agent").inc()
             await self._hang_up()
         elif intent.transfer:
-            await transfer(self, intent, intent.transfer)
+            await self._transfer(intent, intent.transfer)
         elif intent.send_digits:
-            await send_digits(self, intent.send_digits, "intent")
+            await self._send_digits(intent.send_digits, "intent")
+
+    async def _transfer(self, intent: Intent, target: str) -> None:
+        self.on_hold = True  # no silence re-prompts while the carrier works
+        try:
+            requested = await transfer(self.control, intent, target)
+        finally:
+            self.on_hold = False
+        self.log.add(requested)
+        outcome = TransferOutcome(requested.outcome)
+        if outcome in CONNECTED:
+            # The carrier now runs the call elsewhere; our side of the media ends.
+            self.ending = True
+            self.ended_by = "transfer"
+            await self.worker.stop_when_done()
+        elif requested.mode == "warm" and outcome in UNANSWERED:
+            await self.say(self.agent.transfer_unanswered)
+        else:
+            await self.say(self.agent.transfer_failed)
+
+    async def _send_digits(self, digits: str, source: Source) -> None:
+        """Queue ``digits`` (already validated) behind what the agent is saying; log, count."""
+        self.log.add(DigitsSent(digits=digits, source=source))
+        metrics.DTMF_SENT.labels(source=source).inc()
+        await self.worker.queue_frames(dial_frames(digits))
+
+    async def _intent_tool(self, intent: Intent) -> None:
+        """Call the intent's tool (the reply covers its latency) and say its answer."""
+        self.on_hold = True
+        self.silence.pause()
+        try:
+            logged, line = await intent_tool_call(
+                self.agent, intent, self.keypad.last_digits, self.say,
+                call_id=self.call_id, secret=self.tool_secret,
+            )
+        finally:
+            self.on_hold = False
+        self.log.add(logged)
+        if line:
+            await self.say(line)
+        self.silence.arm()
 
     @property
     def follow_up_pending(self) -> bool:
@@ -251,9 +289,3 @@ class CallController(BaseObserver):
         """A key press cuts the agent short, as a caller's voice does."""
         if self._bot_speaking:
             await self.worker.queue_frame(InterruptionFrame())
-
-    def event(self, kind: str, **fields: Any) -> None:
-        """Add to the call record's events, stamped with seconds since the call started."""
-        self.events.append(
-            {"event": kind, "at_s": round(self._clock() - self._started, 3), **fields}
-        )

@@ -43,6 +43,16 @@ class CallRoute:
     trunk: str | None = None  # the LiveKit SIP trunk
     room: str | None = None  # the LiveKit room
 
+    @classmethod
+    def of_stream(cls, parameters: dict[str, str]) -> CallRoute:
+        """A Twilio stream's route: a named ``Agent`` (outbound calls), else the number dialed
+        (``To`` inbound; our own ``From`` on an outbound call)."""
+        outbound = parameters.get("Direction", "").startswith("outbound")
+        return cls(
+            agent=parameters.get("Agent") or None,
+            dialed=parameters.get("From" if outbound else "To"),
+        )
+
 
 @dataclass(frozen=True)
 class _Loaded:
@@ -102,15 +112,8 @@ class AgentDirectory:
         return next((a for a in self.agents() if a.name == name), None)
 
     def for_call(self, parameters: dict[str, str]) -> AgentConfig:
-        """The agent for a Twilio call's stream parameters: a named ``Agent`` (outbound calls),
-        else the number dialed (``To`` inbound; our own ``From`` on an outbound call)."""
-        outbound = parameters.get("Direction", "").startswith("outbound")
-        return self.choose(
-            CallRoute(
-                agent=parameters.get("Agent") or None,
-                dialed=parameters.get("From" if outbound else "To"),
-            )
-        )
+        """The agent for a Twilio call's stream parameters (see ``CallRoute.of_stream``)."""
+        return self.choose(CallRoute.of_stream(parameters))
 
     def agents(self) -> list[AgentConfig]:
         """Every agent that can answer a call now (the default first)."""

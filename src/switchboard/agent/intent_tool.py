@@ -1,32 +1,31 @@
-"""A scripted intent's tool: call its webhook after the reply and speak the answer."""
+"""A scripted intent's tool: call its webhook after the reply, and say what to answer."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from switchboard.agent.config import Intent
+from switchboard.agent.config import AgentConfig, Intent
 from switchboard.agent.tools import tool_turn
-
-if TYPE_CHECKING:
-    from switchboard.agent.call_control import CallController
+from switchboard.call.log import ToolCall
 
 
-async def run_intent_tool(call: CallController, intent: Intent) -> None:
-    """Call ``intent.tool`` with its arguments (``{digits}``: the last digits keyed) and say
-    the filled ``answer``, or the tool's filler and failure lines as they apply."""
-    tool = call.agent.tool(intent.tool or "")
+async def intent_tool_call(
+    agent: AgentConfig,
+    intent: Intent,
+    digits: str,
+    say: Callable[[str], Awaitable[None]],
+    *,
+    call_id: str,
+    secret: str | None,
+) -> tuple[ToolCall, str | None]:
+    """Call ``intent.tool`` with its arguments (``{digits}``: the last digits keyed), saying its
+    filler meanwhile if it is slow; the call as logged, and the line to say after (the filled
+    ``answer``, or the tool's failure line)."""
+    tool = agent.tool(intent.tool or "")
     assert tool is not None  # validated with the config
-    digits = call.keypad.last_digits
     arguments = {k: v.replace("{digits}", digits) for k, v in intent.arguments.items()}
-    call.on_hold = True
-    call.silence.pause()
-    try:
-        outcome = await tool_turn(
-            tool, intent.answer, arguments, call.say, call_id=call.call_id, secret=call.tool_secret
-        )
-    finally:
-        call.on_hold = False
-    call.event("tool_call", tool=tool.name, ok=outcome.ok, error=outcome.error)
-    if outcome.line:
-        await call.say(outcome.line)
-    call.silence.arm()
+    outcome = await tool_turn(tool, intent.answer, arguments, say, call_id=call_id, secret=secret)
+    logged = ToolCall(
+        tool=tool.name, arguments=arguments, ok=outcome.ok, error=outcome.error, result=outcome.data
+    )
+    return logged, outcome.line

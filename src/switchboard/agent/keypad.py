@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS
 from switchboard.agent.config import Intent
 from switchboard.agent.digits import DigitBuffer
+from switchboard.call.log import DigitsCollected, KeypadIgnored, KeypadPress
 from switchboard.observability import metrics
 
 if TYPE_CHECKING:
@@ -38,17 +39,17 @@ class KeypadInput:
             return
         keypad = call.agent.keypad
         if keypad is None or call.ending or call.follow_up_pending:
-            call.event("keypad_ignored", digit=digit)
+            call.log.add(KeypadIgnored(digit=digit))
             metrics.DTMF_DIGITS.labels(result="ignored").inc()
             return
         intent = call.agent.intent(keypad.options.get(digit, ""))
         await call.interrupt()
         if intent is None:
-            call.event("keypad", digit=digit, intent=None)
+            call.log.add(KeypadPress(digit=digit, intent=None))
             metrics.DTMF_DIGITS.labels(result="invalid").inc()
             await call.say(keypad.invalid)
             return
-        call.event("keypad", digit=digit, intent=intent.name)
+        call.log.add(KeypadPress(digit=digit, intent=intent.name))
         metrics.DTMF_DIGITS.labels(result="menu").inc()
         await call.say(intent.reply)
         call.follow_reply(intent)
@@ -86,7 +87,7 @@ class KeypadInput:
         buffer, self._digits = self._digits, None
         self._call.timers.cancel("digits")
         self.last_digits = buffer.digits
-        self._call.event(
-            "digits", intent=buffer.intent.name, digits=buffer.digits, timed_out=timed_out
+        self._call.log.add(
+            DigitsCollected(intent=buffer.intent.name, digits=buffer.digits, timed_out=timed_out)
         )
         await self._call.say(buffer.reply())

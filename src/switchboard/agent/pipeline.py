@@ -31,6 +31,7 @@ from switchboard.agent.observers import CallPipelineWorker
 from switchboard.agent.scripted import ScriptedResponder
 from switchboard.agent.timing import TurnTimingObserver
 from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
+from switchboard.call.log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
@@ -74,12 +75,14 @@ def build_call_pipeline(
     before_output: Sequence[FrameProcessor] = (),
     history: Sequence[dict] = (),
     opening: str | None = None,
+    log: CallLog | None = None,
 ) -> CallPipeline:
     """Assemble one call's pipeline around a transport.
 
     ``before_output`` are transport-specific processors placed just before the output
     (for example Twilio's playback marks). ``history`` and ``opening``: a call carried on from
     another worker starts from its conversation so far, with ``opening`` instead of the greeting.
+    Each finished turn's timings go to ``log``.
     """
     # One gate per call: the VAD, speculative STT and the timings share the caller's energy.
     gate = SpeechEnergyGate()
@@ -125,7 +128,7 @@ def build_call_pipeline(
         ]
     )
     timings = TurnTimingObserver(
-        gate=gate, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine
+        gate=gate, stt_engine=settings.stt_engine, tts_engine=settings.tts_engine, log=log
     )
     worker = CallPipelineWorker(
         pipeline,

@@ -18,6 +18,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from switchboard.agent.call_actions import Action, CallActionFrame
 from switchboard.agent.config import Intent
 from switchboard.agent.intents import IntentMatcher, Match
+from switchboard.call.log import IntentMatched, current_log
 
 
 def last_user_text(context: LLMContext) -> str:
@@ -63,6 +64,8 @@ class ScriptedResponder(FrameProcessor):
     async def _respond(self, utterance: str) -> None:
         match = self._matcher.match(utterance)
         self.matches.append(match)
+        if (log := current_log()) is not None:
+            log.add(IntentMatched(intent=match.name))
         # A caller's words are theirs: only at DEBUG (production logs at INFO).
         logger.debug(f"{self}: caller said {utterance!r} -> intent {match.name}")
         await self.push_frame(LLMFullResponseStartFrame())

@@ -1,6 +1,6 @@
 """Sending keypad digits to the far end (to navigate a remote IVR), written once for every ingress.
 
-The dial string is queued into the call's pipeline as Pipecat ``OutputDTMFFrame``s, behind what
+The call controller queues the dial string (``dial_frames``) into the call's pipeline as Pipecat ``OutputDTMFFrame``s, behind what
 the agent is saying. Pipecat's output transport plays them as in-band tones where the ingress
 has no native DTMF (Twilio media streams, WebRTC) and natively where it has (LiveKit's
 ``publish_dtmf``). A ``w`` is a half-second pause, as in Twilio's ``sendDigits``: silence
@@ -9,15 +9,10 @@ queued the same way, so it holds the next digit back on every ingress alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputDTMFFrame
-
-from switchboard.observability import metrics
-
-if TYPE_CHECKING:
-    from switchboard.agent.call_control import CallController
 
 PAUSE_SECS = 0.5
 _PAUSE_RATE = 8000  # the output transport resamples it to its own rate
@@ -35,10 +30,3 @@ def dial_frames(digits: str) -> list[Frame]:
         else OutputDTMFFrame(button=KeypadEntry(key))
         for key in digits
     ]
-
-
-async def send_digits(call: CallController, digits: str, source: Source) -> None:
-    """Queue ``digits`` on the call (already validated), record and count them."""
-    call.event("send_digits", digits=digits, source=source)
-    metrics.DTMF_SENT.labels(source=source).inc()
-    await call.worker.queue_frames(dial_frames(digits))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from switchboard.call.log import IdleHangUp, MaxDuration, Reprompt
+
 if TYPE_CHECKING:
     from switchboard.agent.call_control import CallController
 
@@ -50,15 +52,15 @@ class SilenceWatch:
         silence = call.agent.silence
         if self._reprompts < silence.max_reprompts:
             self._reprompts += 1
-            call.event("reprompt", count=self._reprompts)
+            call.log.add(Reprompt(count=self._reprompts))
             await call.say(silence.reprompt)
         else:
-            call.event("idle_hangup", reprompts=self._reprompts)
+            call.log.add(IdleHangUp(reprompts=self._reprompts))
             await call.end_with(silence.goodbye, "idle")
 
     async def _time_is_up(self) -> None:
         call = self._call
         if call.ending:
             return
-        call.event("max_duration", secs=call.agent.limits.max_duration_secs)
+        call.log.add(MaxDuration(secs=call.agent.limits.max_duration_secs))
         await call.end_with(call.agent.limits.closing, "max_duration")

@@ -1,9 +1,12 @@
-"""Per-turn stage timings seen from inside the agent, for the latency breakdown."""
+"""Per-turn stage timings seen from inside the agent, for the latency breakdown.
+
+Each finished turn is a :class:`~switchboard.call.log.Turn` of the call's log.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -16,27 +19,15 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
+from switchboard.call.log import CallLog, Turn
 from switchboard.observability import metrics
 from switchboard.speech_end import SpeechEnergyGate
 
 
 @dataclass
-class TurnTiming:
-    """Milliseconds from the caller's end of speech (where its energy ended) to each stage."""
-
-    transcript: str = ""
-    vad_stop_ms: float | None = None
-    transcript_ms: float | None = None
-    turn_end_ms: float | None = None
-    first_tts_audio_ms: float | None = None
-    bot_started_ms: float | None = None
-    interrupted: bool = False
-
-
-@dataclass
 class _Pending:
     speech_end: float
-    timing: TurnTiming = field(default_factory=TurnTiming)
+    timing: Turn = field(default_factory=Turn)
 
 
 class TurnTimingObserver(BaseObserver):
@@ -52,13 +43,22 @@ class TurnTimingObserver(BaseObserver):
         BotStartedSpeakingFrame,
     )
 
-    def __init__(self, *, gate: SpeechEnergyGate, stt_engine: str, tts_engine: str, **kwargs):
+    def __init__(
+        self,
+        *,
+        gate: SpeechEnergyGate,
+        stt_engine: str,
+        tts_engine: str,
+        log: CallLog | None = None,
+        **kwargs,
+    ):
         # Every frame is pushed through ~8 processors; one look at each is enough.
         super().__init__(observe_every_push=False, **kwargs)
         self._gate = gate
         self._engines = {"transcript": stt_engine, "first_tts_audio": tts_engine}
         self._pending: _Pending | None = None
-        self.turns: list[TurnTiming] = []
+        self._log = log
+        self.turns: list[Turn] = []  # also in the call's log, if it has one
 
     async def on_push_frame(self, data: FramePushed):
         if not data.first_push:
@@ -94,6 +94,8 @@ class TurnTimingObserver(BaseObserver):
         assert self._pending is not None
         timing = self._pending.timing
         self.turns.append(timing)
+        if self._log is not None:
+            self._log.add(timing)
         self._pending = None
         for stage in ("turn_end", "transcript", "first_tts_audio", "bot_started"):
             value = getattr(timing, f"{stage}_ms")
@@ -102,6 +104,3 @@ class TurnTimingObserver(BaseObserver):
                 metrics.STAGE_LATENCY_MS.labels(stage=stage, engine=engine).observe(value)
         if timing.bot_started_ms is not None:
             metrics.TURN_RTT_MS.observe(timing.bot_started_ms)
-
-    def as_dicts(self) -> list[dict]:
-        return [asdict(t) for t in self.turns]

@@ -133,4 +133,6 @@ async def tool_turn(
     if answer is None:
         return ToolTurn(True, None, data=result.data)
     line = render_answer(answer, result.data)
-    return ToolTurn(True, line) if line is not None else ToolTurn(False, tool.failure, "template")
+    if line is None:
+        return ToolTurn(False, tool.failure, "template", data=result.data)
+    return ToolTurn(True, line, data=result.data)

@@ -46,6 +46,13 @@ class CallLedger:
             pipe.expire(keys.call(call_id), self._ttl)
             await pipe.execute()
 
+    async def note(self, call_id: str, **fields: str | float | int) -> None:
+        """Add fields to a call's state without changing its status."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.call(call_id), mapping={k: str(v) for k, v in fields.items()})
+            pipe.expire(keys.call(call_id), self._ttl)
+            await pipe.execute()
+
     async def finish(self, call_id: str, status: CallStatus) -> None:
         """Record how a run ended; ``completions`` counts finished runs (exactly-once checks)."""
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -35,7 +35,8 @@ class CallSession(BaseModel):
         default_factory=list, description="The conversation: LLM-context messages, oldest first."
     )
     events: list[dict[str, Any]] = Field(
-        default_factory=list, description="Call-control events so far (keys, digits, transfers)."
+        default_factory=list,
+        description="The call log's call-control events so far (switchboard.call.log, as JSON).",
     )
 
 

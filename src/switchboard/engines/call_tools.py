@@ -28,6 +28,7 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from switchboard.agent.call_actions import CallActionFrame
 from switchboard.agent.config import DIAL_STRING_PATTERN, AgentConfig, valid_dial_string
 from switchboard.agent.tools import tool_turn
+from switchboard.call.log import ToolCall, current_log
 from switchboard.observability import metrics
 from switchboard.observability.logging import current_call_id
 
@@ -148,4 +149,15 @@ class CallToolsMixin:
             call_id=current_call_id(),
             secret=self._tool_secret,
         )
+        if (log := current_log()) is not None:
+            log.add(
+                ToolCall(
+                    tool=tool.name,
+                    by="llm",
+                    arguments=dict(params.arguments),
+                    ok=outcome.ok,
+                    error=outcome.error,
+                    result=outcome.data,
+                )
+            )
         await params.result_callback(outcome.data if outcome.ok else {"error": tool.failure})

@@ -152,7 +152,7 @@ def _channel(value: str | None) -> int | None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from switchboard.loadtest.analyze import (
+    from switchboard.analysis.recording import (
         DetectorParams,
         analyze_channels,
         format_analysis,

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from switchboard.loadtest.analyze import RecordingAnalysis
+    from switchboard.analysis.recording import RecordingAnalysis
 
 _TARGET = "#c0392b"
 _MAIN = "#2c6fbb"

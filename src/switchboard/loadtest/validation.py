@@ -88,7 +88,7 @@ async def validate_calls(
 ) -> list[Reading]:
     """One call per ``(delay_ms, jitter_ms)``, all at once, read by the simulator; then each
     recording read by the analyzer (after the calls: analysis must not steal their clock)."""
-    from switchboard.loadtest.analyze import analyze_recording
+    from switchboard.analysis.recording import analyze_recording
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         folder = out_dir or Path(tmp)

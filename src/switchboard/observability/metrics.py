@@ -164,7 +164,8 @@ EVENT_LOOP_TASKS = Gauge(
 CALL_RECORDS_SAVED = Counter(
     "call_records_saved_total",
     "Finished calls written to the call history, by result (saved | merged: a resumed call's "
-    "later stream added to its record | refused: another stream of a stored call | failed).",
+    "later stream added to its record | amended: a saved call's late news, such as a cold "
+    "transfer's result | refused: another stream of a stored call | failed).",
     ["result"],
 )
 CALL_RECORDINGS = Counter(

@@ -19,9 +19,9 @@ from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from switchboard.agent.config import AgentConfig, load_agent_config
+from switchboard.analysis.recording import RecordingAnalysis, analyze_channels
 from switchboard.dispatch.calls import CallLedger
 from switchboard.errors import ConfigError
-from switchboard.loadtest.analyze import RecordingAnalysis, analyze_channels
 from switchboard.observability import metrics
 from switchboard.orchestrator.auth import KeyFirstRoute, require_caller_data_key
 from switchboard.records.archive import store_from_settings

@@ -37,8 +37,7 @@ from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.media_socket import CLOSE_HANDED_OFF
 from switchboard.telephony.twilio import (
-    public_base,
-    signature_is_valid,
+    websocket_is_signed,
     websocket_url,
 )
 
@@ -110,13 +109,10 @@ def create_media_edge_router(
             relays.tasks.discard(task)
 
     async def _serve_stream(websocket: WebSocket) -> None:
-        if settings.twilio_auth_token is not None:
-            url = websocket_url(public_base(websocket, settings.public_url), EDGE_PATH)
-            token = settings.twilio_auth_token.get_secret_value()
-            if not signature_is_valid(token, url, {}, websocket.headers.get("X-Twilio-Signature")):
-                metrics.MEDIA_EDGE_STREAMS.labels(result="bad_signature").inc()
-                await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
-                return
+        if not websocket_is_signed(websocket, settings.public_url, settings.twilio_auth_token, EDGE_PATH):
+            metrics.MEDIA_EDGE_STREAMS.labels(result="bad_signature").inc()
+            await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
+            return
         await websocket.accept()
         try:
             first, token = await _read_until_start(websocket, settings.media_start_timeout_secs)

@@ -28,6 +28,7 @@ from switchboard.settings import Settings
 from switchboard.telephony import stream_tokens
 from switchboard.telephony.outbound import answering_machine_twiml, stream_parameters
 from switchboard.telephony.twilio import (
+    VOICE_PATH,
     busy_twiml,
     connect_stream_twiml,
     hangup_twiml,
@@ -36,7 +37,6 @@ from switchboard.telephony.twilio import (
 )
 from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
 
-VOICE_PATH = "/twilio/voice"
 RESUME_PATH = "/twilio/resume"
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."

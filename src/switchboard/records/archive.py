@@ -3,22 +3,28 @@
 The worker hands each finished call to ``save_call``; encoding the recording, writing the row
 and delivering the post-call webhook run as background tasks the archive owns, awaited (up to
 the drain deadline) and then cancelled when the worker stops. Retention runs here too.
+
+The stored record is a view of the call's log (``switchboard.call.log``). What the log learns
+after the call was saved (a cold transfer's result, reported by the carrier when the dial ends)
+is written to the stored record by ``amend`` and sent as a ``call.updated`` webhook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import OrderedDict
 from typing import Protocol
 
 from loguru import logger
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig
+from switchboard.call.log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
 from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
-from switchboard.records.models import RecordingRef, StoredCall, TurnLatency
+from switchboard.records.models import RecordingRef, StoredCall
 from switchboard.records.recording import RECORDING_RATE
 from switchboard.records.storage import recording_storage
 from switchboard.records.store import CallStore
@@ -28,18 +34,22 @@ from switchboard.settings import Settings
 # Calls have already drained when the archive stops: this bounds the extra wait for their
 # records and webhooks, so a dead webhook receiver cannot hold a shutdown past its grace period.
 STOP_WAIT_SECS = 5.0
+# Saved calls a late result (a cold transfer's) may still amend; a dial lasts minutes, and a
+# call this far back has long been amended or will not be.
+AMENDABLE_CALLS = 500
 
 
 class FinishedCall(Protocol):
-    """What a call runner knows of a call when it ends (``worker.calls.CallRecord``)."""
+    """What a call runner knows of a call when it ends (``call.record.CallRecord``)."""
 
     call_id: str
     call_sid: str
+    stream_sid: str
     started_at: float
     ended_at: float | None
     outcome: str
-    intents: list[str]
-    turns: list[dict]
+    failure_reason: str | None
+    log: CallLog
 
 
 def store_from_settings(settings: Settings) -> CallStore:
@@ -66,6 +76,8 @@ class CallArchive:
             timeout_secs=settings.webhook_timeout_secs,
         )
         self._tasks: set[asyncio.Task] = set()
+        # call id -> (the record as saved, its agent, the task saving it), for ``amend``.
+        self._saved: OrderedDict[str, tuple[StoredCall, AgentConfig, asyncio.Task]] = OrderedDict()
         self._purge: asyncio.Task | None = None
         self._opened = False
 
@@ -76,6 +88,7 @@ class CallArchive:
         from_number: str | None = None,
         to_number: str | None = None,
         agent: AgentConfig | None = None,
+        log: CallLog | None = None,
     ) -> CallCapture:
         """A new call's observer, recording audio if the agent answering it records calls."""
         agent = agent or self.agent
@@ -86,6 +99,7 @@ class CallArchive:
             record_audio=agent.recording.enabled,
             from_number=from_number,
             to_number=to_number,
+            log=log,
         )
 
     async def _open(self) -> None:
@@ -126,10 +140,52 @@ class CallArchive:
             await asyncio.gather(*set(self._tasks), return_exceptions=True)
 
     def submit(self, call: StoredCall, capture: CallCapture) -> asyncio.Task:
-        task = asyncio.create_task(self._archive(call, capture), name=f"record-{call.call_id}")
+        task = self._own(self._archive(call, capture), f"record-{call.call_id}")
+        self._saved[call.call_id] = (call, capture.config or self.agent, task)
+        while len(self._saved) > AMENDABLE_CALLS:
+            self._saved.popitem(last=False)
+        return task
+
+    def _own(self, work, name: str) -> asyncio.Task:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def amend(self, call_id: str, log: CallLog) -> asyncio.Task | None:
+        """Add the log's newest event (a cold transfer's result, come after the call) to the
+        call's saved record; None if the call has not been saved here (its save will include it)."""
+        saved = self._saved.get(call_id)
+        if saved is None or not log.events:
+            return None
+        call, agent, first = saved
+        late, call.transfer = log.events[-1], log.transfer()
+        return self._own(self._amend(call, late, agent, first), f"record-amend-{call_id}")
+
+    async def _amend(
+        self, call: StoredCall, late: LogEvent, agent: AgentConfig, first: asyncio.Task
+    ) -> None:
+        # After the first save (and its webhook); only this event and the transfer change, so a
+        # record merged with another stream's meanwhile keeps the rest.
+        await asyncio.gather(first, return_exceptions=True)
+        try:
+            await self._open()
+            if not await self.store.amend(call.call_id, late, call.transfer):
+                return  # never stored (its save failed or was refused): nothing to add to
+            stored = await self.store.get(call.call_id)
+        except Exception as e:  # the record stands as first saved
+            metrics.CALL_RECORDS_SAVED.labels(result="failed").inc()
+            logger.exception(f"{call.call_id}: call record not amended: {e}")
+            return
+        metrics.CALL_RECORDS_SAVED.labels(result="amended").inc()
+        logger.info(f"{call.call_id}: call record amended")
+        if agent.webhook is not None and stored is not None:
+            await self.webhooks.deliver(
+                str(agent.webhook.url),
+                agent.webhook.secret.get_secret_value(),
+                call.call_id,
+                webhook_payload(stored, "call.updated"),
+            )
 
     async def _archive(self, call: StoredCall, capture: CallCapture) -> None:
         audio = None
@@ -198,9 +254,10 @@ class CallArchive:
             await asyncio.sleep(self.settings.records_purge_interval_secs)
 
 
-def webhook_payload(call: StoredCall) -> str:
-    """The webhook body: ``{"type": "call.ended", "version": 1, "call": {...}}``."""
-    return '{"type":"call.ended","version":1,"call":' + call.model_dump_json() + "}"
+def webhook_payload(call: StoredCall, kind: str = "call.ended") -> str:
+    """The webhook body: ``{"type": "call.ended", "version": 1, "call": {...}}`` (``call.updated``
+    when a saved record learnt more, such as a cold transfer's result)."""
+    return '{"type":"' + kind + '","version":1,"call":' + call.model_dump_json() + "}"
 
 
 def _utc(timestamp: float | None) -> dt.datetime | None:
@@ -208,14 +265,15 @@ def _utc(timestamp: float | None) -> dt.datetime | None:
 
 
 def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
-    """The record to keep, from what the runner and the capture saw."""
+    """The record to keep: the call's log, and what the runner and the capture saw."""
     call_id = record.call_id or f"call-{record.call_sid}"
+    log = record.log
     return StoredCall(
         call_id=call_id,
         call_sid=record.call_sid if record.call_sid and record.call_sid != call_id else None,
-        stream_sid=getattr(record, "stream_sid", None) or None,
+        stream_sid=record.stream_sid or None,
         # The runner logs "resumed" when it carried on a conversation another stream left behind.
-        resumed=any(e.get("event") == "resumed" for e in getattr(record, "events", ())),
+        resumed=bool(log.of(Resumed)),
         from_number=capture.from_number,
         to_number=capture.to_number,
         agent=capture.agent,
@@ -223,11 +281,14 @@ def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
         started_at=_utc(record.started_at) or capture.started_at,
         ended_at=_utc(record.ended_at) or dt.datetime.now(dt.UTC),
         outcome=record.outcome,
-        failure_reason=getattr(record, "failure_reason", None),
+        failure_reason=record.failure_reason,
+        ended_by=log.ended_by,
         transcript=list(capture.transcript),
-        turns=[TurnLatency.model_validate(t) for t in record.turns],
-        events=list(capture.events),
-        intents=list(record.intents),
+        turns=log.turns(),
+        events=log.stored_events(),
+        intents=log.intents(),
+        tool_calls=log.tool_calls(),
+        transfer=log.transfer(),
         provider_fallbacks=capture.provider_fallbacks(),
     )
 
@@ -239,6 +300,7 @@ def attach_capture(
     ingress: str,
     params: dict[str, str] | None = None,
     agent: AgentConfig | None = None,
+    log: CallLog | None = None,
 ) -> CallCapture | None:
     """Watch a call's pipeline for its record (None without an archive). ``params`` are the
     ingress's call parameters (Twilio's ``From`` and ``To``); ``agent`` the one answering."""
@@ -250,6 +312,7 @@ def attach_capture(
         from_number=params.get("From") or None,
         to_number=params.get("To") or None,
         agent=agent,
+        log=log,
     )
     worker.add_observer(capture)
     return capture

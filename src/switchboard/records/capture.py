@@ -1,8 +1,9 @@
 """``CallCapture``: one observer per call that keeps what the call record needs.
 
 It sees the frames between processors (it adds no processor to the pipeline): both sides'
-transcript with timestamps, keypad presses and barge-ins, the providers the call fell back
-from, and, when the agent records calls, both sides' audio.
+transcript with timestamps, barge-ins (into the call's log), the providers the call fell back
+from, and, when the agent records calls, both sides' audio. Keypad presses are call control's
+to log (:mod:`switchboard.agent.keypad`), once.
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ import datetime as dt
 import time
 from typing import Any
 
-from pipecat.frames.frames import (
-    InputAudioRawFrame,
-    InputDTMFFrame,
-    OutputAudioRawFrame,
-)
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed, ProcessorSetUp
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.spoken_lines import SpokenLines
+from switchboard.call.log import CallLog, Interrupted
 from switchboard.engines.resilience import FallbackSwitcher
-from switchboard.records.models import CallEvent, Ingress, ProviderFallback, TranscriptEntry
+from switchboard.records.models import Ingress, ProviderFallback, TranscriptEntry
 from switchboard.records.recording import DualChannelRecorder
 
 
@@ -39,6 +37,7 @@ class CallCapture(BaseObserver):
         record_audio: bool = False,
         from_number: str | None = None,
         to_number: str | None = None,
+        log: CallLog | None = None,
         **kwargs: Any,
     ):
         super().__init__(observe_every_push=False, **kwargs)
@@ -48,18 +47,14 @@ class CallCapture(BaseObserver):
         self.from_number = from_number
         self.to_number = to_number
         self.started_at = dt.datetime.now(dt.UTC)
-        self._t0 = time.monotonic()
+        self.log = log if log is not None else CallLog()
         self.transcript: list[TranscriptEntry] = []
-        self.events: list[CallEvent] = []
         self.recorder = DualChannelRecorder() if record_audio else None
         self._lines = SpokenLines()
         self._switchers: list[FallbackSwitcher] = []
         # What on_push_frame reads (see switchboard.agent.observers): audio only if recording.
         audio = (InputAudioRawFrame, OutputAudioRawFrame) if self.recorder is not None else ()
-        self.frame_types = (*audio, InputDTMFFrame, *SpokenLines.FRAMES)
-
-    def _t(self) -> float:
-        return round(time.monotonic() - self._t0, 3)
+        self.frame_types = (*audio, *SpokenLines.FRAMES)
 
     async def on_processor_setup(self, data: ProcessorSetUp) -> None:
         if isinstance(data.processor, FallbackSwitcher):
@@ -73,19 +68,15 @@ class CallCapture(BaseObserver):
         elif isinstance(frame, OutputAudioRawFrame):
             if self.recorder is not None and isinstance(data.source, BaseOutputTransport):
                 self.recorder.agent(frame.audio, frame.sample_rate, time.monotonic())
-        elif isinstance(frame, InputDTMFFrame):
-            self.events.append(
-                CallEvent(type="keypad", t=self._t(), data={"digit": str(frame.button.value)})
-            )
         elif (said := self._lines.see(frame)) is not None:
             role, text = said
             if role == "interrupted":
-                self.events.append(CallEvent(type="interrupted", t=self._t()))
+                self.log.add(Interrupted())
             else:
                 self._said(role, text)
 
     def _said(self, role: str, text: str) -> None:
-        self.transcript.append(TranscriptEntry(role=role, text=text, t=self._t()))  # type: ignore[arg-type]
+        self.transcript.append(TranscriptEntry(role=role, text=text, t=self.log.now()))  # type: ignore[arg-type]
 
     def provider_fallbacks(self) -> list[ProviderFallback]:
         """Providers this call left mid-call for the local engine."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from switchboard.call.log import CallLogEvent, ToolCall, TransferSummary, Turn
 
 Ingress = Literal["twilio", "livekit", "webrtc"]
 Role = Literal["user", "agent"]
@@ -17,26 +19,6 @@ class TranscriptEntry(BaseModel):
     role: Role
     text: str
     t: float = Field(ge=0)
-
-
-class CallEvent(BaseModel):
-    """Something that happened during the call: ``keypad``, ``interrupted``, ``transfer``..."""
-
-    type: str = Field(min_length=1)
-    t: float = Field(ge=0)
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
-class TurnLatency(BaseModel):
-    """One turn's stage timings in ms from the caller's end of speech (see agent/timing.py)."""
-
-    transcript: str = ""
-    vad_stop_ms: float | None = None
-    transcript_ms: float | None = None
-    turn_end_ms: float | None = None
-    first_tts_audio_ms: float | None = None
-    bot_started_ms: float | None = None
-    interrupted: bool = False
 
 
 class ProviderFallback(BaseModel):
@@ -71,7 +53,8 @@ class CallSummary(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    version: Literal[1] = 1
+    # 2: events are the call log's (``switchboard.call.log``); ended_by, transfer, tool_calls.
+    version: Literal[2] = 2
     call_id: str = Field(min_length=1, max_length=200)
     call_sid: str | None = None
     stream_sid: str | None = Field(
@@ -88,6 +71,9 @@ class CallSummary(BaseModel):
     ended_at: dt.datetime | None = None
     outcome: str
     failure_reason: str | None = None
+    ended_by: str | None = Field(
+        None, description="agent, caller, idle, max_duration, transfer, worker or error"
+    )
     recording: RecordingRef | None = None
 
     @property
@@ -96,13 +82,16 @@ class CallSummary(BaseModel):
 
 
 class StoredCall(CallSummary):
-    """Everything Switchboard keeps about one finished call."""
+    """Everything Switchboard keeps about one finished call: the call log's views."""
 
     transcript: list[TranscriptEntry] = Field(default_factory=list)
-    turns: list[TurnLatency] = Field(default_factory=list)
-    events: list[CallEvent] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+    events: list[CallLogEvent] = Field(
+        default_factory=list, description="The call log but its turns, oldest first."
+    )
     intents: list[str] = Field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    transfer: TransferSummary | None = None
     provider_fallbacks: list[ProviderFallback] = Field(default_factory=list)
     analysis: CallAnalysis | None = None
 

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from switchboard.call.log import LogEvent, TransferSummary
 from switchboard.errors import SwitchboardError
 from switchboard.private_files import FILE_MODE, create_private_file
 from switchboard.records.models import (
@@ -112,6 +113,7 @@ def _row_values(call: StoredCall) -> dict[str, Any]:
         events=data["events"],
         intents=data["intents"],
         tool_calls=data["tool_calls"],
+        transfer=data["transfer"],
         provider_fallbacks=data["provider_fallbacks"],
         analysis=data["analysis"],
         saved_at=dt.datetime.now(dt.UTC),
@@ -146,10 +148,13 @@ def _merged(first: StoredCall, later: StoredCall) -> StoredCall:
             "resumed": True,
             "transcript": first.transcript
             + [e.model_copy(update={"t": e.t + shift}) for e in later.transcript],
-            "events": first.events + [e.model_copy(update={"t": e.t + shift}) for e in later.events],
-            "turns": first.turns + later.turns,
+            "events": first.events
+            + [e.model_copy(update={"at_s": e.at_s + shift}) for e in later.events],
+            "turns": first.turns + [t.model_copy(update={"at_s": t.at_s + shift}) for t in later.turns],
             "intents": first.intents + later.intents,
-            "tool_calls": first.tool_calls + later.tool_calls,
+            "tool_calls": first.tool_calls
+            + [t.model_copy(update={"at_s": t.at_s + shift}) for t in later.tool_calls],
+            "transfer": later.transfer or first.transfer,
             "provider_fallbacks": first.provider_fallbacks + later.provider_fallbacks,
         }
     )
@@ -234,6 +239,21 @@ class CallStore:
                     ))
             return result
         raise RecordsError(f"{call.call_id}: the record changed under every save attempt")
+
+    async def amend(self, call_id: str, late: LogEvent, transfer: TransferSummary | None) -> bool:
+        """Add an event the call's log learnt after it was saved (a cold transfer's result) to
+        its stored record, with the transfer it updates; False if the call is not stored."""
+        return await self._run(self._amend, call_id, late, transfer)
+
+    def _amend(self, call_id: str, late: LogEvent, transfer: TransferSummary | None) -> bool:
+        with Session(self._engine) as session, session.begin():
+            row = session.get(CallRow, call_id, with_for_update=self.dialect == "postgresql")
+            if row is None:
+                return False
+            row.events = [*row.events, late.model_dump(mode="json")]
+            if transfer is not None:
+                row.transfer = transfer.model_dump(mode="json")
+        return True
 
     async def save_analysis(self, call_id: str, analysis: CallAnalysis) -> None:
         """Add the post-call analysis to a stored call (leaving the rest of its row as it is)."""

@@ -2,7 +2,7 @@
 
 An ingress (a Twilio media stream, a LiveKit room, a browser's WebRTC peer) is a
 :class:`CallAdapter` in its own module of this package. The one call runner
-(:func:`switchboard.worker.runner.run_call`) builds the agent's pipeline around
+(:func:`switchboard.call.runner.run_call`, admitted by :class:`switchboard.call.host.CallHost`) builds the agent's pipeline around
 ``adapter.transport()``, and features that act on the phone call itself (hang up, transfer)
 go through ``adapter.control``, so each is written once. Sending digits to the far end needs no
 operation here: the call controller queues Pipecat DTMF frames into the pipeline, which every
@@ -110,6 +110,10 @@ class CallAdapter(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what the ingress holds once the pipeline has ended."""
+
+    def hand_off(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """The worker is out of drain time: end our side so the call goes on elsewhere (a
+        Twilio stream closes with "service restart" and comes back to another worker)."""
 
     def marks_played(self) -> list[str]:
         """Playback marks the peer echoed (Twilio only)."""

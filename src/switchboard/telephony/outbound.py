@@ -32,10 +32,9 @@ from switchboard.observability import metrics
 from switchboard.orchestrator.auth import KeyFirstRoute
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_outbound import RoomJobs, place_livekit_call
-from switchboard.telephony.twilio import public_base
+from switchboard.telephony.twilio import VOICE_PATH, public_base
 from switchboard.telephony.twilio_rest import rest_client
 
-VOICE_PATH = "/twilio/voice"
 _E164 = r"^\+[1-9][0-9]{7,14}$"
 
 

@@ -37,6 +37,7 @@ from switchboard.telephony.media_socket import (
     decode_json,
 )
 
+VOICE_PATH = "/twilio/voice"  # the voice webhook, wherever it is answered
 _DTMF_DIGITS = set("0123456789*#")
 
 
@@ -102,6 +103,19 @@ async def verified_webhook_form(
             raise HTTPException(status_code=403, detail="invalid X-Twilio-Signature")
     metrics.WEBHOOKS.labels(provider="twilio", result="accepted").inc()
     return form, base
+
+
+def websocket_is_signed(
+    websocket: WebSocket, public_url: str | None, auth_token: SecretStr | None, path: str
+) -> bool:
+    """Whether a media stream's handshake carries Twilio's signature of its public URL (``path``
+    under the base the caller reached); always True when no auth token is configured."""
+    if auth_token is None:
+        return True
+    url = websocket_url(public_base(websocket, public_url), path)
+    return signature_is_valid(
+        auth_token.get_secret_value(), url, {}, websocket.headers.get("X-Twilio-Signature")
+    )
 
 
 def signature_is_valid(auth_token: str, url: str, params: dict[str, str], signature: str | None) -> bool:

@@ -10,7 +10,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter, CallControl, CallIds
-from switchboard.telephony.media_socket import MediaSocketGuard
+from switchboard.telephony.media_socket import CLOSE_HANDED_OFF, MediaSocketGuard
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
 from switchboard.telephony.twilio_rest import (
     TwilioCallControl,
@@ -108,3 +108,6 @@ class TwilioStreamAdapter(CallAdapter):
 
     def marks_played(self) -> list[str]:
         return list(self.serializer.marks_played)
+
+    def hand_off(self) -> None:
+        self._websocket.end_code = CLOSE_HANDED_OFF

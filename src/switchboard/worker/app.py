@@ -1,9 +1,9 @@
 """The worker's HTTP/WebSocket server: media streams, health, metrics and call records.
 
-In a pool (``switchboard worker``) Twilio streams arrive at ``/twilio/media/{token}``, relayed
-by the orchestrators' media edge (``orchestrator.media_edge``) to this worker's internal address,
-with a token from the orchestrator. Standalone (``switchboard serve``) the worker also answers the
-Twilio webhook itself and takes streams at ``/twilio/media``: one process, no Redis.
+:class:`WorkerParts` holds what one worker process runs calls with (agents, recent calls, the
+archive, the :class:`~switchboard.call.host.CallHost` every ingress admits calls through);
+:func:`create_worker_app` puts the routes around it: the streams of ``worker.streams`` (pooled
+or standalone), transfer reports, health, metrics and the calls this process ran.
 """
 
 from __future__ import annotations
@@ -12,26 +12,19 @@ import asyncio
 import json
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import dataclass, field
 
-import redis.asyncio as redis
-from fastapi import (
-    Depends,
-    FastAPI,
-    HTTPException,
-    Request,
-    Response,
-    WebSocket,
-)
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
-from switchboard.dispatch.models import CallStatus
+from switchboard.call.context import CallEndedHook
+from switchboard.call.host import CallHost
+from switchboard.call.log import TransferResult
+from switchboard.call.record import RecentCalls
 from switchboard.engines import build_responder, build_stt, build_tts
-from switchboard.observability import metrics
-from switchboard.observability.logging import call_context
 from switchboard.orchestrator.auth import (
     install_operator_keys,
     require_api_key,
@@ -41,36 +34,13 @@ from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
 from switchboard.orchestrator.placement import RESUME_PATH
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.base import TransferOutcome
-from switchboard.telephony.media_socket import CLOSE_HANDED_OFF, MediaLimits, MediaSocketGuard
-from switchboard.telephony.outbound import (
-    answering_machine_twiml,
-    outbound_router,
-    stream_parameters,
-)
-from switchboard.telephony.twilio import (
-    StreamStart,
-    connect_stream_twiml,
-    public_base,
-    read_stream_start,
-    signature_is_valid,
-    verified_webhook_form,
-    websocket_url,
-)
-from switchboard.telephony.twilio_call import TwilioStreamAdapter
-from switchboard.telephony.twilio_rest import (
-    RESUMED_AFTER_TRANSFER,
-    WarmTransferWaits,
-    transfer_status_router,
-)
+from switchboard.telephony.twilio_rest import WarmTransferWaits, transfer_status_router
 from switchboard.worker.browser_calls import WebRTCAnswerer
-from switchboard.worker.calls import CallRegistry
-from switchboard.worker.runner import CallEndedHook, run_call
 from switchboard.worker.service import WorkerService
-from switchboard.worker.slots import PoolSlot
+from switchboard.worker.streams import MEDIA_PATH, pooled_stream_router, standalone_stream_router
 
-MEDIA_PATH = "/twilio/media"
+__all__ = ["MEDIA_PATH", "WorkerParts", "create_worker_app", "warm_engines"]
 
 
 def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
@@ -89,6 +59,82 @@ def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
     shared_piper(settings.inference_threads).prewarm([u for a in agents.agents() for u in a.fixed_utterances()])
 
 
+@dataclass
+class WorkerParts:
+    """What one worker process runs calls with; ``service`` is None for a standalone worker."""
+
+    settings: Settings
+    agent: AgentConfig
+    service: WorkerService | None
+    agents: AgentDirectory
+    calls: RecentCalls
+    archive: CallArchive
+    host: CallHost
+    answerer: WebRTCAnswerer | None
+    warm_waits: WarmTransferWaits = field(default_factory=WarmTransferWaits)
+    standalone_calls: set[asyncio.Task] = field(default_factory=set)
+    ready: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        agent: AgentConfig,
+        service: WorkerService | None,
+        on_call_ended: Sequence[CallEndedHook],
+    ) -> WorkerParts:
+        calls = service.calls if service is not None else RecentCalls()
+        archive = CallArchive(settings, agent)
+        agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
+        host = CallHost(
+            settings, agents, calls, archive=archive, on_ended=on_call_ended, pool=service
+        )
+        answerer = None
+        if service is not None:
+            service.host = host  # room jobs are admitted like every other call
+            answerer = WebRTCAnswerer(service, settings, host)
+        return cls(settings, agent, service, agents, calls, archive, host, answerer)
+
+    @property
+    def active(self) -> int:
+        return self.service.active if self.service is not None else len(self.standalone_calls)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(warm_engines, self.settings, self.agents)
+        await self.archive.start()
+        if self.service is not None:
+            await self.service.start()
+        if self.answerer is not None:
+            await self.answerer.start()
+        self.ready = True
+        logger.info(f"agent '{self.agent.name}' ready on port {self.settings.port}")
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.answerer is not None:
+            await self.answerer.close()
+        await self.archive.stop()
+
+    async def drain(self) -> None:
+        """Stop taking calls and let the live ones end (up to the drain deadline)."""
+        self.ready = False
+        if self.answerer is not None:
+            await self.answerer.stop()
+        if self.service is not None:
+            await self.service.drain()
+        elif self.standalone_calls:
+            logger.info(f"waiting for {len(self.standalone_calls)} live call(s)")
+            await asyncio.wait(self.standalone_calls, timeout=self.settings.drain_timeout_secs)
+
+    def transfer_result(self, call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
+        """Twilio's report of a cold transfer's dial, which comes after the call left us."""
+        record = self.calls.get(call_sid)
+        if record is not None:
+            record.log.add(TransferResult(outcome=outcome.value, dial_status=form.get("DialCallStatus", "")))
+            # The call was saved when its stream ended: the stored record learns it too.
+            self.archive.amend(record.call_id or f"call-{record.call_sid}", record.log)
+
+
 def create_worker_app(
     settings: Settings,
     agent: AgentConfig,
@@ -98,41 +144,15 @@ def create_worker_app(
 ) -> FastAPI:
     """Build the worker server; models load during start-up, before it reports ready.
 
-    ``on_call_ended`` hooks run once per finished call of any ingress, with its record (the
-    place for saving call records).
+    ``on_call_ended`` hooks run once per finished call of any ingress, with its record.
     """
-    registry = service.calls if service is not None else CallRegistry()
-    archive = CallArchive(settings, agent)
-    if service is not None:
-        service.archive = archive  # room jobs are recorded like every other call
-    agents = AgentDirectory(agent, settings.agents_dir, reload_secs=settings.agents_reload_secs)
-    if service is not None:
-        service.agents = agents  # room jobs choose their agent like streamed calls do
-    state = {"ready": False}
-    standalone_calls: set[asyncio.Task] = set()
-    answerer = (
-        WebRTCAnswerer(
-            service, settings, agent, calls=registry, on_ended=on_call_ended, archive=archive
-        )
-        if service is not None
-        else None
-    )
+    parts = WorkerParts.build(settings, agent, service, on_call_ended)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await asyncio.to_thread(warm_engines, settings, agents)
-        await archive.start()
-        if service is not None:
-            await service.start()
-        if answerer is not None:
-            await answerer.start()
-        state["ready"] = True
-        logger.info(f"agent '{agent.name}' ready on port {settings.port}")
+        await parts.start()
         yield
-        state["ready"] = False
-        if answerer is not None:
-            await answerer.close()
-        await archive.stop()
+        await parts.stop()
 
     # A worker is an internal listener: it describes its API to nobody.
     app = FastAPI(
@@ -140,168 +160,59 @@ def create_worker_app(
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     install_operator_keys(app, settings)
+    app.state.drain = parts.drain
+    app.state.parts = parts
     # Twilio's callbacks (transfer reports) go to the public URL. In a pool that is the
     # orchestrators, which forward them to the worker holding the call: a pooled worker's own
     # address is internal (and the Host its streams arrive with is the edge's view of it).
     callback_url = settings.public_url
-
-    def transfer_result(call_sid: str, outcome: TransferOutcome, form: dict[str, str]) -> None:
-        record = registry.get(call_sid)
-        if record is not None:
-            record.transfer = {**(record.transfer or {}), "outcome": outcome.value}
-            record.events.append({"event": "transfer_result", "outcome": outcome.value,
-                                  "dial_status": form.get("DialCallStatus", "")})
-
-    warm_waits = WarmTransferWaits()
     # In a pool an unanswered cold transfer goes back through the orchestrators to an agent.
     resume_url = f"{callback_url.rstrip('/')}{RESUME_PATH}" if service is not None and callback_url else None
     app.include_router(
-        transfer_status_router(settings, callback_url, transfer_result, warm_waits, resume_url=resume_url)
+        transfer_status_router(settings, callback_url, parts.transfer_result, parts.warm_waits, resume_url=resume_url)
     )
+    app.include_router(status_router(parts))
+    if service is not None:
+        app.include_router(
+            pooled_stream_router(settings, service, parts.host, callback_url=callback_url, warm_waits=parts.warm_waits)
+        )
+    else:
+        app.include_router(
+            standalone_stream_router(
+                settings, parts.host, parts.standalone_calls, callback_url=callback_url, warm_waits=parts.warm_waits
+            )
+        )
+    return app
 
-    async def drain() -> None:
-        state["ready"] = False
-        if answerer is not None:
-            await answerer.stop()
-        if service is not None:
-            await service.drain()
-        elif standalone_calls:
-            logger.info(f"waiting for {len(standalone_calls)} live call(s)")
-            await asyncio.wait(standalone_calls, timeout=settings.drain_timeout_secs)
 
-    app.state.drain = drain
+def status_router(parts: WorkerParts) -> APIRouter:
+    """``/health`` (open), ``/metrics`` and ``/calls`` (behind the operator keys)."""
+    router = APIRouter()
 
-    @app.get("/health")
+    @router.get("/health")
     async def health() -> Response:
-        active = service.active if service else len(standalone_calls)
-        body = {"status": "ok" if state["ready"] else "unavailable", "active_calls": active}
-        if service is not None:
-            body.update(worker_id=service.worker_id, draining=service.draining, capacity=settings.max_calls)
-        agents.refresh()
-        if agents.errors:
-            body["agent_config_errors"] = sorted(agents.errors)
-        return Response(json.dumps(body), status_code=200 if state["ready"] else 503, media_type="application/json")
+        body: dict = {"status": "ok" if parts.ready else "unavailable", "active_calls": parts.active}
+        if parts.service is not None:
+            service = parts.service
+            body.update(worker_id=service.worker_id, draining=service.draining, capacity=parts.settings.max_calls)
+        parts.agents.refresh()
+        if parts.agents.errors:
+            body["agent_config_errors"] = sorted(parts.agents.errors)
+        return Response(json.dumps(body), status_code=200 if parts.ready else 503, media_type="application/json")
 
-    @app.get("/metrics", dependencies=[Depends(require_api_key)])
+    @router.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/calls", dependencies=[Depends(require_caller_data_key)])
+    @router.get("/calls", dependencies=[Depends(require_caller_data_key)])
     async def calls() -> list[dict]:
-        return [asdict(r) for r in registry.recent()]
+        return [r.view() for r in parts.calls.recent()]
 
-    @app.get("/calls/{call_sid}", dependencies=[Depends(require_caller_data_key)])
+    @router.get("/calls/{call_sid}", dependencies=[Depends(require_caller_data_key)])
     async def call(call_sid: str) -> dict:
-        record = registry.get(call_sid)
+        record = parts.calls.get(call_sid)
         if record is None:
             raise HTTPException(status_code=404, detail=f"no call {call_sid}")
-        return asdict(record)
+        return record.view()
 
-    limits = MediaLimits.from_settings(settings)
-
-    async def serve_stream(websocket: WebSocket) -> tuple[MediaSocketGuard, StreamStart | None]:
-        """Accept the socket under the media limits and read Twilio's start message (None if the
-        peer never sent a valid one: the guard has closed the socket and counted why)."""
-        await websocket.accept()
-        socket = MediaSocketGuard(websocket, limits, transport="twilio")
-        start = await read_stream_start(socket)
-        if start is None:
-            metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-        return socket, start
-
-    if service is not None:
-
-        @app.websocket(MEDIA_PATH + "/{token}")
-        async def pooled_media(websocket: WebSocket, token: str) -> None:
-            # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
-            # for this hop: a token the edge let through opens one stream here, once.
-            try:
-                claims = await service.redemptions.admit(
-                    settings.stream_secret.get_secret_value(), token, "worker", worker_id=service.worker_id
-                )
-            except stream_tokens.StreamTokenError as e:
-                logger.warning(f"refusing media stream: {e}")
-                await websocket.close(code=1008, reason=str(e))
-                return
-            except redis.RedisError as e:
-                metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
-                logger.warning(f"refusing media stream: stream token not redeemable ({e})")
-                await websocket.close(code=1011, reason="dispatch store unavailable")
-                return
-            with call_context(claims.call_id):
-                # Tracked from here: a drain waits for it (and for streams on their way to it).
-                task = asyncio.current_task()
-                assert task is not None
-                service.track_stream_call(task)
-                # A slot reserved before a drain began is honoured: the orchestrator already
-                # promised this call to us.
-                reserved = await service.registry.confirm_reservation(service.worker_id, claims.call_id)
-                if not reserved and (service.draining or not await service.registry.take_slot(service.worker_id)):
-                    metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-                    await websocket.close(code=1013, reason="worker has no free slot")
-                    return
-                slot = PoolSlot(service, claims.call_id)
-                try:
-                    await service.ledger.record(claims.call_id, CallStatus.RUNNING, worker=service.worker_id)
-                    socket, start = await serve_stream(websocket)
-                    # Out of drain time, the call goes on elsewhere: close with "service restart".
-                    service.on_hand_off(task, lambda: setattr(socket, "end_code", CLOSE_HANDED_OFF))
-                    if start is not None:
-                        adapter = TwilioStreamAdapter(
-                            socket, start, settings, call_id=claims.call_id,
-                            callback_base=callback_url, warm_waits=warm_waits,
-                        )
-                        # Only a placement by /twilio/resume carries on what an earlier stream
-                        # of the call left behind; any other stream starts the call afresh.
-                        resumed = await service.sessions.load(claims.call_id) if claims.resume else None
-                        answering = (resumed and agents.by_name(resumed.agent)) or agents.for_call(
-                            start.custom_parameters
-                        )
-                        after = start.custom_parameters.get("ResumeAfter")
-                        opening = answering.transfer_unanswered if after == RESUMED_AFTER_TRANSFER else None
-                        await run_call(adapter, answering, settings, registry, slot=slot, on_ended=on_call_ended,
-                                       archive=archive, sessions=service.sessions, worker_id=service.worker_id,
-                                       resumed=resumed, opening=opening)
-                finally:
-                    await slot.release(None)  # a stream that never started; no-op after a call
-
-    else:
-
-        app.include_router(outbound_router(settings, require_caller_data_key))
-
-        @app.post("/twilio/voice")
-        async def twilio_voice(request: Request) -> Response:
-            form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
-            if (machine := answering_machine_twiml(form, dict(request.query_params))) is not None:
-                return Response(machine, media_type="application/xml")
-            params = stream_parameters(form, dict(request.query_params))
-            twiml = connect_stream_twiml(websocket_url(base, MEDIA_PATH), params)
-            return Response(twiml, media_type="application/xml")
-
-        @app.websocket(MEDIA_PATH)
-        async def standalone_media(websocket: WebSocket) -> None:
-            if settings.twilio_auth_token:
-                url = websocket_url(public_base(websocket, settings.public_url), MEDIA_PATH)
-                token = settings.twilio_auth_token.get_secret_value()
-                if not signature_is_valid(token, url, {}, websocket.headers.get("X-Twilio-Signature")):
-                    metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
-                    await websocket.close(code=1008, reason="invalid X-Twilio-Signature")
-                    return
-            task = asyncio.current_task()
-            assert task is not None
-            standalone_calls.add(task)
-            try:
-                socket, start = await serve_stream(websocket)
-                if start is not None:
-                    with call_context(f"call-{start.call_sid or start.stream_sid}"):
-                        adapter = TwilioStreamAdapter(
-                            socket, start, settings, callback_base=public_base(websocket, callback_url),
-                            warm_waits=warm_waits,
-                        )
-                        answering = agents.for_call(start.custom_parameters)
-                        await run_call(adapter, answering, settings, registry, on_ended=on_call_ended,
-                                       archive=archive)
-            finally:
-                standalone_calls.discard(task)
-
-    return app
+    return router

@@ -2,7 +2,7 @@
 
 ``WebRTCAnswerer`` runs next to the ``WorkerService``: it takes offers the orchestrator placed
 on this worker, answers each with Pipecat's ``SmallWebRTCConnection`` and hands the answered
-peer (``telephony.webrtc.WebRTCPeerAdapter``) to the call runner.
+peer (``telephony.webrtc.WebRTCPeerAdapter``) with its ticket to the ``CallHost``.
 
 Each offer arrives holding a place under this worker's browser cap in Redis
 (``WorkerRegistry.reserve_browser``). The answerer keeps that hold for as long as the call may
@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import redis.asyncio as redis
 from loguru import logger
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pydantic import ValidationError
 
-from switchboard.agent.config import AgentConfig
-from switchboard.dispatch.models import CallStatus
+from switchboard.call.host import CallHost
+from switchboard.call.ticket import CallTicket
 from switchboard.observability import metrics
-from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc import WebRTCPeerAdapter
 from switchboard.telephony.webrtc_signalling import Answer, Offer, OfferInbox
-from switchboard.worker.calls import CallRegistry
-from switchboard.worker.runner import CallEndedHook, run_call
 from switchboard.worker.service import WorkerService
 from switchboard.worker.slots import PoolSlot
 
@@ -46,18 +42,11 @@ class WebRTCAnswerer:
         self,
         service: WorkerService,
         settings: Settings,
-        agent: AgentConfig,
-        *,
-        calls: CallRegistry | None = None,
-        on_ended: Sequence[CallEndedHook] = (),
-        archive: CallArchive | None = None,
+        host: CallHost,
     ):
         self._service = service
         self._settings = settings
-        self._agent = agent
-        self._calls = calls if calls is not None else CallRegistry()
-        self._on_ended = on_ended
-        self._archive = archive
+        self._host = host
         self._inbox = OfferInbox(service.redis, service.worker_id)
         self._loop: asyncio.Task | None = None
         self._setups: set[asyncio.Task] = set()
@@ -183,7 +172,7 @@ class WebRTCAnswerer:
         await WorkerService._safe(service.registry.release_browser(service.worker_id, call_id))
 
     async def _run_call(self, offer: Offer, connection: SmallWebRTCConnection) -> None:
-        """Run one browser call to its end through the call runner, which frees its slot."""
+        """Run one browser call to its end through the call host, which frees its slot."""
         service = self._service
         slot = PoolSlot(service, offer.call_id, held=False)
 
@@ -206,18 +195,8 @@ class WebRTCAnswerer:
         if self._stopping:
             await adapter.abandon()
         try:
-            await service._safe(
-                service.ledger.record(offer.call_id, CallStatus.RUNNING, worker=service.worker_id)
-            )
-            await run_call(
-                adapter,
-                self._agent,
-                self._settings,
-                self._calls,
-                slot=slot,
-                on_ended=self._on_ended,
-                archive=self._archive,
-            )
+            # The page names no agent or number: the agent choice gives the default agent.
+            await self._host.run(CallTicket(call_id=offer.call_id), adapter, slot=slot)
         finally:
             self._running.pop(offer.call_id, None)
             await self._release(offer.call_id)

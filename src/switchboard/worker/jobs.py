@@ -8,25 +8,27 @@ from loguru import logger
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory, CallRoute
+from switchboard.call.host import CallHost
+from switchboard.call.record import CallRecord
+from switchboard.call.ticket import CallTicket
 from switchboard.dispatch.models import Job, JobKind, SipAttributes
-from switchboard.dispatch.sessions import CallSessions
-from switchboard.records.archive import CallArchive
-from switchboard.settings import Settings
 from switchboard.telephony.livekit import LiveKitRoomAdapter
-from switchboard.worker.calls import CallRecord, CallRegistry
+
+
+def job_route(job: Job) -> CallRoute:
+    """What a room job says about whom it is for: a name, a number, a trunk or the room."""
+    sip = job.sip
+    return CallRoute(
+        agent=job.agent,
+        dialed=sip.trunk_phone_number if sip else None,
+        trunk=sip.trunk_id if sip else None,
+        room=job.room,
+    )
 
 
 def job_agent(job: Job, agents: AgentDirectory) -> AgentConfig:
-    """The agent for a room job, chosen as for every call: by name, number, trunk or room."""
-    sip = job.sip
-    return agents.choose(
-        CallRoute(
-            agent=job.agent,
-            dialed=sip.trunk_phone_number if sip else None,
-            trunk=sip.trunk_id if sip else None,
-            room=job.room,
-        )
-    )
+    """The agent for a room job, chosen as for every call."""
+    return agents.choose(job_route(job))
 
 
 def job_numbers(job: Job) -> tuple[str, str]:
@@ -38,31 +40,20 @@ def job_numbers(job: Job) -> tuple[str, str]:
     return (job.caller or theirs, ours) if job.caller else (ours, theirs)
 
 
-async def run_livekit_job(
-    job: Job,
-    agents: AgentDirectory,
-    settings: Settings,
-    calls: CallRegistry,
-    archive: CallArchive | None = None,
-    sessions: CallSessions | None = None,
-    worker_id: str = "",
-) -> CallRecord:
+async def run_livekit_job(job: Job, host: CallHost) -> CallRecord:
     """Join the job's room through Pipecat's LiveKit transport and run the agent there.
 
-    The job's slot and queue entry are the service's to release, so no slot is passed. A job
-    redelivered after its worker died finds the call's session and carries the conversation on.
+    The job's slot, queue entry and RUNNING state are the service's (written when it claimed
+    the job), so no slot is passed. A job redelivered after its worker died finds the call's
+    session and carries the conversation on.
     """
-    from switchboard.worker.runner import run_call
-
     assert job.room is not None
-    resumed = await sessions.load(job.call_id) if sessions is not None else None
-    agent = (resumed and agents.by_name(resumed.agent)) or job_agent(job, agents)
     caller, dialed = job_numbers(job)
-    adapter = LiveKitRoomAdapter(settings, job.room, job.call_id, caller=caller, dialed=dialed)
-    return await run_call(
-        adapter, agent, settings, calls, archive=archive, sessions=sessions, worker_id=worker_id,
-        resumed=resumed,
+    adapter = LiveKitRoomAdapter(host.settings, job.room, job.call_id, caller=caller, dialed=dialed)
+    ticket = CallTicket(
+        call_id=job.call_id, route=job_route(job), movable=True, resumes=True, mark_running=False
     )
+    return await host.run(ticket, adapter)
 
 
 async def run_test_job(job: Job) -> None:
@@ -71,18 +62,10 @@ async def run_test_job(job: Job) -> None:
     await asyncio.sleep(job.duration_secs)
 
 
-async def run_job(
-    job: Job,
-    agents: AgentDirectory,
-    settings: Settings,
-    calls: CallRegistry,
-    archive: CallArchive | None = None,
-    sessions: CallSessions | None = None,
-    worker_id: str = "",
-) -> CallRecord | None:
+async def run_job(job: Job, host: CallHost) -> CallRecord | None:
     """Run a job; a call's record (already counted by the call runner), None for other jobs."""
     if job.kind is JobKind.LIVEKIT_ROOM:
-        return await run_livekit_job(job, agents, settings, calls, archive, sessions, worker_id)
+        return await run_livekit_job(job, host)
     if job.kind is JobKind.TEST:
         await run_test_job(job)
     return None

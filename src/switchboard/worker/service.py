@@ -8,12 +8,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as redis
 from loguru import logger
 
 from switchboard.agent.config import AgentConfig
-from switchboard.agent.directory import AgentDirectory
+from switchboard.call.record import RecentCalls
 from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
@@ -24,10 +25,11 @@ from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
-from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
-from switchboard.worker.calls import CallRegistry
 from switchboard.worker.jobs import run_job
+
+if TYPE_CHECKING:
+    from switchboard.call.host import CallHost
 
 _CLAIM_BLOCK_MS = 1000
 _CLAIM_BATCH = 16
@@ -48,15 +50,14 @@ class WorkerService:
         self.settings = settings
         self.agent = agent
         # The agents room jobs choose from; the worker app sets its agents dir here.
-        self.agents = AgentDirectory(agent)
         self.worker_id = worker_id
         self.redis: redis.Redis = connect(settings.redis_url)
         self.queue = JobQueue(self.redis)
         self.registry = WorkerRegistry(self.redis, settings.worker_ttl_secs)
         self.ledger = CallLedger(self.redis, settings.call_state_ttl_secs)
-        self.calls = CallRegistry()
-        # The records side (history, recordings, webhooks); the worker app sets it.
-        self.archive: CallArchive | None = None
+        self.calls = RecentCalls()
+        # Admits room jobs like every other call; the worker app sets it (worker.app.WorkerParts).
+        self.host: CallHost | None = None
         self.info = WorkerInfo(
             worker_id=worker_id,
             media_url=media_url,
@@ -197,11 +198,11 @@ class WorkerService:
         status = CallStatus.COMPLETED
         try:
             # "Ready": the job's own code starts; for a room job, the agent begins joining.
+            # (RUNNING itself was written when the job was claimed.)
             ready_ms = round((time.time() - job.created_at) * 1000, 2)
-            await self._safe(self.ledger.record(job.call_id, CallStatus.RUNNING, ready_ms=ready_ms))
-            record = await run_job(
-                job, self.agents, self.settings, self.calls, self.archive, self.sessions, self.worker_id
-            )
+            await self._safe(self.ledger.note(job.call_id, ready_ms=ready_ms))
+            assert self.host is not None, "the worker app sets the call host before starting"
+            record = await run_job(job, self.host)
             if record is not None and record.outcome != "completed":
                 status = CallStatus.FAILED
         except asyncio.CancelledError:
@@ -234,6 +235,7 @@ class WorkerService:
     def on_hand_off(self, task: asyncio.Task, hand_off: Callable[[], None]) -> None:
         """What to do before a drain out of time cancels ``task``: make its call go on elsewhere."""
         self._hand_offs[task] = hand_off
+        task.add_done_callback(lambda t: self._hand_offs.pop(t, None))  # room jobs' tasks too
 
     async def _await_reserved_streams(self) -> None:
         """Slots the orchestrators reserved here before the drain began are calls on their way:

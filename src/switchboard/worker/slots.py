@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import redis.asyncio as redis
 from loguru import logger
 
+from switchboard.call.record import CallRecord
 from switchboard.dispatch.models import CallStatus
 from switchboard.observability import metrics
-from switchboard.worker.calls import CallRecord
 
 if TYPE_CHECKING:
     from switchboard.worker.service import WorkerService
@@ -53,8 +53,8 @@ class PoolSlot:
         if record is not None:
             status = _STATUS_OF_OUTCOME.get(record.outcome, CallStatus.FAILED)
             for turn in record.turns:
-                if turn.get("bot_started_ms") is not None:
-                    await service.record_turn_latency(turn["bot_started_ms"])
+                if turn.bot_started_ms is not None:
+                    await service.record_turn_latency(turn.bot_started_ms)
         if self._held:
             await service._safe(service.registry.release_slot(service.worker_id, self._call_id))
         await service._safe(service.ledger.finish(self._call_id, status))
