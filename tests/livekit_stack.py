@@ -31,7 +31,7 @@ from conftest import (
     wait_for,
     wait_healthy,
 )
-from switchboard.loadtest.sip_phone import Answer, SipLine, SipPhone
+from switchboard.loadtest.sip_phone import Answer, SipLine, SipPhone, shared_line
 from switchboard.telephony import livekit_local as local
 
 OUR_NUMBER = "+15550100"  # the inbound trunk's number
@@ -135,7 +135,10 @@ class LiveKitSipStack:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        self.line.stop()
+        for phone in (self.caller, self.second):  # the line is the process's: it stays
+            for call in phone.calls:
+                if not call.ended:
+                    call.hang_up()
         for worker in self.workers:
             worker.stop()
         self.orchestrator.stop()
@@ -168,7 +171,7 @@ def start_livekit_sip_stack(workers: int = 2) -> LiveKitSipStack:
     redis = start_redis(data_dir)
     started: list[subprocess.Popen] = []
     servers: list[Server] = []
-    line = SipLine().start()
+    line = shared_line()
     try:
         caller = line.phone(CALLER_NUMBER, free_port())
         second = line.phone(SECOND_NUMBER, free_port())
@@ -228,7 +231,6 @@ def start_livekit_sip_stack(workers: int = 2) -> LiveKitSipStack:
         wait_for(lambda: len(_live_workers(stack)) == workers, 60, what="workers registered")
         return stack
     except BaseException:
-        line.stop()
         for server in servers:
             server.stop()
         for process in started:

@@ -15,27 +15,24 @@ from switchboard.loadtest.validation import Reading, validate_sip_calls
 
 pytest.importorskip("pjsua2")
 from switchboard.loadtest.rtp_tap import RtpTap, tap_available  # noqa: E402
-from switchboard.loadtest.sip_phone import SipLine  # noqa: E402
+from switchboard.loadtest.sip_phone import shared_line  # noqa: E402
 
 CLIPS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "clips"
 CLIPS = [c for c in load_manifest(CLIPS_DIR) if c.source in {
     "pocketsphinx_cards_003_16k.wav", "osr_us_0010_s02_8k.wav", "cmu_arctic_aew_a0003_16k.wav"}]
 CONFIGS = [(300, 0), (500, 20), (800, 20)]
 TOLERANCE_MS = 15
-# PJSIP plays a frame on its next 20 ms clock tick, behind a jitter buffer of a frame or two.
-EAR_LAG_MS = (0, 80)
+# PJSIP plays a frame on its next 20 ms clock tick, behind an adaptive jitter buffer (20-60 ms
+# here, more when the machine is busy); never before the packet came.
+EAR_LAG_MS = (0, 120)
 
 
 @pytest.fixture(scope="module")
 def readings() -> Iterator[list[Reading]]:
     if not tap_available():
         pytest.skip("reading RTP off loopback needs CAP_NET_RAW")
-    line = SipLine().start()
-    try:
-        with RtpTap() as tap:
-            yield validate_sip_calls(line.phone("+15105550100", free_port()), CONFIGS, CLIPS, tap)
-    finally:
-        line.stop()
+    with RtpTap() as tap:
+        yield validate_sip_calls(shared_line().phone("+15105550177", free_port()), CONFIGS, CLIPS, tap)
 
 
 def of(readings: list[Reading], instrument: str) -> list[Reading]:
@@ -56,4 +53,5 @@ def test_the_wire_reading_is_the_known_delay(readings: list[Reading]) -> None:
 
 def test_the_ear_hears_it_later_by_a_bounded_lag(readings: list[Reading]) -> None:
     ear = of(readings, "sip phone, at its ear")
-    assert all(r.error_ms is not None and EAR_LAG_MS[0] <= r.error_ms <= EAR_LAG_MS[1] for r in ear), ear
+    lags = [r.error_ms for r in ear]
+    assert all(lag is not None and EAR_LAG_MS[0] <= lag <= EAR_LAG_MS[1] for lag in lags), lags

@@ -30,6 +30,7 @@ import numpy as np
 SAMPLE_RATE = 8000  # G.711's own rate: what the phone line carries, with no resampling inside
 FRAME_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 _POLL_MS = 5
+_line_started = False  # PJSIP aborts the process when it is created a second time
 
 
 def _pj():
@@ -223,8 +224,20 @@ def load_wav_8k(path: Path) -> np.ndarray:
     return (np.clip(mono, -1, 1) * 32767).astype(np.int16)
 
 
+@functools.cache
+def shared_line() -> SipLine:
+    """The process's one line, started on first use and stopped when the process exits: PJSIP
+    cannot be started again in a process once it was stopped, so test modules share it."""
+    import atexit
+
+    line = SipLine().start()
+    atexit.register(line.stop)
+    return line
+
+
 class SipLine:
-    """The process's PJSIP library on one thread, and the phones (accounts) on it."""
+    """The process's PJSIP library on one thread, and the phones (accounts) on it. One per
+    process, ever (see ``shared_line``)."""
 
     def __init__(self, log_level: int = 1, jitter_buffer_ms: int | None = None, max_calls: int = 32) -> None:
         """``jitter_buffer_ms`` fixes the receive jitter buffer's prefetch (PJSIP's adaptive
@@ -243,6 +256,10 @@ class SipLine:
         self.endpoint: Any = None
 
     def start(self) -> SipLine:
+        global _line_started
+        if _line_started:
+            raise RuntimeError("PJSIP was already started in this process: use shared_line()")
+        _line_started = True
         self._thread = threading.Thread(target=self._main, name="pjsip", daemon=True)
         self._thread.start()
         self._ready.wait(10)
