@@ -169,7 +169,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--calls-per-slot", type=int, default=1)
     parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--no-twilio", action="store_true")
+    parser.add_argument("--twilio-levels", default=None,
+                        help="levels also run through the Twilio path (default: every level; '' for none)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     from switchboard.loadtest.rtp_tap import RtpTap, tap_available
@@ -178,6 +179,7 @@ def main() -> int:
     if not tap_available():
         raise SystemExit("reading the SIP edge needs CAP_NET_RAW (run as root or grant the capability)")
     levels = [int(x) for x in args.levels.split(",")]
+    twilio_levels = levels if args.twilio_levels is None else [int(x) for x in args.twilio_levels.split(",") if x]
     tmp = Path(tempfile.mkdtemp(prefix="sb-livekit-capacity-"))
     max_calls = -(-max(levels) // args.workers) + 2
     livekit = LiveKitBeside(tmp, [OUR_NUMBER])
@@ -190,7 +192,7 @@ def main() -> int:
             phone = line.phone(CALLER_NUMBER, free_port())
             for level in levels:
                 rows.append(sip_level(phone, tap, livekit, level, roles, worker_urls, args.calls_per_slot, args.turns))
-                if not args.no_twilio:
+                if level in twilio_levels:
                     rows.append(twilio_level(url, level, roles, worker_urls, max(1, args.calls_per_slot)))
     finally:
         line.stop()
