@@ -1,7 +1,9 @@
-"""Shared fixtures: the speech clips, and real agent servers on loopback."""
+"""Shared fixtures: the speech clips, real servers on loopback, and the checks every test shares
+(metrics, call records, no process left behind)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import socket
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import process_guard
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
@@ -130,8 +135,10 @@ def start_agent_server(env: dict[str, str] | None = None, agent: Path = TEST_AGE
 def agent_server() -> Iterator[Server]:
     """A real agent server with offline engines and the speech-clip test agent."""
     server = start_agent_server()
+    process_guard.own_for_session(server.process.pid)
     yield server
     server.stop()
+    process_guard.release(server.process.pid)
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +238,97 @@ def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {limit_secs} s")
+
+
+# -- What every end-to-end test reads: metrics and call records ------------------------------
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One scrape of a server's ``/metrics``."""
+
+    exposition: str
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample ``name`` with exactly these labels (0 if the server has not counted one)."""
+        for family in text_string_to_metric_families(self.exposition):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
+
+def scrape_metrics(base_url: str, headers: dict[str, str] | None = None) -> Metrics:
+    """``GET /metrics`` of a server under test, with the operator key."""
+    response = httpx.get(f"{base_url}/metrics", headers=headers or OPERATOR, timeout=5)
+    response.raise_for_status()
+    return Metrics(response.text)
+
+
+def metric(base_url: str, name: str, headers: dict[str, str] | None = None, **labels: str) -> float:
+    """One sample of a server's metrics, scraped now."""
+    return scrape_metrics(base_url, headers).value(name, **labels)
+
+
+_records_store = None
+
+
+async def stored_call(call_sid: str, limit_secs: float = 30.0):
+    """The call's record as the servers under test stored it (in the background, after the
+    call): what the agent said and did, read instead of transcribing its audio."""
+    global _records_store
+    from switchboard.records.storage import LocalRecordingStorage
+    from switchboard.records.store import CallStore
+
+    if _records_store is None:
+        RECORDS_DIR.mkdir(parents=True, exist_ok=True)
+        _records_store = CallStore(SERVER_ENV["SWITCHBOARD_DATABASE_URL"], LocalRecordingStorage(RECORDS_DIR / "recordings"))
+        await _records_store.open()
+    call_id = call_sid if call_sid.startswith("call-") else f"call-{call_sid}"
+    async with asyncio.timeout(limit_secs):
+        # Another process writes it: polled.
+        while (record := await _records_store.get(call_id)) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return record
+
+
+def agent_lines(record) -> list[str]:
+    """What the agent said on a stored call, in order (the greeting first)."""
+    return [entry.text for entry in record.transcript if entry.role == "agent"]
+
+
+# -- No test leaves a process behind (tests/process_guard.py) --------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each module (its fixtures stopped), nothing it started may still run."""
+    yield
+    left = process_guard.leftovers()
+    deadline = time.monotonic() + 3  # a process signalled a moment ago may be exiting
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = process_guard.leftovers()
+    if left:
+        process_guard.kill(left)
+        pytest.fail(
+            f"{request.module.__name__} left {len(left)} process(es) running (now killed):\n"
+            + "\n".join(f"  {p}" for p in left),
+            pytrace=False,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Session-scoped servers are stopped by now: anything still running is a leak."""
+    left = process_guard.leftovers(include_session_owned=True)
+    if left:
+        process_guard.kill(left)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"the test session left {len(left)} process(es) running (now killed):"]
+        lines += [f"  {p}" for p in left]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # Real databases (SQLite, PostgreSQL) for the call-record tests.
