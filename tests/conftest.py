@@ -32,6 +32,8 @@ SERVER_ENV = {
     "SWITCHBOARD_API_KEY": API_KEY,
     "SWITCHBOARD_DATABASE_URL": f"sqlite:///{RECORDS_DIR}/switchboard.db",
     "SWITCHBOARD_RECORDINGS_URL": str(RECORDS_DIR / "recordings"),
+    # The agents' fixed lines are synthesized by the first server of the session, read by the rest.
+    "SWITCHBOARD_TTS_CACHE_DIR": str(REPO / ".pytest_cache" / "tts"),
 }
 
 
