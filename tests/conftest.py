@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -148,7 +149,8 @@ def agent_url(agent_server: Server) -> str:
     return agent_server.base_url
 
 
-def _start(argv: list[str], name: str, health_path: str, port: int, env: dict[str, str] | None) -> Server:
+def _spawn(argv: list[str], name: str, port: int, env: dict[str, str] | None) -> Server:
+    """Start a server process (not yet waited for)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{name}-{port}.log"
     with open(log_path, "w") as log:
@@ -158,13 +160,20 @@ def _start(argv: list[str], name: str, health_path: str, port: int, env: dict[st
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    return Server(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def _healthy_or_stopped(server: Server, health_path: str) -> Server:
     try:
-        wait_healthy(server.base_url, process, path=health_path)
+        wait_healthy(server.base_url, server.process, path=health_path)
     except Exception:
         server.stop()
         raise
     return server
+
+
+def _start(argv: list[str], name: str, health_path: str, port: int, env: dict[str, str] | None) -> Server:
+    return _healthy_or_stopped(_spawn(argv, name, port, env), health_path)
 
 
 @dataclass
@@ -219,16 +228,58 @@ def start_orchestrator(redis_url: str, env: dict[str, str] | None = None) -> Ser
     )
 
 
+def _spawn_worker(
+    redis_url: str, worker_id: str, max_calls: int, env: dict[str, str] | None, agent: Path
+) -> Server:
+    port = free_port()
+    return _spawn(
+        [sys.executable, "-m", "switchboard.cli", "worker", "--port", str(port), "--worker-id", worker_id,
+         "--max-calls", str(max_calls), "--agent", str(agent)],
+        worker_id, port,
+        {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1", **(env or {})},
+    )
+
+
 def start_worker(
     redis_url: str, worker_id: str, max_calls: int = 2, env: dict[str, str] | None = None, agent: Path = TEST_AGENT
 ) -> Server:
-    port = free_port()
-    return _start(
-        [sys.executable, "-m", "switchboard.cli", "worker", "--port", str(port), "--worker-id", worker_id,
-         "--max-calls", str(max_calls), "--agent", str(agent)],
-        worker_id, "/health", port,
-        {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1", **(env or {})},
-    )
+    return _healthy_or_stopped(_spawn_worker(redis_url, worker_id, max_calls, env, agent), "/health")
+
+
+class ServerGroup:
+    """Servers started together and stopped together (in reverse), whatever fails on the way:
+    a fixture that raises between two starts must not leave the first ones running."""
+
+    def __init__(self) -> None:
+        self._servers: list[Server | RedisServer] = []
+
+    def add(self, server):
+        self._servers.append(server)
+        return server
+
+    def start_workers(
+        self, redis_url: str, worker_ids: list[str], max_calls: int = 2, env: dict[str, str] | None = None,
+        agent: Path = TEST_AGENT,
+    ) -> list[Server]:
+        """Workers loading their models side by side, not one after another."""
+        workers = [self.add(_spawn_worker(redis_url, w, max_calls, env, agent)) for w in worker_ids]
+        for worker in workers:
+            wait_healthy(worker.base_url, worker.process)
+        return workers
+
+    def stop(self) -> None:
+        for server in reversed(self._servers):
+            try:
+                server.stop()
+            except Exception as e:  # the others must still be stopped
+                print(f"stopping {server}: {e}")
+        self._servers.clear()
+
+    def __enter__(self) -> ServerGroup:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
 
 
 def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -240,6 +291,32 @@ def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {limit_secs} s")
+
+
+# -- Twilio media stream messages, as Twilio sends them --------------------------------------
+
+
+def twilio_connected() -> str:
+    return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def twilio_start(call_sid: str, stream_sid: str, params: dict[str, str] | None = None) -> str:
+    start = {"streamSid": stream_sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32,
+             "tracks": ["inbound"], "customParameters": {"CallSid": call_sid, **(params or {})},
+             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start})
+
+
+def twilio_stop(call_sid: str, stream_sid: str) -> str:
+    return json.dumps({"event": "stop", "streamSid": stream_sid, "stop": {"callSid": call_sid}})
+
+
+async def first_media(ws, limit_secs: float = 20.0) -> dict:
+    """The first audio the agent sends on a Twilio stream (its greeting): proof the call runs."""
+    async with asyncio.timeout(limit_secs):
+        while (message := json.loads(await ws.recv()))["event"] != "media":
+            pass
+    return message
 
 
 # -- What every end-to-end test reads: metrics and call records ------------------------------

@@ -60,19 +60,31 @@ def _stat(pid: int) -> tuple[str, int] | None:
 
 
 def marked_processes() -> list[Leftover]:
-    """Live processes of this test session, other than pytest itself."""
-    found = []
+    """Live processes of this test session other than pytest itself: those carrying its mark,
+    and pytest's descendants (redis-server overwrites its environment with its title)."""
+    me = os.getpid()
+    processes: dict[int, tuple[int, bool]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        pid = int(entry.name)
-        if _MARKER not in _read(entry / "environ").split(b"\0"):
-            continue
-        stat = _stat(pid)
+        stat = _stat(int(entry.name))
         if stat is None or stat[0] in ("Z", "X"):  # exited (a zombie is waited for elsewhere)
             continue
-        command = _read(entry / "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
-        found.append(Leftover(pid, stat[1], command[:300]))
+        marked = _MARKER in _read(entry / "environ").split(b"\0")
+        processes[int(entry.name)] = (stat[1], marked)
+
+    def descends_from_pytest(pid: int) -> bool:
+        seen = set()
+        while pid in processes and pid not in seen:
+            seen.add(pid)
+            pid = processes[pid][0]
+        return pid == me
+
+    found = []
+    for pid, (ppid, marked) in processes.items():
+        if marked or descends_from_pytest(pid):
+            command = _read(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").decode(errors="replace")
+            found.append(Leftover(pid, ppid, command.strip()[:300]))
     return found
 
 

@@ -1,5 +1,6 @@
 """POST /twilio/voice answers TwiML that connects a media stream; signatures are enforced."""
 
+import uuid
 from collections.abc import Iterator
 from xml.etree import ElementTree
 
@@ -9,7 +10,15 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import InvalidStatus
 
-from conftest import Server, start_agent_server
+from conftest import (
+    OPERATOR,
+    Server,
+    first_media,
+    start_agent_server,
+    twilio_connected,
+    twilio_start,
+    twilio_stop,
+)
 
 AUTH_TOKEN = "test-auth-token-1234"
 CALL = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15105550100", "To": "+18005550199"}
@@ -88,9 +97,16 @@ async def test_unsigned_media_stream_is_refused(signed_server: Server) -> None:
             await ws.recv()
 
 
-async def test_signed_media_stream_is_accepted(signed_server: Server) -> None:
+async def test_a_signed_media_stream_is_answered_by_the_agent(signed_server: Server) -> None:
     ws_url = signed_server.base_url.replace("http://", "ws://") + "/twilio/media"
     headers = {"X-Twilio-Signature": sign(ws_url, {})}
+    call_sid, stream_sid = "CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex
     async with websockets.connect(ws_url, open_timeout=5, additional_headers=headers) as ws:
-        await ws.send('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
-        await ws.close()
+        await ws.send(twilio_connected())
+        await ws.send(twilio_start(call_sid, stream_sid))
+        greeting = await first_media(ws)
+        assert greeting["streamSid"] == stream_sid and greeting["media"]["payload"]
+        await ws.send(twilio_stop(call_sid, stream_sid))
+    async with httpx.AsyncClient() as client:
+        record = (await client.get(f"{signed_server.base_url}/calls/{call_sid}", headers=OPERATOR)).json()
+    assert record["agent"] == "Test agent for the speech clips" and record["stream_sid"] == stream_sid
