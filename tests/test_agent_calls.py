@@ -55,7 +55,7 @@ async def test_barge_in_stops_the_agent_and_clears_twilios_buffer(agent_url: str
     script = CallScript(
         turns=[CallerTurn(audio=speech_clips["osr_us_0010_s04_8k.wav"].path, barge_in_after_ms=800)]
     )
-    result = await run_call(agent_url, script)
+    result = await run_call(agent_url, script, transcribe=False)
     summary = format_summary(result)
     turn = result.turns[0]
     assert turn.agent_talking_at_barge_in, summary
@@ -73,7 +73,7 @@ async def test_line_noise_alone_never_interrupts_the_agent(agent_url: str, noise
     # Noise 600 ms into the greeting: the agent must neither clear Twilio's buffer nor stop.
     clip = write_line_noises(tmp_path)[noise]
     script = CallScript(turns=[CallerTurn(audio=clip, barge_in_after_ms=600)], reply_timeout_ms=2000)
-    result = await run_call(agent_url, script)
+    result = await run_call(agent_url, script, transcribe=False)
     summary = format_summary(result)
     assert result.clear_times_s == [], summary
     # The whole greeting was played (3.0 s; its first sentence alone is 1.9 s).
@@ -93,7 +93,7 @@ async def test_an_unknown_event_is_counted_and_ignored_and_the_call_goes_on(
         turns=[CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path)],
         raw_messages_after_start=['{"event": "surprise", "streamSid": "MZ0"}'] * 3,
     )
-    result = await run_call(agent_url, script)
+    result = await run_call(agent_url, script, transcribe=False)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.turns[0].agent_audio_start_s is not None, summary
