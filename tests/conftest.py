@@ -330,11 +330,16 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """The sample ``name`` with exactly these labels (0 if the server has not counted one)."""
-        for family in text_string_to_metric_families(self.exposition):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return sample.value
-        return 0.0
+        return next((value for found, value in self.samples(name) if found == labels), 0.0)
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample called ``name`` (``x_total``, ``x_bucket``...), with its labels."""
+        return [
+            (sample.labels, sample.value)
+            for family in text_string_to_metric_families(self.exposition)
+            for sample in family.samples
+            if sample.name == name
+        ]
 
 
 def scrape_metrics(base_url: str, headers: dict[str, str] | None = None) -> Metrics:
