@@ -267,6 +267,10 @@ class ServerGroup:
             wait_healthy(worker.base_url, worker.process)
         return workers
 
+    def release(self) -> None:
+        """Everything started: the caller stops the servers from now on."""
+        self._servers.clear()
+
     def stop(self) -> None:
         for server in reversed(self._servers):
             try:
@@ -291,6 +295,74 @@ def wait_for(condition, limit_secs: float = 10.0, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {limit_secs} s")
+
+
+# -- The shared stack: one real pool for every end-to-end test that can share it --------------
+
+# Operator keys of the shared stack, all accepted at once (tests/test_operator_auth.py): the
+# suite's own key and a rotation pair in SWITCHBOARD_API_KEYS, a key in the single-key setting,
+# and one configured only as its SHA-256 digest.
+ROTATING_KEYS = ("old-operator-key", "new-operator-key")
+LEGACY_KEY = "legacy-key"
+HASHED_ONLY_KEY = "only-its-hash-is-set"
+SHARED_WORKER = "web-w1"
+
+
+@dataclass
+class Stack:
+    """Redis, an orchestrator and one worker (one slot: a second call finds the pool full)."""
+
+    redis: RedisServer
+    orchestrator: Server
+    worker: Server
+
+    @property
+    def url(self) -> str:
+        return self.orchestrator.base_url
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/stats", headers=OPERATOR, timeout=5).json()
+
+    def logs(self) -> str:
+        return f"--- orchestrator ---\n{self.orchestrator.log()[-4000:]}\n--- worker ---\n{self.worker.log()[-8000:]}"
+
+    def stop(self) -> None:
+        """For a stack of a test's own (the shared one is stopped by its fixture)."""
+        self.worker.stop()
+        self.orchestrator.stop()
+        self.redis.stop()
+
+
+def stack_env(redis_url: str) -> dict[str, str]:
+    import hashlib
+
+    return {
+        "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_INFERENCE_THREADS": "1",
+        "SWITCHBOARD_LOG_LEVEL": "INFO",  # DEBUG would log every RTP packet aiortc sends
+        "SWITCHBOARD_API_KEYS": ", ".join([API_KEY, *ROTATING_KEYS]),
+        "SWITCHBOARD_API_KEY": LEGACY_KEY,
+        "SWITCHBOARD_API_KEY_HASHES": hashlib.sha256(HASHED_ONLY_KEY.encode()).hexdigest(),
+    }
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Started by the first test that asks, stopped at the end of the session: tests share it
+    through distinct call ids, never by changing its settings."""
+    with ServerGroup() as group:
+        redis = group.add(start_redis(tmp_path_factory.mktemp("shared-redis")))
+        env = stack_env(redis.url)
+        orchestrator = group.add(start_orchestrator(redis.url, env))
+        worker = group.add(start_worker(redis.url, SHARED_WORKER, max_calls=1, env=env))
+        stack = Stack(redis, orchestrator, worker)
+        wait_for(lambda: len(stack.stats()["workers"]) == 1, 30, what="the shared worker registered")
+        pids = [server.process.pid for server in (redis, orchestrator, worker)]
+        for pid in pids:
+            process_guard.own_for_session(pid)
+        yield stack
+        for pid in pids:
+            process_guard.release(pid)
 
 
 # -- Twilio media stream messages, as Twilio sends them --------------------------------------
