@@ -365,6 +365,60 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             process_guard.release(pid)
 
 
+# -- The shared signed agent: a standalone server set up as production runs it with Twilio -----
+
+TWILIO_ACCOUNT_SID = "AC" + "1" * 32
+TWILIO_AUTH_TOKEN = "call-control-test-token"
+TOOL_SECRET = "tool-signing-test-secret"
+OUTBOUND_FROM = "+15005550101"  # tests/agents/numbers/call_control.yaml's number
+BUSY_TARGETS = ("sip:busy@desk.example.com", "+15005550301")  # transfers to these get busy
+
+
+@dataclass
+class SignedAgent:
+    """``switchboard serve`` checking Twilio signatures, hanging up and transferring through the
+    Twilio REST emulator, with an agent per dialed number from a directory a test may edit
+    (reloaded every 0.2 s); numbers nobody claims get the speech-clip test agent."""
+
+    server: Server
+    twilio: Server
+    agents_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+
+@pytest.fixture(scope="session")
+def signed_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedAgent]:
+    import shutil
+
+    agents_dir = Path(shutil.copytree(REPO / "tests" / "agents" / "numbers", tmp_path_factory.mktemp("agents") / "numbers"))
+    with ServerGroup() as group:
+        port = free_port()
+        twilio = group.add(_start(
+            [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
+             "--account-sid", TWILIO_ACCOUNT_SID, "--auth-token", TWILIO_AUTH_TOKEN,
+             *[arg for target in BUSY_TARGETS for arg in ("--dial-outcome", f"{target}=busy")]],
+            "emulator-twilio", "/health", port, None,
+        ))  # fmt: skip
+        server = group.add(start_agent_server(env={
+            "SWITCHBOARD_AGENTS_DIR": str(agents_dir),
+            "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2",
+            "SWITCHBOARD_OUTBOUND_FROM": OUTBOUND_FROM,
+            "TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN,
+            "SWITCHBOARD_TWILIO_API_URL": twilio.base_url,
+            "SWITCHBOARD_TOOL_SIGNING_SECRET": TOOL_SECRET,
+        }))  # fmt: skip
+        pids = [twilio.process.pid, server.process.pid]
+        for pid in pids:
+            process_guard.own_for_session(pid)
+        yield SignedAgent(server, twilio, agents_dir)
+        for pid in pids:
+            process_guard.release(pid)
+
+
 # -- Twilio media stream messages, as Twilio sends them --------------------------------------
 
 

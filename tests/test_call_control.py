@@ -1,16 +1,14 @@
 """End to end over Twilio media streams: an agent per number, silence re-prompts, the time
 limit, the keypad, digits sent to a remote phone menu.
 
-One agent server answers every test: the default test agent, and the agents in
-tests/agents/numbers picked by the number the simulated caller dials. What the agent said is
+One agent server answers every test (conftest's session-wide signed agent): the default test
+agent, and the agents in tests/agents/numbers picked by the number the simulated caller dials. What the agent said is
 read from the call's stored record; the caller's side gives when it heard audio, and the
 tones it heard (tests/test_call_controller.py covers the same logic in-process, timed exactly).
 """
 
 import json
 import os
-import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,21 +20,19 @@ import pytest
 
 from conftest import (
     OPERATOR,
-    REPO,
+    TOOL_SECRET,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
     Server,
+    SignedAgent,
     agent_lines,
-    free_port,
     metric,
-    start_agent_server,
     stored_call,
     wait_for,
 )
-from conftest import _start as start_server
 from switchboard.agent.tools import SIGNATURE_HEADER, signature
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
-
-AGENTS = REPO / "tests" / "agents"
 
 
 def call_line(agent: Server, script: CallScript):
@@ -51,46 +47,26 @@ async def said_on(result) -> list[str]:
     return agent_lines(await stored_call(result.call_sid))
 
 
-ACCOUNT_SID = "AC" + "1" * 32
-AUTH_TOKEN = "call-control-test-token"
-TOOL_SECRET = "tool-signing-test-secret"
+ACCOUNT_SID, AUTH_TOKEN = TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
 CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
 SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
 
 
 @pytest.fixture(scope="module")
-def agents_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of tests/agents/numbers that a test may edit while the server runs."""
-    return Path(shutil.copytree(AGENTS / "numbers", tmp_path_factory.mktemp("agents") / "numbers"))
+def agents_dir(signed_agent: SignedAgent) -> Path:
+    """The server's agents directory, which a test may edit while it runs."""
+    return signed_agent.agents_dir
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[Server]:
+def twilio_api(signed_agent: SignedAgent) -> Server:
     """``switchboard emulate twilio``: the REST API the agent transfers and hangs up through."""
-    port = free_port()
-    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
-            "--dial-outcome", "sip:busy@desk.example.com=busy",
-            "--dial-outcome", "+15005550301=busy"]  # fmt: skip
-    server = start_server(argv, "emulator-twilio", "/health", port, None)
-    yield server
-    server.stop()
+    return signed_agent.twilio
 
 
 @pytest.fixture(scope="module")
-def control_agent(agents_dir: Path, twilio_api: Server) -> Iterator[Server]:
-    server = start_agent_server(
-        env={
-            "SWITCHBOARD_AGENTS_DIR": str(agents_dir),
-            "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
-            "SWITCHBOARD_TOOL_SIGNING_SECRET": TOOL_SECRET,
-        }
-    )
-    yield server
-    server.stop()
+def control_agent(signed_agent: SignedAgent) -> Server:
+    return signed_agent.server
 
 
 @pytest.fixture(scope="module")

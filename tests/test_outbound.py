@@ -5,49 +5,40 @@ import csv
 import datetime
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REPO, Server, agent_lines, free_port, start_agent_server, stored_call
-from conftest import _start as start_server
+from conftest import (
+    API_KEY,
+    OUTBOUND_FROM,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
+    Server,
+    SignedAgent,
+    agent_lines,
+    free_port,
+    stored_call,
+)
 from switchboard.dialer import dial_batch, read_rows
 from switchboard.loadtest.caller import CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
-ACCOUNT_SID = "AC" + "3" * 32
-AUTH_TOKEN = "outbound-test-token"
-API_KEY = "outbound-api-key"
-OUR_NUMBER = "+15005550101"  # the call control test agent's number
+ACCOUNT_SID, AUTH_TOKEN = TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
+OUR_NUMBER = OUTBOUND_FROM  # the call control test agent's number
 CALLEE = "+15005550444"
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[Server]:
-    port = free_port()
-    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]  # fmt: skip
-    server = start_server(argv, "emulator-twilio", "/health", port, None)
-    yield server
-    server.stop()
+def twilio_api(signed_agent: SignedAgent) -> Server:
+    return signed_agent.twilio
 
 
 @pytest.fixture(scope="module")
-def agent(twilio_api: Server) -> Iterator[Server]:
-    server = start_agent_server(
-        env={
-            "SWITCHBOARD_AGENTS_DIR": str(REPO / "tests" / "agents" / "numbers"),
-            "SWITCHBOARD_API_KEY": API_KEY,
-            "SWITCHBOARD_OUTBOUND_FROM": OUR_NUMBER,
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
-        }
-    )
-    yield server
-    server.stop()
+def agent(signed_agent: SignedAgent) -> Server:
+    """Outbound calls from the session's signed agent (conftest), placed through the emulator."""
+    return signed_agent.server
 
 
 def place(agent: Server, body: dict, key: str = API_KEY) -> httpx.Response:

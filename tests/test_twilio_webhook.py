@@ -1,7 +1,6 @@
 """POST /twilio/voice answers TwiML that connects a media stream; signatures are enforced."""
 
 import uuid
-from collections.abc import Iterator
 from xml.etree import ElementTree
 
 import httpx
@@ -12,15 +11,16 @@ from websockets.exceptions import InvalidStatus
 
 from conftest import (
     OPERATOR,
+    TWILIO_AUTH_TOKEN,
     Server,
+    SignedAgent,
     first_media,
-    start_agent_server,
     twilio_connected,
     twilio_start,
     twilio_stop,
 )
 
-AUTH_TOKEN = "test-auth-token-1234"
+AUTH_TOKEN = TWILIO_AUTH_TOKEN
 CALL = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15105550100", "To": "+18005550199"}
 
 
@@ -45,10 +45,8 @@ async def test_voice_webhook_connects_a_bidirectional_stream(agent_url: str) -> 
 
 
 @pytest.fixture(scope="module")
-def signed_server() -> Iterator[Server]:
-    server = start_agent_server(env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN})
-    yield server
-    server.stop()
+def signed_server(signed_agent: SignedAgent) -> Server:
+    return signed_agent.server
 
 
 def sign(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
