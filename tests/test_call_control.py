@@ -235,7 +235,7 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert (await said_on(result))[1:] == [
+    assert (await said_on(result))[1:4] == [  # a silence re-prompt may follow on a slow hang-up
         "That key does nothing.",
         "Please type your account number, then press pound.",
         "Thank you, I have 3 8.",

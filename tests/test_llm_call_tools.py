@@ -179,8 +179,8 @@ async def test_a_transfer_the_ingress_cannot_make_is_apologised_for_and_the_call
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.turns[0].agent_audio_start_s is not None, summary
     # The destination's line, then (no Twilio credentials here) the agent's apology.
-    said = agent_lines(await stored_call(result.call_sid))
-    assert said[-1] == TRANSFER_FAILED and len(said) >= 3, said
+    said = agent_lines(await stored_call(result.call_sid))  # a silence re-prompt may follow
+    assert TRANSFER_FAILED in said and said.index(TRANSFER_FAILED) >= 2, said
     record = record_of(llm_agent, result.call_sid)
     assert record["transfer"] == {
         "intent": "front_desk",
@@ -203,7 +203,7 @@ async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.turns[0].agent_audio_start_s is not None, summary
     said = agent_lines(await stored_call(result.call_sid))
-    assert "Friday" in said[-1], said
+    assert "Friday" in said[1], said
     assert NextVisit.seen[-1]["tool"] == "next_visit"
     assert NextVisit.seen[-1]["arguments"] == {"patient": "7"}
     assert NextVisit.seen[-1]["call_id"] == f"call-{result.call_sid}"
@@ -248,7 +248,7 @@ async def test_a_bad_dial_string_from_the_llm_is_refused_and_the_call_goes_on(
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.turns[0].agent_audio_start_s is not None, summary
     said = agent_lines(await stored_call(result.call_sid))
-    assert said[-1] == "I could not press those keys.", said
+    assert said[1] == "I could not press those keys.", said
     assert result.digits_heard == "", summary
     last = [i for i in stats(llm)["items"] if i["api"] == "openai" and "messages" in i][-1]
     assert "not a dial string" in json.dumps(last["messages"][-1])
