@@ -507,6 +507,12 @@ def agent_lines(record) -> list[str]:
     return [entry.text for entry in record.transcript if entry.role == "agent"]
 
 
+def event_names(record) -> list[str]:
+    """The kinds of a stored call's events, in order (records v1 name them ``type``; the call
+    log's events, ``event``)."""
+    return [getattr(e, "event", None) or e.type for e in record.events]
+
+
 # -- No test leaves a process behind (tests/process_guard.py) --------------------------------
 
 

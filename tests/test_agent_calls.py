@@ -7,7 +7,7 @@ greeting the caller heard (the one place here where hearing the audio is the poi
 import httpx
 import pytest
 
-from conftest import API_KEY, REPLIES, Clip, agent_lines, metric, stored_call
+from conftest import API_KEY, REPLIES, Clip, agent_lines, event_names, metric, stored_call
 from switchboard.agent.intents import normalize
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.line_noise import write_line_noises
@@ -64,7 +64,7 @@ async def test_barge_in_stops_the_agent_and_clears_twilios_buffer(agent_url: str
     assert turn.agent_stopped_ms is not None and turn.agent_stopped_ms < 1000, summary
     assert turn.agent_audio_start_s is not None, summary  # the answer was played after the cut
     stored = await stored_call(result.call_sid)
-    assert "interrupted" in [e.type for e in stored.events], stored.events
+    assert "interrupted" in event_names(stored), stored.events
     assert agent_lines(stored)[1:] == [REPLIES["food"]], stored.transcript
 
 
@@ -79,7 +79,7 @@ async def test_line_noise_alone_never_interrupts_the_agent(agent_url: str, noise
     # The whole greeting was played (3.0 s; its first sentence alone is 1.9 s).
     assert result.greeting is not None and (result.greeting.duration_s or 0) > 2.5, summary
     stored = await stored_call(result.call_sid)
-    assert not [e for e in stored.events if e.type == "interrupted"], stored.events
+    assert "interrupted" not in event_names(stored), stored.events
     assert agent_lines(stored) == ["Hello, this is the test line. Please say something."], stored.transcript
 
 
