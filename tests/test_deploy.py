@@ -129,9 +129,16 @@ def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return run([tool("docker-compose", "Debian docker-compose"), *args], env)
 
 
-def test_dev_compose_file_is_valid() -> None:
-    done = compose("-f", "docker-compose.yml", "config", "-q")
+def test_dev_compose_file_is_valid_and_needs_a_stream_secret() -> None:
+    done = compose("-f", "docker-compose.yml", "config", "-q", env={"SWITCHBOARD_STREAM_SECRET": "test-secret"})
     assert done.returncode == 0, done.stderr
+    # Containers bind 0.0.0.0, where the development secret is refused: compose says so first.
+    done = subprocess.run(
+        [*_compose_argv(), "-f", "docker-compose.yml", "config", "-q"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "SWITCHBOARD_STREAM_SECRET"},
+    )  # fmt: skip
+    assert done.returncode != 0 and "SWITCHBOARD_STREAM_SECRET" in done.stderr + done.stdout
 
 
 def test_prod_compose_file_is_valid_and_refuses_to_start_without_secrets() -> None:

@@ -143,3 +143,29 @@ def test_a_real_process_in_json_mode_writes_only_json_lines() -> None:
     assert parsed, "no log lines"
     assert {line["role"] for line in parsed} == {"orchestrator"}
     assert any("redis not reachable" in line["message"] for line in parsed)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_a_callers_words_reach_the_log_only_at_debug(level: str) -> None:
+    from pipecat.frames.frames import LLMContextFrame
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from conftest import TEST_AGENT
+    from switchboard.agent.config import load_agent_config
+    from switchboard.agent.intents import IntentMatcher
+    from switchboard.agent.scripted import ScriptedResponder
+
+    said = "my account number is 4417 1234 and my name is Ada Lovelace"
+    stream = io.StringIO()
+    configure_logging(level, "text", role="worker:test", stream=stream)
+    try:
+        responder = ScriptedResponder(IntentMatcher(load_agent_config(TEST_AGENT)))
+        context = LLMContext(messages=[{"role": "user", "content": said}])
+        await run_test(
+            responder, frames_to_send=[LLMContextFrame(context), SleepFrame(0.1)],
+            expected_down_frames=None,
+        )  # fmt: skip
+    finally:
+        configure_logging("INFO", "text", role="test")
+    assert (said in stream.getvalue()) == (level == "DEBUG"), stream.getvalue()[-2000:]

@@ -87,6 +87,57 @@ async def test_saving_the_same_call_again_updates_its_one_row(store: CallStore) 
     assert loaded is not None and loaded.outcome == "completed" and loaded.intents == ["goodbye"]
 
 
+def _stream(call_id: str, stream_sid: str, audio_secs: float, **fields) -> StoredCall:
+    """A record of one stream of a call, with a recording (same key for every stream of it)."""
+    return a_call(
+        call_id,
+        stream_sid=stream_sid,
+        recording=RecordingRef(
+            key=f"{NOW:%Y/%m/%d}/{call_id}.flac", sample_rate=16000, duration_secs=audio_secs, bytes=4
+        ),
+        **fields,
+    )
+
+
+async def test_another_stream_of_a_stored_call_never_replaces_its_record(
+    store: CallStore, tmp_path: Path
+) -> None:
+    # Issue 24: a second stream on the same call id turned 27.8 s with the caller's number into 4.8 s with none.
+    first = _stream("call-kept", "MZfirst", 27.8, transcript=[TranscriptEntry(role="user", text="hi", t=1.0)])
+    saved = await store.save(first, b"real")
+    stray = _stream("call-kept", "MZstray", 4.8, from_number=None, outcome="failed")
+    refused = await store.save(stray, b"fake")
+    assert await store.get("call-kept") == first
+    audio_file = tmp_path / "recordings" / f"{NOW:%Y/%m/%d}" / "call-kept.flac"
+    assert audio_file.read_bytes() == b"real", "the stray stream's audio never reached the file"
+    assert (saved, refused) == ("saved", "refused")
+    # The stream that made the record may save it again (a retry).
+    assert await store.save(first.model_copy(update={"outcome": "failed"})) == "saved"
+
+
+async def test_a_resumed_stream_adds_to_the_record_of_the_stream_it_carried_on(store: CallStore) -> None:
+    first = _stream(
+        "call-moved", "MZfirst", 20.0, outcome="handed_off", intents=["boats"],
+        transcript=[TranscriptEntry(role="user", text="boats", t=2.0)],
+    )  # fmt: skip
+    await store.save(first, b"part1")
+    later = _stream(
+        "call-moved", "MZlater", 5.0, started=NOW + dt.timedelta(seconds=30), resumed=True,
+        from_number=None, intents=["food"], transcript=[TranscriptEntry(role="user", text="food", t=1.0)],
+    )  # fmt: skip
+    result = await store.save(later, b"part2")
+    merged = await store.get("call-moved")
+    assert merged is not None and merged.resumed
+    assert merged.started_at == NOW and merged.from_number == "+15550001111", "the call's start and caller"
+    assert merged.outcome == "completed" and merged.stream_sid == "MZlater", "how the call ended"
+    assert merged.intents == ["boats", "food"]
+    assert [(e.text, e.t) for e in merged.transcript] == [("boats", 2.0), ("food", 31.0)]
+    assert merged.recording == first.recording
+    found = await store.recording("call-moved")
+    assert found is not None and found[1] == b"part1", "the first stream's recording is kept"
+    assert result == "merged"
+
+
 async def test_the_list_filters_by_time_number_agent_and_outcome_and_pages_newest_first(
     store: CallStore,
 ) -> None:

@@ -25,7 +25,7 @@ from aiortc.mediastreams import AudioStreamTrack
 from conftest import SERVER_ENV, free_port, wait_for
 from phone_stack import start_stack
 
-STOP_LIMIT_SECS = 10.0  # the drain deadline is 30 s and the connect timeout 20 s: far below both
+STOP_LIMIT_SECS = 10.0  # the drain deadline is 30 s and the connect timeout 10 s: below both
 
 
 async def test_sigint_then_sigterm_stops_a_worker_holding_an_unconnected_browser_call() -> None:

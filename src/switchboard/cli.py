@@ -34,10 +34,11 @@ def _settings(args: argparse.Namespace, role: str):
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, "agent")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
     from switchboard.worker.app import create_worker_app
 
-    agent = load_agent_config(settings.agent_config)
     app = create_worker_app(settings, agent)
     serve(app, settings, before_exit=app.state.drain)
     return 0
@@ -46,11 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args, f"worker:{args.port}")
     from switchboard.agent.config import load_agent_config
+
+    agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
-    agent = load_agent_config(settings.agent_config)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     service = WorkerService(settings, agent, worker_id=worker_id, media_url=_internal_url(settings))
     app = create_worker_app(settings, agent, service)
@@ -73,37 +77,47 @@ def _orchestrator(args: argparse.Namespace) -> int:
     settings = _settings(args, "orchestrator")
     from switchboard.orchestrator.app import create_orchestrator_app
     from switchboard.serving import serve
+    from switchboard.telephony.stream_tokens import check_secret
 
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
     app = create_orchestrator_app(settings)
     serve(app, settings, before_exit=app.state.drain)  # lets relayed streams end
     return 0
 
 
+STREAM_SECRET_FILE = "stream-secret"  # in --data-dir, beside operator-key
+
+
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args, "up")
+    from pydantic import SecretStr
+
     from switchboard.agent.config import load_agent_config
-    from switchboard.supervisor import Supervisor
+    from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
+    from switchboard.settings import DEV_STREAM_SECRET
+    from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
+    from switchboard.supervisor import Supervisor
+
     workers = args.workers or os.cpu_count() or 1
+    # Callers' data and secrets land under the data dir (and wherever the records settings
+    # point): nothing the stack writes is readable by another local user.
+    os.umask(OWNER_ONLY_UMASK)
+    data_dir = tighten_dir(Path(args.data_dir))
     if not (settings.api_key_list() or settings.api_key_hash_list()):
-        # Call records are never served without a key: give the local stack one of its own.
-        key_file = _local_operator_key(Path(args.data_dir))
-        os.environ["SWITCHBOARD_API_KEY"] = key_file.read_text().strip()
+        # Call records are never served without a key: give the local stack one of its own,
+        # made once and then kept so the browser's copy holds.
+        key_file = data_dir / "operator-key"
+        os.environ["SWITCHBOARD_API_KEY"] = local_secret(key_file)
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
-    return Supervisor(settings, workers, args.agent, Path(args.data_dir)).run()
-
-
-def _local_operator_key(data_dir: Path) -> Path:
-    """``data_dir/operator-key``: made once (owner-only), then kept so the browser's copy holds."""
-    import secrets
-
-    path = data_dir / "operator-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-    return path
+    if settings.stream_secret.get_secret_value() == DEV_STREAM_SECRET and "SWITCHBOARD_STREAM_SECRET" not in os.environ:
+        # Every child inherits it: the orchestrator signs stream tokens the workers accept.
+        secret = local_secret(data_dir / STREAM_SECRET_FILE)
+        os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
+        settings.stream_secret = SecretStr(secret)
+    check_secret(settings.stream_secret.get_secret_value(), settings.host)
+    return Supervisor(settings, workers, args.agent, data_dir).run()
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -196,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--max-calls", type=int, default=None, help="calls per worker (SWITCHBOARD_MAX_CALLS)")
-    p.add_argument("--data-dir", default="var", help="where a spawned Redis keeps its AOF")
+    p.add_argument("--data-dir", default="var",
+                   help="owner-only directory of the operator key, and of a spawned Redis's password and AOF")
     p.set_defaults(func=_up)
 
     p = sub.add_parser("orchestrator", help="run one orchestrator (webhooks, placement, stats)")

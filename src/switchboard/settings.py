@@ -14,6 +14,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AGENT_CONFIG = Path(__file__).parent / "agents" / "receptionist.yaml"
+# Printed here for all to read: a stack using it is refused off loopback (stream_tokens.check_secret).
+DEV_STREAM_SECRET = "switchboard-dev-stream-secret"
 
 
 class Settings(BaseSettings):
@@ -114,9 +116,16 @@ class Settings(BaseSettings):
     api_key_hashes: str = Field(
         "", description="SHA-256 digests (hex, comma-separated) of operator keys, so no plain key is stored."
     )
+    api_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json on the orchestrator, behind the operator key "
+        "(workers never do).",
+    )
     stream_secret: SecretStr = Field(
-        SecretStr("switchboard-dev-stream-secret"),
-        description="HMAC key for media stream tokens; set a random value in production.",
+        SecretStr(DEV_STREAM_SECRET),
+        description="HMAC key of media stream tokens, shared by orchestrators and workers. `switchboard up` "
+        "makes one per deployment (var/stream-secret, owner-only) when unset; the development default is "
+        "refused on a non-loopback bind.",
     )
     stream_token_ttl_secs: float = Field(30.0, gt=0, description="How long a stream URL stays valid.")
 
@@ -165,7 +174,9 @@ class Settings(BaseSettings):
         2, ge=0, le=1000, description="Browser calls one worker answers at once (connecting or live), within max_calls."
     )
     webrtc_connect_timeout_secs: float = Field(
-        20.0, gt=0, description="An answered browser call whose peer connection is not up by then is dropped."
+        10.0, gt=0,
+        description="An answered browser call whose peer connection is not up by then is dropped and its "
+        "place under the browser cap given back (a browser on loopback or a LAN connects in about 1 s).",
     )
     drain_timeout_secs: float = Field(30.0, ge=0, description="SIGTERM: how long live calls may finish.")
     reservation_ttl_secs: float = Field(

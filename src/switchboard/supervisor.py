@@ -1,24 +1,25 @@
 """``switchboard up``: Redis, an orchestrator and N workers as supervised child processes.
 
-Crashed children are restarted with exponential backoff; Ctrl-C (or SIGTERM) drains workers
-first, then stops the orchestrator and, if we started it, Redis.
+Crashed children, and the Redis we started, are restarted with exponential backoff; Ctrl-C
+(or SIGTERM) drains workers first, then stops the orchestrator and, if we started it, Redis.
+Every process runs under an owner-only umask, so what the stack writes (call history,
+recordings, Redis's append-only file, secrets) is the owner's only.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import redis
 from loguru import logger
 
+from switchboard.local_redis import LocalRedis, redacted, redis_reachable
+from switchboard.private_files import OWNER_ONLY_UMASK
 from switchboard.settings import Settings
 
 BACKOFF_START_SECS = 1.0
@@ -41,50 +42,24 @@ class Child:
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        self.process = subprocess.Popen(self.argv, env=self.env, umask=OWNER_ONLY_UMASK)
         self.started_at = time.monotonic()
         self.restart_at = None
         logger.info(f"started {self.name} (pid {self.process.pid})")
-
-
-def redis_reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def start_redis(url: str, data_dir: Path) -> subprocess.Popen:
-    """Spawn redis-server with AOF persistence in ``data_dir``, bound to loopback."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found: install it (make run does) or set SWITCHBOARD_REDIS_URL")
-    port = urlsplit(url).port or 6379
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Its own session: the terminal's Ctrl-C reaches every process of its group at once, and
-    # Redis must outlive the workers' drain (the supervisor stops it last).
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--loglevel", "warning"],
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while not redis_reachable(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
-    logger.info(f"started redis-server on port {port} (AOF in {data_dir})")
-    return process
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "switchboard.cli", *args]
 
 
-def plan_children(settings: Settings, workers: int, agent: str | None) -> list[Child]:
+def plan_children(
+    settings: Settings, workers: int, agent: str | None, *, redis_url: str | None = None
+) -> list[Child]:
+    """The orchestrator and workers; ``redis_url`` (with the password of a Redis we started)
+    defaults to the configured one."""
     env = {
         **os.environ,
-        "SWITCHBOARD_REDIS_URL": settings.redis_url,
+        "SWITCHBOARD_REDIS_URL": redis_url or settings.redis_url,
         "SWITCHBOARD_MAX_CALLS": str(settings.max_calls),
     }
     # Share the cores between worker processes instead of oversubscribing them.
@@ -112,14 +87,29 @@ def plan_children(settings: Settings, workers: int, agent: str | None) -> list[C
 class Supervisor:
     def __init__(self, settings: Settings, workers: int, agent: str | None, data_dir: Path):
         self.settings = settings
-        self.children = plan_children(settings, workers, agent)
+        self.workers = workers
+        self.agent = agent
+        self.children: list[Child] = []
         self.data_dir = data_dir
-        self.redis_process: subprocess.Popen | None = None
+        self.redis: LocalRedis | None = None  # the Redis we started and watch, if we did
         self._stopping = False
 
+    def _redis_url(self) -> str:
+        """The configured Redis if it answers; else one of our own (started and watched)."""
+        url = self.settings.redis_url
+        if redis_reachable(url):
+            logger.info(f"using the Redis at {redacted(url)}")
+            return url
+        local = LocalRedis.for_deployment(url, self.data_dir)
+        if redis_reachable(local.url):  # ours, left running by an earlier supervisor
+            logger.info(f"using the Redis already running at {redacted(local.url)}")
+            return local.url
+        local.start()
+        self.redis = local
+        return local.url
+
     def run(self) -> int:
-        if not redis_reachable(self.settings.redis_url):
-            self.redis_process = start_redis(self.settings.redis_url, self.data_dir / "redis")
+        self.children = plan_children(self.settings, self.workers, self.agent, redis_url=self._redis_url())
         for child in self.children:
             child.start()
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -141,6 +131,8 @@ class Supervisor:
         self._stopping = True
 
     def _watch(self) -> None:
+        if self.redis is not None:
+            self.redis.watch()
         now = time.monotonic()
         for child in self.children:
             if child.process is None:
@@ -173,7 +165,6 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     logger.warning(f"{child.name} did not stop in time; killing it")
                     child.process.kill()
-        if self.redis_process is not None:
-            self.redis_process.terminate()
-            self.redis_process.wait(timeout=15)
+        if self.redis is not None:
+            self.redis.stop()
         logger.info("Switchboard stopped")

@@ -7,11 +7,14 @@ re-prompts a silent caller, hangs up after a while and caps the call's length.
 from __future__ import annotations
 
 import re
+import stat
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -22,9 +25,58 @@ from pydantic import (
     model_validator,
 )
 
+from switchboard.agent.sentences import split_sentences
 from switchboard.errors import ConfigError
 
 DTMF_DIGITS = "0123456789*#"
+
+# Size limits: a real agent is a few kilobytes (the example receptionist: 4 KB, 2,600 characters
+# of speech). Every fixed line is synthesised when a worker starts (Piper's prewarm), and Piper's
+# memory grows with the length of one sentence: measured, a 2,000-character sentence peaks at
+# 3 GB and 72 s of CPU, 250 characters at 0.5 GB (a 10 MB greeting once ran a worker out of
+# memory). So a sentence, a line and all the lines together are bounded, and the file is refused
+# by its size before it is parsed.
+MAX_AGENT_CONFIG_BYTES = 128 * 1024  # parsing it costs at most ~1 s of CPU
+MAX_NESTING = 100  # [ and { deep: PyYAML's pure-Python scanner is quadratic in it
+MAX_SENTENCE_CHARS = 300  # about 17 s of speech
+MAX_SPOKEN_CHARS = 1_000  # one line (greeting, a reply, a re-prompt...): about a minute
+MAX_FIXED_SPEECH_CHARS = 20_000  # every fixed line together, all synthesised at start-up
+MAX_PROMPT_CHARS = 20_000  # the LLM system prompt
+MAX_NAME_CHARS = 200  # the agent's name (outbound calls name it, up to 200 characters too)
+MAX_IDENTIFIER_CHARS = 64  # intent, tool and argument names
+MAX_INTENTS = 200
+MAX_PHRASES_PER_INTENT = 100
+MAX_PHRASE_CHARS = 200
+MAX_TOOLS = 32
+MAX_TOOL_DESCRIPTION_CHARS = 1_000
+MAX_TOOL_SCHEMA_CHARS = 16_000  # a tool's parameters (JSON schema), measured as JSON
+MAX_TOOL_ARGUMENTS = 32
+MAX_ARGUMENT_CHARS = 500
+MAX_URL_CHARS = 2_000
+MAX_TRANSFER_TARGET_CHARS = 256
+MAX_SECRET_CHARS = 512
+MAX_NUMBERS = 1_000  # dialed numbers one agent answers
+MAX_LIVEKIT_CLAIMS = 100  # trunks, and room patterns
+MAX_SUCCESS_CRITERIA = 20
+MAX_CRITERION_CHARS = 500
+_MAX_REPORTED_PROBLEMS = 8  # a file wrong everywhere still gives a readable message
+
+
+
+def _sentences_within_limit(line: str) -> str:
+    longest = max((len(s) for s in split_sentences(line)), default=0)
+    if longest > MAX_SENTENCE_CHARS:
+        raise ValueError(
+            f"has a sentence of {longest} characters; at most {MAX_SENTENCE_CHARS} "
+            "(end sentences with . ! or ?)"
+        )
+    return line
+
+
+SpokenLine = Annotated[
+    str, Field(min_length=1, max_length=MAX_SPOKEN_CHARS), AfterValidator(_sentences_within_limit)
+]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
 # E.164 (+ and 8-15 digits) or a SIP URI; what Twilio's <Dial> and LiveKit's transfer accept.
 _TRANSFER_TARGET = re.compile(
     r"^(\+[1-9][0-9]{7,14}|sips?:[^\s@<>\"]+@[A-Za-z0-9.\-]+(:[0-9]{1,5})?)$"
@@ -49,8 +101,51 @@ def _all_match(values: list[str], pattern: re.Pattern[str], rule: str) -> list[s
     """``values`` if each matches ``pattern`` whole; else the rule and the values breaking it."""
     bad = [v for v in values if not pattern.fullmatch(v)]
     if bad:
-        raise ValueError(f"{rule}, not {', '.join(bad)}")
+        raise ValueError(f"{rule}, not {', '.join(_quoted(v) for v in bad[:5])}")
     return values
+
+
+def _quoted(value: str, limit: int = 40) -> str:
+    """A value for an error message: on one line, and short even if the value is not."""
+    if value.isprintable() and len(value) <= limit:
+        return value
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _plain_placeholders(template: str) -> set[str]:
+    """The ``{name}`` fields of a template; a format spec, conversion, attribute or index is
+    refused (``{digits:>999999999}`` would build a gigabyte string on every call)."""
+    try:
+        fields = [(n, spec, conv) for _, n, spec, conv in string.Formatter().parse(template) if n is not None]
+    except ValueError as e:
+        raise ValueError(f"not a valid template ({e})") from None
+    bad = [n for n, spec, conv in fields if spec or conv or not n.isidentifier()]
+    if bad:
+        raise ValueError(f"placeholders are plain {{name}}s, not {', '.join(_quoted(b) for b in bad)}")
+    return {n for n, _, _ in fields}
+
+
+def _json_size_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` written as JSON stays within ``limit`` characters; counts node by node
+    and stops at the limit, so a YAML alias bomb costs at most ``limit`` steps."""
+    budget = limit
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            budget -= 2 + 2 * len(node)
+            for key, item in node.items():
+                budget -= len(str(key)) + 2
+                pending.append(item)
+        elif isinstance(node, list):
+            budget -= 2 + len(node)
+            pending.extend(node)
+        else:
+            budget -= len(str(node)) + 2
+        if budget < 0:
+            return False
+    return True
 
 
 def valid_transfer_target(target: str) -> bool:
@@ -66,20 +161,18 @@ class DigitCollection(BaseModel):
     max_digits: int = Field(12, ge=1, le=64)
     terminator: Literal["#", "*"] | None = "#"
     timeout_secs: float = Field(8.0, gt=0, le=120, description="Since the last key (or the prompt)")
-    reply: str = Field(
+    reply: SpokenLine = Field(
         "Thank you. I have {digits}.",
-        min_length=1,
         description="Spoken once collected; {digits} is read out digit by digit",
     )
-    no_input: str = Field("Sorry, I didn't get any digits.", min_length=1)
+    no_input: SpokenLine = "Sorry, I didn't get any digits."
 
     @field_validator("reply")
     @classmethod
     def _only_digits_placeholder(cls, reply: str) -> str:
-        try:
-            reply.format(digits="1")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"only the {{digits}} placeholder is allowed ({e})") from None
+        others = sorted(_plain_placeholders(reply) - {"digits"})
+        if others:
+            raise ValueError(f"only the {{digits}} placeholder is allowed, not {', '.join(others)}")
         return reply
 
 
@@ -88,28 +181,35 @@ class Tool(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    description: str = Field(min_length=1, description="What it does, for an LLM")
-    url: str = Field(pattern=r"^https?://", description="POSTed {tool, call_id, arguments} as JSON")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = Field(
+        min_length=1, max_length=MAX_TOOL_DESCRIPTION_CHARS, description="What it does, for an LLM"
+    )
+    url: str = Field(
+        pattern=r"^https?://",
+        max_length=MAX_URL_CHARS,
+        description="POSTed {tool, call_id, arguments} as JSON",
+    )
     parameters: dict = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON schema of the arguments",
     )
     timeout_secs: float = Field(5.0, gt=0, le=30)
-    filler: str | None = Field(
+    filler: SpokenLine | None = Field(
         "One moment while I check that.",
         description="Said if the tool is slower than filler_after_secs",
     )
     filler_after_secs: float = Field(1.0, ge=0)
-    failure: str = Field(
+    failure: SpokenLine = Field(
         "Sorry, I couldn't look that up right now.",
-        min_length=1,
         description="Said when the tool times out, fails or returns something that is not a JSON object",
     )
 
     @field_validator("parameters")
     @classmethod
     def _object_schema(cls, schema: dict) -> dict:
+        if not _json_size_within(schema, MAX_TOOL_SCHEMA_CHARS):
+            raise ValueError(f"the schema is over {MAX_TOOL_SCHEMA_CHARS} characters as JSON")
         if schema.get("type") != "object" or not isinstance(schema.get("properties", {}), dict):
             raise ValueError("must be a JSON schema with type: object and a properties mapping")
         return schema
@@ -120,29 +220,36 @@ class Intent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$")
-    phrases: list[str] = Field(min_length=1)
-    reply: str = Field(min_length=1)
+    name: Identifier = Field(pattern=r"^[a-z0-9_\-]+$")
+    phrases: list[Annotated[str, Field(max_length=MAX_PHRASE_CHARS)]] = Field(
+        min_length=1, max_length=MAX_PHRASES_PER_INTENT
+    )
+    reply: SpokenLine
     end_call: bool = False
     transfer: str | None = Field(
-        None, description="After the reply, connect the caller here: +E.164 number or sip: URI"
+        None,
+        max_length=MAX_TRANSFER_TARGET_CHARS,
+        description="After the reply, connect the caller here: +E.164 number or sip: URI",
     )
     transfer_mode: Literal["cold", "warm"] = Field(
         "cold",
         description="cold: redirect the caller at once; warm: call the person first, tell them "
         "transfer_summary, and bridge the caller only if they answer",
     )
-    transfer_summary: str = Field(
+    transfer_summary: SpokenLine = Field(
         "You have a caller who asked for {intent}. Connecting you now.",
-        min_length=1,
         description="Warm transfers: said to the person before the caller joins; {intent} is filled in",
     )
     collect_digits: DigitCollection | None = None
-    tool: str | None = Field(None, description="After the reply, call this tool (a name in tools)")
-    arguments: dict[str, str] = Field(
-        default_factory=dict, description="The tool's arguments; {digits} is the last digit string"
+    tool: Identifier | None = Field(
+        None, description="After the reply, call this tool (a name in tools)"
     )
-    answer: str | None = Field(
+    arguments: dict[Identifier, Annotated[str, Field(max_length=MAX_ARGUMENT_CHARS)]] = Field(
+        default_factory=dict,
+        max_length=MAX_TOOL_ARGUMENTS,
+        description="The tool's arguments; {digits} is the last digit string",
+    )
+    answer: SpokenLine | None = Field(
         None, description="Said with the tool's result: {field} is a top-level field of its JSON"
     )
     send_digits: str | None = Field(
@@ -157,6 +264,13 @@ class Intent(BaseModel):
         if target is not None and not valid_transfer_target(target):
             raise ValueError(f"{target!r} is neither an E.164 number (+15551234567) nor a sip: URI")
         return target
+
+    @field_validator("answer")
+    @classmethod
+    def _answer_template(cls, answer: str | None) -> str | None:
+        if answer is not None:
+            _plain_placeholders(answer)
+        return answer
 
     @field_validator("send_digits")
     @classmethod
@@ -196,8 +310,8 @@ class Keypad(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    options: dict[str, str] = Field(min_length=1, description="digit -> intent name")
-    invalid: str = Field("Sorry, that is not one of the options.", min_length=1)
+    options: dict[str, Identifier] = Field(min_length=1, description="digit -> intent name")
+    invalid: SpokenLine = "Sorry, that is not one of the options."
 
     @field_validator("options")
     @classmethod
@@ -216,11 +330,9 @@ class Silence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reprompt_after_secs: float = Field(10.0, gt=0, le=600)
-    reprompt: str = Field("Are you still there?", min_length=1)
+    reprompt: SpokenLine = "Are you still there?"
     max_reprompts: int = Field(2, ge=0, le=10, description="Re-prompts before saying goodbye")
-    goodbye: str = Field(
-        "I haven't heard anything for a while, so I'll end the call now. Goodbye.", min_length=1
-    )
+    goodbye: SpokenLine = "I haven't heard anything for a while, so I'll end the call now. Goodbye."
 
 
 class CallLimits(BaseModel):
@@ -229,9 +341,8 @@ class CallLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_duration_secs: float = Field(900.0, gt=0, le=4 * 3600)
-    closing: str = Field(
-        "We have reached the time limit for this call. Thank you for calling, goodbye.",
-        min_length=1,
+    closing: SpokenLine = (
+        "We have reached the time limit for this call. Thank you for calling, goodbye."
     )
 
 
@@ -241,8 +352,8 @@ class RecordingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    disclosure: str | None = Field(
-        None, min_length=1, description="Spoken before the greeting when recording is enabled."
+    disclosure: SpokenLine | None = Field(
+        None, description="Spoken before the greeting when recording is enabled."
     )
 
 
@@ -252,7 +363,7 @@ class WebhookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: AnyHttpUrl
-    secret: SecretStr = Field(min_length=16)
+    secret: SecretStr = Field(min_length=16, max_length=MAX_SECRET_CHARS)
 
 
 class CallAnalysisConfig(BaseModel):
@@ -261,8 +372,10 @@ class CallAnalysisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     summary: bool = True
-    success_criteria: list[str] = Field(
-        default_factory=list, description="What a successful call achieved, one criterion each."
+    success_criteria: list[Annotated[str, Field(max_length=MAX_CRITERION_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_SUCCESS_CRITERIA,
+        description="What a successful call achieved, one criterion each.",
     )
 
 
@@ -272,44 +385,54 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1
-    name: str = Field(min_length=1)
-    greeting: str = Field(min_length=1)
-    fallback: str = Field(min_length=1)
-    intents: list[Intent] = Field(default_factory=list)
-    system_prompt: str | None = None
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    greeting: SpokenLine
+    fallback: SpokenLine
+    intents: list[Intent] = Field(default_factory=list, max_length=MAX_INTENTS)
+    system_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     keypad: Keypad | None = None
     silence: Silence = Field(default_factory=Silence)
     limits: CallLimits = Field(default_factory=CallLimits)
-    transfer_failed: str = Field(
-        "Sorry, I couldn't put you through right now. Is there anything else I can help with?",
-        min_length=1,
+    transfer_failed: SpokenLine = (
+        "Sorry, I couldn't put you through right now. Is there anything else I can help with?"
     )
-    tools: list[Tool] = Field(default_factory=list)
-    transfer_unanswered: str = Field(
+    tools: list[Tool] = Field(default_factory=list, max_length=MAX_TOOLS)
+    transfer_unanswered: SpokenLine = Field(
         "Sorry, nobody is available to take your call right now. Is there anything else I can help with?",
-        min_length=1,
         description="Said when nobody answers a warm transfer; the call goes on with the agent",
     )
-    resumed: str = Field(
+    resumed: SpokenLine = Field(
         "Sorry, I lost you for a moment there. Could you say that again?",
-        min_length=1,
         description="Said when a call is carried on by another worker after its own was lost",
     )
     numbers: list[str] = Field(
         default_factory=list,
+        max_length=MAX_NUMBERS,
         description="Dialed numbers (E.164) this agent answers, in an agents dir",
     )
     livekit_trunks: list[str] = Field(
         default_factory=list,
+        max_length=MAX_LIVEKIT_CLAIMS,
         description="LiveKit SIP trunks (ST_...) whose calls this agent answers, in an agents dir",
     )
     livekit_rooms: list[str] = Field(
         default_factory=list,
+        max_length=MAX_LIVEKIT_CLAIMS,
         description="LiveKit room-name patterns (call-sales-*) this agent answers, in an agents dir",
     )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     webhook: WebhookConfig | None = None
     analysis: CallAnalysisConfig | None = None
+
+    @model_validator(mode="after")
+    def _fixed_speech_within_budget(self) -> AgentConfig:
+        total = sum(len(line) for line in self.fixed_utterances())
+        if total > MAX_FIXED_SPEECH_CHARS:
+            raise ValueError(
+                f"the agent's fixed lines (greeting, replies, re-prompts...) are {total} characters "
+                f"together, over the {MAX_FIXED_SPEECH_CHARS} a worker synthesises at start-up"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_intent_names(self) -> AgentConfig:
@@ -387,21 +510,97 @@ class AgentConfig(BaseModel):
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
-    """Read and validate an agent config, raising ConfigError that names the file and field."""
+    """Read and validate an agent config; every failure is a one-line ConfigError naming the
+    file and the field (never a traceback): the CLI prints it and an agents dir reports it."""
     path = Path(path)
+    text = _read_text(path)
+    if _flow_nesting(text) > MAX_NESTING:
+        raise ConfigError(f"agent config {path}: not valid YAML: nested over {MAX_NESTING} levels deep")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"agent config {path}: file not found") from e
+        raw = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"agent config {path}: not valid YAML: {_yaml_problem(e)}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"agent config {path}: not valid YAML: {e}") from e
+        raise ConfigError(f"agent config {path}: not valid YAML: {_one_line(str(e))}") from e
+    except RecursionError as e:
+        raise ConfigError(f"agent config {path}: not valid YAML: nested too deeply") from e
+    except ValueError as e:  # a value YAML types but Python refuses: 2026-13-45, a 5000-digit int
+        raise ConfigError(f"agent config {path}: not valid YAML: {_one_line(str(e))}") from e
     if not isinstance(raw, dict):
-        raise ConfigError(f"agent config {path}: expected a mapping at the top level")
+        found = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(f"agent config {path}: expected a mapping at the top level, not {found}")
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"agent config {path}: {problems}") from e
+        raise ConfigError(f"agent config {path}: {_problems(e)}") from e
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refused by its size before it is read and parsed."""
+    try:
+        found = path.stat()
+        if stat.S_ISDIR(found.st_mode):
+            raise ConfigError(f"agent config {path}: is a directory, not a YAML file")
+        if not stat.S_ISREG(found.st_mode):  # a FIFO or a device would block or never end
+            raise ConfigError(f"agent config {path}: not a regular file")
+        if found.st_size > MAX_AGENT_CONFIG_BYTES:
+            raise _too_large(path)
+        with path.open("rb") as f:
+            data = f.read(MAX_AGENT_CONFIG_BYTES + 1)  # it may have grown since
+    except FileNotFoundError as e:
+        raise ConfigError(f"agent config {path}: file not found") from e
+    except PermissionError as e:
+        raise ConfigError(f"agent config {path}: permission denied") from e
+    except OSError as e:
+        raise ConfigError(f"agent config {path}: cannot be read ({e.strerror or e})") from e
+    if len(data) > MAX_AGENT_CONFIG_BYTES:
+        raise _too_large(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"agent config {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from e
+
+
+def _too_large(path: Path) -> ConfigError:
+    return ConfigError(
+        f"agent config {path}: file is over {MAX_AGENT_CONFIG_BYTES // 1024} KiB; "
+        "an agent config is a few kilobytes"
+    )
+
+
+# libyaml's parser when PyYAML has it (as its wheels do): ten times faster on a large file.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _flow_nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest (counting those in strings too: an upper bound)."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _problems(error: ValidationError) -> str:
+    """One ``field: problem`` per error, joined on one line; the first few if there are many."""
+    errors = error.errors(include_input=False, include_url=False)
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {_one_line(err['msg'])}"
+        for err in errors[:_MAX_REPORTED_PROBLEMS]
+    ]
+    if len(errors) > _MAX_REPORTED_PROBLEMS:
+        problems.append(f"and {len(errors) - _MAX_REPORTED_PROBLEMS} more")
+    return "; ".join(problems)
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    where = error.problem_mark
+    at = f"line {where.line + 1}, column {where.column + 1}: " if where is not None else ""
+    return at + _one_line(error.problem or error.context or "syntax error")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

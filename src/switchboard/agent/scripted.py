@@ -63,7 +63,8 @@ class ScriptedResponder(FrameProcessor):
     async def _respond(self, utterance: str) -> None:
         match = self._matcher.match(utterance)
         self.matches.append(match)
-        logger.info(f"{self}: caller said {utterance!r} -> intent {match.name}")
+        # A caller's words are theirs: only at DEBUG (production logs at INFO).
+        logger.debug(f"{self}: caller said {utterance!r} -> intent {match.name}")
         await self.push_frame(LLMFullResponseStartFrame())
         await self.push_frame(LLMTextFrame(match.reply))
         await self.push_frame(LLMFullResponseEndFrame())

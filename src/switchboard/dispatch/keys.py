@@ -7,8 +7,10 @@
 | ``sb:worker:{id}`` | hash, TTL | one worker's registration and heartbeat (expires when it dies) |
 | ``sb:worker:{id}:load`` | string | calls running or reserved on that worker |
 | ``sb:worker:{id}:reservations`` | zset | call id → deadline of slots reserved for Twilio streams |
+| ``sb:worker:{id}:browser`` | zset | call id → deadline of browser calls placed there (``+inf`` once connected) |
 | ``sb:call:{id}`` | hash, TTL | one call's state: job, owner, status, times |
 | ``sb:call:{id}:session`` | hash, TTL | the conversation so far, so another worker can carry the call on |
+| ``sb:stream-token:{id}:{hop}`` | string, TTL | a stream token redeemed on a hop (edge, worker): single use |
 | ``sb:room:{name}`` | string, TTL | the call id dispatched for a LiveKit room (one agent per room) |
 | ``sb:event:{id}`` | string, TTL | LiveKit webhook event ids already seen (replay protection) |
 | ``sb:latency`` | list | recent dispatch latencies (ms), for ``/stats`` |
@@ -42,12 +44,20 @@ def worker_reservations(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}:reservations"
 
 
+def worker_browser_calls(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:browser"
+
+
 def call(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}"
 
 
 def session(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}:session"
+
+
+def stream_token(token_id: str, hop: str) -> str:
+    return f"{PREFIX}:stream-token:{token_id}:{hop}"
 
 
 def room(name: str) -> str:

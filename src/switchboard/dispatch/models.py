@@ -66,6 +66,9 @@ class WorkerInfo(BaseModel):
     worker_id: str
     media_url: str = Field(description="Internal base URL of its media endpoint, reached by the media edge.")
     capacity: int = Field(ge=0)
+    webrtc_capacity: int = Field(
+        0, ge=0, description="Browser calls it takes at once; a worker registered without it takes none."
+    )
     pid: int
     started_at: float
     heartbeat_at: float
@@ -79,3 +82,4 @@ class CallStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     REJECTED = "rejected"
+    ABANDONED = "abandoned"  # a browser call whose peer never connected: no call took place

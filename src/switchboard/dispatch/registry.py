@@ -2,7 +2,10 @@
 
 Capacity is a per-worker counter of calls running or reserved, changed only by Lua scripts
 so that two calls arriving in the same millisecond can never both take a worker's last slot
-(the failure of load reports refreshed on a timer).
+(the failure of load reports refreshed on a timer). Browser calls also count against a
+worker's browser cap (``webrtc_capacity``) from the moment they are placed: a set of held call
+ids per worker, each with the deadline by which its peer must connect (``+inf`` once it has),
+so an offer whose browser never connects frees its place on its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,30 @@ if not best then return false end
 local wkey = ARGV[1] .. ':worker:' .. best
 redis.call('INCR', wkey .. ':load')
 redis.call('ZADD', wkey .. ':reservations', ARGV[3], ARGV[2])
+return best
+"""
+
+# KEYS: workers set. ARGV: prefix, call_id, deadline, now. Picks the live, non-draining worker
+# with a free pool slot and a free browser place (most free slots first, then most free places),
+# drops its browser holds whose deadline passed, and holds a place there; returns its id or false.
+# The pool slot itself is taken only when the browser's peer connects.
+_RESERVE_BROWSER = """
+local best, best_free, best_places = nil, 0, 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local wkey = ARGV[1] .. ':worker:' .. id
+  local info = redis.call('HMGET', wkey, 'capacity', 'draining', 'webrtc_capacity')
+  if info[1] and info[2] ~= '1' then
+    local holds = wkey .. ':browser'
+    redis.call('ZREMRANGEBYSCORE', holds, '-inf', '(' .. ARGV[4])
+    local free = tonumber(info[1]) - tonumber(redis.call('GET', wkey .. ':load') or '0')
+    local places = tonumber(info[3] or '0') - redis.call('ZCARD', holds)
+    if free > 0 and places > 0 and (free > best_free or (free == best_free and places > best_places)) then
+      best, best_free, best_places = id, free, places
+    end
+  end
+end
+if not best then return false end
+redis.call('ZADD', ARGV[1] .. ':worker:' .. best .. ':browser', ARGV[3], ARGV[2])
 return best
 """
 
@@ -77,6 +104,7 @@ class WorkerRegistry:
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._release_slot = client.register_script(_RELEASE_SLOT)
         self._expire = client.register_script(_EXPIRE_RESERVATIONS)
+        self._reserve_browser = client.register_script(_RESERVE_BROWSER)
 
     async def register(self, info: WorkerInfo) -> None:
         """Announce a (re)started worker with no calls."""
@@ -84,7 +112,7 @@ class WorkerRegistry:
             pipe.hset(keys.worker(info.worker_id), mapping=_fields(info))
             pipe.pexpire(keys.worker(info.worker_id), self._ttl_ms)
             pipe.set(keys.worker_load(info.worker_id), 0)
-            pipe.delete(keys.worker_reservations(info.worker_id))
+            pipe.delete(keys.worker_reservations(info.worker_id), keys.worker_browser_calls(info.worker_id))
             pipe.sadd(keys.workers(), info.worker_id)
             await pipe.execute()
 
@@ -103,7 +131,7 @@ class WorkerRegistry:
     async def deregister(self, worker_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.srem(keys.workers(), worker_id)
-            pipe.delete(keys.worker(worker_id), keys.worker_load(worker_id), keys.worker_reservations(worker_id))
+            pipe.delete(*_worker_keys(worker_id))
             await pipe.execute()
 
     async def is_alive(self, worker_id: str) -> bool:
@@ -141,7 +169,7 @@ class WorkerRegistry:
             if await self._redis.srem(keys.workers(), worker_id):
                 metrics.WORKER_FAILURES.inc()
                 logger.warning(f"worker {worker_id} stopped heartbeating without deregistering")
-                await self._redis.delete(keys.worker_load(worker_id), keys.worker_reservations(worker_id))
+                await self._redis.delete(*_worker_keys(worker_id)[1:])
 
     async def reserve_any(self, call_id: str, hold_secs: float, *, exclude: str = "") -> str | None:
         """Take a slot on the least-loaded live worker for a call about to connect; ``exclude``:
@@ -151,11 +179,28 @@ class WorkerRegistry:
         )
         return worker_id or None
 
-    async def least_loaded(self) -> str | None:
-        """The live, non-draining worker with the most free slots, without taking one."""
-        free = [(info.capacity - load, info.worker_id) for info, load in await self.live_workers() if not info.draining]
-        best = max(free, default=None)
-        return best[1] if best is not None and best[0] > 0 else None
+    async def reserve_browser(self, call_id: str, hold_secs: float) -> str | None:
+        """Hold a browser-call place for ``call_id`` on the worker with the most free slots whose
+        browser cap is not full; the hold lapses after ``hold_secs`` unless the worker renews it."""
+        now = time.time()
+        worker_id = await self._reserve_browser(
+            keys=[keys.workers()], args=[keys.PREFIX, call_id, now + hold_secs, now]
+        )
+        return worker_id or None
+
+    async def hold_browser(self, worker_id: str, call_id: str, until: float) -> None:
+        """Keep a browser call's place on ``worker_id`` until ``until`` (epoch seconds; ``inf``:
+        until it is released, for a connected call)."""
+        score = "+inf" if until == float("inf") else until
+        await self._redis.zadd(keys.worker_browser_calls(worker_id), {call_id: score})
+
+    async def release_browser(self, worker_id: str, call_id: str) -> None:
+        await self._redis.zrem(keys.worker_browser_calls(worker_id), call_id)
+
+    async def browser_calls(self, worker_id: str) -> int:
+        """Browser calls held on a worker (connecting or connected; lapsed holds included until
+        the next placement drops them)."""
+        return int(await self._redis.zcard(keys.worker_browser_calls(worker_id)))
 
     async def take_slot(self, worker_id: str) -> bool:
         return bool(await self._take_slot(keys=[keys.worker(worker_id), keys.worker_load(worker_id)]))
@@ -172,6 +217,16 @@ class WorkerRegistry:
         await self._release_slot(
             keys=[keys.worker_load(worker_id), keys.worker_reservations(worker_id)], args=[call_id]
         )
+
+
+def _worker_keys(worker_id: str) -> tuple[str, ...]:
+    """A worker's registration first, then everything it holds."""
+    return (
+        keys.worker(worker_id),
+        keys.worker_load(worker_id),
+        keys.worker_reservations(worker_id),
+        keys.worker_browser_calls(worker_id),
+    )
 
 
 def _fields(info: WorkerInfo) -> dict[str, str]:

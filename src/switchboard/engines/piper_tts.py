@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -25,11 +24,11 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from piper import PiperVoice
 
+from switchboard.agent.sentences import split_sentences
 from switchboard.audio import frame_dbfs
 from switchboard.engines.models import piper_voice_files
 from switchboard.observability import metrics
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CHUNK_SECS = 0.1
 _LEADING_SILENCE_DBFS = -50.0
 
@@ -95,11 +94,6 @@ class PiperEngine:
             f.write(audio)
         os.replace(tmp, path)
         return audio
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``, as a sentence aggregator would emit them."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
 def trim_leading_silence(audio: bytes, rate: int, keep_ms: int = 10) -> bytes:

@@ -40,6 +40,10 @@ CALLS_TOTAL = Counter(
     "Calls a worker ran to the end, by outcome (completed | failed); refusals are calls_rejected_total.",
     ["outcome"],
 )
+WEBRTC_OFFERS_ABANDONED = Counter(
+    "webrtc_offers_abandoned_total",
+    "Browser calls answered whose peer never connected (dead offers): counted here, not stored as calls.",
+)
 CONNECTION_ERRORS = Counter(
     "connection_errors_total", "Media or signalling connections that failed.", ["transport"]
 )
@@ -131,7 +135,8 @@ JOBS_REDELIVERED = Counter(
 )
 CALLS_REJECTED = Counter(
     "calls_rejected_total",
-    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap).",
+    "Calls answered busy or refused, by reason (no_capacity | worker_lost | worker_full | browser_cap | "
+    "redis_unavailable).",
     ["reason"],
 )
 DISPATCH_LATENCY_MS = Histogram(
@@ -158,7 +163,8 @@ EVENT_LOOP_TASKS = Gauge(
 # Call records: the history database, recordings and post-call webhooks.
 CALL_RECORDS_SAVED = Counter(
     "call_records_saved_total",
-    "Finished calls written to the call history, by result (saved | failed).",
+    "Finished calls written to the call history, by result (saved | merged: a resumed call's "
+    "later stream added to its record | refused: another stream of a stored call | failed).",
     ["result"],
 )
 CALL_RECORDINGS = Counter(
@@ -181,9 +187,15 @@ CALL_RECORDS_PURGED = Counter(
 # Media edge: Twilio streams relayed by the orchestrators to the worker holding the call.
 MEDIA_EDGE_STREAMS = Counter(
     "media_edge_streams_total",
-    "Media streams at the edge, by result (relayed | bad_signature | bad_token | no_start | "
-    "worker_gone | worker_unreachable | worker_refused).",
+    "Media streams at the edge, by result (relayed | bad_signature | bad_token | token_reused | "
+    "no_start | worker_gone | worker_unreachable | worker_refused | store_unavailable).",
     ["result"],
+)
+STREAM_TOKENS_REFUSED = Counter(
+    "stream_tokens_refused_total",
+    "Media stream tokens refused, by hop (edge | worker) and reason (malformed | bad_signature | "
+    "expired | other_worker | reused: a second stream on a single-use token).",
+    ["hop", "reason"],
 )
 MEDIA_EDGE_ACTIVE = Gauge("media_edge_active_streams", "Media streams this edge is relaying now.")
 MEDIA_EDGE_CLOSES = Counter(

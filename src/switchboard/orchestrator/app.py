@@ -12,16 +12,18 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as redis
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, JobKind
 from switchboard.dispatch.queue import JobQueue
+from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
@@ -38,13 +40,18 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    first_delivery,
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
     Relays,
     create_media_edge_router,
 )
-from switchboard.orchestrator.placement import StreamPlacer, create_placement_router
+from switchboard.orchestrator.placement import (
+    StreamPlacer,
+    create_placement_router,
+    redis_down_twiml,
+)
 from switchboard.orchestrator.rate_limits import RateLimitMiddleware
 from switchboard.orchestrator.stats import collect_stats
 from switchboard.orchestrator.web import create_web_router
@@ -53,8 +60,6 @@ from switchboard.telephony.livekit import is_call_room
 from switchboard.telephony.outbound import (
     outbound_router,
 )
-
-EVENT_MEMORY_SECS = 900  # longer than the 5-minute validity of a LiveKit webhook token
 
 
 class ManualDispatch(BaseModel):
@@ -84,24 +89,34 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         await records.close()
         await client.aclose()
 
-    app = FastAPI(title="Switchboard orchestrator", lifespan=lifespan)
+    # FastAPI's /docs, /redoc and /openapi.json are public; ours are opt-in and need the key.
+    app = FastAPI(
+        title="Switchboard orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     install_operator_keys(app, settings)
+    if settings.api_docs:
+        _describe_api(app)
     # Outermost first: a flood is refused from Redis before its body is read or its signature checked.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
     relays = Relays()
     sessions = CallSessions(client, settings.call_session_ttl_secs)
-    app.include_router(create_media_edge_router(settings, registry, relays, sessions))
+    app.include_router(
+        create_media_edge_router(settings, registry, relays, sessions, StreamRedemptions(client))
+    )
     app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))
     placer = StreamPlacer(settings, registry, ledger, sessions)
     app.include_router(create_placement_router(settings, placer))
 
     @app.exception_handler(redis.RedisError)
-    async def redis_unavailable(_request: Request, exc: redis.RedisError) -> Response:
+    async def redis_unavailable(request: Request, exc: redis.RedisError) -> Response:
         logger.error(f"redis unavailable: {exc}")
         metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        if (twiml := redis_down_twiml(request.url.path)) is not None:
+            metrics.CALLS_REJECTED.labels(reason="redis_unavailable").inc()
+            return Response(twiml, media_type="application/xml")
         body = json.dumps({"error": "dispatch store unavailable, try again"})
         return Response(body, status_code=503, media_type="application/json")
 
@@ -159,7 +174,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             raise HTTPException(status_code=401, detail="LiveKit webhooks need LIVEKIT_API_KEY/SECRET")
         body = await request.body()
         try:
-            event = verify_livekit_webhook(
+            webhook = verify_livekit_webhook(
                 body,
                 request.headers.get("Authorization"),
                 settings.livekit_api_key,
@@ -168,7 +183,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except WebhookRejected as e:
             metrics.WEBHOOKS.labels(provider="livekit", result="bad_signature").inc()
             raise HTTPException(status_code=401, detail=f"webhook rejected: {e}") from e
-        if event.id and not await client.set(keys.webhook_event(event.id), "1", nx=True, ex=EVENT_MEMORY_SECS):
+        event = webhook.event
+        if not event.id:  # LiveKit always sends one: without it a replay looks like a new event
+            metrics.WEBHOOKS.labels(provider="livekit", result="no_event_id").inc()
+            raise HTTPException(status_code=400, detail="webhook rejected: the event has no id")
+        if not await first_delivery(client, webhook, time.time()):
             metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
             raise HTTPException(status_code=401, detail=f"event {event.id} already received")
         needed = agent_needed(event)
@@ -197,3 +216,21 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             return {"call_id": job.call_id, "job_id": job.job_id}
 
     return app
+
+
+def _describe_api(app: FastAPI) -> None:
+    """``/openapi.json`` and its two readers, ``/docs`` and ``/redoc``, behind the operator key
+    (a browser that answered the key's Basic challenge sends it with the pages' own fetch)."""
+    guard = [Depends(require_api_key)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")

@@ -10,6 +10,9 @@ the plain keys of ``SWITCHBOARD_API_KEYS`` (a comma list: two at once while rota
 the password (browsers: the dashboard's own ``fetch("/stats")`` then carries it); the digest of
 what it presents is compared with every digest in constant time.
 
+The key is checked before the request's body is read (``KeyFirstRoute``): a stranger's
+malformed body gets 401, never a 422 that says how the body was parsed.
+
 Without any key configured, operator endpoints answer only a direct request from a loopback
 address to a server that itself listens on loopback (``make run``): a request that came
 through a proxy (``X-Forwarded-For``, ``Forwarded``, ``X-Real-IP``) or a server bound to a
@@ -23,9 +26,12 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from loguru import logger
 
 from switchboard.settings import Settings
@@ -62,8 +68,10 @@ class OperatorKeys:
 
 
 def install_operator_keys(app: FastAPI, settings: Settings) -> None:
-    """Make ``require_api_key`` work on ``app`` (call once when building the app)."""
+    """Make ``require_api_key`` work on ``app``, checked before any body is read (call once when
+    building the app)."""
     app.state.operator_keys = OperatorKeys.from_settings(settings)
+    app.router.route_class = KeyFirstRoute  # routes added from here on check the key first
     if not app.state.operator_keys.digests:
         where = (
             "direct loopback requests only"
@@ -102,6 +110,31 @@ async def require_caller_data_key(request: Request) -> None:
     _check_key(keys, request, None)
 
 
+class KeyFirstRoute(APIRoute):
+    """A route that checks its operator key before it reads its body.
+
+    FastAPI reads and parses a JSON body before it runs any dependency, so a stranger's
+    malformed body would get a 422 (after costing a parse) instead of a 401. This route runs
+    ``require_api_key`` or ``require_caller_data_key``, if it depends on one, first; the
+    dependency then checks again, which costs one hash. Routers with operator routes use it
+    (``APIRouter(route_class=KeyFirstRoute)``; ``install_operator_keys`` sets it on the app's
+    own router).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        calls = {d.call for d in self.dependant.dependencies}
+        check = next((c for c in _KEY_CHECKS if c in calls), None)
+        if check is None:
+            return handler
+
+        async def key_first(request: Request) -> Response:
+            await check(request)
+            return await handler(request)
+
+        return key_first
+
+
 def _check_key(keys: OperatorKeys, request: Request, challenge: dict[str, str] | None) -> None:
     if not keys.accepts(_presented_key(request)):
         raise HTTPException(
@@ -109,6 +142,9 @@ def _check_key(keys: OperatorKeys, request: Request, challenge: dict[str, str] |
             detail="missing or wrong operator key (X-API-Key, Authorization: Bearer, or Basic password)",
             headers=challenge,
         )
+
+
+_KEY_CHECKS = (require_caller_data_key, require_api_key)  # the stricter first
 
 
 def _presented_key(request: Request) -> str | None:

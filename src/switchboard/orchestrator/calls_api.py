@@ -23,7 +23,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.errors import ConfigError
 from switchboard.loadtest.analyze import RecordingAnalysis, analyze_channels
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import require_caller_data_key
+from switchboard.orchestrator.auth import KeyFirstRoute, require_caller_data_key
 from switchboard.records.archive import store_from_settings
 from switchboard.records.models import CallPage, CallQuery, DeadLetter
 from switchboard.records.store import CallStore
@@ -76,7 +76,9 @@ class CallsBackend:
 
 def create_calls_router(settings: Settings, backend: CallsBackend, ledger: CallLedger) -> APIRouter:
     """Routes of ``/calls`` and ``/webhooks/dead-letters``, all behind the API key."""
-    router = APIRouter(dependencies=[Depends(require_caller_data_key)], tags=["calls"])
+    router = APIRouter(
+        dependencies=[Depends(require_caller_data_key)], tags=["calls"], route_class=KeyFirstRoute
+    )
     store, webhooks, agent = backend.store, backend.webhooks, backend.agent
 
     @router.get("/calls")

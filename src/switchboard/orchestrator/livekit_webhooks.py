@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jwt
 import redis.asyncio as redis
 from livekit import api as livekit_api
 from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.webhook import WebhookEvent
 from loguru import logger
 
 from switchboard.dispatch import keys
@@ -21,15 +23,47 @@ class WebhookRejected(Exception):
     """The webhook is unsigned, forged, expired or its body was altered."""
 
 
-def verify_livekit_webhook(body: bytes, authorization: str | None, api_key: str, api_secret: str):
-    """Check the JWT (signature, validity window, body sha256) with livekit-api; return the event."""
+# How far past its expiry a token still verifies (livekit-api's default, which we use).
+TOKEN_LEEWAY_SECS = int(livekit_api.access_token.DEFAULT_LEEWAY.total_seconds())
+
+
+@dataclass(frozen=True)
+class VerifiedWebhook:
+    """A webhook whose signature, validity window and body hash all checked out."""
+
+    event: WebhookEvent
+    expires_at: float  # the token's exp: until then (plus the leeway) it could be replayed
+
+
+def verify_livekit_webhook(
+    body: bytes, authorization: str | None, api_key: str, api_secret: str
+) -> VerifiedWebhook:
+    """Check the JWT (signature, validity window, body sha256) with livekit-api."""
     if not authorization:
         raise WebhookRejected("missing Authorization header")
     receiver = livekit_api.WebhookReceiver(livekit_api.TokenVerifier(api_key, api_secret))
     try:
-        return receiver.receive(body.decode("utf-8"), authorization)
+        event = receiver.receive(body.decode("utf-8"), authorization)
+        # Verified above (and livekit-api requires exp): only its expiry is read here.
+        expires_at = float(jwt.decode(authorization, options={"verify_signature": False})["exp"])
     except Exception as e:  # the SDK raises bare Exceptions and jwt errors alike
         raise WebhookRejected(str(e) or e.__class__.__name__) from e
+    return VerifiedWebhook(event, expires_at)
+
+
+async def first_delivery(client: redis.Redis, webhook: VerifiedWebhook, now: float) -> bool:
+    """Remember the event's id for as long as its token verifies; False if it was seen.
+
+    LiveKit's server gives every webhook a fresh id (livekit-server ``pkg/telemetry/events.go``,
+    ``NotifyEvent``: ``event.Id = utils.NewGuid("EV_")``) and its retries resend the same body
+    under the same token, so the id is what tells a replay from a new event. An event without
+    one did not come from a LiveKit server; the caller refuses it rather than letting a replay
+    of it through.
+    """
+    assert webhook.event.id
+    remember_secs = max(1, int(webhook.expires_at - now) + TOKEN_LEEWAY_SECS + 1)
+    key = keys.webhook_event(webhook.event.id)
+    return bool(await client.set(key, "1", nx=True, ex=remember_secs))
 
 
 @dataclass(frozen=True)
@@ -39,7 +73,7 @@ class AgentNeeded:
     sip: SipAttributes
 
 
-def agent_needed(event) -> AgentNeeded | None:
+def agent_needed(event: WebhookEvent) -> AgentNeeded | None:
     """A SIP caller joined a ``call-*`` room: that room needs an agent."""
     if event.event != "participant_joined":
         return None

@@ -28,6 +28,7 @@ from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
@@ -88,7 +89,11 @@ class Relays:
 
 
 def create_media_edge_router(
-    settings: Settings, registry: WorkerRegistry, relays: Relays, sessions: CallSessions
+    settings: Settings,
+    registry: WorkerRegistry,
+    relays: Relays,
+    sessions: CallSessions,
+    redemptions: StreamRedemptions,
 ) -> APIRouter:
     """The ``/twilio/media`` WebSocket of the public tier."""
     router = APIRouter()
@@ -115,7 +120,7 @@ def create_media_edge_router(
         await websocket.accept()
         try:
             first, token = await _read_until_start(websocket, settings.media_start_timeout_secs)
-            claims = _check_token(secret, token)
+            claims = await _redeem_token(secret, token, redemptions)
         except _Refused as refused:
             await _refuse(websocket, refused)
             return
@@ -188,11 +193,19 @@ def _token_of(start_message: dict) -> str:
     return token
 
 
-def _check_token(secret: str, token: str) -> stream_tokens.StreamClaims:
+async def _redeem_token(
+    secret: str, token: str, redemptions: StreamRedemptions
+) -> stream_tokens.StreamClaims:
+    """Check the token and redeem it for this hop: a token opens one stream, once."""
     try:
-        return stream_tokens.read(secret, token)
+        return await redemptions.admit(secret, token, "edge")
     except stream_tokens.StreamTokenError as e:
-        raise _Refused(1008, str(e), "bad_token") from e
+        result = "token_reused" if e.reason == "reused" else "bad_token"
+        raise _Refused(1008, str(e), result) from e
+    except redis.RedisError as e:
+        # Unredeemed, a token could open any number of streams: refuse rather than guess.
+        metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        raise _Refused(WORKER_LOST_CODE, "dispatch store unavailable", "store_unavailable") from e
 
 
 async def _open_worker_hop(

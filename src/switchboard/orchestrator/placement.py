@@ -4,7 +4,9 @@ A new call (``/twilio/voice``) and a call coming back after its stream was lost
 (``/twilio/resume``, the ``<Redirect>`` that follows every stream) are placed the same way.
 The resume answer decides from the call's session (:mod:`switchboard.dispatch.sessions`):
 a call that ended hangs up; a call whose worker died or drained out of time goes to another
-worker, which carries the conversation on.
+worker, which carries the conversation on. While Redis is unreachable no call can be placed:
+the caller hears the busy line (a new call) or the lost line (a resume) from
+:func:`redis_down_twiml`, never an HTTP error that Twilio would answer with its own message.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call a
 _LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
 
 
+def redis_down_twiml(path: str) -> str | None:
+    """What a Twilio call webhook answers when Redis could not be reached for it (the app's
+    Redis error handler asks); None for any other path."""
+    line = {VOICE_PATH: BUSY_MESSAGE, RESUME_PATH: LOST_MESSAGE}.get(path)
+    return busy_twiml(line) if line is not None else None
+
+
 class StreamPlacer:
     """Reserves a worker slot for a Twilio call and answers the TwiML that connects it."""
 
@@ -55,9 +64,10 @@ class StreamPlacer:
 
     async def place(
         self, call_id: str, call_sid: str, base: str, params: dict[str, str], query: dict[str, str],
-        *, exclude: str = "", busy_line: str = BUSY_MESSAGE,
+        *, exclude: str = "", busy_line: str = BUSY_MESSAGE, resume: int = 0,
     ) -> str:
-        """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot."""
+        """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot.
+        ``resume`` (> 0 from ``/twilio/resume`` only) lets the worker carry on the conversation."""
         settings = self._settings
         worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs, exclude=exclude)
         if worker_id is None and exclude:
@@ -69,7 +79,8 @@ class StreamPlacer:
             logger.warning(f"{call_id}: no worker has a free slot, answering busy")
             return busy_twiml(busy_line)
         token = stream_tokens.issue(
-            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs
+            settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs,
+            resume=resume,
         )
         await self._ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
         # The stream enters at the public edge (any orchestrator), which relays it to the worker.
@@ -121,7 +132,8 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
                 params["Agent"] = session.agent  # the agent that answered, whatever the number
             lost_on = fields.get("worker", "")
             twiml = await placer.place(
-                call_id, call_sid, base, params, query, exclude=lost_on, busy_line=LOST_MESSAGE
+                call_id, call_sid, base, params, query, exclude=lost_on, busy_line=LOST_MESSAGE,
+                resume=resumes,
             )
             placed = "<Connect>" in twiml
             metrics.CALLS_RESUMED.labels(result="placed" if placed else "no_capacity").inc()

@@ -3,10 +3,11 @@ the call history (``/history``, reading the ``/calls`` API with the operator key
 and the WebRTC call set-up behind the phone (``POST /webrtc/offer``).
 
 The pages are static files shipped in the package (no CDN); the operations page reads
-``GET /stats``. An offer is checked (400 if it is no audio offer), travels through Redis to the
-worker with the most free slots (``telephony.webrtc_signalling``) and comes back as that
-worker's SDP answer; media then flows directly between the browser and the worker, which takes
-a pool slot only once the peer connection is up.
+``GET /stats``. An offer is checked (400 if it is no audio offer), holds a place under the browser
+cap of the worker with the most free slots that has one (``WorkerRegistry.reserve_browser``),
+travels through Redis to that worker (``telephony.webrtc_signalling``) and comes back as its SDP
+answer; media then flows directly between the browser and the worker, which takes a pool slot
+only once the peer connection is up.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import require_api_key
+from switchboard.orchestrator.auth import KeyFirstRoute, require_api_key
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc_signalling import (
+    ANSWER_TIMEOUT_SECS,
     MAX_SDP_CHARS,
     AnswerTimeout,
     OfferRelay,
@@ -49,6 +51,9 @@ _ASSETS = {
 }
 # Pages are tiny; revalidating each time means an upgrade never leaves an old script running.
 _NO_CACHE = {"Cache-Control": "no-cache"}
+# A placed offer's hold covers its trip to the worker; the worker then extends it to its own
+# connect deadline when it answers.
+_OFFER_HOLD_SECS = ANSWER_TIMEOUT_SECS + 5
 
 
 class WebRTCOffer(BaseModel):
@@ -66,7 +71,7 @@ def create_web_router(
     settings: Settings, client: redis.Redis, registry: WorkerRegistry
 ) -> APIRouter:
     """Routes for the two pages, their assets and WebRTC offers."""
-    router = APIRouter()
+    router = APIRouter(route_class=KeyFirstRoute)
     relay = OfferRelay(client)
     ledger = CallLedger(client, settings.call_state_ttl_secs)
 
@@ -93,7 +98,7 @@ def create_web_router(
             return _error(400, problem)
         call_id = "call-webrtc-" + uuid.uuid4().hex[:12]
         try:
-            worker_id = await registry.least_loaded()
+            worker_id = await registry.reserve_browser(call_id, _OFFER_HOLD_SECS)
         except redis.RedisError as e:
             logger.error(f"{call_id}: redis unreachable, cannot place a browser call: {e}")
             return _error(503, "the call service is unavailable, please try again shortly")
@@ -109,6 +114,8 @@ def create_web_router(
             answer = await relay.request_answer(worker_id, call_id, offer.sdp)
         except AnswerTimeout as e:
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
+            if e.withdrawn:  # the worker never saw it; otherwise the worker releases the hold
+                await registry.release_browser(worker_id, call_id)
             await ledger.finish(call_id, CallStatus.FAILED)
             logger.warning(f"{call_id}: {e}")
             return _error(504, "the agent did not pick up, please try again")

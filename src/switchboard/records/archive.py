@@ -144,25 +144,31 @@ class CallArchive:
                     bytes=len(audio),
                 )
             await self._open()
-            await self.store.save(call, audio)
+            result = await self.store.save(call, audio)
         except Exception as e:  # the call is over; its record failing must not touch the worker
             metrics.CALL_RECORDS_SAVED.labels(result="failed").inc()
             if audio is not None:
                 metrics.CALL_RECORDINGS.labels(result="failed").inc()
             logger.exception(f"{call.call_id}: call record not saved: {e}")
             return
-        metrics.CALL_RECORDS_SAVED.labels(result="saved").inc()
+        metrics.CALL_RECORDS_SAVED.labels(result=result).inc()
+        if result == "refused":
+            logger.warning(
+                f"{call.call_id}: call record of stream {call.stream_sid} refused: the call's stored "
+                "record is of another stream, and this one did not carry the call on"
+            )
+            return
         if audio is not None:
             metrics.CALL_RECORDINGS.labels(result="saved").inc()
         logger.info(
-            f"{call.call_id}: call record saved"
+            f"{call.call_id}: call record {result}"
             + (f" with {len(audio)} bytes of audio" if audio else "")
         )
         # Saved first, analysed after: a slow LLM or a shutdown never costs the record itself.
         call.analysis = await analyse_call(self.settings, agent, call)
         if call.analysis is not None:
             try:
-                await self.store.save(call)
+                await self.store.save_analysis(call.call_id, call.analysis)
             except Exception as e:  # the record stands; only its analysis is missing
                 logger.warning(f"{call.call_id}: call analysis not saved: {e}")
         if agent.webhook is not None:
@@ -201,6 +207,9 @@ def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
     return StoredCall(
         call_id=call_id,
         call_sid=record.call_sid if record.call_sid and record.call_sid != call_id else None,
+        stream_sid=getattr(record, "stream_sid", None) or None,
+        # The runner logs "resumed" when it carried on a conversation another stream left behind.
+        resumed=any(e.get("event") == "resumed" for e in getattr(record, "events", ())),
         from_number=capture.from_number,
         to_number=capture.to_number,
         agent=capture.agent,

@@ -74,6 +74,12 @@ class CallSummary(BaseModel):
     version: Literal[1] = 1
     call_id: str = Field(min_length=1, max_length=200)
     call_sid: str | None = None
+    stream_sid: str | None = Field(
+        None, max_length=100, description="The media stream this record is of (Twilio's StreamSid, a room)."
+    )
+    resumed: bool = Field(
+        False, description="Carried on by another worker after its stream was lost (one record, merged)."
+    )
     from_number: str | None = None
     to_number: str | None = None
     agent: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, TypeDecorator, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,6 +40,9 @@ class CallRow(Base):
 
     call_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     call_sid: Mapped[str | None] = mapped_column(String(100), index=True)
+    # The stream the row was last saved from: another stream of the call may only add to it.
+    stream_sid: Mapped[str | None] = mapped_column(String(100))
+    resumed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     from_number: Mapped[str | None] = mapped_column(String(64), index=True)
     to_number: Mapped[str | None] = mapped_column(String(64), index=True)
     agent: Mapped[str] = mapped_column(String(200), index=True)

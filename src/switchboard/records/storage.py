@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.errors import ConfigError
+from switchboard.private_files import private_dir, write_private
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,300}$")
 
@@ -38,7 +39,7 @@ class RecordingStorage(ABC):
 
 
 class LocalRecordingStorage(RecordingStorage):
-    """Recordings as files under one directory."""
+    """Recordings as files under one directory; directories it makes are 0700, files 0600."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -48,9 +49,9 @@ class LocalRecordingStorage(RecordingStorage):
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # a caller's voice: owner-only, whatever the process's umask
         partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
+        write_private(partial, data)
         partial.replace(path)  # readers never see half a file
 
     def get(self, key: str) -> bytes | None:

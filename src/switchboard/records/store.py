@@ -3,7 +3,9 @@
 SQLAlchemy is used synchronously on a small thread pool of the store's own (its size does not
 grow with calls), so no query ever runs on the event loop. Each call's row is written once by
 the worker that ran it, as an upsert by ``call_id``: a retried or duplicated save is harmless,
-and any number of workers and orchestrators can share one database.
+and any number of workers and orchestrators can share one database. A call carried on by another
+worker after its stream was lost is one row, the later stream's record added to the earlier
+one's; a save from any other stream of a stored call is refused (``CallStore.save``).
 """
 
 from __future__ import annotations
@@ -13,20 +15,29 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, text
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from switchboard.errors import SwitchboardError
-from switchboard.records.models import CallPage, CallQuery, CallSummary, DeadLetter, StoredCall
+from switchboard.private_files import FILE_MODE, create_private_file
+from switchboard.records.models import (
+    CallAnalysis,
+    CallPage,
+    CallQuery,
+    CallSummary,
+    DeadLetter,
+    StoredCall,
+)
 from switchboard.records.schema import CallRow, DeadLetterRow
 from switchboard.records.storage import RecordingStorage
 
@@ -35,6 +46,7 @@ _DB_THREADS = 2
 _MIGRATION_LOCK_ID = 0x5B_CA11  # PostgreSQL advisory lock held while one process migrates
 _SUMMARY_FIELDS = tuple(CallSummary.model_fields)
 T = TypeVar("T")
+SaveResult = Literal["saved", "merged", "refused"]
 
 
 class RecordsError(SwitchboardError):
@@ -47,7 +59,8 @@ def create_db_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=_DB_THREADS, max_overflow=0)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Callers' numbers and words: owner-only (SQLite gives -wal and -shm the file's mode).
+        create_private_file(Path(parsed.database))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -80,7 +93,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate.lock", "w") as lock:
+    with os.fdopen(os.open(f"{database}.migrate.lock", os.O_WRONLY | os.O_CREAT, FILE_MODE), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -104,6 +117,42 @@ def _row_values(call: StoredCall) -> dict[str, Any]:
         saved_at=dt.datetime.now(dt.UTC),
     )
     return values
+
+
+def _decide(row: CallRow | None, call: StoredCall) -> SaveResult:
+    """How a save meets the row already stored for its call id (None: there is none).
+
+    The same stream (or a record without one) saves again harmlessly. A different stream of
+    the same call is added to the row only if it carried the call on (``resumed``: a worker
+    placed by ``/twilio/resume`` that picked the conversation up); any other is refused, so
+    a stray or hostile stream can never replace what a call left behind.
+    """
+    if row is None or row.stream_sid is None or call.stream_sid is None or row.stream_sid == call.stream_sid:
+        return "saved"
+    return "merged" if call.resumed else "refused"
+
+
+def _merged(first: StoredCall, later: StoredCall) -> StoredCall:
+    """One record of a call carried on across streams: what the earlier streams recorded, then
+    the later one (its times shifted to the call's start), which also gives how it ended."""
+    shift = max((later.started_at - first.started_at).total_seconds(), 0.0)
+    return later.model_copy(
+        update={
+            "call_sid": first.call_sid or later.call_sid,
+            "from_number": first.from_number or later.from_number,
+            "to_number": first.to_number or later.to_number,
+            "started_at": first.started_at,
+            "recording": first.recording or later.recording,
+            "resumed": True,
+            "transcript": first.transcript
+            + [e.model_copy(update={"t": e.t + shift}) for e in later.transcript],
+            "events": first.events + [e.model_copy(update={"t": e.t + shift}) for e in later.events],
+            "turns": first.turns + later.turns,
+            "intents": first.intents + later.intents,
+            "tool_calls": first.tool_calls + later.tool_calls,
+            "provider_fallbacks": first.provider_fallbacks + later.provider_fallbacks,
+        }
+    )
 
 
 def _stored(row: CallRow) -> StoredCall:
@@ -142,24 +191,59 @@ class CallStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    async def save(self, call: StoredCall, audio: bytes | None = None) -> None:
-        """Store the recording (if any, and ``call.recording`` names its key), then the row."""
-        await self._run(self._save, call, audio)
+    async def save(self, call: StoredCall, audio: bytes | None = None) -> SaveResult:
+        """Store the recording (if any, and ``call.recording`` names its key), then the row.
 
-    def _save(self, call: StoredCall, audio: bytes | None) -> None:
-        if audio is not None:
-            if call.recording is None:
-                raise RecordsError(f"{call.call_id}: audio given without a recording reference")
-            self.recordings.put(call.recording.key, audio)
-        values = _row_values(call)
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = insert(CallRow).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[CallRow.call_id],
-            set_={k: statement.excluded[k] for k in values if k != "call_id"},
-        )
+        A row is never replaced by another stream of the same call id (see ``_decide``):
+        returns ``saved``, ``merged`` (a resumed call's later stream added to its record) or
+        ``refused``.
+        """
+        return await self._run(self._save, call, audio)
+
+    def _save(self, call: StoredCall, audio: bytes | None) -> SaveResult:
+        if audio is not None and call.recording is None:
+            raise RecordsError(f"{call.call_id}: audio given without a recording reference")
+        for _attempt in range(2):
+            with Session(self._engine) as session, session.begin():
+                row = session.get(CallRow, call.call_id, with_for_update=self.dialect == "postgresql")
+                result = _decide(row, call)
+                if result == "refused":
+                    return result
+                if result == "merged":
+                    assert row is not None
+                    call = _merged(_stored(row), call)
+                    # The recording is the first stream's: the later stream's audio would
+                    # overwrite that file (same key), so it is kept only if the first had none.
+                    if row.recording is not None:
+                        audio = None
+                if audio is not None:
+                    assert call.recording is not None
+                    self.recordings.put(call.recording.key, audio)
+                values = _row_values(call)
+                insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                statement = insert(CallRow).values(**values)
+                if row is None:
+                    # Two first saves at once (two streams of one new call): one wins, the other decides again.
+                    inserted = session.execute(statement.on_conflict_do_nothing(index_elements=[CallRow.call_id]))
+                    if not inserted.rowcount:
+                        continue
+                else:
+                    session.execute(statement.on_conflict_do_update(
+                        index_elements=[CallRow.call_id],
+                        set_={k: statement.excluded[k] for k in values if k != "call_id"},
+                    ))
+            return result
+        raise RecordsError(f"{call.call_id}: the record changed under every save attempt")
+
+    async def save_analysis(self, call_id: str, analysis: CallAnalysis) -> None:
+        """Add the post-call analysis to a stored call (leaving the rest of its row as it is)."""
+        await self._run(self._save_analysis, call_id, analysis)
+
+    def _save_analysis(self, call_id: str, analysis: CallAnalysis) -> None:
         with Session(self._engine) as session, session.begin():
-            session.execute(statement)
+            session.execute(
+                update(CallRow).where(CallRow.call_id == call_id).values(analysis=analysis.model_dump(mode="json"))
+            )
 
     async def get(self, call_id: str) -> StoredCall | None:
         return await self._run(self._get, call_id)

@@ -29,6 +29,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.twiml.voice_response import VoiceResponse
 
 from switchboard.observability import metrics
+from switchboard.orchestrator.auth import KeyFirstRoute
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_outbound import RoomJobs, place_livekit_call
 from switchboard.telephony.twilio import public_base
@@ -91,7 +92,7 @@ def outbound_router(
 ) -> APIRouter:
     """``POST /calls`` (``X-API-Key``): place an outbound call through Twilio or LiveKit
     (``rooms``: where LiveKit calls' agent jobs go; None where there is no queue)."""
-    router = APIRouter()
+    router = APIRouter(route_class=KeyFirstRoute)  # a stranger's body is not even read
 
     @router.post("/calls", status_code=201, dependencies=[Depends(require_api_key)])
     async def place_call(body: OutboundCall, request: Request) -> dict:

@@ -83,7 +83,7 @@ class CallEventsObserver(BaseObserver):
 
 
 class WebRTCPeerAdapter(CallAdapter):
-    """An answered browser peer; the call fails if the browser never connects."""
+    """An answered browser peer; the call is abandoned (not stored) if the browser never connects."""
 
     ingress = "webrtc"
     out_sample_rate = OUT_SAMPLE_RATE
@@ -156,6 +156,8 @@ class WebRTCPeerAdapter(CallAdapter):
         return self.connected.is_set()
 
     async def close(self) -> None:
+        if not self.connected.is_set():
+            metrics.WEBRTC_OFFERS_ABANDONED.inc()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self.connection.pc.connectionState != "closed":

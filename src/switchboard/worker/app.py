@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
+import redis.asyncio as redis
 from fastapi import (
     Depends,
     FastAPI,
@@ -135,7 +136,10 @@ def create_worker_app(
             await answerer.close()
         await archive.stop()
 
-    app = FastAPI(title="Switchboard worker", lifespan=lifespan)
+    # A worker is an internal listener: it describes its API to nobody.
+    app = FastAPI(
+        title="Switchboard worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     install_operator_keys(app, settings)
     # Twilio's callbacks (transfer reports) go to the public URL. In a pool that is the
@@ -211,12 +215,20 @@ def create_worker_app(
 
         @app.websocket(MEDIA_PATH + "/{token}")
         async def pooled_media(websocket: WebSocket, token: str) -> None:
+            # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
+            # for this hop: a token the edge let through opens one stream here, once.
             try:
-                claims = stream_tokens.verify(settings.stream_secret.get_secret_value(), token, service.worker_id)
+                claims = await service.redemptions.admit(
+                    settings.stream_secret.get_secret_value(), token, "worker", worker_id=service.worker_id
+                )
             except stream_tokens.StreamTokenError as e:
-                metrics.CONNECTION_ERRORS.labels(transport="twilio").inc()
                 logger.warning(f"refusing media stream: {e}")
                 await websocket.close(code=1008, reason=str(e))
+                return
+            except redis.RedisError as e:
+                metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+                logger.warning(f"refusing media stream: stream token not redeemable ({e})")
+                await websocket.close(code=1011, reason="dispatch store unavailable")
                 return
             with call_context(claims.call_id):
                 # Tracked from here: a drain waits for it (and for streams on their way to it).
@@ -241,7 +253,9 @@ def create_worker_app(
                             socket, start, settings, call_id=claims.call_id,
                             callback_base=callback_url, warm_waits=warm_waits,
                         )
-                        resumed = await service.sessions.load(claims.call_id)
+                        # Only a placement by /twilio/resume carries on what an earlier stream
+                        # of the call left behind; any other stream starts the call afresh.
+                        resumed = await service.sessions.load(claims.call_id) if claims.resume else None
                         answering = (resumed and agents.by_name(resumed.agent)) or agents.for_call(
                             start.custom_parameters
                         )

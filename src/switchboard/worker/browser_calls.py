@@ -3,6 +3,11 @@
 ``WebRTCAnswerer`` runs next to the ``WorkerService``: it takes offers the orchestrator placed
 on this worker, answers each with Pipecat's ``SmallWebRTCConnection`` and hands the answered
 peer (``telephony.webrtc.WebRTCPeerAdapter``) to the call runner.
+
+Each offer arrives holding a place under this worker's browser cap in Redis
+(``WorkerRegistry.reserve_browser``). The answerer keeps that hold for as long as the call may
+still connect (``webrtc_connect_timeout_secs``), for good once it has, and releases it when the
+call ends or is refused, so a dead offer gives its place back within the connect timeout.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from switchboard.worker.slots import PoolSlot
 
 _ANSWER_SETUP_SECS = 5.0  # aiortc gathers host candidates only, which takes milliseconds
 _STOP_SECS = 5.0
+# Between answering and the connect watchdog starting, the call's pipeline is built.
+_PIPELINE_BUILD_SECS = 5.0
 
 
 class WebRTCAnswerer:
@@ -119,7 +126,8 @@ class WebRTCAnswerer:
         """Answer the offer and start the call; or tell the orchestrator why not."""
         if time.time() > offer.deadline:
             logger.warning(f"{offer.call_id}: offer arrived after its deadline, ignored")
-            return  # nobody waits for it; its reservation expires on its own
+            await self._release(offer.call_id)  # nobody waits for it
+            return
         service = self._service
         if service.draining:
             metrics.CALLS_REJECTED.labels(reason="worker_full").inc()  # as Twilio streams count it
@@ -147,6 +155,11 @@ class WebRTCAnswerer:
             self._browser_calls.discard(offer.call_id)
             await self._refuse(offer, "the offer could not be answered")
             return
+        # Held until it may still connect; before the call starts, so its release comes after.
+        connect_by = time.time() + self._settings.webrtc_connect_timeout_secs + _PIPELINE_BUILD_SECS
+        await WorkerService._safe(
+            service.registry.hold_browser(service.worker_id, offer.call_id, connect_by)
+        )
         call = asyncio.create_task(
             self._run_call(offer, connection), name=f"webrtc-{offer.call_id}"
         )
@@ -161,17 +174,32 @@ class WebRTCAnswerer:
         await WorkerService._safe(self._inbox.reply(reply))
 
     async def _refuse(self, offer: Offer, reason: str) -> None:
+        await self._release(offer.call_id)
         await WorkerService._safe(self._inbox.refuse(offer, reason))
+
+    async def _release(self, call_id: str) -> None:
+        """Give the call's place under the browser cap back."""
+        service = self._service
+        await WorkerService._safe(service.registry.release_browser(service.worker_id, call_id))
 
     async def _run_call(self, offer: Offer, connection: SmallWebRTCConnection) -> None:
         """Run one browser call to its end through the call runner, which frees its slot."""
         service = self._service
         slot = PoolSlot(service, offer.call_id, held=False)
+
+        async def connected() -> bool:
+            if not await slot.take():
+                return False
+            await service._safe(
+                service.registry.hold_browser(service.worker_id, offer.call_id, float("inf"))
+            )
+            return True
+
         adapter = WebRTCPeerAdapter(
             connection,
             offer.call_id,
             connect_timeout_secs=self._settings.webrtc_connect_timeout_secs,
-            on_connected=slot.take,
+            on_connected=connected,
         )
         # Known before the first await, so a shutdown that starts now ends this call too.
         self._running[offer.call_id] = adapter
@@ -192,6 +220,7 @@ class WebRTCAnswerer:
             )
         finally:
             self._running.pop(offer.call_id, None)
+            await self._release(offer.call_id)
 
 
 def _log_setup_failure(task: asyncio.Task) -> None:

@@ -3,6 +3,8 @@
 An ingress adapter (:mod:`switchboard.telephony`) gives the transport; :func:`run_call` builds
 the agent's pipeline around it, keeps the call's :class:`CallRecord` in the process registry,
 counts it in the call metrics, tells the ``on_ended`` hooks and frees its worker slot.
+A call whose peer never connected (``adapter.succeeded()`` is false: a browser's dead offer) is
+no call: its outcome is ``abandoned``, and it is neither stored nor counted in ``calls_total``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from switchboard.worker.session_keeper import SessionKeeper
 
 CallEndedHook = Callable[[CallRecord], Awaitable[None]]
 AGENT_ENDINGS = ("agent", "idle", "max_duration")  # the agent hung up: the carrier must know
+ABANDONED = "abandoned"  # the outcome of a call whose peer never connected
 
 
 class CallSlot(Protocol):
@@ -109,7 +112,7 @@ async def run_call(
         controller.start()
         async with asyncio.timeout(hard_limit):
             await runner.run()
-        record.outcome = "completed" if adapter.succeeded() else "failed"
+        record.outcome = "completed" if adapter.succeeded() else ABANDONED
     except asyncio.CancelledError:
         record.outcome = "failed"
         raise
@@ -121,10 +124,12 @@ async def run_call(
     finally:
         metrics.ACTIVE_CALLS.dec()
         record.ended_at = time.time()
-        metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
-        metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(
-            record.ended_at - record.started_at
-        )
+        is_call = record.outcome != ABANDONED
+        if is_call:
+            metrics.CALLS_TOTAL.labels(outcome=record.outcome).inc()
+            metrics.CALL_DURATION_SECONDS.labels(outcome=record.outcome).observe(
+                record.ended_at - record.started_at
+            )
         if call is not None:
             record.intents = [m.name for m in call.responder.matches]
             record.turns = call.timings.as_dicts()
@@ -141,12 +146,13 @@ async def run_call(
             await _quietly(adapter.control.hang_up(), record, "hanging up")
         await _quietly(adapter.close(), record, "closing the transport")
         logger.info(f"call {record.call_sid}: {record.outcome}, intents {record.intents}")
-        # The call's record goes to the archive (history, recording, webhook) in the background.
-        await _quietly(save_call(archive, record, capture), record, "saving the call record")
-        for hook in on_ended:
-            await _quietly(
-                hook(record), record, f"call-ended hook {getattr(hook, '__name__', hook)}"
-            )
+        if is_call:
+            # The call's record goes to the archive (history, recording, webhook) in the background.
+            await _quietly(save_call(archive, record, capture), record, "saving the call record")
+            for hook in on_ended:
+                await _quietly(
+                    hook(record), record, f"call-ended hook {getattr(hook, '__name__', hook)}"
+                )
         if slot is not None:
             await _quietly(slot.release(record), record, "releasing the slot")
     return record

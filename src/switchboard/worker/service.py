@@ -19,6 +19,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, WorkerInfo
 from switchboard.dispatch.queue import JobQueue
+from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
@@ -60,6 +61,7 @@ class WorkerService:
             worker_id=worker_id,
             media_url=media_url,
             capacity=settings.max_calls,
+            webrtc_capacity=settings.webrtc_max_calls,
             pid=os.getpid(),
             started_at=time.time(),
             heartbeat_at=time.time(),
@@ -68,6 +70,7 @@ class WorkerService:
         self.stream_calls: set[asyncio.Task] = set()
         self._hand_offs: dict[asyncio.Task, Callable[[], None]] = {}
         self.sessions = CallSessions(self.redis, settings.call_session_ttl_secs)
+        self.redemptions = StreamRedemptions(self.redis)
         self._loops: list[asyncio.Task] = []
         self._room = asyncio.Event()
         self._room.set()

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from switchboard.worker.service import WorkerService
 
 
+_STATUS_OF_OUTCOME = {"completed": CallStatus.COMPLETED, "abandoned": CallStatus.ABANDONED}
+
+
 class PoolSlot:
     """The slot a stream or browser call took on this worker (not a queued job's: the service
     releases those together with their queue entry)."""
@@ -48,7 +51,7 @@ class PoolSlot:
         service = self._service
         status = CallStatus.FAILED
         if record is not None:
-            status = CallStatus.COMPLETED if record.outcome == "completed" else CallStatus.FAILED
+            status = _STATUS_OF_OUTCOME.get(record.outcome, CallStatus.FAILED)
             for turn in record.turns:
                 if turn.get("bot_started_ms") is not None:
                     await service.record_turn_latency(turn["bot_started_ms"])
