@@ -123,3 +123,46 @@ async def test_a_malformed_record_is_counted_not_raised(tmp_path: Path) -> None:
     assert saved("failed") == before + 1
     await save_call(None, Broken(), None)  # no archive (tests, tools): nothing to do
     await archive.stop()
+
+
+async def test_a_worker_saving_another_stream_of_a_stored_call_is_refused_unless_it_carried_it_on(
+    tmp_path: Path,
+) -> None:
+    archive = CallArchive(
+        Settings(database_url=f"sqlite:///{tmp_path}/db.sqlite", recordings_url=str(tmp_path)),
+        AGENT,
+    )
+    await archive.start()
+
+    def finished(stream_sid: str, outcome: str, events: list[dict]):
+        class Finished:
+            call_id, call_sid = "call-z", "CAz"
+            started_at, ended_at = time.time() - 5, time.time()
+            intents: list[str] = []
+            turns: list[dict] = []
+
+        record = Finished()
+        record.stream_sid, record.outcome, record.events = stream_sid, outcome, events  # type: ignore[attr-defined]
+        return record
+
+    def capture() -> CallCapture:
+        return CallCapture(agent="receptionist", ingress="twilio", from_number="+15550001111")
+
+    try:
+        before = {r: saved(r) for r in ("saved", "refused", "merged")}
+        await save_call(archive, finished("MZ1", "handed_off", []), capture())
+        await archive.flush()
+        # A stream the worker did not carry on from the first (no session picked up): refused.
+        await save_call(archive, finished("MZ2", "failed", []), CallCapture(agent="x", ingress="twilio"))
+        await archive.flush()
+        stored = await archive.store.get("call-z")
+        assert stored is not None and stored.outcome == "handed_off" and stored.from_number == "+15550001111"
+        # The stream placed by /twilio/resume, which picked the conversation up: merged.
+        await save_call(archive, finished("MZ3", "completed", [{"event": "resumed"}]), capture())
+        await archive.flush()
+        stored = await archive.store.get("call-z")
+        assert stored is not None and stored.outcome == "completed" and stored.resumed
+        after = {r: saved(r) for r in before}
+        assert {r: after[r] - before[r] for r in before} == {"saved": 1, "refused": 1, "merged": 1}
+    finally:
+        await archive.stop()

@@ -113,7 +113,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"operator key for the Calls page and /calls: `cat {key_file}`", flush=True)
     if settings.stream_secret.get_secret_value() == DEV_STREAM_SECRET and "SWITCHBOARD_STREAM_SECRET" not in os.environ:
         # Every child inherits it: the orchestrator signs stream tokens the workers accept.
-        secret = local_secret(data_dir / STREAM_SECRET_FILE)
+        secret = local_secret(data_dir / STREAM_SECRET_FILE, nbytes=32)  # an HMAC key: 256 bits
         os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
         settings.stream_secret = SecretStr(secret)
     check_secret(settings.stream_secret.get_secret_value(), settings.host)

@@ -54,10 +54,10 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def local_secret(path: Path) -> str:
+def local_secret(path: Path, nbytes: int = 24) -> str:
     """The secret kept in ``path``: made once (random, owner-only), then read back, so a deployment
     keeps one value across restarts."""
     if not path.exists():
         private_dir(path.parent)
-        write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+        write_private(path, (secrets.token_urlsafe(nbytes) + "\n").encode())
     return path.read_text().strip()

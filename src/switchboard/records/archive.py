@@ -164,6 +164,12 @@ class CallArchive:
             f"{call.call_id}: call record {result}"
             + (f" with {len(audio)} bytes of audio" if audio else "")
         )
+        if result == "merged":
+            # The analysis and the webhook are of the whole call, not of its last stream.
+            try:
+                call = await self.store.get(call.call_id) or call
+            except Exception as e:  # the record stands; analysis and webhook see the last stream only
+                logger.warning(f"{call.call_id}: merged call record not read back: {e}")
         # Saved first, analysed after: a slow LLM or a shutdown never costs the record itself.
         call.analysis = await analyse_call(self.settings, agent, call)
         if call.analysis is not None:
