@@ -48,18 +48,18 @@ API_KEY = "benchmark-key"
 STAGES = ("vad_stop_ms", "transcript_ms", "turn_end_ms", "first_tts_audio_ms", "bot_started_ms")
 
 
-def turn_clips() -> list[Path]:
-    return [c.path for c in load_manifest(CLIPS_DIR)
+def turn_clips(clips_dir: Path = CLIPS_DIR) -> list[Path]:
+    return [c.path for c in load_manifest(clips_dir)
             if c.source != GOODBYE_CLIP and c.source not in MULTI_PHRASE_CLIPS]
 
 
-def goodbye_clip() -> Path:
-    return next(c.path for c in load_manifest(CLIPS_DIR) if c.source == GOODBYE_CLIP)
+def goodbye_clip(clips_dir: Path = CLIPS_DIR) -> Path:
+    return next(c.path for c in load_manifest(clips_dir) if c.source == GOODBYE_CLIP)
 
 
 def latency_script(clips: list[Path]) -> CallScript:
     turns = [CallerTurn(audio=p) for p in clips]
-    turns.append(CallerTurn(audio=goodbye_clip(), hangup_expected=True))
+    turns.append(CallerTurn(audio=goodbye_clip(clips[0].parent), hangup_expected=True))
     return CallScript(turns=turns)
 
 
@@ -77,15 +77,17 @@ async def agent_turns(client: httpx.AsyncClient, base_url: str, call_sid: str) -
     return response.json().get("turns", []) if response.status_code == 200 else []
 
 
-async def measure(urls: dict[str, str], rounds: int) -> dict:
-    pool = turn_clips()
+async def measure(urls: dict[str, str], rounds: int, clips_dirs: dict[str, Path]) -> dict:
+    """Every variant's calls, round by round; a variant in ``clips_dirs`` speaks those clips."""
+    pools = {v: turn_clips(clips_dirs.get(v, CLIPS_DIR)) for v in urls}
     noises = write_line_noises(NOISE_DIR)
-    per_call = -(-len(pool) // rounds)
+    per_call = -(-len(next(iter(pools.values()))) // rounds)
     data: dict = {v: {"rows": [], "barge_ins": [], "noise": [], "failures": []} for v in urls}
     async with httpx.AsyncClient(timeout=10) as client:
         for i in range(rounds):
-            chosen = pool[i * per_call : (i + 1) * per_call] or pool[:per_call]
             for variant, url in urls.items():
+                pool = pools[variant]
+                chosen = pool[i * per_call : (i + 1) * per_call] or pool[:per_call]
                 out = data[variant]
                 result = await run_call(url, latency_script(chosen), transcribe=True, http_client=client)
                 if result.outcome not in ("completed", "agent_hung_up"):
@@ -195,8 +197,16 @@ def main() -> int:
     parser.add_argument("--url", default=None, help="measure a running agent instead of starting one")
     parser.add_argument("--calls", type=int, default=4, help="rounds: calls per variant")
     parser.add_argument("--variant", action="append", default=[], help="name:ENV=VALUE,... (repeatable)")
+    parser.add_argument("--baseline-clips", type=Path, default=None,
+                        help="also run a 'baseline-clips' variant (default settings) that speaks the "
+                             "known-end clips in this folder, call by call beside the others: "
+                             "a before/after of a change to the clips")
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variant) or {"default": {}}
+    clips_dirs: dict[str, Path] = {}
+    if args.baseline_clips:
+        variants["baseline-clips"] = {}
+        clips_dirs["baseline-clips"] = args.baseline_clips
     processes, urls = [], {}
     try:
         if args.url:
@@ -209,12 +219,12 @@ def main() -> int:
                     cli("serve", "--port", str(port), "--agent", str(TEST_AGENT)), f"{urls[name]}/health",
                     RESULTS / f"latency_single_call_{name}.log",
                     env={"SWITCHBOARD_API_KEY": API_KEY, "SWITCHBOARD_LOG_LEVEL": "WARNING", **env}))
-        measured = asyncio.run(measure(urls, args.calls))
+        measured = asyncio.run(measure(urls, args.calls, clips_dirs))
     finally:
         for process in processes:
             stop_process(process)
     data = {"calls": args.calls, "cpus": os.cpu_count(), "variants": measured,
-            "variant_env": variants,
+            "variant_env": variants, "variant_clips": {v: str(d) for v, d in clips_dirs.items()},
             "summary": {v: summarize_variant(out) for v, out in measured.items()},
             "instruments": asyncio.run(instruments(RESULTS / "instrument_check"))}
     markdown = report(data)

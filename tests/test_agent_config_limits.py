@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,10 @@ def test_a_yaml_alias_bomb_in_a_tool_schema_is_refused_without_expanding_it(tmp_
     path.write_text("\n".join(["x-bomb:", *(f"  {line}" for line in levels)]) + "\n" + body)
     message = refusal(path)
     assert "tools.0.parameters" in message and "x-bomb: Extra inputs are not permitted" in message
+    # Its traceback prints too: the ValidationError (whose text would expand the bomb) is not chained.
+    with pytest.raises(ConfigError) as excinfo:
+        load_agent_config(path)
+    assert "x-bomb" in "".join(traceback.format_exception(excinfo.value))
 
 
 def test_the_fixed_lines_together_are_capped(tmp_path: Path) -> None:
@@ -184,6 +189,16 @@ def test_templates_take_plain_placeholders_only(tmp_path: Path, template: str, f
     # A format spec in a template would build a huge string on every call that says it.
     message = refusal(write(tmp_path, with_value(field, template)))
     assert f"{field}: Value error, placeholders are plain {{name}}s" in message
+
+
+def test_a_tool_answer_too_long_to_say_is_not_said() -> None:
+    from switchboard.agent.tools import render_answer
+
+    template = "Your next visit is {day}."
+    assert render_answer(template, {"day": "Tuesday"}) == "Your next visit is Tuesday."
+    # The tool's failure line is said instead of a sentence Piper would need gigabytes for.
+    assert render_answer(template, {"day": "x" * limits.MAX_SENTENCE_CHARS}) is None
+    assert render_answer(template, {"day": "Tuesday. " * limits.MAX_SPOKEN_CHARS}) is None
 
 
 @pytest.mark.parametrize(

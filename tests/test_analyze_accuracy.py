@@ -31,14 +31,13 @@ from switchboard.loadtest.validation import serve_app as serve
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "data" / "speech"
 # Known-end clips of different speakers and floors. Left out: clips that fall digitally silent
-# inside the speech (the fake agent answers those pauses), and fw_stereo_right, whose cut lost
-# the background its quiet last words stood out from (its energy ends 180 ms before its signal).
+# inside the speech (the fake agent answers those pauses).
 FAKE_AGENT_CLIPS = [
     "pocketsphinx_cards_001_16k_known_end.wav",
-    "pocketsphinx_cards_003_16k_known_end.wav",  # a tail hovering at the threshold
+    "pocketsphinx_cards_003_16k_known_end.wav",  # "clubs": short bursts 170-250 ms after the vowel
     "osr_us_0010_s02_8k_known_end.wav",
-    "osr_us_0010_s05_8k_known_end.wav",  # likewise
-    "cmu_arctic_aew_a0003_16k_known_end.wav",  # energy ends 40 ms before the signal
+    "osr_us_0010_s05_8k_known_end.wav",  # a tail hovering at the threshold
+    "cmu_arctic_aew_a0003_16k_known_end.wav",  # "hands": a 20 ms burst 30 ms after the nasal
     "timit_ldc93s1_8k_known_end.wav",
 ]
 DELAYS = [(300, 0), (500, 0), (800, 0), (300, 20), (500, 20), (800, 20)]

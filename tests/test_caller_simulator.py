@@ -58,6 +58,7 @@ class Clip:
     seconds: float
     speech_start_s: float
     speech_end_s: float
+    audible_end_s: float  # where a -45 dBFS detector (this file's fake agent) hears it end
 
 
 def _clean_clips() -> list[Clip]:
@@ -75,13 +76,15 @@ def _clean_clips() -> list[Clip]:
             if np.percentile(levels, 10) > -54 or longest_pause_ms >= HANGOVER_MS - 50:
                 continue
             bounds = speech_bounds(samples, TELEPHONY_RATE)
-            assert bounds is not None
+            audible = speech_bounds(samples, TELEPHONY_RATE, threshold=THRESHOLD_DBFS)
+            assert bounds is not None and audible is not None
             clips[row["transcript"]] = Clip(
                 SPEECH_DIR / row["file"],
                 row["transcript"],
                 len(samples) / TELEPHONY_RATE,
                 bounds.start,
                 bounds.end,
+                audible.end,
             )
     return sorted(clips.values(), key=lambda c: c.seconds)
 
@@ -330,7 +333,7 @@ def test_caller_speech_is_placed_on_the_timeline_from_the_clip(two_turn_call: Tw
     assert span == pytest.approx(CLIPS[1].speech_end_s - CLIPS[1].speech_start_s, abs=0.011)
     assert turn.expected_text == CLIPS[1].transcript
     assert turn.reply_duration_s == pytest.approx(
-        SHORT.speech_end_s - SHORT.speech_start_s, abs=0.05
+        SHORT.audible_end_s - SHORT.speech_start_s, abs=0.05
     )
 
 
@@ -338,7 +341,7 @@ def test_greeting_latency_is_measured_from_start(two_turn_call: TwoTurnCall) -> 
     greeting = two_turn_call.result.greeting
     assert greeting is not None
     assert _lead_ms(SHORT) <= greeting.latency_ms <= _lead_ms(SHORT) + 80
-    assert greeting.duration_s == pytest.approx(SHORT.speech_end_s - SHORT.speech_start_s, abs=0.05)
+    assert greeting.duration_s == pytest.approx(SHORT.audible_end_s - SHORT.speech_start_s, abs=0.05)
 
 
 def test_recording_has_caller_left_and_agent_right(two_turn_call: TwoTurnCall) -> None:
@@ -442,7 +445,10 @@ async def test_barge_in_is_ok_when_the_agent_clears() -> None:
     )
     # The greeting mark was queued but not reached: a clear makes Twilio return it at once.
     assert log.marks_echoed["greeting"] - log.clears_sent[0] < 0.1
-    expected = HANGOVER_MS + REPLY_DELAY_MS + _lead_ms(SHORT) + 10
+    # The caller counts from the end of its speech (a quiet last fricative included); the fake
+    # agent's hangover starts where its -45 dBFS detector stops hearing it.
+    quiet_tail_ms = (SHORT.speech_end_s - SHORT.audible_end_s) * 1000
+    expected = HANGOVER_MS + REPLY_DELAY_MS + _lead_ms(SHORT) + 10 - quiet_tail_ms
     assert turn.voice_to_voice_ms is not None and abs(turn.voice_to_voice_ms - expected) <= 60
 
 

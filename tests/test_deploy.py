@@ -216,7 +216,8 @@ def test_haproxy_routes_only_to_orchestrators_and_keeps_media_streams_open() -> 
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
-    ok([tool("shellcheck", "Debian shellcheck"), "scripts/scale.sh", "deploy/docker/entrypoint.sh"])
+    ok([tool("shellcheck", "Debian shellcheck"), "scripts/scale.sh", "deploy/docker/entrypoint.sh",
+        "scripts/bootstrap.sh", "scripts/install_livekit.sh"])
 
 
 @pytest.mark.parametrize("direction", ["up", "down"])

@@ -117,7 +117,89 @@ def _up(args: argparse.Namespace) -> int:
         os.environ["SWITCHBOARD_STREAM_SECRET"] = secret
         settings.stream_secret = SecretStr(secret)
     check_secret(settings.stream_secret.get_secret_value(), settings.host)
-    return Supervisor(settings, workers, args.agent, data_dir).run()
+    livekit = setup = None
+    if args.livekit or settings.livekit:
+        livekit, setup = _local_livekit(settings, data_dir)
+    return Supervisor(settings, workers, args.agent, data_dir, livekit, setup).run()
+
+
+def _local_livekit(settings: Settings, data_dir: Path):
+    """The local LiveKit server and SIP of ``up --livekit`` (keys of this deployment's own unless
+    set): what writes their config for the stack's Redis, and the step that creates the trunk
+    and dispatch rule once both answer."""
+    from pydantic import SecretStr
+
+    from switchboard.telephony import livekit_local as local
+
+    if settings.livekit_api_key and settings.livekit_api_secret:
+        keys = local.LiveKitKeys(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
+    else:
+        keys = local.deployment_keys(data_dir / "livekit" / "keys")
+    ports = local.LiveKitPorts(http=settings.livekit_port, sip=settings.livekit_sip_port)
+    webhook = f"http://127.0.0.1:{settings.port}/webhooks/livekit"
+    numbers = _inbound_numbers(settings) or [LOCAL_NUMBER]
+
+    def prepare(redis_url: str) -> local.LocalLiveKit:
+        livekit = local.prepare(data_dir / "livekit", ports, keys, redis_url, webhook)
+        os.environ.update(livekit.env())  # the orchestrator and the workers reach it with these
+        settings.livekit_url = ports.url
+        settings.livekit_api_key = keys.api_key
+        settings.livekit_api_secret = SecretStr(keys.api_secret)
+        return livekit
+
+    def setup() -> None:
+        from switchboard.telephony.livekit_setup import ensure_sip_setup
+
+        # Only this machine reaches a loopback LiveKit SIP: it is the carrier of the catch-all.
+        done = asyncio.run(ensure_sip_setup(settings, numbers, carrier_addresses=["127.0.0.1/32"]))
+        print(
+            f"LiveKit SIP on udp/tcp 127.0.0.1:{ports.sip}: call sip:{numbers[0]}@127.0.0.1:{ports.sip} "
+            f"(inbound trunk {done.inbound_trunk_id}, dispatch rule {done.dispatch_rule_id})",
+            flush=True,
+        )
+
+    return prepare, setup
+
+
+LOCAL_NUMBER = "+15550100"  # what a local stack's inbound trunk answers when no agent names a number
+
+
+def _inbound_numbers(settings: Settings) -> list[str]:
+    """SWITCHBOARD_LIVEKIT_NUMBERS, else every number the agents answer."""
+    if settings.livekit_numbers.strip():
+        return [n.strip() for n in settings.livekit_numbers.split(",") if n.strip()]
+    from switchboard.agent.config import load_agent_config
+    from switchboard.agent.directory import AgentDirectory
+
+    directory = AgentDirectory(load_agent_config(settings.agent_config), settings.agents_dir)
+    return sorted({number for agent in directory.agents() for number in agent.numbers})
+
+
+def _livekit_setup(args: argparse.Namespace) -> int:
+    """``switchboard livekit setup``: the trunk and dispatch rule, against LIVEKIT_URL."""
+    settings = _settings(args, "livekit")
+    from switchboard.telephony.livekit_setup import ensure_sip_setup
+
+    numbers = args.number or _inbound_numbers(settings)
+    if not numbers:
+        raise ConfigError("livekit setup: give --number (or SWITCHBOARD_LIVEKIT_NUMBERS, or agents' numbers)")
+    done = asyncio.run(
+        ensure_sip_setup(
+            settings,
+            numbers,
+            outbound_address=args.outbound_address,
+            carrier_addresses=args.carrier_address,
+        )
+    )
+    print(f"inbound trunk {done.inbound_trunk_id} answers {', '.join(numbers)}")
+    print(f"dispatch rule {done.dispatch_rule_id}: each call in its own call-… room")
+    if done.unassigned_trunk_id:
+        print(f"catch-all trunk {done.unassigned_trunk_id}: other numbers are refused (486)")
+    if done.outbound_trunk_id:
+        print(f"outbound trunk {done.outbound_trunk_id}: set SWITCHBOARD_LIVEKIT_OUTBOUND_TRUNK={done.outbound_trunk_id}")
+    print("; ".join(done.changed) or "nothing to change")
+    return 0
+
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -212,7 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, default=None, help="calls per worker (SWITCHBOARD_MAX_CALLS)")
     p.add_argument("--data-dir", default="var",
                    help="owner-only directory of the operator key, and of a spawned Redis's password and AOF")
+    p.add_argument("--livekit", action="store_true",
+                   help="also run a LiveKit server and LiveKit SIP on loopback (SWITCHBOARD_LIVEKIT=1)")
     p.set_defaults(func=_up)
+
+    p = sub.add_parser("livekit", help="LiveKit SIP objects of the call path")
+    livekit_sub = p.add_subparsers(dest="livekit_command", required=True)
+    p = livekit_sub.add_parser("setup", help="create or update the inbound trunk and the call-… dispatch rule")
+    p.add_argument("--number", action="append", default=[],
+                   help="a number (E.164) the inbound trunk answers; repeatable (default: the agents' numbers)")
+    p.add_argument("--carrier-address", action="append", default=[], metavar="CIDR",
+                   help="the carrier's signalling addresses: calls from there to other numbers are refused (486)")
+    p.add_argument("--outbound-address", default=None, metavar="HOST[:PORT]",
+                   help="also an outbound trunk towards the carrier's SIP address")
+    p.add_argument("--agent", default=None, help="agent config YAML whose numbers to use")
+    p.set_defaults(func=_livekit_setup)
 
     p = sub.add_parser("orchestrator", help="run one orchestrator (webhooks, placement, stats)")
     _add_server_args(p, agent=False)

@@ -223,6 +223,18 @@ class Settings(BaseSettings):
         None, pattern=r"^ST_[A-Za-z0-9]+$",
         description="LiveKit outbound SIP trunk (ST_...) for outbound calls and warm transfers.",
     )
+    livekit: bool = Field(
+        False,
+        description="`switchboard up` also runs a LiveKit server and LiveKit SIP on loopback "
+        "(built by scripts/install_livekit.sh), with keys of its own unless LIVEKIT_API_KEY/SECRET are set.",
+    )
+    livekit_port: int = Field(7880, ge=1, le=65535, description="The local LiveKit server's port (API and signalling).")
+    livekit_sip_port: int = Field(5060, ge=1, le=65535, description="The local LiveKit SIP's SIP port (UDP and TCP).")
+    livekit_numbers: str = Field(
+        "",
+        description="Numbers (E.164, comma-separated) the inbound trunk answers; unset: the agents' "
+        "`numbers`, else +15550100 on a local stack.",
+    )
     # Call records (switchboard.records): history database, recordings, post-call webhooks.
     database_url: str = Field(
         "sqlite:///var/switchboard.db",

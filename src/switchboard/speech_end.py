@@ -2,10 +2,16 @@
 
 **Speech is the 10 ms frames whose RMS level is at least ``MARGIN_DB`` above the signal's own
 noise floor** (and above ``MIN_THRESHOLD_DBFS``, however quiet the line). Pauses shorter than
-``bridge_ms`` stay inside one stretch of speech; stretches shorter than ``min_speech_ms`` are
-clicks, not speech. **The end of speech is the end of the last speech frame**: where the
-signal's energy ends, never where a detector's trailing window ends (Silero's last speech
-window closes 55-75 ms after the energy of clean studio speech has gone).
+``bridge_ms`` stay inside one stretch of speech. A burst shorter than ``min_speech_ms`` that
+follows speech by less than ``bridge_ms`` is speech too when it also stands out over the floor
+of the pre-emphasised signal (the release of a final stop, "forget i*t*", comes 50-200 ms after
+the vowel, lasts 10-25 ms and is broadband; a swell of the line's rumble is not); one with no
+speech that near before it is a click.
+**The end of speech is the end of the last speech frame**: where the signal's energy ends,
+never where a detector's trailing window ends (Silero's last speech window closes 55-75 ms
+after the energy of clean studio speech has gone); and where the signal itself falls
+digitally silent within ``EDGE_TAIL_MS`` of that frame (a cut clip's fade carries little
+energy), the end is the signal's own last sample.
 
 The noise floor is a low percentile of the frames that carry any signal: digital silence is
 the absence of a signal (a simulator's quiet caller, a clip's padding), not its background.
@@ -32,6 +38,7 @@ DIGITAL_SILENCE_DBFS = -100.0
 FLOOR_PERCENTILE = 10.0
 BRIDGE_MS = 300
 MIN_SPEECH_MS = 30
+EDGE_TAIL_MS = 50  # digital silence this near a speech edge moves it to the signal's edge
 PACKET_MS = 20  # a Twilio media frame
 # Live, the gate decides mid-utterance too: at 10 dB the quiet consonants of a noisy line read
 # as pauses and end turns early; 6 dB moves the end of a word's decay by only a few ms.
@@ -72,20 +79,84 @@ def threshold_dbfs(floor_dbfs: float, margin_db: float = MARGIN_DB) -> float:
     return max(floor_dbfs + margin_db, MIN_THRESHOLD_DBFS)
 
 
-def speech_runs(
-    active: np.ndarray, bridge_frames: int, min_frames: int
-) -> list[tuple[int, int]]:
-    """[start, stop) frame ranges of speech: clicks dropped first, then short pauses bridged."""
+def runs_of(active: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges where ``active`` is true."""
     edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
-    merged: list[list[int]] = []
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-        if b - a < min_frames:
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def drop_clicks(
+    runs: list[tuple[int, int]],
+    bridge_frames: int,
+    min_frames: int,
+    bright: np.ndarray | None = None,
+) -> list[tuple[int, int]]:
+    """The runs that are speech: every run of ``min_frames`` or more, and each shorter one that
+    starts less than ``bridge_frames`` after such a run (a final stop's release) and, where
+    ``bright`` (per frame) is given, stands out above the line's floor in it too; a short run
+    with no speech that near before it is a click (a lip smack before an utterance is one too)."""
+    kept: list[tuple[int, int]] = []
+    # Measured from the last long run, so a line's crackle cannot chain on after the speech.
+    speech_until: int | None = None
+    for a, b in runs:
+        if b - a >= min_frames:
+            speech_until = b
+        elif speech_until is None or a - speech_until >= bridge_frames:
             continue
+        elif bright is not None and not bright[a:b].any():
+            continue  # a swell of the line's rumble, not a release
+        kept.append((a, b))
+    return kept
+
+
+def bright_levels(samples: np.ndarray, rate: int, frame_ms: int = LEVEL_MS) -> np.ndarray:
+    """Frame levels (dBFS) of the pre-emphasised signal (its first difference: -22 dB at 100 Hz,
+    +3 dB at 2 kHz). A stop's release is a broadband transient and stands out in them over the
+    line's floor; a swell of low-frequency rumble or hum, just as loud in plain levels, does not."""
+    x = samples.astype(np.float64)
+    return frame_dbfs(np.diff(x, prepend=x[:1]), rate, frame_ms)
+
+
+def bridge_runs(runs: list[tuple[int, int]], bridge_frames: int) -> list[tuple[int, int]]:
+    """Runs joined across pauses shorter than ``bridge_frames``."""
+    merged: list[list[int]] = []
+    for a, b in runs:
         if merged and a - merged[-1][1] < bridge_frames:
-            merged[-1][1] = int(b)
+            merged[-1][1] = b
         else:
-            merged.append([int(a), int(b)])
+            merged.append([a, b])
     return [(a, b) for a, b in merged]
+
+
+def speech_runs(
+    active: np.ndarray, bridge_frames: int, min_frames: int, bright: np.ndarray | None = None
+) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges of speech: isolated clicks dropped, short pauses bridged."""
+    kept = drop_clicks(runs_of(active), bridge_frames, min_frames, bright)
+    return bridge_runs(kept, bridge_frames)
+
+
+def silence_after(x: np.ndarray, at: int, back: int, ahead: int, run: int) -> int | None:
+    """The sample after the last non-zero one when digital silence (``run`` zero samples or
+    more) begins between ``at - back`` and ``at + ahead``; None if it does not."""
+    lo, hi = max(0, at - back), min(len(x), at + ahead + run)
+    nonzero = np.flatnonzero(x[lo:hi]) + lo
+    if not len(nonzero):
+        return None
+    following = np.append(nonzero[1:], hi if hi < len(x) else hi + run)
+    ok = np.flatnonzero((following - nonzero - 1 >= run) & (nonzero + 1 <= at + ahead))
+    return int(nonzero[ok[0]] + 1) if len(ok) else None
+
+
+def signal_edges(
+    samples: np.ndarray, start: int, end: int, hop: int, ahead: int
+) -> tuple[int, int]:
+    """Sample edges of a stretch of speech, moved to where the signal itself starts or stops
+    when the line is digitally silent (``hop`` zero samples or more) within ``ahead`` of them."""
+    stop = silence_after(samples, end, hop, ahead, hop)
+    back = silence_after(samples[::-1], len(samples) - start, hop, ahead, hop)
+    return (start if back is None else len(samples) - back), (end if stop is None else stop)
 
 
 def speech_bounds(
@@ -103,11 +174,17 @@ def speech_bounds(
     levels = frame_dbfs(samples, rate, LEVEL_MS)
     floor = noise_floor_dbfs(levels)
     level = threshold if threshold is not None else threshold_dbfs(floor)
-    runs = speech_runs(levels >= level, bridge_ms // LEVEL_MS, max(1, min_speech_ms // LEVEL_MS))
+    hf = bright_levels(samples, rate)
+    bright = hf >= threshold_dbfs(noise_floor_dbfs(hf))
+    bridge, min_frames = bridge_ms // LEVEL_MS, max(1, min_speech_ms // LEVEL_MS)
+    runs = speech_runs(levels >= level, bridge, min_frames, bright)
     if not runs:
         return None
-    s = LEVEL_MS / 1000
-    return SpeechBounds(runs[0][0] * s, runs[-1][1] * s, floor, level)
+    hop = rate * LEVEL_MS // 1000
+    ahead = rate * EDGE_TAIL_MS // 1000
+    end = runs[-1][1] * hop
+    stop = silence_after(samples, end, hop, ahead, hop)
+    return SpeechBounds(runs[0][0] * hop / rate, (end if stop is None else stop) / rate, floor, level)
 
 
 class SpeechEnergyGate:

@@ -1,7 +1,10 @@
-"""``switchboard up``: Redis, an orchestrator and N workers as supervised child processes.
+"""``switchboard up``: Redis, an orchestrator and N workers as supervised child processes,
+and with ``--livekit`` a LiveKit server and LiveKit SIP beside them.
 
 Crashed children, and the Redis we started, are restarted with exponential backoff; Ctrl-C
-(or SIGTERM) drains workers first, then stops the orchestrator and, if we started it, Redis.
+(or SIGTERM) drains workers first (their calls may be in LiveKit rooms, so LiveKit stays up
+meanwhile), then stops the orchestrator, LiveKit SIP, the LiveKit server and, if we started
+it, Redis.
 Every process runs under an owner-only umask, so what the stack writes (call history,
 recordings, Redis's append-only file, secrets) is the owner's only.
 """
@@ -13,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +25,12 @@ from loguru import logger
 from switchboard.local_redis import LocalRedis, redacted, redis_reachable
 from switchboard.private_files import OWNER_ONLY_UMASK
 from switchboard.settings import Settings
+from switchboard.telephony.livekit_local import LocalLiveKit, server_ready, sip_ready, wait_until
 
 BACKOFF_START_SECS = 1.0
 BACKOFF_MAX_SECS = 30.0
 STABLE_AFTER_SECS = 60.0
+LIVEKIT_START_SECS = 30.0
 WORKER_HOST = "127.0.0.1"  # workers are internal: only the orchestrator's edge talks to them
 
 
@@ -40,9 +46,13 @@ class Child:
     backoff: float = BACKOFF_START_SECS
     restart_at: float | None = None
     restarts: int = field(default=0)
+    # Its own session: the terminal's Ctrl-C must not stop it before the workers have drained.
+    own_session: bool = False
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, umask=OWNER_ONLY_UMASK)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, umask=OWNER_ONLY_UMASK, start_new_session=self.own_session
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         logger.info(f"started {self.name} (pid {self.process.pid})")
@@ -84,12 +94,35 @@ def plan_children(
     return children
 
 
+def plan_livekit(livekit: LocalLiveKit) -> list[Child]:
+    env = dict(os.environ)
+    return [
+        Child("livekit-server", livekit.server_argv(), env, own_session=True),
+        Child("livekit-sip", livekit.sip_argv(), env, own_session=True),
+    ]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, workers: int, agent: str | None, data_dir: Path):
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int,
+        agent: str | None,
+        data_dir: Path,
+        livekit: Callable[[str], LocalLiveKit] | None = None,
+        after_livekit: Callable[[], None] | None = None,
+    ):
+        """``livekit`` writes the local LiveKit's config for the stack's Redis URL (known once
+        Redis is up: ours has a password) and sets its keys in the environment the children
+        inherit; ``after_livekit`` runs once both answer (the trunk and dispatch rule)."""
         self.settings = settings
         self.workers = workers
         self.agent = agent
         self.children: list[Child] = []
+        self.plan_livekit = livekit
+        self.livekit: LocalLiveKit | None = None
+        self.livekit_children: list[Child] = []
+        self.after_livekit = after_livekit
         self.data_dir = data_dir
         self.redis: LocalRedis | None = None  # the Redis we started and watch, if we did
         self._stopping = False
@@ -108,10 +141,32 @@ class Supervisor:
         self.redis = local
         return local.url
 
-    def run(self) -> int:
-        self.children = plan_children(self.settings, self.workers, self.agent, redis_url=self._redis_url())
-        for child in self.children:
+    def _start_livekit(self, redis_url: str) -> None:
+        """The server, then SIP (it finds the server through Redis), each once it answers."""
+        assert self.plan_livekit is not None
+        self.livekit = self.plan_livekit(redis_url)
+        self.livekit_children = plan_livekit(self.livekit)
+        ports = self.livekit.ports
+        server, sip = self.livekit_children
+        for child, ready in ((server, lambda: server_ready(ports)), (sip, lambda: sip_ready(ports))):
             child.start()
+            wait_until(ready, LIVEKIT_START_SECS, child.name, alive=lambda c=child: c.process.poll() is None)
+            logger.info(f"{child.name} ready")
+        if self.after_livekit is not None:
+            self.after_livekit()
+
+    def run(self) -> int:
+        redis_url = self._redis_url()
+        try:
+            if self.plan_livekit is not None:
+                self._start_livekit(redis_url)
+            # Planned after LiveKit: the children inherit the environment that names it.
+            self.children = plan_children(self.settings, self.workers, self.agent, redis_url=redis_url)
+            for child in self.children:
+                child.start()
+        except BaseException:
+            self._shutdown()
+            raise
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         logger.info(f"Switchboard is up: http://{self.settings.host}:{self.settings.port} (Ctrl-C to stop)")
@@ -134,7 +189,7 @@ class Supervisor:
         if self.redis is not None:
             self.redis.watch()
         now = time.monotonic()
-        for child in self.children:
+        for child in self.livekit_children + self.children:
             if child.process is None:
                 continue
             code = child.process.poll()
@@ -153,7 +208,12 @@ class Supervisor:
     def _shutdown(self) -> None:
         workers = [c for c in self.children if c.name.startswith("worker") and c.process]
         others = [c for c in self.children if not c.name.startswith("worker") and c.process]
-        for group, limit in ((workers, self.settings.drain_timeout_secs + 15), (others, 15)):
+        # LiveKit SIP hangs up its calls before the server closes their rooms.
+        sip = [c for c in self.livekit_children if c.name == "livekit-sip" and c.process]
+        server = [c for c in self.livekit_children if c.name == "livekit-server" and c.process]
+        for group, limit in (
+            (workers, self.settings.drain_timeout_secs + 15), (others, 15), (sip, 15), (server, 15)
+        ):
             for child in group:
                 if child.process and child.process.poll() is None:
                     child.process.send_signal(signal.SIGTERM)

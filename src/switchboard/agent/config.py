@@ -63,8 +63,17 @@ _MAX_REPORTED_PROBLEMS = 8  # a file wrong everywhere still gives a readable mes
 
 
 
+def fits_spoken_limits(line: str) -> bool:
+    """Whether a line filled in during a call (a tool's answer) is within a spoken line's limits."""
+    return 0 < len(line) <= MAX_SPOKEN_CHARS and _longest_sentence(line) <= MAX_SENTENCE_CHARS
+
+
+def _longest_sentence(line: str) -> int:
+    return max((len(s) for s in split_sentences(line)), default=0)
+
+
 def _sentences_within_limit(line: str) -> str:
-    longest = max((len(s) for s in split_sentences(line)), default=0)
+    longest = _longest_sentence(line)
     if longest > MAX_SENTENCE_CHARS:
         raise ValueError(
             f"has a sentence of {longest} characters; at most {MAX_SENTENCE_CHARS} "
@@ -85,7 +94,7 @@ _TRANSFER_TARGET = re.compile(
 
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _TRUNK_ID = re.compile(r"ST_[A-Za-z0-9]{1,64}")
-_ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_\-*?]{1,120}")
+_ROOM_PATTERN = re.compile(r"call-[A-Za-z0-9_+\-*?]{1,120}")  # as livekit.ROOM_PATTERN
 
 # What an agent may send to a remote IVR: keypad digits, and w for a half-second pause.
 DIAL_STRING_PATTERN = r"^[0-9*#w]{1,64}$"
@@ -481,7 +490,7 @@ class AgentConfig(BaseModel):
         return _all_match(
             patterns,
             _ROOM_PATTERN,
-            "room patterns start with call- and use letters, digits, _ - and the wildcards * ?",
+            "room patterns start with call- and use letters, digits, _ + - and the wildcards * ?",
         )
 
     def intent(self, name: str) -> Intent | None:
@@ -532,7 +541,10 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"agent config {path}: {_problems(e)}") from e
+        problems = _problems(e)
+    # Raised out here, not chained: the ValidationError keeps its inputs, and printing it (as a
+    # traceback would) expands a YAML alias bomb; the message already names every field.
+    raise ConfigError(f"agent config {path}: {problems}")
 
 
 def _read_text(path: Path) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from loguru import logger
 
-from switchboard.agent.config import Tool
+from switchboard.agent.config import Tool, fits_spoken_limits
 from switchboard.observability import metrics
 
 SIGNATURE_HEADER = "X-Switchboard-Signature"
@@ -91,12 +91,15 @@ async def _post(tool: Tool, body: bytes, headers: dict[str, str]) -> ToolResult:
 
 
 def render_answer(template: str, data: dict[str, Any]) -> str | None:
-    """The answer template filled with the result's top-level fields; None if one is missing."""
+    """The answer template filled with the result's top-level fields; None if one is missing,
+    or if the filled line is longer than any line of the agent's own may be (a tool's field
+    of megabytes would otherwise be synthesised whole)."""
     values = {k: v for k, v in data.items() if isinstance(v, str | int | float)}
     try:
-        return template.format(**values)
+        line = template.format(**values)
     except (KeyError, IndexError, ValueError):
         return None
+    return line if fits_spoken_limits(line) else None
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,16 @@
 Works on any recording with the caller on one channel and the agent on another (the caller
 simulator's WAVs, Twilio's dual-channel recordings) at any sample rate. Speech is found by the
 one definition in ``switchboard.speech_end``: 10 ms frames at least ``MARGIN_DB`` above the
-noise floor, clicks dropped, short pauses bridged; speech ends where its last speech frame
-ends, never where a detector's window does. The floor is ``noise_floor_dbfs`` over a sliding
-window inside each signal (digital silence separates signals: a simulator's clips each have
-their own background), so a long call's changing line is judged against itself. Beyond the
-definition: a dip of a frame or two does not split a run; a stretch with no voiced frame is a
-breath or a burst of noise, as is a dark unvoiced burst a breath's pause beyond the voice (a
-bright one is a last fricative); and where
-the line is digitally silent within ``edge_tail_ms`` of an edge, the edge is the signal's own
-first or last sample (a cut clip's fade carries little energy, but it is where the signal
-stops: the point the caller simulator and the fake agent count from).
+noise floor, isolated clicks dropped (a short burst near speech is a stop's release), short
+pauses bridged; speech ends where its last speech frame ends, never where a detector's window
+does, or at the signal's own last sample where the line falls digitally silent within
+``edge_tail_ms`` (the point the caller simulator and the fake agent count from). The floor is
+``noise_floor_dbfs`` over a sliding window inside each signal (digital silence separates
+signals: a simulator's clips each have their own background), so a long call's changing line
+is judged against itself. Beyond the definition: a dip of a frame or two does not split a run;
+a stretch with no voiced frame is a breath or a burst of noise, as is a dark unvoiced stretch
+a breath's pause beyond the voice (a bright one is a last fricative, one shorter than
+``min_speech_ms`` a stop's release).
 """
 
 from __future__ import annotations
@@ -28,13 +28,18 @@ from switchboard.audio import frame_dbfs, resample
 from switchboard.speech_end import (
     BRIDGE_MS,
     DIGITAL_SILENCE_DBFS,
+    EDGE_TAIL_MS,
     FLOOR_PERCENTILE,
     LEVEL_MS,
     MARGIN_DB,
     MIN_SPEECH_MS,
     MIN_THRESHOLD_DBFS,
+    bridge_runs,
+    bright_levels,
+    drop_clicks,
     noise_floor_dbfs,
-    speech_runs,
+    runs_of,
+    signal_edges,
 )
 
 ANALYSIS_VERSION = 2  # 2: energy edges by speech_end, channel confidence, warnings
@@ -95,7 +100,7 @@ class DetectorParams(BaseModel):
         "above 2 kHz; darker bursts are breaths and coughs",
     )
     edge_tail_ms: int = Field(
-        default=50,
+        default=EDGE_TAIL_MS,
         description="Digital silence this near a speech edge moves it to the signal's edge",
     )
     min_snr_db: float = Field(
@@ -215,7 +220,7 @@ def _signals(levels: np.ndarray, min_gap: int) -> list[tuple[int, int, int, int]
     judged over, the silence around it included but not another signal (a simulator's clips each
     have their own background; a real line, never digitally silent, is one signal)."""
     n = len(levels)
-    gaps = speech_runs(levels <= DIGITAL_SILENCE_DBFS, 1, min_gap)
+    gaps = [(a, b) for a, b in runs_of(levels <= DIGITAL_SILENCE_DBFS) if b - a >= min_gap]
     spans, at = [], 0
     for i, (a, b) in enumerate(gaps):
         if a > at:
@@ -279,14 +284,19 @@ def _band_energy(x: np.ndarray, rate: int) -> tuple[float, float]:
     return float(power[band & (freqs >= 2000)].sum()), float(power[band].sum())
 
 
-def _kept_tail(tail: list[tuple[int, int, float, float]], pause: int, share: float) -> int:
+def _kept_tail(
+    tail: list[tuple[int, int, float, float]], pause: int, share: float, burst: int
+) -> int:
     """How many unvoiced runs beyond the voice (``(near, far, high, total)``: frames from its
     edge, nearest first, and their energy above 2 kHz and in all) are speech: those joined to it
     by shorter pauses than a breath's, and those beyond such a pause if they are bright enough
-    for a fricative (a breath or a cough is darker)."""
+    for a fricative (a breath or a cough is darker) or are all shorter than ``burst`` frames
+    (a stop's release, dark for a /k/ or /p/; no breath is that short)."""
     reach = 0
     for k, (near, far, _, _) in enumerate(tail):
         if near - reach >= pause:
+            if all(t[1] - t[0] < burst for t in tail[k:]):
+                return len(tail)
             high, total = (sum(t[i] for t in tail[k:]) for i in (2, 3))
             return len(tail) if high >= share * total else k
         reach = far
@@ -303,6 +313,7 @@ def _stretches(
     unvoiced bursts that belong to it (see ``_kept_tail``)."""
     bridge = params.hangover_ms // params.frame_ms
     breath = params.breath_pause_ms // params.frame_ms
+    burst = max(1, params.min_speech_ms // params.frame_ms)
     groups: list[list[int]] = []
     for i, (a, _) in enumerate(runs):
         if groups and a - runs[groups[-1][-1]][1] < bridge:
@@ -323,30 +334,10 @@ def _stretches(
             (v0 - runs[i][1], v0 - runs[i][0], *bands[i]) for i in reversed(group[: with_voice[0]])
         ]
         after = [(runs[i][0] - v1, runs[i][1] - v1, *bands[i]) for i in group[with_voice[-1] + 1 :]]
-        first -= _kept_tail(before, breath, params.fricative_hf_share)
-        last += _kept_tail(after, breath, params.fricative_hf_share)
+        first -= _kept_tail(before, breath, params.fricative_hf_share, burst)
+        last += _kept_tail(after, breath, params.fricative_hf_share, burst)
         out.append((runs[first][0], runs[last][1]))
     return out
-
-
-def _silence_after(x: np.ndarray, at: int, back: int, ahead: int, run: int) -> int | None:
-    """The sample after the last non-zero one when digital silence (``run`` zero samples or
-    more) begins between ``at - back`` and ``at + ahead``; None if it does not."""
-    lo, hi = max(0, at - back), min(len(x), at + ahead + run)
-    nonzero = np.flatnonzero(x[lo:hi]) + lo
-    if not len(nonzero):
-        return None
-    following = np.append(nonzero[1:], hi if hi < len(x) else hi + run)
-    ok = np.flatnonzero((following - nonzero - 1 >= run) & (nonzero + 1 <= at + ahead))
-    return int(nonzero[ok[0]] + 1) if len(ok) else None
-
-
-def _signal_edges(x: np.ndarray, start: int, end: int, hop: int, ahead: int) -> tuple[int, int]:
-    """Sample edges of a stretch, moved to where the signal itself starts or stops when the
-    line is digitally silent right beside it."""
-    stop = _silence_after(x, end, hop, ahead, hop)
-    back = _silence_after(x[::-1], len(x) - start, hop, ahead, hop)
-    return (start if back is None else len(x) - back), (end if stop is None else stop)
 
 
 def detect_speech(
@@ -360,12 +351,16 @@ def detect_speech(
     active = levels >= threshold
     if params.detector == "vad":
         active &= _vad_mask(samples, rate, len(levels), params)
-    # A dip of a frame or two is no pause: a tail hovering at the threshold is one run, not
-    # clicks (speech_runs would drop its blips before bridging them). Then clicks, unbridged.
+    # A dip of a frame or two is no pause: a tail hovering at the threshold is one run. Then
+    # isolated clicks go; bridging is left to _stretches, which judges what it joins.
     flicker = np.zeros_like(active)
-    for a, b in speech_runs(active, _FLICKER_FRAMES + 1, 1):
+    for a, b in bridge_runs(runs_of(active), _FLICKER_FRAMES + 1):
         flicker[a:b] = True
-    runs = speech_runs(flicker, 1, max(1, params.min_speech_ms // params.frame_ms))
+    bridge = params.hangover_ms // params.frame_ms
+    hf = bright_levels(samples, rate, params.frame_ms)
+    bright = hf >= np.maximum(noise_floor(hf, params) + params.margin_db, params.min_threshold_dbfs)
+    min_frames = max(1, params.min_speech_ms // params.frame_ms)
+    runs = drop_clicks(runs_of(flicker), bridge, min_frames, bright)
     voiced: list[bool] = [False] * len(runs)
     hop = rate * params.frame_ms // 1000
     bands = [(0.0, 0.0)] * len(runs)
@@ -381,7 +376,7 @@ def detect_speech(
     ahead = rate * params.edge_tail_ms // 1000
     segments = []
     for a, b in _stretches(runs, voiced, bands, params):
-        start, end = _signal_edges(samples, a * hop, b * hop, hop, ahead)
+        start, end = signal_edges(samples, a * hop, b * hop, hop, ahead)
         segments.append(Segment(start_s=start / rate, end_s=end / rate))
     return segments, levels, floor, threshold
 

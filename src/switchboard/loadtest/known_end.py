@@ -2,7 +2,8 @@
 
 Each source clip is cut 20 ms after its last speech frame (``switchboard.speech_end``), faded
 out over those 20 ms and followed by digital silence, so the signal ends at one sample and
-nothing after it can be mistaken for speech. The clip's start is trimmed by up to 19 ms of
+nothing after it can be mistaken for speech; by the same definition that sample is the clip's
+end of speech, so deriving a derived clip changes nothing. The clip's start is trimmed by up to 19 ms of
 leading background so that the end falls on a 20 ms media-frame boundary: the agent then
 receives the last speech sample exactly at the end of speech (see the packetization note in
 ``switchboard.speech_end``). ``known_end.tsv`` records ``speech_end_s`` for every clip.
@@ -36,19 +37,48 @@ class KnownEndClip:
     speech_end_s: float
 
 
+_MAX_PASSES = 8
+
+
 def derive(samples: np.ndarray, rate: int = TELEPHONY_RATE) -> tuple[np.ndarray, float, float]:
-    """Cut, fade and pad one clip; returns the samples and its speech start and end in seconds."""
+    """Cut, fade and pad one clip; returns the samples and its speech start and end in seconds.
+
+    The cut clip is measured again until it measures its own end: cutting takes away background
+    the floor was read from, and a final burst barely over the source's threshold can sink under
+    the clip's own. The result is a fixed point: deriving it again gives it back unchanged.
+    """
+    for _ in range(_MAX_PASSES):
+        out, start_s, end_s = _cut(samples, rate)
+        if np.array_equal(out, samples):
+            break
+        samples = out
+    else:
+        raise ValueError("clip's end did not settle")
+    return out, start_s, end_s
+
+
+def _cut(samples: np.ndarray, rate: int) -> tuple[np.ndarray, float, float]:
+    """One pass of ``derive``."""
     bounds = speech_bounds(samples, rate)
     if bounds is None:
         raise ValueError("clip has no speech")
     fade = rate * FADE_MS // 1000
-    end = min(len(samples), round(bounds.end * rate) + fade)
+    end = round(bounds.end * rate)
+    # A signal that already stops where its speech ends (the definition puts the end at its
+    # last sample) is not cut again.
+    ongoing = bool(np.any(samples[end:]))
+    if ongoing:
+        end = min(len(samples), end + fade)
     packet = rate * PACKET_MS // 1000
     start = end % packet  # leading background trimmed so the end sits on a frame boundary
     cut = samples[start:end].astype(np.float32)
-    cut[-fade:] *= np.linspace(1.0, 0.0, fade, endpoint=False, dtype=np.float32)
+    if ongoing:
+        tail = cut[-fade:] * np.linspace(1.0, 0.0, fade, endpoint=False, dtype=np.float32)
+        # No faded sample rounds to zero: the signal's last sample stays where the cut is.
+        cut[-fade:] = np.where(np.abs(tail) < 1.0, np.where(tail < 0, -1.0, 1.0), tail)
     out = np.concatenate([cut, np.zeros(round(SILENCE_AFTER_S * rate), np.float32)])
-    return np.round(out).astype(np.int16), bounds.start - start / rate, (end - start) / rate
+    out = np.round(out).astype(np.int16)
+    return out, bounds.start - start / rate, (end - start) / rate
 
 
 def derive_clips(sources: list[tuple[Path, str]], out_dir: Path) -> list[KnownEndClip]:

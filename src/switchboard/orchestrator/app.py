@@ -40,7 +40,10 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    call_to_refuse,
+    caller_gone,
     first_delivery,
+    refuse_call,
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
@@ -190,6 +193,12 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         if not await first_delivery(client, webhook, time.time()):
             metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
             raise HTTPException(status_code=401, detail=f"event {event.id} already received")
+        if (room := call_to_refuse(event)) is not None:
+            await refuse_call(settings, room)
+            metrics.WEBHOOKS.labels(provider="livekit", result="refused").inc()
+            return {"dispatched": False, "reason": "no agent answers this number"}
+        if (room := caller_gone(event)) is not None:
+            await room_jobs.caller_left(room)
         needed = agent_needed(event)
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()

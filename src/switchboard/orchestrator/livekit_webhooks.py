@@ -16,7 +16,10 @@ from switchboard.dispatch import keys
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus, Job, SipAttributes
 from switchboard.dispatch.queue import JobQueue
+from switchboard.settings import Settings
 from switchboard.telephony.livekit import is_call_room
+from switchboard.telephony.livekit_setup import UNASSIGNED_PREFIX
+from switchboard.telephony.livekit_sip import LIVEKIT_ERRORS, close_room, describe, livekit_client
 
 
 class WebhookRejected(Exception):
@@ -73,6 +76,36 @@ class AgentNeeded:
     sip: SipAttributes
 
 
+def call_to_refuse(event) -> str | None:
+    """A SIP caller joined an ``unassigned-…`` room (a number no agent answers, put there by the
+    catch-all dispatch rule of :mod:`switchboard.telephony.livekit_setup`): the room to close,
+    which ends the unanswered call with a final SIP response."""
+    if event.event != "participant_joined" or event.participant.kind != ParticipantInfo.Kind.SIP:
+        return None
+    return event.room.name if event.room.name.startswith(UNASSIGNED_PREFIX) else None
+
+
+async def refuse_call(settings: Settings, room: str) -> None:
+    """Close an unassigned call's room; LiveKit SIP then answers the INVITE ``486``."""
+    try:
+        async with livekit_client(settings) as lk:
+            await close_room(lk, room)
+        logger.info(f"room {room}: no agent answers the number dialed; call refused")
+    except LIVEKIT_ERRORS as e:
+        logger.warning(f"room {room}: could not refuse the call: {describe(e)}")
+
+
+def caller_gone(event) -> str | None:
+    """A ``call-*`` room whose caller left (or that closed): its job, if not yet claimed, is void."""
+    if not is_call_room(event.room.name):
+        return None
+    if event.event == "room_finished":
+        return event.room.name
+    if event.event == "participant_left" and event.participant.kind == ParticipantInfo.Kind.SIP:
+        return event.room.name
+    return None
+
+
 def agent_needed(event: WebhookEvent) -> AgentNeeded | None:
     """A SIP caller joined a ``call-*`` room: that room needs an agent."""
     if event.event != "participant_joined":
@@ -109,6 +142,18 @@ class QueuedRoomJobs:
         await self._queue.enqueue(job, fields, self._ttl)
         logger.info(f"{job.call_id}: agent job queued for room {job.room}")
         return True
+
+    async def caller_left(self, room: str) -> None:
+        """Void the queued job of a room whose caller is gone. A worker claiming it later would
+        join the room by name, and LiveKit creates a room on join: the agent would sit in an
+        empty room it had just made, holding a slot, until its idle timeout."""
+        call_id = await self._redis.get(keys.room(room))
+        if call_id is None:
+            return
+        if (await self._ledger.get(call_id)).get("status") == CallStatus.QUEUED.value:
+            await self._ledger.record(call_id, CallStatus.FAILED, reason="caller_left")
+            logger.info(f"{call_id}: the caller left room {room} before an agent joined")
+        await self._redis.delete(keys.room(room))
 
     async def release(self, job: Job, reason: str) -> None:
         # A worker that has not claimed the job finds the call finished and drops it.

@@ -4,6 +4,7 @@ room, hang up by closing the room)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 from typing import TYPE_CHECKING
@@ -36,7 +37,10 @@ from switchboard.telephony.livekit_sip import (
 if TYPE_CHECKING:
     from switchboard.agent.pipeline import CallPipeline
 
-ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_\-]{1,120}$")
+# LiveKit SIP's individual dispatch rule names a room ``{prefix}_{caller}_{random}``, and the
+# caller is an E.164 number: with the prefix ``call-`` that is ``call-_+15105550100_6jgXbZsZqcnm``,
+# so ``+`` belongs here (a name without it was never given an agent by the real server).
+ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_+\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
 OUT_SAMPLE_RATE = 16000
 
@@ -205,6 +209,62 @@ async def _quietly_close(lk: livekit_api.LiveKitAPI, room: str) -> None:
         logger.warning(f"could not close consult room {room}: {describe(e)}")
 
 
+_ANSWERED = "active"  # the SIP participant's sip.callStatus once its phone has answered
+# LiveKit creates a room when someone joins it: an agent that joins the room of a call already
+# over (an outbound dial refused before the worker got there) makes a new, empty one and would
+# wait there for its idle timeout. Nobody in the room this long after joining: no call.
+EMPTY_ROOM_SECS = 10.0
+
+
+def _call_room_transport():
+    """Pipecat's LiveKit transport, with a SIP participant counted as connected (greeted, and
+    the call counted as one) only once its phone has answered.
+
+    LiveKit SIP puts an outbound callee in the room as soon as it starts dialing, with
+    ``sip.callStatus`` going ``dialing`` → ``ringing`` → ``active``: Pipecat's transport reports
+    it connected at once, so the agent greeted a phone that was still ringing (the greeting was
+    lost) and an unanswered call ran and was recorded as a completed one.
+    """
+    from pipecat.transports.livekit.transport import LiveKitTransport
+
+    class CallRoomTransport(LiveKitTransport):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.answered = False
+            self.anyone_came = False  # answered or not
+            self._ringing: set[str] = set()
+            self._tasks: set[asyncio.Task] = set()
+            self._watching = False
+
+        async def _on_participant_connected(self, participant_id: str) -> None:
+            self.anyone_came = True
+            room = self._client.room
+            participant = room.remote_participants.get(participant_id)
+            status = participant.attributes.get("sip.callStatus") if participant else None
+            if status not in (None, _ANSWERED):
+                self._ringing.add(participant_id)
+                if not self._watching:
+                    room.on("participant_attributes_changed")(self._attributes_changed)
+                    self._watching = True
+                logger.info(f"{participant_id} is {status}: waiting for the answer")
+                return
+            self.answered = True
+            await super()._on_participant_connected(participant_id)
+
+        def _attributes_changed(self, _changed: dict, participant) -> None:
+            if participant.identity not in self._ringing:
+                return
+            if participant.attributes.get("sip.callStatus") == _ANSWERED:
+                self._ringing.discard(participant.identity)
+                task = asyncio.get_running_loop().create_task(
+                    self._on_participant_connected(participant.identity)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    return CallRoomTransport
+
+
 class LiveKitRoomAdapter(CallAdapter):
     """The agent joining one ``call-*`` room, where the SIP caller already is."""
 
@@ -212,22 +272,33 @@ class LiveKitRoomAdapter(CallAdapter):
     out_sample_rate = OUT_SAMPLE_RATE
 
     def __init__(
-        self, settings: Settings, room: str, call_id: str, *, control: CallControl | None = None
+        self,
+        settings: Settings,
+        room: str,
+        call_id: str,
+        *,
+        control: CallControl | None = None,
+        caller: str = "",
+        dialed: str = "",
     ):
         if not settings.livekit_url:
             raise ConfigError("LIVEKIT_URL is needed to join LiveKit rooms")
-        self.ids = CallIds(call_sid=call_id, stream_sid=room, call_id=call_id)
+        # caller/dialed are the call record's from/to numbers (the SIP participant's attributes).
+        self.ids = CallIds(
+            call_sid=call_id, stream_sid=room, call_id=call_id, caller=caller, dialed=dialed
+        )
         self.control = control or LiveKitCallControl(settings, room)
         self._url = settings.livekit_url
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")
         self._transport: BaseTransport | None = None
+        self._empty_room_watch: asyncio.Task | None = None
 
     def transport(self) -> BaseTransport:
         if self._transport is None:
-            from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
+            from pipecat.transports.livekit.transport import LiveKitParams
 
-            self._transport = LiveKitTransport(
+            self._transport = _call_room_transport()(
                 url=self._url,
                 token=self._token,
                 room_name=self._room,
@@ -241,7 +312,26 @@ class LiveKitRoomAdapter(CallAdapter):
         closed room never reports that, and nobody would be left to talk to."""
         transport = self.transport()
 
+        @transport.event_handler("on_connected")
+        async def _connected(_transport) -> None:
+            self._empty_room_watch = asyncio.create_task(self._leave_if_empty(call))
+
         @transport.event_handler("on_disconnected")
         async def _disconnected(_transport) -> None:
             logger.info(f"room {self._room}: disconnected from the room; ending the call")
             await call.worker.cancel()
+
+    async def _leave_if_empty(self, call: CallPipeline) -> None:
+        await asyncio.sleep(EMPTY_ROOM_SECS)
+        if not getattr(self._transport, "anyone_came", True):
+            logger.info(f"room {self._room}: nobody came in {EMPTY_ROOM_SECS:.0f} s; leaving")
+            await call.worker.cancel()
+
+    async def close(self) -> None:
+        if self._empty_room_watch is not None:
+            self._empty_room_watch.cancel()
+
+    def succeeded(self) -> bool:
+        """A room where no phone ever answered was no call: the outbound callee who never
+        answered (the agent joins while the phone rings), or a caller gone before it came."""
+        return bool(getattr(self._transport, "answered", False))

@@ -8,7 +8,7 @@ from loguru import logger
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory, CallRoute
-from switchboard.dispatch.models import Job, JobKind
+from switchboard.dispatch.models import Job, JobKind, SipAttributes
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
@@ -27,6 +27,15 @@ def job_agent(job: Job, agents: AgentDirectory) -> AgentConfig:
             room=job.room,
         )
     )
+
+
+def job_numbers(job: Job) -> tuple[str, str]:
+    """The call's (from, to) numbers for its record. An inbound caller's job names the caller
+    (``sip.phoneNumber``) who dialed our trunk number; an outbound call's job names none: we
+    called ``sip.phoneNumber`` from ``sip.trunkPhoneNumber``."""
+    sip = job.sip or SipAttributes()
+    ours, theirs = sip.trunk_phone_number or "", sip.phone_number or ""
+    return (job.caller or theirs, ours) if job.caller else (ours, theirs)
 
 
 async def run_livekit_job(
@@ -48,7 +57,8 @@ async def run_livekit_job(
     assert job.room is not None
     resumed = await sessions.load(job.call_id) if sessions is not None else None
     agent = (resumed and agents.by_name(resumed.agent)) or job_agent(job, agents)
-    adapter = LiveKitRoomAdapter(settings, job.room, job.call_id)
+    caller, dialed = job_numbers(job)
+    adapter = LiveKitRoomAdapter(settings, job.room, job.call_id, caller=caller, dialed=dialed)
     return await run_call(
         adapter, agent, settings, calls, archive=archive, sessions=sessions, worker_id=worker_id,
         resumed=resumed,

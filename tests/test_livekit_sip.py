@@ -1,0 +1,264 @@
+"""Calls over real SIP and RTP (G.711 µ-law) through the real LiveKit SIP and LiveKit server:
+PSTN-like phone → LiveKit SIP → a ``call-…`` room → signed webhook → Redis job → a worker joins
+the room and talks. Judged by the call record and the phones' SIP dialogs, not by transcribing.
+
+One stack for the module (``livekit_stack.py``); each test places its own calls on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from conftest import OPERATOR, SPEECH_DIR, wait_for
+from livekit_stack import (
+    CALLER_NUMBER,
+    OUR_NUMBER,
+    SECOND_NUMBER,
+    LiveKitSipStack,
+    reset_phones,
+    start_livekit_sip_stack,
+)
+from switchboard.loadtest.sip_phone import Answer, PhoneCall
+
+GO_FORWARD = SPEECH_DIR / "pocketsphinx_goforward_16k.wav"  # "go forward ten meters": directions
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LiveKitSipStack]:
+    stack = start_livekit_sip_stack()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_phones(stack: LiveKitSipStack) -> Iterator[None]:
+    reset_phones(stack)
+    yield
+    reset_phones(stack)
+
+
+def answered_call(stack: LiveKitSipStack) -> tuple[PhoneCall, str, float]:
+    """Dial our number; return the answered call, its call id and when the greeting began."""
+    before = stack.call_ids()
+    call = stack.caller.call(stack.sip_uri)
+    try:
+        # LiveKit SIP answers (200 OK) only once the agent has subscribed to the caller's audio.
+        call.wait_confirmed(60)
+    except (AssertionError, TimeoutError) as e:
+        raise AssertionError(f"{e}\n{stack.diagnostics()}") from e
+    greeting = call.wait_for_sound(call.confirmed_at or 0, 15)
+    return call, stack.latest_call_id(before), greeting
+
+
+def say_and_hear_reply(call: PhoneCall, greeting_at: float) -> float:
+    """Wait out the greeting, say the clip, and return when the reply started."""
+    quiet = call.wait_for_silence(greeting_at, 0.8, 20)
+    assert quiet > greeting_at
+    spoken = call.say(GO_FORWARD)
+    said_at = time.monotonic()
+    return call.wait_for_sound(said_at + spoken, 20)
+
+
+def test_an_inbound_call_is_answered_turn_by_turn_and_its_bye_saves_the_record(
+    stack: LiveKitSipStack,
+) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    say_and_hear_reply(call, greeting_at)
+    call.wait_for_silence(time.monotonic(), 0.8, 20)
+    call.hang_up()  # the phone's BYE
+    call.wait_ended(10)
+
+    record = stack.saved_record(call_id)
+    assert record["ingress"] == "livekit"
+    assert record["outcome"] == "completed", record
+    assert record["intents"] == ["directions"], record
+    assert record["from_number"] == CALLER_NUMBER and record["to_number"] == OUR_NUMBER
+    assert record["room"].startswith("call-_+15105550100_"), record
+    said = " ".join(e["text"] for e in record["transcript"] if e["role"] == "user").lower()
+    assert "forward" in said, record["transcript"]
+
+
+def test_keypad_digits_reach_the_menu_and_the_agents_end_call_hangs_up_the_phone(
+    stack: LiveKitSipStack,
+) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    call.send_digits("4")  # RFC 4733 events: the account intent collects digits
+    prompt = call.wait_for_sound(time.monotonic(), 15)
+    call.wait_for_silence(prompt, 0.8, 20)
+    call.send_digits("123#")
+    confirmed = call.wait_for_sound(time.monotonic(), 15)
+    call.wait_for_silence(confirmed, 0.8, 20)
+    call.send_digits("9")  # goodbye, an end_call intent
+    call.wait_ended(20)  # the phone never hung up: this is the agent's BYE
+    assert call.status_code == 200, call
+
+    record = stack.saved_record(call_id)
+    keys = [e["data"]["digit"] for e in record["events"] if e["type"] == "keypad"]
+    assert keys == ["4", "1", "2", "3", "#", "9"], record["events"]
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert "Thank you. I have account 1 2 3." in agent_said, agent_said
+    assert agent_said[-1] == "Goodbye.", agent_said
+
+
+def test_a_call_to_a_number_no_agent_answers_is_refused_at_once(stack: LiveKitSipStack) -> None:
+    call = stack.caller.call(f"sip:+15559999@127.0.0.1:{stack.livekit.ports.sip}")
+    call.wait_ended(15)  # without the refusal it would ring until the caller gave up
+    assert call.confirmed_at is None
+    assert call.status_code == 486, call
+
+
+def test_a_room_outside_call_rooms_is_never_joined(stack: LiveKitSipStack) -> None:
+    """A SIP participant joining ``support-…`` fires the same webhook; nobody is sent there."""
+    import asyncio
+
+    from livekit import api
+
+    from switchboard.settings import Settings
+    from switchboard.telephony.livekit_sip import dial, livekit_client
+
+    settings = Settings(**stack.livekit.env())
+
+    async def ring_second_phone_into(room: str) -> list[str]:
+        async with livekit_client(settings) as lk:
+            await dial(lk, trunk=stack.outbound_trunk, to=SECOND_NUMBER, room=room,
+                       identity="sip_support", ring_secs=10, attributes={})  # fmt: skip
+            await asyncio.sleep(3)  # time for a webhook, a job and a worker, were there any
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            return [p.identity for p in listed.participants]
+
+    before = stack.call_ids()
+    present = asyncio.run(ring_second_phone_into("support-1"))
+    assert present == ["sip_support"]
+    assert stack.call_ids() == before
+    stack.second.wait_incoming().wait_ended(10)
+
+
+def test_an_outbound_call_rings_a_sip_phone_that_hears_the_agent_once_it_answers(
+    stack: LiveKitSipStack,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.second.answer = Answer.RING
+    rings_before = len([c for c in stack.second.calls if c.direction == "inbound"])
+    with ThreadPoolExecutor(1) as pool:
+        placing = pool.submit(
+            httpx.post, f"{stack.url}/calls", headers=OPERATOR, timeout=30,
+            json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
+        )  # fmt: skip
+        callee = stack.second.wait_incoming(15, count=rings_before + 1)
+        time.sleep(2.5)  # the agent is in the room while the phone rings
+        callee.answer()
+        response = placing.result(timeout=30)
+    assert response.status_code == 201, response.text
+    placed = response.json()
+    assert placed["status"] == "answered" and placed["room"] == placed["call_id"]
+    callee.wait_confirmed(5)
+    # The greeting starts after the answer (said to a ringing phone, it would be lost).
+    callee.wait_for_sound(callee.confirmed_at or 0, 10)
+    callee.wait_for_silence(callee.confirmed_at or 0, 0.8, 15)
+    callee.hang_up()
+    record = stack.saved_record(placed["call_id"])
+    assert record["ingress"] == "livekit" and record["outcome"] == "completed", record
+    assert record["from_number"] == OUR_NUMBER and record["to_number"] == SECOND_NUMBER
+    assert [e["text"] for e in record["transcript"]][:1] == ["Hello, this is the test line."], record
+
+
+@pytest.mark.parametrize(
+    ("answer", "http_status", "outcome"), [(Answer.BUSY, 502, "busy"), (Answer.RING, 504, "no_answer")]
+)
+def test_an_outbound_call_nobody_takes_is_recorded_as_such(
+    stack: LiveKitSipStack, answer: Answer, http_status: int, outcome: str
+) -> None:
+    stack.second.answer = answer
+    response = httpx.post(
+        f"{stack.url}/calls", headers=OPERATOR, timeout=30,
+        json={"to": SECOND_NUMBER, "from": OUR_NUMBER, "ingress": "livekit"},
+    )  # fmt: skip
+    assert response.status_code == http_status, response.text
+    detail = response.json()["detail"]
+    assert detail["outcome"] == outcome, detail
+    rang = stack.second.calls[-1]
+    rang.wait_ended(10)
+    assert rang.confirmed_at is None, rang
+    # A worker that claimed the job joined the room while the phone rang (or after the room
+    # closed); nobody answered, so its run was no call: not stored, and the call stays failed.
+    def settled() -> dict | None:
+        stats = httpx.get(f"{stack.url}/stats", headers=OPERATOR, timeout=5).json()
+        state = stack.record(detail["call_id"])
+        idle = all(w["load"] == 0 for w in stats["workers"])
+        return state if idle and state.get("status") == "failed" else None
+
+    state = wait_for(settled, 40, what="the workers to be done with the call")
+    assert "outcome" not in state, state  # an unanswered call is no call in the history
+
+
+def test_a_cold_transfer_refers_the_caller_to_the_second_phone(stack: LiveKitSipStack) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    rings_before = len([c for c in stack.second.calls if c.direction == "inbound"])
+    call.send_digits("0")  # the transfer intent: a REFER to the second phone's URI
+    desk = stack.second.wait_incoming(20, count=rings_before + 1)
+    desk.wait_confirmed(10)
+    assert call.transfers_requested and SECOND_NUMBER in call.transfers_requested[0]
+    # The caller's own phone followed the REFER: the desk is called by it, not by LiveKit.
+    assert f"sip:{CALLER_NUMBER}@127.0.0.1" in desk.remote_uri, desk.remote_uri
+    desk.hang_up()
+    call.wait_ended(20)  # LiveKit SIP hangs up its leg once the REFER succeeded
+    record = stack.saved_record(call_id)
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert agent_said[-1] == "Putting you through.", agent_said
+    assert [e["data"]["digit"] for e in record["events"] if e["type"] == "keypad"] == ["0"]
+
+
+def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: LiveKitSipStack) -> None:
+    call, call_id, greeting_at = answered_call(stack)
+    say_and_hear_reply(call, greeting_at)
+    call.wait_for_silence(time.monotonic(), 0.8, 20)
+    owner = stack.record(call_id)["worker"]
+    victim = next(w for w in stack.workers if owner in w.log_path.name)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait()
+    # Another worker reclaims the job, joins the same room and says the agent's resumed line.
+    carried_on = call.wait_for_sound(time.monotonic() + 0.5, 30)
+    call.wait_for_silence(carried_on, 0.8, 20)
+    spoken = call.say(GO_FORWARD)
+    call.wait_for_sound(time.monotonic() + spoken, 20)
+    call.hang_up()
+    call.wait_ended(10)
+    record = stack.saved_record(call_id)
+    assert stack.record(call_id)["worker"] != owner
+    assert record["intents"][-1] == "directions", record
+
+
+def test_livekit_setup_is_idempotent_against_the_real_server(stack: LiveKitSipStack) -> None:
+    """``switchboard livekit setup`` finds what the stack's own setup made and changes nothing;
+    a changed number list is applied in place, and setting it back restores the trunk."""
+    import subprocess
+    import sys
+
+    def setup(*numbers: str) -> str:
+        argv = [sys.executable, "-m", "switchboard.cli", "livekit", "setup", "--carrier-address", "127.0.0.1/32",
+                "--outbound-address", f"127.0.0.1:{stack.second.port}"]  # fmt: skip
+        for number in numbers:
+            argv += ["--number", number]
+        done = subprocess.run(
+            argv, env={**os.environ, **stack.livekit.env()}, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    assert setup(OUR_NUMBER).strip().endswith("nothing to change")
+    changed = setup(OUR_NUMBER, "+15550101")
+    assert "switchboard-inbound trunk updated" in changed, changed
+    assert "switchboard-inbound trunk updated" in setup(OUR_NUMBER)
