@@ -132,7 +132,10 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Se
     # Restored (unset) after the test, whatever sets it meanwhile.
     monkeypatch.delenv("SWITCHBOARD_STREAM_SECRET")
     get_settings.cache_clear()
+    umask = os.umask(0o022)  # `up` sets an owner-only umask for the process it runs in
+    os.umask(umask)
     yield served
+    os.umask(umask)
     get_settings.cache_clear()
 
 
@@ -158,7 +161,7 @@ def test_switchboard_up_makes_one_stream_secret_per_deployment_in_an_owner_only_
     assert main(["up", "--data-dir", str(data_dir), "--workers", "1"]) == 0
     secret_file = data_dir / "stream-secret"
     secret = secret_file.read_text().strip()
-    assert len(secret) >= 40 and secret != DEV_SECRET
+    assert len(secret) >= 32 and secret != DEV_SECRET  # 24 random bytes, base64url
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     (settings,) = cli_env
     assert settings.stream_secret.get_secret_value() == secret
