@@ -59,6 +59,9 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+_RUNTIME_HELPER = "multiprocessing.resource_tracker"
+
+
 def marked_processes() -> list[Leftover]:
     """Live processes of this test session other than pytest itself: those carrying its mark,
     and pytest's descendants (redis-server overwrites its environment with its title)."""
@@ -84,6 +87,8 @@ def marked_processes() -> list[Leftover]:
     for pid, (ppid, marked) in processes.items():
         if marked or descends_from_pytest(pid):
             command = _read(Path(f"/proc/{pid}/cmdline")).replace(b"\0", b" ").decode(errors="replace")
+            if ppid == me and _RUNTIME_HELPER in command:
+                continue  # pytest's own multiprocessing helper: it lives as long as pytest does
             found.append(Leftover(pid, ppid, command.strip()[:300]))
     return found
 
