@@ -1,33 +1,22 @@
-"""Redis, an orchestrator, one worker and headless Chromium for the browser-page tests.
-
-Both page tests share one stack (started on first use, stopped at the end of the session);
-each test module has its own browser.
+"""Headless Chromium for the browser-page tests, and pools of their own for tests that stop
+or reconfigure one (the page tests use conftest's shared stack); each module has its own browser.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
-from conftest import (
-    OPERATOR,
-    REPO,
-    SPEECH_DIR,
-    RedisServer,
-    Server,
-    start_redis,
-)
+from conftest import REPO, SPEECH_DIR, ServerGroup, Stack, stack_env, start_redis
 from conftest import start_orchestrator as start_cli_orchestrator
 from conftest import start_worker as start_cli_worker
+
+PhoneStack = Stack  # a stack of the test's own is the same shape as the shared one
 
 ARTIFACTS = REPO / ".pytest_cache" / "artifacts"
 CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))
@@ -51,49 +40,17 @@ CLIP_TAIL_SECS = 1.0
 FAKE_MIC_RATE = 48000
 
 
-@dataclass
-class PhoneStack:
-    redis: RedisServer
-    orchestrator: Server
-    worker: Server
-
-    @property
-    def url(self) -> str:
-        return self.orchestrator.base_url
-
-    def stats(self) -> dict:
-        return httpx.get(f"{self.url}/stats", headers=OPERATOR, timeout=5).json()
-
-    def logs(self) -> str:
-        return f"--- orchestrator ---\n{self.orchestrator.log()[-4000:]}\n--- worker ---\n{self.worker.log()[-8000:]}"
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.orchestrator.stop()
-        self.redis.stop()
-
-
-def start_stack(data_dir: Path, max_calls: int = 1, env: dict[str, str] | None = None) -> PhoneStack:
-    """One worker with ``max_calls`` slots behind one orchestrator, on a fresh Redis; ``env``
-    adds settings to both."""
-    redis = start_redis(data_dir)
-    # DEBUG would log every RTP packet aiortc sends and receives.
-    env = {
-        "SWITCHBOARD_REDIS_URL": redis.url,
-        "SWITCHBOARD_INFERENCE_THREADS": "1",
-        "SWITCHBOARD_LOG_LEVEL": "INFO",
-        **(env or {}),
-    }
-    servers: list[Server] = []
-    try:
-        servers.append(start_cli_orchestrator(redis.url, env))
-        servers.append(start_cli_worker(redis.url, "web-w1", max_calls=max_calls, env=env))
-    except Exception:
-        for server in servers:
-            server.stop()
-        redis.stop()
-        raise
-    return PhoneStack(redis, *servers)
+def start_stack(data_dir: Path, max_calls: int = 1, env: dict[str, str] | None = None) -> Stack:
+    """A pool of its own for a test that changes its settings or stops it: one worker with
+    ``max_calls`` slots behind one orchestrator, on a fresh Redis; ``env`` adds settings to both."""
+    with ServerGroup() as group:
+        redis = group.add(start_redis(data_dir))
+        env = {**stack_env(redis.url), **(env or {})}
+        orchestrator = group.add(start_cli_orchestrator(redis.url, env))
+        worker = group.add(start_cli_worker(redis.url, "web-w1", max_calls=max_calls, env=env))
+        stack = Stack(redis, orchestrator, worker)
+        group.release()  # started: the caller stops it
+    return stack
 
 
 def fake_mic_wav(path: Path) -> Path:
@@ -119,24 +76,6 @@ def screenshot(page, name: str, request: pytest.FixtureRequest) -> Path:
     with capture.global_and_fixture_disabled():
         print(f"\nscreenshot: {path}")
     return path
-
-
-# One stack and one browser for the whole session, whichever page test asks first.
-_shared: dict[str, object] = {}
-
-
-def shared_stack(request: pytest.FixtureRequest) -> PhoneStack:
-    if "stack" not in _shared:
-        data_dir = Path(tempfile.mkdtemp(prefix="sb-phone-redis-"))
-        stack = start_stack(data_dir)
-        _shared["stack"] = stack
-
-        def stop() -> None:
-            stack.stop()
-            shutil.rmtree(data_dir, ignore_errors=True)
-
-        request.session.config.add_cleanup(stop)
-    return _shared["stack"]  # type: ignore[return-value]
 
 
 def module_browser(request: pytest.FixtureRequest):

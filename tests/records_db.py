@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import process_guard
 from conftest import free_port
 
 
@@ -87,6 +88,9 @@ class PostgresServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def postmaster_pid(self) -> int:
+        return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://switchboard@127.0.0.1:{self.port}/{database}"
 
@@ -108,8 +112,11 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip("PostgreSQL binaries (Debian package postgresql) not installed")
     server = PostgresServer(bin_dir)
     server.start()
+    postmaster = server.postmaster_pid()  # daemonized by pg_ctl: lives for the session
+    process_guard.own_for_session(postmaster)
     yield server
     server.stop()
+    process_guard.release(postmaster)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import wait_for
-from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
+from phone_stack import PhoneStack, module_browser, screenshot
 
 expect = pytest.importorskip("playwright.sync_api").expect
 REPLY = "Moving forward now."  # tests/agents/speech_clips.yaml, intent "directions"
@@ -17,8 +17,8 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> PhoneStack:
-    return shared_stack(request)
+def stack(shared_stack: PhoneStack) -> PhoneStack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

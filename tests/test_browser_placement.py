@@ -28,6 +28,7 @@ from conftest import (
     RECORDS_DIR,
     RedisServer,
     Server,
+    metric,
     start_orchestrator,
     start_redis,
     start_worker,
@@ -174,9 +175,7 @@ def _stored_call_ids() -> set[str]:
 
 
 def _abandoned_on(worker: Server) -> float:
-    text = httpx.get(f"{worker.base_url}/metrics", headers=OPERATOR, timeout=5).text
-    lines = [line for line in text.splitlines() if line.startswith("webrtc_offers_abandoned_total ")]
-    return float(lines[0].split()[1]) if lines else 0.0
+    return metric(worker.base_url, "webrtc_offers_abandoned_total")
 
 
 async def test_two_dead_offers_land_on_two_workers_and_give_their_places_back_unrecorded(

@@ -1,14 +1,14 @@
 """End to end over Twilio media streams: an agent per number, silence re-prompts, the time
 limit, the keypad, digits sent to a remote phone menu.
 
-One agent server answers every test: the default test agent, and the agents in
-tests/agents/numbers picked by the number the simulated caller dials.
+One agent server answers every test (conftest's session-wide signed agent): the default test
+agent, and the agents in tests/agents/numbers picked by the number the simulated caller dials. What the agent said is
+read from the call's stored record; the caller's side gives when it heard audio, and the
+tones it heard (tests/test_call_controller.py covers the same logic in-process, timed exactly).
 """
 
 import json
 import os
-import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,82 +20,53 @@ import pytest
 
 from conftest import (
     OPERATOR,
-    REPO,
+    TOOL_SECRET,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
     Server,
-    free_port,
-    replied,
-    start_agent_server,
+    SignedAgent,
+    agent_lines,
+    metric,
+    stored_call,
     wait_for,
 )
-from conftest import _start as start_server
-from switchboard.agent.intents import normalize
 from switchboard.agent.tools import SIGNATURE_HEADER, signature
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 
-AGENTS = REPO / "tests" / "agents"
-_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
 
 def call_line(agent: Server, script: CallScript):
-    """A signed call to the call-control agent, its replies transcribed."""
+    """A signed call to the call-control agent."""
     return run_call(
-        agent.base_url, script, transcribe=True, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID
+        agent.base_url, script, transcribe=False, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID
     )
 
 
-def digits_heard(text: str | None) -> str:
-    """The digits in a transcript, whether Whisper wrote them as numerals or words."""
-    words = (text or "").lower().replace(",", " ").replace(".", " ").split()
-    out = []
-    for word in words:
-        if word in _DIGIT_WORDS:
-            out.append(str(_DIGIT_WORDS.index(word)))
-        else:
-            out.extend(ch for ch in word if ch.isdigit())
-    return "".join(out)
+async def said_on(result) -> list[str]:
+    """What the agent said on the call, greeting first (from its stored record)."""
+    return agent_lines(await stored_call(result.call_sid))
 
 
-ACCOUNT_SID = "AC" + "1" * 32
-AUTH_TOKEN = "call-control-test-token"
-TOOL_SECRET = "tool-signing-test-secret"
+ACCOUNT_SID, AUTH_TOKEN = TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
 CONTROL_LINE = "+15005550101"  # tests/agents/numbers/call_control.yaml
 SHORT_LINE = "+15005550102"  # tests/agents/numbers/short_calls.yaml
 
 
 @pytest.fixture(scope="module")
-def agents_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of tests/agents/numbers that a test may edit while the server runs."""
-    return Path(shutil.copytree(AGENTS / "numbers", tmp_path_factory.mktemp("agents") / "numbers"))
+def agents_dir(signed_agent: SignedAgent) -> Path:
+    """The server's agents directory, which a test may edit while it runs."""
+    return signed_agent.agents_dir
 
 
 @pytest.fixture(scope="module")
-def twilio_api() -> Iterator[Server]:
+def twilio_api(signed_agent: SignedAgent) -> Server:
     """``switchboard emulate twilio``: the REST API the agent transfers and hangs up through."""
-    port = free_port()
-    argv = [sys.executable, "-m", "switchboard.emulators", "twilio", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
-            "--dial-outcome", "sip:busy@desk.example.com=busy",
-            "--dial-outcome", "+15005550301=busy"]  # fmt: skip
-    server = start_server(argv, "emulator-twilio", "/health", port, None)
-    yield server
-    server.stop()
+    return signed_agent.twilio
 
 
 @pytest.fixture(scope="module")
-def control_agent(agents_dir: Path, twilio_api: Server) -> Iterator[Server]:
-    server = start_agent_server(
-        env={
-            "SWITCHBOARD_AGENTS_DIR": str(agents_dir),
-            "SWITCHBOARD_AGENTS_RELOAD_SECS": "0.2",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "SWITCHBOARD_TWILIO_API_URL": twilio_api.base_url,
-            "SWITCHBOARD_TOOL_SIGNING_SECRET": TOOL_SECRET,
-        }
-    )
-    yield server
-    server.stop()
+def control_agent(signed_agent: SignedAgent) -> Server:
+    return signed_agent.server
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +93,8 @@ async def test_the_dialed_number_picks_the_agent(
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert replied(result.greeting.transcript, greeting), summary
+    assert result.greeting is not None, summary
+    assert await said_on(result) == [greeting]
     assert (await record_of(control_agent, result.call_sid))["agent"] == agent
 
 
@@ -142,14 +114,8 @@ def emulator_requests(twilio_api: Server) -> list[dict]:
     return httpx.get(f"{twilio_api.base_url}/stats", timeout=5).json()["items"]
 
 
-def metric(server: Server, name: str, labels: str) -> float:
-    exposition = httpx.get(f"{server.base_url}/metrics", headers=OPERATOR, timeout=5).text
-    line = next((x for x in exposition.splitlines() if x.startswith(f"{name}{{{labels}}}")), None)
-    return float(line.split()[-1]) if line else 0.0
-
-
 async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Server) -> None:
-    before = metric(control_agent, "calls_ended_by_agent_total", 'reason="idle"')
+    before = metric(control_agent.base_url, "calls_ended_by_agent_total", reason="idle")
     script = CallScript(
         to_number=CONTROL_LINE,
         turns=[
@@ -160,8 +126,7 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Serv
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
-    assert replied(result.turns[0].transcript, "Are you still there?"), summary
-    assert replied(result.turns[1].transcript, "I will hang up now. Goodbye."), summary
+    assert (await said_on(result))[1:] == ["Are you still there?", "I will hang up now. Goodbye."]
     # The re-prompt came about 3 s after the greeting ended, not at once and not much later.
     gap = result.turns[0].agent_audio_start_s - (
         result.greeting.start_s + result.greeting.duration_s
@@ -170,25 +135,17 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on(control_agent: Serv
     record = await record_of(control_agent, result.call_sid)
     assert record["ended_by"] == "idle"
     assert [e["event"] for e in record["events"]] == ["reprompt", "idle_hangup"]
-    assert metric(control_agent, "calls_ended_by_agent_total", 'reason="idle"') == before + 1
+    assert metric(control_agent.base_url, "calls_ended_by_agent_total", reason="idle") == before + 1
 
 
 async def test_a_call_reaching_its_time_limit_is_closed_politely(short_agent: Server) -> None:
     script = CallScript(
         to_number=SHORT_LINE, turns=[CallerTurn(reply_timeout_ms=9000, hangup_expected=True)]
     )
-    result = await run_call(
-        short_agent.base_url,
-        script,
-        transcribe=True,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(short_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
-    assert replied(result.turns[0].transcript, "Our time is up. Thank you for calling, goodbye."), (
-        summary
-    )
+    assert (await said_on(result))[1:] == ["Our time is up. Thank you for calling, goodbye."]
     assert 5.5 <= result.turns[0].agent_audio_start_s <= 7.5, summary
     record = await record_of(short_agent, result.call_sid)
     assert record["ended_by"] == "max_duration"
@@ -210,12 +167,13 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
-    replies = [t.transcript for t in result.turns]
-    assert replied(replies[0], "You asked about playing cards."), summary
-    assert replied(replies[1], "Please type your account number, then press pound."), summary
-    assert normalize(replies[2] or "").startswith("thank you i have"), summary
-    assert digits_heard(replies[2]) == "4521", summary
-    assert replied(replies[3], "Thank you for calling, goodbye."), summary
+    assert all(t.agent_audio_start_s is not None for t in result.turns), summary
+    assert (await said_on(result))[1:] == [
+        "You asked about playing cards.",
+        "Please type your account number, then press pound.",
+        "Thank you, I have 4 5 2 1.",
+        "Thank you for calling, goodbye.",
+    ]
     record = await record_of(control_agent, result.call_sid)
     keyed = [(e["event"], e.get("intent"), e.get("digits")) for e in record["events"]]
     assert keyed == [
@@ -233,29 +191,23 @@ async def test_keypad_menu_routes_digits_and_collects_an_account_number(
 async def test_an_intent_sends_digits_and_the_caller_hears_exactly_those_tones(
     control_agent: Server,
 ) -> None:
-    before = metric(control_agent, "dtmf_sent_total", 'source="intent"')
+    before = metric(control_agent.base_url, "dtmf_sent_total", source="intent")
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="3")])  # menu: pharmacy
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert "pharmacy" in normalize(result.turns[0].transcript or ""), summary
+    assert (await said_on(result))[1] == "Dialling the pharmacy line for you."
     # In-band tones through the media stream: the w is a pause, not a key.
     assert result.digits_heard == "142#", summary
     record = await record_of(control_agent, result.call_sid)
     sent = [e for e in record["events"] if e["event"] == "send_digits"]
     assert sent == [{**sent[0], "digits": "1w42#", "source": "intent"}]
-    assert metric(control_agent, "dtmf_sent_total", 'source="intent"') == before + 1
+    assert metric(control_agent.base_url, "dtmf_sent_total", source="intent") == before + 1
 
 
 async def test_a_call_without_sent_digits_hears_none(control_agent: Server) -> None:
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="1")])  # menu: cards
-    result = await run_call(
-        control_agent.base_url,
-        script,
-        transcribe=False,
-        auth_token=AUTH_TOKEN,
-        account_sid=ACCOUNT_SID,
-    )
+    result = await call_line(control_agent, script)
     assert result.outcome == CallOutcome.COMPLETED, format_summary(result)
     assert result.turns[0].agent_audio_start_s is not None  # the agent spoke
     assert result.digits_heard == ""
@@ -264,7 +216,7 @@ async def test_a_call_without_sent_digits_hears_none(control_agent: Server) -> N
 async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
     control_agent: Server,
 ) -> None:
-    bad_before = metric(control_agent, "telephony_bad_messages_total", 'provider="twilio"')
+    bad_before = metric(control_agent.base_url, "telephony_bad_messages_total", provider="twilio")
     junk = [
         '{"event": "dtmf", "streamSid": "MZ0", "dtmf": {"track": "inbound_track", "digit": "X"}}',
         '{"event": "dtmf", "streamSid": "MZ0", "dtmf": {"track": "inbound_track", "digit": "12"}}',
@@ -283,10 +235,11 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    assert replied(result.turns[0].transcript, "That key does nothing."), summary
-    assert normalize(result.turns[2].transcript or "").startswith("thank you i have"), summary
-    # Whisper tiny hears a lone "eight" after "three" as "3a" on a busy machine; the digits
-    # themselves are checked on the record below, the audio only for the reply being spoken.
+    assert (await said_on(result))[1:4] == [  # a silence re-prompt may follow on a slow hang-up
+        "That key does nothing.",
+        "Please type your account number, then press pound.",
+        "Thank you, I have 3 8.",
+    ]
     assert result.turns[2].voice_to_voice_ms >= 2500, summary  # waited for the timeout
     record = await record_of(control_agent, result.call_sid)
     digits = [e for e in record["events"] if e["event"] == "digits"]
@@ -297,9 +250,8 @@ async def test_digit_collection_times_out_and_bad_keys_are_answered_or_dropped(
         "digit": "7",
         "intent": None,
     }
-    assert metric(
-        control_agent, "telephony_bad_messages_total", 'provider="twilio"'
-    ) == bad_before + len(junk)
+    bad_after = metric(control_agent.base_url, "telephony_bad_messages_total", provider="twilio")
+    assert bad_after == bad_before + len(junk)
 
 
 RELOADED = """version: 1
@@ -317,9 +269,7 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
     path.write_text(RELOADED.format(greeting="This agent was added while the server ran."))
     script = CallScript(to_number="+15005550103", turns=[])
     result = await call_line(control_agent, script)
-    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
-        format_summary(result)
-    )
+    assert await said_on(result) == ["This agent was added while the server ran."]
 
     path.write_text(RELOADED.format(greeting="Broken.") + "silence: {max_reprompts: many}\n")
     stat = path.stat()
@@ -335,22 +285,20 @@ async def test_agent_files_are_reloaded_while_serving_and_a_bad_edit_keeps_the_l
     )
     assert health["agent_config_errors"] == ["reloaded.yaml"]
     result = await call_line(control_agent, script)
-    assert replied(result.greeting.transcript, "This agent was added while the server ran."), (
-        format_summary(result)
-    )
+    assert await said_on(result) == ["This agent was added while the server ran."]
     assert "silence.max_reprompts" in control_agent.log()
 
 
 async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
     control_agent: Server, twilio_api: Server
 ) -> None:
-    answered_before = metric(control_agent, "call_transfers_total", 'outcome="answered"')
+    answered_before = metric(control_agent.base_url, "call_transfers_total", outcome="answered")
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="0", hangup_expected=True)])
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     # The agent says its line, then its side of the stream ends: Twilio now runs the call.
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
-    assert replied(result.turns[0].transcript, "Putting you through to the front desk."), summary
+    assert (await said_on(result))[1:] == ["Putting you through to the front desk."]
     call = wait_for(
         lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
         what="the redirect",
@@ -369,15 +317,13 @@ async def test_a_transfer_redirects_the_call_to_a_dial_and_records_the_answer(
     assert record["ended_by"] == "transfer"
     assert record["transfer"]["target"] == "+15005550200"
     assert [e["event"] for e in record["events"]] == ["keypad", "transfer", "transfer_result"]
-    assert (
-        metric(control_agent, "call_transfers_total", 'outcome="answered"') == answered_before + 1
-    )
+    assert metric(control_agent.base_url, "call_transfers_total", outcome="answered") == answered_before + 1
 
 
 async def test_a_busy_transfer_target_is_recorded_and_counted(
     control_agent: Server, twilio_api: Server
 ) -> None:
-    busy_before = metric(control_agent, "call_transfers_total", 'outcome="busy"')
+    busy_before = metric(control_agent.base_url, "call_transfers_total", outcome="busy")
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8", hangup_expected=True)])
     result = await call_line(control_agent, script)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
@@ -388,7 +334,7 @@ async def test_a_busy_transfer_target_is_recorded_and_counted(
     assert "<Sip>sip:busy@desk.example.com</Sip>" in call["twiml"][0]
     assert call["dialed"][0] == {**call["dialed"][0], "outcome": "busy", "callback_status": 200}
     wait_for(
-        lambda: metric(control_agent, "call_transfers_total", 'outcome="busy"') == busy_before + 1,
+        lambda: metric(control_agent.base_url, "call_transfers_total", outcome="busy") == busy_before + 1,
         what="the busy transfer to be counted",
     )
 
@@ -475,10 +421,12 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    heard = [normalize(t.transcript or "") for t in result.turns]
-    assert "tuesday" in heard[0] and digits_heard(heard[0]) == "10", summary
-    assert "one moment" in heard[1], summary  # the filler covered the slow tool
-    assert all("system is down" in h for h in heard[2:]), summary
+    assert all(t.agent_audio_start_s is not None for t in result.turns), summary
+    said = await said_on(result)
+    # Less each intent's own reply, and the default filler a slow machine may add to any tool.
+    answers = [line for line in said if line not in ("Checking.", "One moment while I check that.")]
+    assert answers[1:3] == ["Your next visit is Tuesday at ten.", "One moment please."], said
+    assert answers[-3:] == ["The system is down."] * 3, said  # the slow answer may be cut by key 3
     record = await record_of(control_agent, result.call_sid)
     calls = [
         (e["tool"], e["ok"], e["error"]) for e in record["events"] if e["event"] == "tool_call"
@@ -495,7 +443,7 @@ async def test_tools_answer_fast_cover_slow_ones_and_failures_are_said_and_count
     assert first["call_id"] == result.call_sid
     stamp = int(signed.split(",")[0].removeprefix("t="))
     assert signed == signature(TOOL_SECRET, stamp, ToolHandler.bodies[0])
-    assert metric(control_agent, "agent_tool_calls_total", 'result="timeout",tool="stuck"') == 1
+    assert metric(control_agent.base_url, "agent_tool_calls_total", result="timeout", tool="stuck") == 1
 
 
 async def test_a_warm_transfer_calls_the_person_first_then_bridges_the_caller(
@@ -505,9 +453,7 @@ async def test_a_warm_transfer_calls_the_person_first_then_bridges_the_caller(
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
-    assert replied(result.turns[0].transcript, "Let me find the nurse for you, please hold."), (
-        summary
-    )
+    assert (await said_on(result))[1:] == ["Let me find the nurse for you, please hold."]
     items = emulator_requests(twilio_api)
     person = next(i for i in items if i["op"] == "create" and i["To"] == "+15005550300")
     assert person["From"] == CONTROL_LINE  # the person sees the practice's number
@@ -536,9 +482,12 @@ async def test_an_unanswered_warm_transfer_tells_the_caller_and_the_agent_carrie
     result = await call_line(control_agent, script)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
-    heard = normalize(result.turns[0].transcript or "")
-    assert "nobody is available" in heard, summary
-    assert replied(result.turns[1].transcript, "You asked about playing cards."), summary
+    assert all(t.agent_audio_start_s is not None for t in result.turns), summary
+    said = await said_on(result)
+    assert said[1] == "Let me find the doctor for you, please hold.", said
+    # The apology comes when the dial result does: before or after key 1 on a busy machine.
+    assert any(line.startswith("Sorry, nobody is available") for line in said[2:]), said
+    assert "You asked about playing cards." in said[2:], said
     record = await record_of(control_agent, result.call_sid)
     assert record["transfer"]["outcome"] == "busy" and record["transfer"]["mode"] == "warm"
     assert twilio_call(twilio_api, result.call_sid) is None, (

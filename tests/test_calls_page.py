@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 
 from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis, wait_for
-from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
+from phone_stack import PhoneStack, module_browser, screenshot
 from switchboard.call.log import Turn
 from switchboard.orchestrator.calls_api import analyze_flac
 from switchboard.records.models import (
@@ -245,9 +245,9 @@ def test_the_calls_page_filters_failed_calls(browser, history: Server) -> None:
 
 
 def test_a_browser_call_appears_on_the_calls_page_with_what_was_said(
-    browser, request: pytest.FixtureRequest
+    browser, shared_stack: PhoneStack, request: pytest.FixtureRequest
 ) -> None:
-    stack: PhoneStack = shared_stack(request)
+    stack = shared_stack
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     phone = context.new_page()
     phone.goto(stack.url)

@@ -113,7 +113,11 @@ def test_container_healthcheck_script_reports_a_live_and_a_dead_server(tmp_path:
             time.sleep(0.2)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 # -- Compose ----------------------------------------------------------------------------------

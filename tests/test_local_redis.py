@@ -61,7 +61,7 @@ def test_redis_killed_under_the_supervisor_is_restarted_with_its_data(
 
     def restarted() -> bool:
         local_redis.watch()  # what the supervisor's loop does twice a second
-        return local_redis.restarts == 1 and redis_reachable(local_redis.url)
+        return local_redis.restart.restarts == 1 and redis_reachable(local_redis.url)
 
     wait_for(restarted, 10, 0.05, "redis restarted")
     assert local_redis.process is not first
@@ -79,9 +79,9 @@ def test_a_redis_that_keeps_dying_is_restarted_with_a_growing_backoff(local_redi
         local_redis.process.kill()
         local_redis.process.wait(timeout=5)
         local_redis.watch()
-        assert local_redis.restart_at is not None
-        waits.append(local_redis.restart_at - time.monotonic())
-        wait_for(lambda: (local_redis.watch(), local_redis.restart_at is None)[1], 10, 0.05, "respawned")
+        assert local_redis.restart.restart_at is not None
+        waits.append(local_redis.restart.restart_at - time.monotonic())
+        wait_for(lambda: (local_redis.watch(), local_redis.restart.restart_at is None)[1], 10, 0.05, "respawned")
         wait_for(lambda: redis_reachable(local_redis.url), 10, 0.05, "redis back")
     assert waits[1] > waits[0] * 1.5
 

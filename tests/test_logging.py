@@ -133,7 +133,11 @@ def test_a_real_process_in_json_mode_writes_only_json_lines() -> None:
             time.sleep(0.1)
     finally:
         process.terminate()
-        _out, err = process.communicate(timeout=30)
+        try:
+            _out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never left running, whatever it logged
+            _out, err = process.communicate()
 
     parsed = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert parsed, "no log lines"

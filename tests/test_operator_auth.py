@@ -1,66 +1,52 @@
-"""Operator endpoints and pages need an operator key; two keys work at once, and hashed ones.
+"""Operator endpoints and pages need an operator key; several keys work at once, and hashed ones.
 
-A real orchestrator and worker with keys; a second orchestrator without any key.
+The shared stack's orchestrator and worker accept every kind of key (conftest.stack_env); a
+second orchestrator of this module's own has no key at all.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from conftest import RedisServer, Server, start_orchestrator, start_redis, start_worker
+from conftest import (
+    HASHED_ONLY_KEY,
+    LEGACY_KEY,
+    ROTATING_KEYS,
+    Server,
+    Stack,
+    start_orchestrator,
+)
 from switchboard.orchestrator.auth import OperatorKeys
 from switchboard.settings import Settings
 
-OLD_KEY, NEW_KEY, LEGACY_KEY, HASHED_KEY = (
-    "old-operator-key",
-    "new-operator-key",
-    "legacy-key",
-    "only-its-hash-is-set",
-)
+OLD_KEY, NEW_KEY = ROTATING_KEYS
 OPERATOR_PATHS = ["/stats", "/metrics", "/dashboard", "/calls/call-nobody"]
 WORKER_PATHS = ["/metrics", "/calls", "/calls/CA-nobody"]
 
 
 @dataclass
-class Stack:
-    redis: RedisServer
+class Keyed:
     keyed: Server
     keyless: Server
     worker: Server
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="sb-auth-redis-"))
-    redis = start_redis(data_dir)
-    env = {
-        "SWITCHBOARD_API_KEYS": f"{OLD_KEY}, {NEW_KEY}",
-        "SWITCHBOARD_API_KEY": LEGACY_KEY,
-        "SWITCHBOARD_API_KEY_HASHES": hashlib.sha256(HASHED_KEY.encode()).hexdigest(),
-        "SWITCHBOARD_LOG_LEVEL": "INFO",
-    }
-    servers: list[Server] = []
+def stack(shared_stack: Stack) -> Iterator[Keyed]:
+    # No key at all (the test servers get one by default: clear it).
+    keyless = start_orchestrator(
+        shared_stack.redis.url, {"SWITCHBOARD_LOG_LEVEL": "INFO", "SWITCHBOARD_API_KEY": ""}
+    )
     try:
-        servers.append(start_orchestrator(redis.url, env))
-        # No key at all (the test servers get one by default: clear it).
-        servers.append(start_orchestrator(redis.url, {"SWITCHBOARD_LOG_LEVEL": "INFO", "SWITCHBOARD_API_KEY": ""}))
-        servers.append(start_worker(redis.url, "auth-w1", max_calls=1, env=env))
-        yield Stack(redis, *servers)
+        yield Keyed(shared_stack.orchestrator, keyless, shared_stack.worker)
     finally:
-        for server in servers:
-            server.stop()
-        redis.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        keyless.stop()
 
 
 def basic(password: str) -> str:
@@ -73,13 +59,13 @@ def basic(password: str) -> str:
         {"X-API-Key": OLD_KEY},
         {"X-API-Key": NEW_KEY},
         {"X-API-Key": LEGACY_KEY},
-        {"Authorization": f"Bearer {HASHED_KEY}"},
+        {"Authorization": f"Bearer {HASHED_ONLY_KEY}"},
         {"Authorization": basic(NEW_KEY)},
     ],
     ids=["rotating-old", "rotating-new", "legacy-setting", "hashed-bearer", "browser-basic"],
 )
 def test_every_configured_key_opens_operator_endpoints(
-    stack: Stack, headers: dict[str, str]
+    stack: Keyed, headers: dict[str, str]
 ) -> None:
     for path in OPERATOR_PATHS:
         response = httpx.get(f"{stack.keyed.base_url}{path}", headers=headers, timeout=5)
@@ -101,7 +87,7 @@ def test_every_configured_key_opens_operator_endpoints(
     ids=["none", "wrong-header", "wrong-bearer", "wrong-basic", "garbled-basic"],
 )
 def test_a_missing_or_wrong_key_gets_401_with_a_basic_challenge(
-    stack: Stack, headers: dict[str, str]
+    stack: Keyed, headers: dict[str, str]
 ) -> None:
     for base, paths in (
         (stack.keyed.base_url, OPERATOR_PATHS),
@@ -119,13 +105,13 @@ def test_a_missing_or_wrong_key_gets_401_with_a_basic_challenge(
                 assert challenge.startswith("Basic realm="), path
 
 
-def test_public_endpoints_need_no_key(stack: Stack) -> None:
+def test_public_endpoints_need_no_key(stack: Keyed) -> None:
     for path in ("/", "/static/phone.js", "/health/live"):
         assert httpx.get(f"{stack.keyed.base_url}{path}", timeout=5).status_code == 200, path
     assert httpx.get(f"{stack.worker.base_url}/health", timeout=5).status_code == 200
 
 
-def test_without_a_key_only_direct_loopback_requests_get_in(stack: Stack) -> None:
+def test_without_a_key_only_direct_loopback_requests_get_in(stack: Keyed) -> None:
     assert httpx.get(f"{stack.keyless.base_url}/stats", timeout=5).status_code == 200
     proxied = httpx.get(
         f"{stack.keyless.base_url}/stats", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import API_KEY
-from phone_stack import PhoneStack, module_browser, screenshot, shared_stack
+from phone_stack import PhoneStack, module_browser, screenshot
 
 expect = pytest.importorskip("playwright.sync_api").expect
 DESKTOP = {"width": 1280, "height": 800}
@@ -15,8 +15,8 @@ REFRESH_LIMIT_MS = 10_000  # the page polls every 2 s
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> PhoneStack:
-    return shared_stack(request)
+def stack(shared_stack: PhoneStack) -> PhoneStack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

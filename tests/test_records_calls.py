@@ -23,7 +23,7 @@ from conftest import (
     Clip,
     RedisServer,
     Server,
-    replied,
+    ServerGroup,
     start_orchestrator,
     start_redis,
     start_worker,
@@ -78,6 +78,7 @@ class Stack:
     receiver: Receiver
     env: dict[str, str]
     records_dir: Path
+    servers: ServerGroup  # what the fixture stops: a restarted orchestrator joins it
 
     @property
     def url(self) -> str:
@@ -98,14 +99,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_RECORDINGS_URL": str(base / "recordings"),
         "SWITCHBOARD_AGENT_CONFIG": str(agent_path),
     }
-    redis = start_redis(tmp_path_factory.mktemp("redis"))
-    orchestrator = start_orchestrator(redis.url, env)
-    worker = start_worker(redis.url, "rec-w1", max_calls=1, env=env, agent=agent_path)
-    yield Stack(redis, orchestrator, worker, receiver, env, base)
-    for server in (worker, orchestrator):
-        server.stop()
-    redis.stop()
-    receiver.stop()
+    with ServerGroup() as group:
+        group.add(receiver)
+        redis = group.add(start_redis(tmp_path_factory.mktemp("redis")))
+        orchestrator = group.add(start_orchestrator(redis.url, env))
+        worker = group.add(start_worker(redis.url, "rec-w1", max_calls=1, env=env, agent=agent_path))
+        yield Stack(redis, orchestrator, worker, receiver, env, base, group)
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +118,9 @@ async def finished_call(stack: Stack, speech_clips: dict[str, Clip]) -> str:
             CallerTurn(audio=speech_clips["fw_stereo_right_16k.wav"].path, hangup_expected=True),
         ]
     )
-    result = await run_call(stack.url, script, transcribe=True)
+    result = await run_call(stack.url, script, transcribe=False)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
-    assert "recorded" in (result.greeting.transcript or "").lower(), format_summary(result)
+    assert result.greeting is not None, format_summary(result)  # its disclosure: see the record
     call_id = f"call-{result.call_sid}"
     wait_for(
         lambda: (
@@ -147,7 +146,7 @@ def test_the_call_is_stored_with_its_transcript_latency_and_recording(
     agent_lines = [e.text for e in record.transcript if e.role == "agent"]
     user_lines = [e.text for e in record.transcript if e.role == "user"]
     assert agent_lines[0].startswith(DISCLOSURE), record.transcript
-    assert any(replied(line, "You talked about food.") for line in agent_lines), record.transcript
+    assert "You talked about food." in agent_lines, record.transcript
     assert any("rice" in line.lower() for line in user_lines), record.transcript
     assert [e.t for e in record.transcript] == sorted(e.t for e in record.transcript)
     assert record.intents[-1] == "goodbye" and "food" in record.intents
@@ -296,7 +295,8 @@ def test_the_history_survives_an_orchestrator_restart_and_deletion_removes_the_a
     stack: Stack, finished_call: str
 ) -> None:
     stack.orchestrator.stop()
-    stack.orchestrator = start_orchestrator(stack.redis.url, stack.env)
+    # Until this test added it to the fixture's servers, the new orchestrator outlived the suite.
+    stack.orchestrator = stack.servers.add(start_orchestrator(stack.redis.url, stack.env))
     record = httpx.get(f"{stack.url}/calls/{finished_call}", headers=KEY, timeout=5).json()
     assert record["transcript"]
     audio_file = stack.records_dir / "recordings" / record["recording"]["key"]

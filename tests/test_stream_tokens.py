@@ -34,6 +34,7 @@ from conftest import (
     RedisServer,
     Server,
     free_port,
+    metric,
     start_redis,
     start_worker,
     wait_for,
@@ -399,11 +400,7 @@ def worker_media(worker: Server, token: str) -> str:
 
 
 def worker_refused(worker: Server, reason: str) -> float:
-    text = httpx.get(f"{worker.base_url}/metrics", headers=OPERATOR, timeout=5).text
-    sample = f'stream_tokens_refused_total{{hop="worker",reason="{reason}"}} '
-    return next(
-        (float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample)), 0.0
-    )
+    return metric(worker.base_url, "stream_tokens_refused_total", hop="worker", reason=reason)
 
 
 def wait_worker_idle(worker: Server) -> None:

@@ -1,6 +1,6 @@
 """POST /twilio/voice answers TwiML that connects a media stream; signatures are enforced."""
 
-from collections.abc import Iterator
+import uuid
 from xml.etree import ElementTree
 
 import httpx
@@ -9,9 +9,18 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import InvalidStatus
 
-from conftest import Server, start_agent_server
+from conftest import (
+    OPERATOR,
+    TWILIO_AUTH_TOKEN,
+    Server,
+    SignedAgent,
+    first_media,
+    twilio_connected,
+    twilio_start,
+    twilio_stop,
+)
 
-AUTH_TOKEN = "test-auth-token-1234"
+AUTH_TOKEN = TWILIO_AUTH_TOKEN
 CALL = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "2" * 32, "From": "+15105550100", "To": "+18005550199"}
 
 
@@ -36,10 +45,8 @@ async def test_voice_webhook_connects_a_bidirectional_stream(agent_url: str) -> 
 
 
 @pytest.fixture(scope="module")
-def signed_server() -> Iterator[Server]:
-    server = start_agent_server(env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN})
-    yield server
-    server.stop()
+def signed_server(signed_agent: SignedAgent) -> Server:
+    return signed_agent.server
 
 
 def sign(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
@@ -88,9 +95,16 @@ async def test_unsigned_media_stream_is_refused(signed_server: Server) -> None:
             await ws.recv()
 
 
-async def test_signed_media_stream_is_accepted(signed_server: Server) -> None:
+async def test_a_signed_media_stream_is_answered_by_the_agent(signed_server: Server) -> None:
     ws_url = signed_server.base_url.replace("http://", "ws://") + "/twilio/media"
     headers = {"X-Twilio-Signature": sign(ws_url, {})}
+    call_sid, stream_sid = "CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex
     async with websockets.connect(ws_url, open_timeout=5, additional_headers=headers) as ws:
-        await ws.send('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
-        await ws.close()
+        await ws.send(twilio_connected())
+        await ws.send(twilio_start(call_sid, stream_sid))
+        greeting = await first_media(ws)
+        assert greeting["streamSid"] == stream_sid and greeting["media"]["payload"]
+        await ws.send(twilio_stop(call_sid, stream_sid))
+    async with httpx.AsyncClient() as client:
+        record = (await client.get(f"{signed_server.base_url}/calls/{call_sid}", headers=OPERATOR)).json()
+    assert record["agent"] == "Test agent for the speech clips" and record["stream_sid"] == stream_sid

@@ -23,6 +23,7 @@ import redis
 from loguru import logger
 
 from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
+from switchboard.restarts import RestartBackoff
 
 PASSWORD_FILE = "redis-password"
 DATA_SUBDIR = "redis"
@@ -78,10 +79,7 @@ class LocalRedis:
         self.data_dir = data_dir
         self._password = password
         self.process: subprocess.Popen | None = None
-        self.started_at = 0.0
-        self.backoff = RESTART_BACKOFF_START_SECS
-        self.restart_at: float | None = None
-        self.restarts = 0
+        self.restart = RestartBackoff(RESTART_BACKOFF_START_SECS, RESTART_BACKOFF_MAX_SECS, STABLE_AFTER_SECS)
 
     @classmethod
     def for_deployment(cls, url: str, data_dir: Path) -> LocalRedis:
@@ -118,8 +116,7 @@ class LocalRedis:
         assert self.process.stdin is not None
         self.process.stdin.write(self._config().encode())
         self.process.stdin.close()
-        self.started_at = time.monotonic()
-        self.restart_at = None
+        self.restart.started()
 
     def start(self) -> None:
         """Start redis-server and wait until it answers."""
@@ -139,22 +136,11 @@ class LocalRedis:
         """If redis-server has died, restart it with its data once its backoff has passed."""
         if self.process is None:
             return
-        now = time.monotonic()
-        code = self.process.poll()
-        if code is None:
-            if now - self.started_at > STABLE_AFTER_SECS:
-                self.backoff = RESTART_BACKOFF_START_SECS
-            return
-        if self.restart_at is None:
-            self.restart_at = now + self.backoff
-            logger.error(f"redis-server exited with {code}; restarting it in {self.backoff:g} s with its data")
-            self.backoff = min(self.backoff * 2, RESTART_BACKOFF_MAX_SECS)
-        elif now >= self.restart_at:
-            self.restarts += 1
+        if self.restart.due("redis-server", self.process.poll()):
             self._spawn()
             logger.warning(
                 f"restarted redis-server on port {self.port} (pid {self.process.pid}, restart "
-                f"{self.restarts}) from its AOF in {self.data_dir}"
+                f"{self.restart.restarts}) from its AOF in {self.data_dir}"
             )
 
     def stop(self) -> None:

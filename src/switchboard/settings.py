@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     stt_engine: str = "whisper"
     tts_engine: str = "piper"
     inference_threads: int = Field(2, ge=1, le=64, description="Threads for each model's inference.")
+    tts_cache_dir: Path | None = Field(
+        None,
+        description="Where the local TTS keeps the audio of agents' fixed lines across restarts "
+        "(unset: synthesized again at every start).",
+    )
     whisper_full_window: bool = Field(
         False, description="Encode the full 30 s Whisper window (slower, slightly more accurate)."
     )

@@ -24,6 +24,7 @@ from loguru import logger
 
 from switchboard.local_redis import LocalRedis, redacted, redis_reachable
 from switchboard.private_files import OWNER_ONLY_UMASK
+from switchboard.restarts import RestartBackoff
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_local import LocalLiveKit, server_ready, sip_ready, wait_until
 
@@ -42,10 +43,9 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     process: subprocess.Popen | None = None
-    started_at: float = 0.0
-    backoff: float = BACKOFF_START_SECS
-    restart_at: float | None = None
-    restarts: int = field(default=0)
+    restart: RestartBackoff = field(
+        default_factory=lambda: RestartBackoff(BACKOFF_START_SECS, BACKOFF_MAX_SECS, STABLE_AFTER_SECS)
+    )
     # Its own session: the terminal's Ctrl-C must not stop it before the workers have drained.
     own_session: bool = False
 
@@ -53,8 +53,7 @@ class Child:
         self.process = subprocess.Popen(
             self.argv, env=self.env, umask=OWNER_ONLY_UMASK, start_new_session=self.own_session
         )
-        self.started_at = time.monotonic()
-        self.restart_at = None
+        self.restart.started()
         logger.info(f"started {self.name} (pid {self.process.pid})")
 
 
@@ -188,21 +187,8 @@ class Supervisor:
     def _watch(self) -> None:
         if self.redis is not None:
             self.redis.watch()
-        now = time.monotonic()
         for child in self.livekit_children + self.children:
-            if child.process is None:
-                continue
-            code = child.process.poll()
-            if code is None:
-                if now - child.started_at > STABLE_AFTER_SECS:
-                    child.backoff = BACKOFF_START_SECS
-                continue
-            if child.restart_at is None:
-                child.restart_at = now + child.backoff
-                logger.error(f"{child.name} exited with {code}; restarting in {child.backoff:.0f} s")
-                child.backoff = min(child.backoff * 2, BACKOFF_MAX_SECS)
-            elif now >= child.restart_at:
-                child.restarts += 1
+            if child.process is not None and child.restart.due(child.name, child.process.poll()):
                 child.start()
 
     def _shutdown(self) -> None:

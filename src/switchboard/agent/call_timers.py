@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from loguru import logger
 
 from switchboard.observability import metrics
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """What runs the timers: the event loop, or a test's clock that it advances by hand."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
+
+
 class CallTimers:
     """Named one-shot timers (re-arming a name replaces it) and the tasks they start."""
 
-    def __init__(self) -> None:
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+    def __init__(self, scheduler: Scheduler | None = None) -> None:
+        self._scheduler = scheduler  # None: the running event loop
+        self._timers: dict[str, Cancellable] = {}
         self._tasks: set[asyncio.Task] = set()
 
     def schedule(self, name: str, delay: float, action: Callable[[], Awaitable[None]]) -> None:
         self.cancel(name)
-        loop = asyncio.get_running_loop()
-        self._timers[name] = loop.call_later(delay, lambda: self._fire(name, action))
+        scheduler = self._scheduler or asyncio.get_running_loop()
+        self._timers[name] = scheduler.call_later(delay, lambda: self._fire(name, action))
 
     def cancel(self, name: str) -> None:
         handle = self._timers.pop(name, None)

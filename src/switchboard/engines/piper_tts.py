@@ -7,11 +7,15 @@ synthesis from the response path. New text is synthesized sentence by sentence a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from loguru import logger
@@ -34,6 +38,7 @@ class PiperEngine:
 
     def __init__(self, *, threads: int = 1, cache_size: int = 512):
         model, config = piper_voice_files()
+        self._voice_name = model.name
         self.voice = PiperVoice.load(str(model), config_path=str(config))
         self.sample_rate: int = self.voice.config.sample_rate
         self._cache: OrderedDict[str, bytes] = OrderedDict()
@@ -60,12 +65,35 @@ class PiperEngine:
         audio = b"".join(chunk.audio_int16_bytes for chunk in self.voice.synthesize(text))
         return trim_leading_silence(audio, self.sample_rate)
 
-    def prewarm(self, utterances: Iterable[str]) -> None:
-        """Synthesize fixed utterances, whole and sentence by sentence, into the cache (blocking)."""
+    def prewarm(self, utterances: Iterable[str], disk_cache: Path | None = None) -> None:
+        """Synthesize fixed utterances, whole and sentence by sentence, into the cache (blocking).
+
+        With ``disk_cache`` (``SWITCHBOARD_TTS_CACHE_DIR``) each sentence is synthesized once per
+        machine: a restarted or added worker reads the audio its peers made instead of spending
+        ~0.5 s of CPU on each of an agent's fixed lines.
+        """
         for utterance in utterances:
             for text in {utterance, *split_sentences(utterance)}:
                 if self.cached(text) is None:
-                    self.remember(text, self.synthesize(text))
+                    self.remember(text, self._from_disk(text, disk_cache))
+
+    def _from_disk(self, text: str, disk_cache: Path | None) -> bytes:
+        if disk_cache is None:
+            return self.synthesize(text)
+        digest = hashlib.sha256(f"{self._voice_name}\n{self.sample_rate}\n{_key(text)}".encode()).hexdigest()
+        path = disk_cache / f"{digest}.pcm"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        audio = self.synthesize(text)
+        disk_cache.mkdir(parents=True, exist_ok=True)
+        # Whole files only: workers starting together may write the same sentence at once.
+        fd, tmp = tempfile.mkstemp(dir=disk_cache, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(audio)
+        os.replace(tmp, path)
+        return audio
 
 
 def trim_leading_silence(audio: bytes, rate: int, keep_ms: int = 10) -> bytes:

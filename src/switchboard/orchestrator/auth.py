@@ -25,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from loguru import logger
 
+from switchboard.addresses import is_loopback
 from switchboard.settings import Settings
 
 _REALM = 'Basic realm="Switchboard operator", charset="UTF-8"'
@@ -56,7 +56,7 @@ class OperatorKeys:
     def from_settings(cls, settings: Settings) -> OperatorKeys:
         digests = [bytes.fromhex(h) for h in settings.api_key_hash_list()]
         digests += [key_digest(k) for k in settings.api_key_list()]
-        return cls(tuple(dict.fromkeys(digests)), _is_loopback(settings.host))
+        return cls(tuple(dict.fromkeys(digests)), is_loopback(settings.host))
 
     def accepts(self, presented: str | None) -> bool:
         if presented is None:
@@ -165,13 +165,4 @@ def _presented_key(request: Request) -> str | None:
 def _direct_from_loopback(request: Request) -> bool:
     if any(h in request.headers for h in _PROXY_HEADERS):
         return False
-    return request.client is not None and _is_loopback(request.client.host)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return request.client is not None and is_loopback(request.client.host)

@@ -22,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import math
 import secrets
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from switchboard.addresses import is_loopback
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import DEV_STREAM_SECRET
 
@@ -128,7 +128,7 @@ def check_secret(secret: str, host: str) -> None:
     non-loopback address; warn about it on loopback (``make run`` without ``switchboard up``)."""
     if secret != DEV_STREAM_SECRET:
         return
-    if not _is_loopback(host):
+    if not is_loopback(host):
         raise ConfigError(
             f"SWITCHBOARD_STREAM_SECRET is the development value, published in the source, and this "
             f"server binds {host}: anyone could sign stream tokens. Set SWITCHBOARD_STREAM_SECRET to a "
@@ -138,12 +138,3 @@ def check_secret(secret: str, host: str) -> None:
         "SWITCHBOARD_STREAM_SECRET is the development value: stream tokens can be forged by anyone "
         "who can reach this server; set a random one (switchboard up makes one per deployment)"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

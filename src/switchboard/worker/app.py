@@ -56,7 +56,9 @@ def warm_engines(settings: Settings, agents: AgentDirectory) -> None:
     build_responder(settings, agents.default)
     warm_up()
     # Piper is the TTS or the fallback for a cloud TTS: either way its fixed replies are warm.
-    shared_piper(settings.inference_threads).prewarm([u for a in agents.agents() for u in a.fixed_utterances()])
+    shared_piper(settings.inference_threads).prewarm(
+        [u for a in agents.agents() for u in a.fixed_utterances()], disk_cache=settings.tts_cache_dir
+    )
 
 
 @dataclass
