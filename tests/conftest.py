@@ -508,9 +508,8 @@ def agent_lines(record) -> list[str]:
 
 
 def event_names(record) -> list[str]:
-    """The kinds of a stored call's events, in order (records v1 name them ``type``; the call
-    log's events, ``event``)."""
-    return [getattr(e, "event", None) or e.type for e in record.events]
+    """The kinds of a stored call's events (the call log's), in order."""
+    return [e.event for e in record.events]
 
 
 # -- No test leaves a process behind (tests/process_guard.py) --------------------------------
