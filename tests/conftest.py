@@ -533,17 +533,61 @@ def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_leaks_of_workers: list[str] = []  # reported by pytest-xdist's workers to the process that ran them
+
+
+def _runs_xdist_workers(config: pytest.Config) -> bool:
+    return not _XDIST_WORKER and config.pluginmanager.has_plugin("dsession")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Session-scoped servers are stopped by now: anything still running is a leak."""
-    left = process_guard.leftovers(include_session_owned=True)
-    if left:
-        process_guard.kill(left)
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = [f"the test session left {len(left)} process(es) running (now killed):"]
-        lines += [f"  {p}" for p in left]
-        if reporter is not None:
-            reporter.write_line("\n".join(lines), red=True, bold=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    """Session-scoped servers are stopped by now: anything still running is a leak. Under
+    pytest-xdist each worker checks its own processes and hands its finding to the controller."""
+    lines = list(_leaks_of_workers)
+    if not _runs_xdist_workers(session.config):
+        left = process_guard.leftovers(include_session_owned=True)
+        if left:
+            process_guard.kill(left)
+            lines.append(f"the test session{f' {_XDIST_WORKER}' if _XDIST_WORKER else ''} left {len(left)} process(es) running (now killed):")
+            lines += [f"  {p}" for p in left]
+    if not lines:
+        return
+    if _XDIST_WORKER:
+        session.config.workeroutput["switchboard_leftovers"] = lines  # type: ignore[attr-defined]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True, bold=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """A pytest-xdist worker finished: keep what its leak check found (see above)."""
+    _leaks_of_workers.extend(getattr(node, "workeroutput", {}).get("switchboard_leftovers", []))
+
+
+# -- Parallel runs: `make test` runs the suite on two pytest-xdist workers ---------------------
+
+# The modules that take longest (measured with --durations on the 2-core machine), longest first:
+# each is handed to a worker whole (its module-scoped servers start once) and early, so that the
+# run does not end with one worker idle while the other plays a long module's calls.
+SLOWEST_MODULES = ()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _XDIST_WORKER:
+        return
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+
+    def module(item: pytest.Item) -> str:
+        return Path(item.nodeid.split("::")[0]).stem
+
+    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: a module stays whole
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(module(item)))
 
 
 # Real databases (SQLite, PostgreSQL) for the call-record tests.

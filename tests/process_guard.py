@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARK = "SWITCHBOARD_TEST_SESSION"
+# Each pytest-xdist worker is a session of its own: the two run side by side, and each must not
+# take the other's servers for its leftovers.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ[MARK] = f"{os.environ.get(MARK) or uuid.uuid4().hex}-{worker}"
 SESSION = os.environ.setdefault(MARK, uuid.uuid4().hex)
 _MARKER = f"{MARK}={SESSION}".encode()
 # Pids started by session-scoped fixtures (the shared stack, the agent server, PostgreSQL):

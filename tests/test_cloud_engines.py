@@ -111,12 +111,52 @@ def emulators(transcripts: Path) -> Iterator[Emulators]:
     emulators.stop()
 
 
+@dataclass
+class CloudStack:
+    """Redis, an orchestrator and two workers (5 calls each) on Deepgram + ElevenLabs + OpenAI,
+    all three against the module's emulators: the module's calls share it."""
+
+    orchestrator: Server
+    workers: list[Server]
+
+    @property
+    def url(self) -> str:
+        return self.orchestrator.base_url
+
+    def fallbacks(self, provider: str) -> float:
+        return sum(metric(w.base_url, "provider_fallbacks_total", provider=provider) for w in self.workers)
+
+    def logs(self) -> str:
+        return "\n".join(server.log() for server in (self.orchestrator, *self.workers))
+
+
 @pytest.fixture(scope="module")
-def cloud_agent(emulators: Emulators) -> Iterator[Server]:
-    """Deepgram + ElevenLabs + OpenAI, all three against their emulators."""
-    server = start_agent_server(env=emulators.env())
-    yield server
-    server.stop()
+def cloud_stack(tmp_path_factory: pytest.TempPathFactory, emulators: Emulators) -> Iterator[CloudStack]:
+    with ServerGroup() as group:
+        redis = group.add(start_redis(tmp_path_factory.mktemp("cloud-redis")))
+        env = emulators.env()
+        orchestrator = group.add(start_orchestrator(redis.url, env))
+        workers = group.start_workers(redis.url, ["cloud0", "cloud1"], max_calls=5, env=env)
+        wait_for(
+            lambda: (
+                len(httpx.get(f"{orchestrator.base_url}/stats", headers=OPERATOR, timeout=5).json()["workers"]) == 2
+            ),
+            30,
+            what="2 workers registered",
+        )
+        yield CloudStack(orchestrator, workers)
+
+
+@pytest.fixture(scope="module")
+def anthropic_agent(transcripts: Path) -> Iterator[tuple[Server, Emulators]]:
+    """Deepgram + Anthropic against emulators of its own (a test kills its Deepgram), local Piper."""
+    emulators = start_emulators(transcripts)
+    try:
+        server = start_agent_server(env=emulators.env(tts="piper", responder="anthropic"))
+        yield server, emulators
+        server.stop()
+    finally:
+        emulators.stop()
 
 
 def two_turns(speech_clips: dict[str, Clip], pause_ms: int = 500) -> CallScript:
@@ -133,9 +173,9 @@ def every_turn_answered(result) -> bool:
 
 
 async def test_call_runs_on_deepgram_elevenlabs_and_openai_through_their_emulators(
-    cloud_agent: Server, emulators: Emulators, speech_clips: dict[str, Clip]
+    cloud_stack: CloudStack, emulators: Emulators, speech_clips: dict[str, Clip]
 ) -> None:
-    result = await run_call(cloud_agent.base_url, two_turns(speech_clips), transcribe=False)
+    result = await run_call(cloud_stack.url, two_turns(speech_clips), transcribe=False)
     summary = format_summary(result)
     assert result.outcome == CallOutcome.COMPLETED, summary
     assert result.greeting is not None and every_turn_answered(result), summary
@@ -150,36 +190,33 @@ async def test_call_runs_on_deepgram_elevenlabs_and_openai_through_their_emulato
     # ElevenLabs spoke the greeting and the LLM's replies, sentence by sentence.
     spoken = " ".join(stats(emulators.elevenlabs)["items"])
     assert "test line" in spoken and "You said: The birch canoe" in spoken
-    assert metric(cloud_agent.base_url, "provider_fallbacks_total", provider="deepgram") == 0
+    assert cloud_stack.fallbacks("deepgram") == 0
 
 
-def test_secrets_never_reach_the_log(cloud_agent: Server) -> None:
-    log = cloud_agent.log()
-    assert "deepgram" in log.lower()  # the log is the one of a server that used them
+def test_secrets_never_reach_the_log(cloud_stack: CloudStack) -> None:
+    log = cloud_stack.logs()
+    assert "deepgram" in log.lower()  # the logs are the ones of servers that used them
     for secret in SECRETS.values():
         assert secret not in log
 
 
 async def test_anthropic_responder_with_deepgram_and_local_piper(
-    emulators: Emulators, speech_clips: dict[str, Clip]
+    anthropic_agent: tuple[Server, Emulators], speech_clips: dict[str, Clip]
 ) -> None:
-    server = start_agent_server(env=emulators.env(tts="piper", responder="anthropic"))
-    try:
-        script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
-        result = await run_call(server.base_url, script, transcribe=False)
-        summary = format_summary(result)
-        assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), summary
-        said = agent_lines(await stored_call(result.call_sid))
-        assert "birch" in said[-1] and "planks" in said[-1], said  # Piper spoke the echoed transcript
-        request = [r for r in stats(emulators.llm)["items"] if r["api"] == "anthropic"][-1]
-        assert (
-            request["system"]
-            and request["messages"][-1]["content"] == speech_clips[CANOE].transcript
-        )
-        for secret in SECRETS.values():
-            assert secret not in server.log()
-    finally:
-        server.stop()
+    server, emulators = anthropic_agent
+    script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
+    result = await run_call(server.base_url, script, transcribe=False)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), summary
+    said = agent_lines(await stored_call(result.call_sid))
+    assert "birch" in said[-1] and "planks" in said[-1], said  # Piper spoke the echoed transcript
+    request = [r for r in stats(emulators.llm)["items"] if r["api"] == "anthropic"][-1]
+    assert (
+        request["system"]
+        and request["messages"][-1]["content"] == speech_clips[CANOE].transcript
+    )
+    for secret in SECRETS.values():
+        assert secret not in server.log()
 
 
 async def test_call_falls_back_to_local_engines_when_the_providers_die_mid_call(
@@ -226,69 +263,47 @@ async def test_call_falls_back_to_local_engines_when_the_providers_die_mid_call(
 
 
 async def test_an_utterance_deepgram_dies_in_is_heard_whole_by_the_fallback(
-    transcripts: Path, speech_clips: dict[str, Clip]
+    anthropic_agent: tuple[Server, Emulators], speech_clips: dict[str, Clip]
 ) -> None:
-    emulators = start_emulators(transcripts)
-    server = start_agent_server(env=emulators.env())
-    try:
-        call = asyncio.create_task(
-            run_call(
-                server.base_url, CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)]), transcribe=False
-            )
+    # Kills the fixture's Deepgram: the module's last test on it (the calls above ran on it alive).
+    server, emulators = anthropic_agent
+    heard_before = len(stats(emulators.deepgram)["items"])
+    call = asyncio.create_task(
+        run_call(
+            server.base_url, CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)]), transcribe=False
         )
-        # The emulator starts an utterance when it hears the caller begin; Deepgram dies 1.2 s
-        # into it, after the VAD's start (0.2 s) and "the birch canoe" (the first 0.9 s).
-        await asyncio.to_thread(
-            wait_for, lambda: stats(emulators.deepgram)["items"], 30, 0.02, "caller speech at Deepgram"
-        )
-        await asyncio.sleep(1.2)
-        emulators.deepgram.process.kill()
-        result = await call
-        assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(result)
-        # Whisper got the utterance from its start, not only what was said after the crash.
-        asked = [r for r in stats(emulators.llm)["items"] if r["api"] == "openai"][-1]["messages"][-1]
-        heard = normalize(asked["content"])
-        assert "birch" in heard or "canoe" in heard, asked
-        assert metric(server.base_url, "provider_fallbacks_total", provider="deepgram") == 1
-    finally:
-        server.stop()
-        emulators.stop()
+    )
+    # The emulator starts an utterance when it hears the caller begin; Deepgram dies 1.2 s
+    # into it, after the VAD's start (0.2 s) and "the birch canoe" (the first 0.9 s).
+    await asyncio.to_thread(
+        wait_for,
+        lambda: len(stats(emulators.deepgram)["items"]) > heard_before,
+        30,
+        0.02,
+        "caller speech at Deepgram",
+    )
+    await asyncio.sleep(1.2)
+    emulators.deepgram.process.kill()
+    emulators.deepgram.process.wait()
+    result = await call
+    assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(result)
+    # Whisper got the utterance from its start, not only what was said after the crash.
+    asked = [r for r in stats(emulators.llm)["items"] if r["api"] == "anthropic"][-1]["messages"][-1]
+    heard = normalize(asked["content"])
+    assert "birch" in heard or "canoe" in heard, asked
+    assert metric(server.base_url, "provider_fallbacks_total", provider="deepgram") == 1
 
 
 async def test_ten_concurrent_calls_through_orchestrator_workers_and_emulators(
-    tmp_path: Path, transcripts: Path, speech_clips: dict[str, Clip]
+    cloud_stack: CloudStack, emulators: Emulators, speech_clips: dict[str, Clip]
 ) -> None:
-    emulators = start_emulators(transcripts, profile="published")
-    with ServerGroup() as group:
-        group.add(emulators)
-        redis = group.add(start_redis(tmp_path))
-        env = emulators.env()
-        orchestrator = group.add(start_orchestrator(redis.url, env))
-        workers = group.start_workers(redis.url, ["cloud0", "cloud1"], max_calls=5, env=env)
-        wait_for(
-            lambda: (
-                len(httpx.get(f"{orchestrator.base_url}/stats", headers=OPERATOR, timeout=5).json()["workers"]) == 2
-            ),
-            30,
-            what="2 workers registered",
-        )
-        script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
-        results = await asyncio.gather(
-            *[run_call(orchestrator.base_url, script, transcribe=False) for _ in range(10)]
-        )
-        for result in results:
-            assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(
-                result
-            )
-        assert stats(emulators.deepgram)["connections"] >= 10
-        assert (
-            sum(
-                metric(w.base_url, "provider_fallbacks_total", provider=p)
-                for w in workers
-                for p in ("deepgram", "elevenlabs", "openai")
-            )
-            == 0
-        )
+    connections_before = stats(emulators.deepgram)["connections"]
+    script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
+    results = await asyncio.gather(*[run_call(cloud_stack.url, script, transcribe=False) for _ in range(10)])
+    for result in results:
+        assert result.outcome == CallOutcome.COMPLETED and every_turn_answered(result), format_summary(result)
+    assert stats(emulators.deepgram)["connections"] - connections_before >= 10
+    assert sum(cloud_stack.fallbacks(p) for p in ("deepgram", "elevenlabs", "openai")) == 0
 
 
 class _Unresponsive(FrameProcessor):
