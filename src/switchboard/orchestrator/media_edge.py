@@ -28,13 +28,13 @@ from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.media_socket import CLOSE_HANDED_OFF
 from switchboard.telephony.twilio import (
     websocket_is_signed,

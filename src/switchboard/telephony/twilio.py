@@ -38,6 +38,7 @@ from switchboard.telephony.media_socket import (
 )
 
 VOICE_PATH = "/twilio/voice"  # the voice webhook, wherever it is answered
+RESUME_PATH = "/twilio/resume"  # the voice webhook of a call placed again (a lost stream, a transfer nobody answered)
 _DTMF_DIGITS = set("0123456789*#")
 
 
