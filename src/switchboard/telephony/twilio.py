@@ -146,7 +146,8 @@ def _twilio_message(text: str) -> dict[str, Any]:
     return message
 
 
-def _parse_start(message: dict[str, Any]) -> StreamStart:
+def parse_start(message: dict[str, Any]) -> StreamStart:
+    """Twilio's ``start`` message, checked: the one reading of it, at the edge and the worker."""
     start = message.get("start")
     if not isinstance(start, dict):
         raise MediaRejected(
@@ -195,7 +196,7 @@ async def read_stream_start(socket: MediaSocketGuard) -> StreamStart | None:
                 raise MediaRejected(
                     "out_of_order", CLOSE_POLICY_VIOLATION, f"{message['event']!r} before start"
                 )
-            return _parse_start(message)
+            return parse_start(message)
 
     limit = socket.limits.start_timeout_secs
     try:
