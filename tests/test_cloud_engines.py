@@ -129,6 +129,9 @@ class CloudStack:
     def logs(self) -> str:
         return "\n".join(server.log() for server in (self.orchestrator, *self.workers))
 
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/stats", headers=OPERATOR, timeout=5).json()
+
 
 @pytest.fixture(scope="module")
 def cloud_stack(tmp_path_factory: pytest.TempPathFactory, emulators: Emulators) -> Iterator[CloudStack]:
@@ -137,14 +140,9 @@ def cloud_stack(tmp_path_factory: pytest.TempPathFactory, emulators: Emulators) 
         env = emulators.env()
         orchestrator = group.add(start_orchestrator(redis.url, env))
         workers = group.start_workers(redis.url, ["cloud0", "cloud1"], max_calls=5, env=env)
-        wait_for(
-            lambda: (
-                len(httpx.get(f"{orchestrator.base_url}/stats", headers=OPERATOR, timeout=5).json()["workers"]) == 2
-            ),
-            30,
-            what="2 workers registered",
-        )
-        yield CloudStack(orchestrator, workers)
+        stack = CloudStack(orchestrator, workers)
+        wait_for(lambda: len(stack.stats()["workers"]) == 2, 30, what="2 workers registered")
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +295,8 @@ async def test_an_utterance_deepgram_dies_in_is_heard_whole_by_the_fallback(
 async def test_ten_concurrent_calls_through_orchestrator_workers_and_emulators(
     cloud_stack: CloudStack, emulators: Emulators, speech_clips: dict[str, Clip]
 ) -> None:
+    # All ten slots free: the module's earlier calls through the stack have ended.
+    wait_for(lambda: cloud_stack.stats()["active_calls"] == 0, 30, what="the stack idle")
     connections_before = stats(emulators.deepgram)["connections"]
     script = CallScript(turns=[CallerTurn(audio=speech_clips[CANOE].path)])
     results = await asyncio.gather(*[run_call(cloud_stack.url, script, transcribe=False) for _ in range(10)])
