@@ -371,6 +371,8 @@ def _start_roles(roles: dict[str, Role], config: str, workers: int, max_calls: i
         "SWITCHBOARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "SWITCHBOARD_MAX_CALLS": str(max_calls),
+        # The sweeps measure what a pool holds when every call is let in (overload.py sets headroom).
+        "SWITCHBOARD_ADMISSION": "slots",
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         # 40 ms input chunks: half the frames through each call's pipeline for ~10 ms of latency.
         "SWITCHBOARD_INPUT_FRAME_MS": os.environ.get("SWITCHBOARD_INPUT_FRAME_MS", "40"),

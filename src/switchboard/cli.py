@@ -17,10 +17,15 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace, role: str):
+    from pydantic import ValidationError
+
     from switchboard.observability.logging import configure_logging
     from switchboard.settings import get_settings
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        raise ConfigError(f"settings: {_settings_problems(e)}") from None
     if getattr(args, "port", None):
         settings.port = args.port
     if getattr(args, "agent", None):
@@ -29,6 +34,15 @@ def _settings(args: argparse.Namespace, role: str):
         settings.max_calls = args.max_calls
     configure_logging(settings.log_level, settings.log_format, role=role)
     return settings
+
+
+def _settings_problems(error) -> str:
+    """Each refused setting as its environment variable and the reason."""
+    return "; ".join(
+        f"SWITCHBOARD_{'.'.join(str(p) for p in err['loc']).upper()} ({'.'.join(str(p) for p in err['loc'])}): "
+        f"{err['msg']}"
+        for err in error.errors(include_input=False, include_url=False)
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
