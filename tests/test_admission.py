@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from conftest import RedisServer, start_redis
 from switchboard.dispatch import keys
 from switchboard.dispatch.admission import AdmitMode, ClosedReason, HeadroomBoard, HeadroomReport
 from switchboard.dispatch.hold import HoldLine
@@ -18,7 +19,6 @@ from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import headroom as windows
 from switchboard.settings import Settings
 from switchboard.worker.headroom import HeadroomLimits, HeadroomMeter, Measurements, assess
-from tests.conftest import RedisServer, start_redis
 
 LIMITS = HeadroomLimits(
     latency_limit_ms=480, lag_limit_ms=50, cpu_limit=0.85, engine_queue_limit=4, ceiling=32, burst=4
