@@ -87,12 +87,12 @@ class HoldFollower:
             for url in document.plays:
                 self.seen.hold_audio_url = url
                 length, audible = await self._audio(url)
-                moved = await self._play(length)
+                moved, played = await self._play(length)
+                if audible:
+                    self.seen.hold_audio_s = round(self.seen.hold_audio_s + played, 3)
                 if moved is not None:
                     self.seen.moved_by_rest = True
                     return self._left(moved)
-                if audible:
-                    self.seen.hold_audio_s = round(self.seen.hold_audio_s + length, 3)
             if document.redirect is None:
                 return self._left("<Response><Hangup/></Response>")
             text = await self._post(document.redirect)
@@ -109,15 +109,16 @@ class HoldFollower:
         self.seen.connected = "<Stream" in twiml
         return twiml
 
-    async def _play(self, secs: float) -> str | None:
-        """Wait ``secs`` as the audio plays; a REST update's TwiML ends it early."""
-        deadline = time.monotonic() + secs
+    async def _play(self, secs: float) -> tuple[str | None, float]:
+        """Wait ``secs`` as the audio plays; a REST update's TwiML ends it early. Returns that
+        TwiML (None: it played out) and the seconds played."""
+        began = time.monotonic()
         while True:
             if (update := await self._updates()) is not None:
-                return update
-            left = deadline - time.monotonic()
+                return update, min(secs, time.monotonic() - began)
+            left = began + secs - time.monotonic()
             if left <= 0:
-                return None
+                return None, secs
             await asyncio.sleep(min(_POLL_SECS, left))
 
     async def _audio(self, url: str) -> tuple[float, bool]:
