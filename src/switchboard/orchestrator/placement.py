@@ -19,6 +19,7 @@ from loguru import logger
 
 from switchboard.agent.config import BUSY_LINE
 from switchboard.agent.directory import AgentDirectory
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.admission import AdmitMode
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.hold import HoldLine
@@ -30,9 +31,9 @@ from switchboard.observability.logging import call_context
 from switchboard.orchestrator.media_edge import EDGE_PATH, STREAM_TOKEN_PARAM
 from switchboard.orchestrator.overflow import OverflowDesk
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.outbound import answering_machine_twiml, stream_parameters
 from switchboard.telephony.twilio import (
+    RESUME_PATH,
     VOICE_PATH,
     busy_twiml,
     connect_stream_twiml,
@@ -42,7 +43,6 @@ from switchboard.telephony.twilio import (
 )
 from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
 
-RESUME_PATH = "/twilio/resume"
 BUSY_MESSAGE = BUSY_LINE
 LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."
 # Twilio's redirect after a stream reports the call as live; anything else means it is over.
