@@ -257,3 +257,39 @@ def test_a_bad_admission_setting_is_refused_at_start_naming_it(field: str, value
     finally:
         get_settings.cache_clear()
     assert f"SWITCHBOARD_{field.upper()} ({field})" in capsys.readouterr().err
+
+
+# -- Campaigns pace to headroom ---------------------------------------------------------------
+
+
+async def test_a_campaign_waits_for_headroom_and_spends_what_it_reads():
+    import httpx
+
+    from switchboard.dialer import HeadroomPacer
+
+    answers = iter([
+        {"admits_now": 3, "hold_queue_length": 1},  # callers holding: their turn first
+        {"admits_now": 0, "hold_queue_length": 0},
+        {"admits_now": 2, "hold_queue_length": 0},
+    ])
+    reads = []
+
+    def stats(request: httpx.Request) -> httpx.Response:
+        reads.append(request.headers["X-API-Key"])
+        return httpx.Response(200, json={"admission": next(answers)})
+
+    clock = FakeClock()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(stats)) as client:
+        pacer = HeadroomPacer(client, "http://orchestrator", "key", poll_secs=0.001, clock=clock)
+        await pacer.admit()
+        await pacer.admit()  # the budget read last time: no new read
+        assert (len(reads), pacer.waits) == (3, 2)
+
+
+async def test_a_server_without_admission_figures_is_not_paced():
+    import httpx
+
+    from switchboard.dialer import HeadroomPacer
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _r: httpx.Response(404))) as client:
+        await asyncio.wait_for(HeadroomPacer(client, "http://agent", "key").admit(), 1)
