@@ -12,7 +12,8 @@ then failed: the goal is none), what every other call got (connected after holdi
 the maximum wait, refused), hold waits and whether held callers were connected in arrival order,
 and the peak of calls connected at once (the goal: within 15 % of the capacity at 1×). Writes
 ``benchmarks/results/overload-<config>.json`` and a section of ``docs/performance.md``;
-``--smoke`` writes ``overload-<config>-smoke.json`` and no docs section (a check that it runs).
+``--smoke`` writes ``overload-smoke-<config>.json`` and a section labelled as a smoke run (a
+check that it runs, on small levels; not a measurement).
 
     nice .venv/bin/python benchmarks/overload.py --config cloud [--multiples 1,2,4] [--workers 2]
 """
@@ -199,12 +200,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--calls-per-slot", type=int, default=2)
     parser.add_argument("--max-wait", type=float, default=60.0, help="the hold queue's maximum wait (s)")
-    parser.add_argument("--smoke", action="store_true", help="a check that it runs: labelled, no docs section")
+    parser.add_argument("--smoke", action="store_true", help="a check that it runs: results labelled as a smoke run")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     capacity = args.capacity or measured_capacity(args.config)
     multiples = [int(x) for x in args.multiples.split(",")]
-    name = f"overload-{args.config}" + ("-smoke" if args.smoke else "")
+    name = f"overload-smoke-{args.config}" if args.smoke else f"overload-{args.config}"
     tmp = Path(tempfile.mkdtemp(prefix="sb-overload-"))
     logs = RESULTS / "overload"
     port = free_port()
@@ -237,13 +238,13 @@ def main() -> int:
     write_result(name, data)
     text = markdown(data)
     print(text)
-    if not (args.no_docs or args.smoke):
-        plot(data)
+    if not args.no_docs:
+        plot(data, name)
         update_doc_section(name, text + f"\n\n![overload, {args.config}](img/{name}.png)")
     return 0
 
 
-def plot(data: dict) -> None:
+def plot(data: dict, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,7 +267,7 @@ def plot(data: dict) -> None:
     ax2.legend()
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
-    fig.savefig(IMG / f"overload-{data['config']}.png", dpi=110)
+    fig.savefig(IMG / f"{name}.png", dpi=110)
 
 
 if __name__ == "__main__":
