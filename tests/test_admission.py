@@ -293,3 +293,38 @@ async def test_a_server_without_admission_figures_is_not_paced():
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _r: httpx.Response(404))) as client:
         await asyncio.wait_for(HeadroomPacer(client, "http://agent", "key").admit(), 1)
+
+
+# -- Agent overflow config --------------------------------------------------------------------
+
+
+def agent_yaml(tmp_path, overflow: str):
+    path = tmp_path / "agent.yaml"
+    path.write_text("name: t\ngreeting: Hi.\nfallback: Sorry?\n" + overflow)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overflow", "field"),
+    [
+        ("overflow:\n  action: queue\n", "overflow.queue.max_wait_secs: Value error, a hold queue needs a maximum wait"),
+        ("overflow:\n  action: queue\n  max_wait_secs: 0\n", "overflow.queue.max_wait_secs"),
+        ("overflow:\n  action: transfer\n  to: '555'\n", "overflow.transfer.to"),
+        ("overflow:\n  action: queue\n  max_wait_secs: 30\n  then: {action: queue}\n", "overflow.queue.then"),
+        ("overflow:\n  action: hold\n", "overflow"),
+    ],
+)
+def test_a_bad_overflow_is_refused_naming_the_field(tmp_path, overflow: str, field: str):
+    from switchboard.agent.config import load_agent_config
+    from switchboard.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_agent_config(agent_yaml(tmp_path, overflow))
+    assert field in str(refused.value)
+
+
+def test_an_agent_without_overflow_answers_busy_with_todays_line(tmp_path):
+    from switchboard.agent.config import BUSY_LINE, BusyOverflow, load_agent_config
+
+    agent = load_agent_config(agent_yaml(tmp_path, ""))
+    assert agent.overflow == BusyOverflow(action="busy", line=BUSY_LINE)
