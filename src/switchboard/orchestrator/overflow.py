@@ -28,7 +28,7 @@ import numpy as np
 import redis.asyncio as redis
 from fastapi import APIRouter, HTTPException, Request, Response
 from loguru import logger
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -45,8 +45,10 @@ HOLD_PATH = "/twilio/hold"
 HOLD_AUDIO_PATH = "/twilio/hold.wav"
 HOLD_AUDIO_SECS = 6.0
 _LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
-# (call id, worker id, base URL, stream parameters, query) -> the TwiML connecting it.
+# (call id, call sid, worker id, base URL, stream parameters, query) -> the TwiML connecting it.
 Connector = Callable[[str, str, str, str, dict[str, str], dict[str, str]], Awaitable[str]]
+# (worker id, call id): give back a slot reserved for a call that will not come.
+Releaser = Callable[[str, str], Awaitable[None]]
 
 
 @cache
@@ -89,11 +91,14 @@ def hold_twiml(base: str, queue: QueueOverflow, position: int | None, *, first: 
 class OverflowDesk:
     """Answers calls the pool cannot admit, and serves the hold queue."""
 
-    def __init__(self, settings: Settings, agents: AgentDirectory, line: HoldLine, connect: Connector):
+    def __init__(
+        self, settings: Settings, agents: AgentDirectory, line: HoldLine, connect: Connector, release: Releaser
+    ):
         self._settings = settings
         self.agents = agents
         self.line = line
         self._connect = connect
+        self._release = release
         self._tasks: set[asyncio.Task] = set()
 
     async def answer(
@@ -181,27 +186,43 @@ class OverflowDesk:
                 json.loads(held.get("params") or "{}"), json.loads(held.get("query") or "{}"),
             )
             await self.line.note(call_id, twiml=twiml)
+            self._later(self._connect_now(call_id, worker_id, held, twiml))
+
+    async def _connect_now(self, call_id: str, worker_id: str, held: dict[str, str], twiml: str) -> None:
+        with call_context(call_id):
+            if await self._redirect(held.get("call_sid", ""), twiml) is False:
+                # The caller hung up while holding: their slot goes to the next caller now, not
+                # when the reservation lapses.
+                await self._release(worker_id, call_id)
+                _ended(held, "abandoned")
+                logger.info(f"{call_id}: hung up while holding; the slot on {worker_id} is given back")
+                return
             _ended(held, "connected")
             metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
             logger.info(f"{call_id}: connected from the hold queue to worker {worker_id}")
-            self._later(self._redirect(held.get("call_sid", ""), twiml))
 
     def _later(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _redirect(self, call_sid: str, twiml: str) -> None:
-        """Move the call onto ``twiml`` now (it would get it at its next ``/twilio/hold`` anyway)."""
+    async def _redirect(self, call_sid: str, twiml: str) -> bool | None:
+        """Move the call onto ``twiml`` now (it would get it at its next ``/twilio/hold`` anyway):
+        True if moved, False if Twilio says the call is over, None if we could not ask."""
         settings = self._settings
         if not (settings.twilio_account_sid and settings.twilio_auth_token and call_sid):
-            return
+            return None
         try:
             async with AsyncTwilioHttpClient(timeout=settings.provider_connect_timeout_secs * 5) as http:
                 await rest_client(settings, http).calls(call_sid).update_async(twiml=twiml)
+        except TwilioRestException as e:
+            logger.warning(f"hold queue: twilio refused to redirect {call_sid}: {e.status} {e.code} {e.msg}")
+            return False if e.status in (400, 404) else None
         except (TwilioException, aiohttp.ClientError, TimeoutError, OSError) as e:
-            # The reservation lapses on its own if the caller is gone; else /twilio/hold answers it.
+            # /twilio/hold answers the call when its hold audio comes round.
             logger.warning(f"hold queue: could not redirect {call_sid}: {e!r}")
+            return None
+        return True
 
     async def close(self) -> None:
         for task in list(self._tasks):

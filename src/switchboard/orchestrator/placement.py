@@ -70,7 +70,9 @@ class StreamPlacer:
         self._ledger = ledger
         self.sessions = sessions
         self._agents = agents
-        self.desk = OverflowDesk(settings, agents, hold, self.connect) if agents and hold else None
+        self.desk = (
+            OverflowDesk(settings, agents, hold, self.connect, registry.release_slot) if agents and hold else None
+        )
 
     async def place(
         self, call_id: str, call_sid: str, base: str, params: dict[str, str], query: dict[str, str],
