@@ -27,8 +27,12 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import yaml
@@ -56,6 +60,35 @@ from switchboard.loadtest.scenario import ScenarioOptions
 ACCOUNT_SID = "AC" + "9" * 32
 AUTH_TOKEN = "overload-bench-token"
 CEILING = 32  # the default max_calls: a safety net, not a tuned slot count
+
+
+class HeadroomWatch:
+    """Every second, each worker's headroom from ``/stats``: how long it was open, and closed
+    for which reason (worker-seconds)."""
+
+    def __init__(self, url: str):
+        self._url = f"{url}/stats"
+        self.states: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HeadroomWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                workers = httpx.get(self._url, timeout=2).json()["workers"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+            for w in workers:
+                headroom = w.get("headroom") or {}
+                self.states["open" if headroom.get("open") else headroom.get("closed_reason") or "unknown"] += 1
 
 
 def measured_capacity(config: str) -> int:
@@ -87,12 +120,19 @@ def classify(record: CallRecord) -> str:
     return "refused" if result.outcome is CallOutcome.REJECTED else "failed"
 
 
+# Callers placed in one pass of the queue see their REST update on their own 0.1 s polls: within
+# this of each other they were connected together, whatever order the simulator saw.
+_TOGETHER_S = 0.25
+
+
 def arrival_order_kept(records: list[CallRecord]) -> tuple[int, int]:
-    """Held callers connected out of arrival order, over held callers connected."""
+    """Held callers connected before one who arrived earlier, over held callers connected."""
     held = [r for r in records if r.result.hold is not None and r.result.hold.connected]
     by_arrival = sorted(held, key=lambda r: r.offset_s + r.result.hold.queued_at_s)
     connected = [r.offset_s + r.result.hold.left_at_s for r in by_arrival]
-    inversions = sum(1 for a, b in zip(connected, connected[1:], strict=False) if b < a)
+    inversions = sum(
+        1 for i, later in enumerate(connected) if any(later < earlier - _TOGETHER_S for earlier in connected[:i])
+    )
     return inversions, len(held)
 
 
@@ -119,7 +159,7 @@ def run_level(url: str, twilio: str, capacity: int, multiple: int, roles, calls_
                           seed=level, record_fraction=0.0, max_recordings=0, out_dir=out, auth_token=AUTH_TOKEN,
                           twilio_api=twilio, max_call_s=max_wait + 300,
                           scenario=ScenarioOptions(speech_dir=CLIPS, goodbye=config == "offline"))
-    with Sampler(roles) as sampler:
+    with Sampler(roles) as sampler, HeadroomWatch(url) as watch:
         def progress(p: Progress) -> None:
             sampler.active = p.active
 
@@ -146,6 +186,7 @@ def run_level(url: str, twilio: str, capacity: int, multiple: int, roles, calls_
         "hold_wait_s": {"count": len(waits), "p50": _pct(waits, 50), "p95": _pct(waits, 95),
                         "max": round(max(waits), 1) if waits else None},
         "held_out_of_order": inversions,
+        "worker_seconds_open_or_closed_by": dict(watch.states.most_common()),
         "held_connected": held,
         "workers_cpu_pct_mean": round(float(np.mean([x["cpu"]["workers"] for x in window])), 1) if window else None,
         "max_clock_lag_ms": s.max_clock_lag_ms if s else None,
@@ -153,7 +194,8 @@ def run_level(url: str, twilio: str, capacity: int, multiple: int, roles, calls_
     v = row["admitted_voice_to_voice_ms"] or {}
     print(f"{config} {multiple}x ({level} callers): got {row['got']}; admitted success {row['admitted_success_rate']} "
           f"p95 {v.get('p95')} ms; admitted then failed {row['admitted_then_failed']}; peak connected "
-          f"{row['peak_connected']}; hold wait {row['hold_wait_s']}; out of order {inversions}/{held}", flush=True)
+          f"{row['peak_connected']}; hold wait {row['hold_wait_s']}; out of order {inversions}/{held}; "
+          f"headroom {row['worker_seconds_open_or_closed_by']}", flush=True)
     return row
 
 
@@ -174,8 +216,9 @@ def markdown(data: dict) -> str:
         f"{data['max_wait_secs']:.0f} s maximum wait, then busy.",
         "",
         "| offered | calls | admitted | held → connected | held → busy | refused | failed | admitted success | "
-        "admitted then failed | admitted p95 | peak connected | hold wait p50 / p95 / max | held out of order |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "admitted then failed | admitted p95 | peak connected | hold wait p50 / p95 / max | held out of order | "
+        "worker-seconds open / closed by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["levels"]:
         g, v, w = r["got"], r["admitted_voice_to_voice_ms"] or {}, r["hold_wait_s"]
@@ -184,7 +227,8 @@ def markdown(data: dict) -> str:
             f"| {r['multiple']}× ({r['offered']}) | {r['calls']} | {g['admitted']} | {g['held_connected']} | "
             f"{g['held_busy']} | {g['refused']} | {g['failed']} | {rate} | {r['admitted_then_failed']} | "
             f"{v.get('p95')} | {r['peak_connected']} | {w['p50']} / {w['p95']} / {w['max']} s | "
-            f"{r['held_out_of_order']} of {r['held_connected']} |"
+            f"{r['held_out_of_order']} of {r['held_connected']} | "
+            + ", ".join(f"{k} {n}" for k, n in r["worker_seconds_open_or_closed_by"].items()) + " |"
         )
     if smoke:
         lines += ["", "This is a smoke run on a shared, busy machine with small levels: it shows the benchmark "
