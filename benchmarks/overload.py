@@ -33,7 +33,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-
 import numpy as np
 import yaml
 
