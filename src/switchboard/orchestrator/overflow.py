@@ -43,7 +43,7 @@ from switchboard.telephony.twilio_rest import dial_twiml, rest_client
 
 HOLD_PATH = "/twilio/hold"
 HOLD_AUDIO_PATH = "/twilio/hold.wav"
-HOLD_AUDIO_SECS = 6.0
+HOLD_AUDIO_SECS = 12.0  # one round on hold: a /twilio/hold request per held caller every ~12 s
 _LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
 # (call id, call sid, worker id, base URL, stream parameters, query) -> the TwiML connecting it.
 Connector = Callable[[str, str, str, str, dict[str, str], dict[str, str]], Awaitable[str]]
