@@ -187,6 +187,19 @@ async def test_high_p95_closes_placements_and_they_reopen_when_the_window_passes
     assert await registry.reserve_any("c2", 15) == "w1"
 
 
+def test_no_more_than_the_burst_is_let_in_before_new_calls_show_in_the_measurements(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
+    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+    meter = HeadroomMeter(Settings(admission_burst=4, admission_settle_secs=5), cpu=IdleCpu(), clock=clock)
+    assert meter.assess(0).admit_until == 4
+    clock.now += 0.5
+    settling = meter.assess(4)
+    assert (settling.open, settling.admit_until) == (True, 4)  # the four just let in have not spoken yet
+    clock.now += 5
+    assert meter.assess(4).admit_until == 8
+
+
 async def test_event_loop_lag_closes_the_worker(client, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))

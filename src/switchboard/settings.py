@@ -198,6 +198,11 @@ class Settings(BaseSettings):
         description="Calls an open worker admits beyond its load until its next report: a burst "
         "between two reports cannot over-fill it.",
     )
+    admission_settle_secs: float = Field(
+        5.0, ge=0, le=60,
+        description="At most admission_burst calls are let in over this long: a new call's cost shows in "
+        "the measurements only once its caller speaks.",
+    )
     headroom_window_secs: float = Field(
         10.0, gt=0, le=300, description="The window turn latency p95 is measured over."
     )

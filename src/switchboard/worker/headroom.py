@@ -11,7 +11,10 @@ the report goes to Redis where every placement reads it atomically. The rule:
   ``admission_latency_margin`` of the objective), ``lag``, ``cpu``, ``engine_queue``; and at the
   hard ceiling (``max_calls``), ``ceiling``;
 * an open worker admits up to ``admission_burst`` calls beyond its load until its next report,
-  fewer when its CPU per call says fewer fit, one at a time when latency is close to the limit.
+  fewer when its CPU per call says fewer fit, one at a time when latency is close to the limit;
+* and no more than ``admission_burst`` over any ``admission_settle_secs``: a new call costs
+  little until its caller speaks, so its latency and CPU show only seconds after it was let in,
+  and a ramp faster than that would be judged on measurements that do not include it yet.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +69,7 @@ class Measurements:
     lag_ms: float
     cpu: float
     engine_queue: int
+    recent_admissions: int = 0  # the load's growth over the settle window
 
 
 def assess(m: Measurements, limits: HeadroomLimits, at: float) -> HeadroomReport:
@@ -93,6 +98,8 @@ def assess(m: Measurements, limits: HeadroomLimits, at: float) -> HeadroomReport
         extra = min(extra, max(1, math.floor((limits.cpu_limit - m.cpu) / per_call)))
     if m.p95_ms is not None and m.p95_ms >= _CAUTIOUS_SHARE * limits.latency_limit_ms:
         extra = 1
+    if m.load > 0:
+        extra = min(extra, max(0, limits.burst - m.recent_admissions))
     return report(True, min(limits.ceiling, m.load + extra))
 
 
@@ -125,11 +132,22 @@ class CpuMeter:
 class HeadroomMeter:
     """Reads this process's signals and decides its headroom."""
 
-    def __init__(self, settings: Settings, cpu: CpuMeter | None = None):
+    def __init__(self, settings: Settings, cpu: CpuMeter | None = None, clock=time.monotonic):
         self.limits = HeadroomLimits.from_settings(settings)
         windows.TURN_LATENCY_MS.window_secs = settings.headroom_window_secs
         self._cpu = cpu or CpuMeter()
+        self._clock = clock
+        self._settle_secs = settings.admission_settle_secs
+        self._loads: deque[tuple[float, int]] = deque()
         self.last: HeadroomReport | None = None
+
+    def _growth(self, load: int) -> int:
+        """How much the load grew over the settle window (calls let in whose cost is not known)."""
+        now = self._clock()
+        self._loads.append((now, load))
+        while self._loads and self._loads[0][0] < now - self._settle_secs:
+            self._loads.popleft()
+        return max(0, load - min(n for _t, n in self._loads))
 
     def measure(self, load: int) -> Measurements:
         turns = windows.TURN_LATENCY_MS.values()
@@ -140,6 +158,7 @@ class HeadroomMeter:
             lag_ms=windows.LOOP_LAG_MS.percentile(95) or 0.0,
             cpu=self._cpu.read(),
             engine_queue=windows.ENGINE_IN_FLIGHT.count,
+            recent_admissions=self._growth(load),
         )
 
     def assess(self, load: int) -> HeadroomReport:
