@@ -341,3 +341,23 @@ def test_an_agent_without_overflow_answers_busy_with_todays_line(tmp_path):
 
     agent = load_agent_config(agent_yaml(tmp_path, ""))
     assert agent.overflow == BusyOverflow(action="busy", line=BUSY_LINE)
+
+
+def test_cpu_is_read_from_the_machine_or_from_the_containers_quota(tmp_path):
+    from switchboard.worker.headroom import CpuMeter
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3\n")
+    machine = CpuMeter(stat=stat, cgroup=tmp_path / "none")
+    stat.write_text("cpu  160 0 140 900 0 0 0 0 0 0\n")  # 100 busy of 200 jiffies
+    assert machine.read() == 0.5
+
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cpu.max").write_text("200000 100000\n")  # a limit of 2 cores
+    (cgroup / "cpu.stat").write_text("usage_usec 1000000\nuser_usec 1\n")
+    clock = FakeClock()
+    container = CpuMeter(stat=stat, cgroup=cgroup, clock=clock)
+    clock.now += 1.0
+    (cgroup / "cpu.stat").write_text("usage_usec 2500000\n")  # 1.5 core-seconds in 1 s of 2 cores
+    assert container.read() == 0.75

@@ -104,29 +104,58 @@ def assess(m: Measurements, limits: HeadroomLimits, at: float) -> HeadroomReport
 
 
 class CpuMeter:
-    """The machine's CPU use (0-1) since the last reading, from ``/proc/stat``; the 1-minute load
-    average per core where there is none."""
+    """The CPU use (0-1) this worker can draw on, since the last reading: its container's share
+    when the cgroup has a CPU quota (a Kubernetes limit: ``/proc/stat`` would show the whole
+    node), else the machine's from ``/proc/stat``, else the 1-minute load average per core."""
 
-    def __init__(self, stat: Path = Path("/proc/stat")):
+    def __init__(
+        self, stat: Path = Path("/proc/stat"), cgroup: Path = Path("/sys/fs/cgroup"),
+        clock=time.monotonic,
+    ):
         self._stat = stat
+        self._clock = clock
+        self._cores = _cgroup_cores(cgroup / "cpu.max")
+        self._usage = cgroup / "cpu.stat"
         self._last = self._times()
 
     def _times(self) -> tuple[float, float] | None:
+        """(busy, total) in any unit: the cgroup's CPU µs and the quota's µs of wall, or jiffies."""
+        if self._cores is not None:
+            try:
+                usage = next(
+                    float(line.split()[1]) for line in self._usage.read_text().splitlines()
+                    if line.startswith("usage_usec ")
+                )
+            except (OSError, StopIteration, ValueError, IndexError):
+                return None
+            return usage, self._clock() * 1e6 * self._cores
         try:
             fields = self._stat.read_text().split("\n", 1)[0].split()[1:]
         except OSError:
             return None
         values = [float(v) for v in fields]
         idle = values[3] + (values[4] if len(values) > 4 else 0.0)
-        return sum(values[:8]), idle
+        total = sum(values[:8])
+        return total - idle, total
 
     def read(self) -> float:
         now = self._times()
         if now is None or self._last is None:
             return min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-        total, idle = now[0] - self._last[0], now[1] - self._last[1]
+        busy, total = now[0] - self._last[0], now[1] - self._last[1]
         self._last = now
-        return 0.0 if total <= 0 else max(0.0, min(1.0, 1.0 - idle / total))
+        return 0.0 if total <= 0 else max(0.0, min(1.0, busy / total))
+
+
+def _cgroup_cores(cpu_max: Path) -> float | None:
+    """The cores a cgroup v2 quota allows (``cpu.max``: "200000 100000" is 2); None without one."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return float(quota) / float(period)
 
 
 class HeadroomMeter:
