@@ -578,13 +578,14 @@ def pytest_testnodedown(node, error) -> None:
 # run does not end with one worker idle while the other plays a long module's calls.
 SLOWEST_MODULES = (
     "test_cloud_engines", "test_llm_call_tools", "test_call_control", "test_livekit_sip",
-    "test_up_security", "test_call_resume", "test_worker_failures", "test_media_edge",
-    "test_dispatch", "test_media_fuzz", "test_agent_calls", "test_deploy", "test_pool_call_control",
-    "test_prometheus_integration", "test_worker_shutdown", "test_loadtest", "test_caller_simulator",
-    "test_instruments", "test_webrtc_slots", "test_records_store", "test_dtmf_tones",
-    "test_stream_tokens", "test_analyze_accuracy", "test_calls_page", "test_rate_limits",
-    "test_operator_auth", "test_browser_phone", "test_outbound", "test_records_calls",
-    "test_browser_placement", "test_sip_instruments", "test_emulators", "test_logging",
+    "test_up_security", "test_worker_shutdown", "test_call_resume", "test_worker_failures",
+    "test_media_edge", "test_dispatch", "test_media_fuzz", "test_agent_calls", "test_admission_calls",
+    "test_deploy", "test_pool_call_control", "test_prometheus_integration", "test_loadtest",
+    "test_caller_simulator", "test_instruments", "test_webrtc_slots", "test_records_store",
+    "test_dtmf_tones", "test_stream_tokens", "test_analyze_accuracy", "test_calls_page",
+    "test_rate_limits", "test_operator_auth", "test_browser_phone", "test_outbound",
+    "test_records_calls", "test_browser_placement", "test_sip_instruments", "test_emulators",
+    "test_logging", "test_twilio_webhook",
 )  # fmt: skip
 
 
