@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import socket
@@ -516,6 +518,36 @@ def event_names(record) -> list[str]:
     return [e.event for e in record.events]
 
 
+# -- Modules that must run alone under pytest-xdist (ALONE_MODULES below) ---------------------
+
+
+@contextlib.contextmanager
+def _module_turn(alone: bool) -> Iterator[None]:
+    """A readers-writer lock between the run's xdist workers: a module holds it shared, a module
+    that must run alone holds it exclusive; one waiting to be alone goes before new modules."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
+    LOG_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG_DIR.parent / f"turnstile-{run}.lock", "a") as turnstile, open(LOG_DIR.parent / f"room-{run}.lock", "a") as room:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(room, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def alone_when_timed(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    with _module_turn(request.module.__name__ in ALONE_MODULES):
+        yield
+
+
 # -- No test leaves a process behind (tests/process_guard.py) --------------------------------
 
 
@@ -589,6 +621,11 @@ SLOWEST_MODULES = (
 )  # fmt: skip
 
 
+# Modules that time the system to the millisecond (instruments checked against known delays, the
+# event loop's lag under fuzzing): each runs with nothing beside it, after everything else.
+ALONE_MODULES = ("test_instruments", "test_sip_instruments", "test_analyze_accuracy", "test_media_fuzz")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not _XDIST_WORKER:
@@ -598,7 +635,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def module(item: pytest.Item) -> str:
         return Path(item.nodeid.split("::")[0]).stem
 
-    items.sort(key=lambda item: rank.get(module(item), len(rank)))  # stable: a module stays whole
+    # Stable: a module stays whole.
+    items.sort(key=lambda item: (module(item) in ALONE_MODULES, rank.get(module(item), len(rank))))
     for item in items:
         if not any(item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(module(item)))

@@ -327,9 +327,10 @@ async def test_a_busy_transfer_target_is_recorded_and_counted(
     script = CallScript(to_number=CONTROL_LINE, turns=[CallerTurn(dtmf="8", hangup_expected=True)])
     result = await call_line(control_agent, script)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
+    # The emulator notes the dial at once and the status its action callback got once answered.
     call = wait_for(
-        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and c,
-        what="the redirect",
+        lambda: (c := twilio_call(twilio_api, result.call_sid)) and c["dialed"] and "callback_status" in c["dialed"][0] and c,
+        what="the redirect and its action callback",
     )
     assert "<Sip>sip:busy@desk.example.com</Sip>" in call["twiml"][0]
     assert call["dialed"][0] == {**call["dialed"][0], "outcome": "busy", "callback_status": 200}
