@@ -366,6 +366,22 @@ class RecordingConfig(BaseModel):
     )
 
 
+class NoiseSuppressionConfig(BaseModel):
+    """RNNoise on the caller's audio, before the VAD and the STT (docs/performance.md, "Noise
+    suppression"; :mod:`switchboard.engines.noise_filter`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    attenuation_limit_db: float | None = Field(
+        18.0,
+        ge=3.0,
+        le=60.0,
+        description="The most the background is lowered, in dB; null lets RNNoise remove all it "
+        "can, which costs Whisper words on clean speech.",
+    )
+
+
 class WebhookConfig(BaseModel):
     """Where the finished call's record is POSTed, signed with ``secret`` (HMAC-SHA256)."""
 
@@ -430,6 +446,7 @@ class AgentConfig(BaseModel):
         description="LiveKit room-name patterns (call-sales-*) this agent answers, in an agents dir",
     )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    noise_suppression: NoiseSuppressionConfig = Field(default_factory=NoiseSuppressionConfig)
     webhook: WebhookConfig | None = None
     analysis: CallAnalysisConfig | None = None
 

@@ -33,6 +33,7 @@ from switchboard.agent.timing import TurnTimingObserver
 from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
 from switchboard.call.log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
+from switchboard.engines.noise_filter import noise_filter
 from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
@@ -113,9 +114,11 @@ def build_call_pipeline(
         ),
     )
     responder = build_responder(settings, agent)
+    denoise = noise_filter(agent.noise_suppression)
     pipeline = Pipeline(
         [
             transport.input(),
+            *([denoise] if denoise else []),
             vad,
             build_stt(settings, gate),
             aggregators.user(),
