@@ -8,19 +8,37 @@ import asyncio
 import csv
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import FilterEnableFrame
 
-from conftest import SHARED
+from conftest import (
+    SHARED,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
+    SignedAgent,
+    agent_lines,
+    stored_call,
+    wait_for,
+)
 from switchboard.agent.config import AgentConfig, load_agent_config
-from switchboard.audio import TelephonyUpsampler, dbfs, read_wav, ulaw_decode, ulaw_encode
+from switchboard.audio import (
+    TelephonyUpsampler,
+    dbfs,
+    read_wav,
+    ulaw_decode,
+    ulaw_encode,
+    write_wav,
+)
 from switchboard.engines.noise_filter import NoiseSuppressionFilter, NoiseSuppressor
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer
 from switchboard.engines.whisper import shared_whisper
 from switchboard.errors import ConfigError
+from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.clarity import word_errors
+from switchboard.loadtest.report import CallOutcome, format_summary
 from switchboard.settings import Settings
 from switchboard.speech_end import SpeechEnergyGate
 
@@ -148,3 +166,56 @@ def test_a_bad_noise_suppression_block_names_its_field(tmp_path: Path, block: st
     path.write_text(AGENT + f"noise_suppression: {block}\n")
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_agent_config(path)
+
+
+DENOISED_LINE = "+15005550104"
+DENOISED_AGENT = f"""version: 1
+name: Noisy line agent
+numbers: ["{DENOISED_LINE}"]
+greeting: Hello, this line hears through noise.
+fallback: I am sorry, I did not understand that.
+noise_suppression: {{enabled: true}}
+intents:
+  - name: boats
+    phrases: [canoe, canoes, boat, planks, plank, birch]
+    reply: You mentioned a boat on the water.
+  - name: goodbye
+    phrases: [horizon, distant]
+    reply: Thank you for calling, goodbye.
+    end_call: true
+"""
+
+
+@needs_noise
+async def test_a_call_in_street_noise_is_understood_with_suppression_on(
+    signed_agent: SignedAgent, tmp_path: Path
+) -> None:
+    # The caller stands in traffic: two seconds of it, then a sentence over it at 10 dB SNR.
+    speech = at_level(read_wav(SHARED / "data" / "speech" / "osr_us_0010_s01_8k.wav", 8000), -26)
+    street = at_level(read_wav(NOISE / "berlin_street_16k.wav", 8000), -36)
+    lead = 2 * 8000
+    mixed = street[: lead + len(speech)].astype(np.int32)
+    mixed[lead:] += speech
+    noisy = tmp_path / "birch_canoe_in_traffic_8k.wav"
+    write_wav(noisy, np.clip(mixed, -32768, 32767), 8000)
+    (signed_agent.agents_dir / "noisy_line.yaml").write_text(DENOISED_AGENT)
+    wait_for(lambda: "noisy_line.yaml" not in httpx.get(
+        f"{signed_agent.base_url}/health", timeout=5).json().get("agent_config_errors", []), what="the agent")
+
+    script = CallScript(
+        to_number=DENOISED_LINE,
+        turns=[
+            CallerTurn(audio=noisy),  # "The birch canoe slid on the smooth planks."
+            CallerTurn(audio=SHARED / "data" / "speech" / "fw_stereo_right_16k.wav", hangup_expected=True),
+        ],
+    )
+    result = await run_call(signed_agent.base_url, script, transcribe=False,
+                            auth_token=TWILIO_AUTH_TOKEN, account_sid=TWILIO_ACCOUNT_SID)
+    summary = format_summary(result)
+    assert result.outcome == CallOutcome.AGENT_HUNG_UP, summary
+    assert agent_lines(await stored_call(result.call_sid)) == [
+        "Hello, this line hears through noise.",
+        "You mentioned a boat on the water.",
+        "Thank you for calling, goodbye.",
+    ]
+    assert "caller audio filter on: RNNoise noise suppression" in signed_agent.server.log()

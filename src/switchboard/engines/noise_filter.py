@@ -18,6 +18,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 import numpy as np
+from loguru import logger
 from pipecat.audio.filters.base_audio_filter import BaseAudioFilter
 from pipecat.frames.frames import (
     FilterControlFrame,
@@ -161,6 +162,9 @@ class NoiseSuppressionFilter(BaseAudioFilter):
         self._suppressor: NoiseSuppressor | None = None
         self._enabled = True
 
+    def __repr__(self) -> str:
+        return f"RNNoise noise suppression (limit {self._attenuation_limit_db} dB)"
+
     async def start(self, sample_rate: int):
         self._suppressor = NoiseSuppressor(
             sample_rate, attenuation_limit_db=self._attenuation_limit_db
@@ -200,6 +204,7 @@ class InputAudioFilter(FrameProcessor):
         if isinstance(frame, StartFrame):
             await self._filter.start(frame.audio_in_sample_rate)
             self._started = True
+            logger.info(f"caller audio filter on: {self._filter} at {frame.audio_in_sample_rate} Hz")
         elif isinstance(frame, FilterControlFrame):
             await self._filter.process_frame(frame)
         elif isinstance(frame, InputAudioRawFrame) and direction is FrameDirection.DOWNSTREAM:
