@@ -55,7 +55,7 @@ def over_the_phone(samples8: np.ndarray) -> np.ndarray:
     return TelephonyUpsampler().process(ulaw_decode(ulaw_encode(samples8)))
 
 
-def suppressed(audio16: np.ndarray, limit_db: float | None = 18.0) -> np.ndarray:
+def suppressed(audio16: np.ndarray, limit_db: float | None = None) -> np.ndarray:
     suppressor = NoiseSuppressor(16000, attenuation_limit_db=limit_db)
     padded = np.concatenate([audio16, np.zeros(2 * CHUNK, dtype=np.int16)])
     out = [suppressor.process(padded[i : i + CHUNK]) for i in range(0, len(padded) - CHUNK + 1, CHUNK)]
@@ -105,12 +105,12 @@ def test_clean_speech_keeps_its_words_and_its_level() -> None:
 
 @needs_noise
 def test_a_noisy_street_alone_does_not_start_the_vad_once_suppressed() -> None:
-    # Eight seconds of real traffic at the level of a 5 dB SNR call: the unfiltered line starts
-    # the VAD (the agent would stop talking for nothing); the filtered one must not.
+    # Eight seconds of real traffic as loud as the caller's speech (0 dB SNR). RNNoise's residue
+    # (musical noise, bursts it lets through) must not pass for speech: each start would be a
+    # barge-in stopping the agent. The unfiltered line does not start the VAD either, so this
+    # checks the filter adds no false starts; background *voices* do (docs/performance.md).
     street = read_wav(NOISE / "berlin_street_16k.wav", 8000)[: 8 * 8000]
-    line = over_the_phone(at_level(street, -31))
-    assert vad_starts(line) > 0, "this recording no longer starts the VAD unfiltered"
-    assert vad_starts(suppressed(line)) == 0
+    assert vad_starts(suppressed(over_the_phone(at_level(street, -26)))) == 0
 
 
 def test_the_pipecat_filter_keeps_a_call_stream_whole_and_can_be_switched_off() -> None:
@@ -118,7 +118,7 @@ def test_the_pipecat_filter_keeps_a_call_stream_whole_and_can_be_switched_off() 
     chunks = [speech[i : i + CHUNK].tobytes() for i in range(0, len(speech) - CHUNK + 1, CHUNK)]
 
     async def run() -> tuple[list[bytes], bytes]:
-        audio_filter = NoiseSuppressionFilter(attenuation_limit_db=18.0)
+        audio_filter = NoiseSuppressionFilter(attenuation_limit_db=12.0)
         await audio_filter.start(16000)
         out = [await audio_filter.filter(c) for c in chunks[:-1]]
         await audio_filter.process_frame(FilterEnableFrame(enable=False))

@@ -7,9 +7,9 @@ the filter 16 kHz audio, so each call's suppressor resamples by 3 both ways with
 milliseconds). The filter sits in the input transport, before the VAD and the STT, so every
 ingress (Twilio, WebRTC, LiveKit) gets it from the transport params alone.
 
-``attenuation_limit_db`` keeps that much of the unfiltered signal under the filtered one: RNNoise
-at full strength smears consonants that Whisper needs (measured in benchmarks/noise.py), while a
-bounded reduction still takes the background below the VAD's threshold.
+``attenuation_limit_db`` mixes the unfiltered signal back in that far below the filtered one, so the
+background is lowered by at most that much (as DeepFilterNet's and Krisp's limits do). On the
+benchmark's recordings no limit did better than none (benchmarks/noise.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ class NoiseSuppressionFilter(BaseAudioFilter):
     async def filter(self, audio: bytes) -> bytes:
         if not self._enabled or self._suppressor is None:
             return audio
-        # ~0.2 ms of CPU per 20 ms frame: cheaper inline than an executor hand-off.
+        # ~1-2 ms of CPU per 20 ms chunk, run inline as the Silero VAD beside it is: this call's
+        # audio waits for it either way, and a thread hand-off per chunk would add its own delay.
         return self._suppressor.process(np.frombuffer(audio, dtype=np.int16)).tobytes()
 
 
