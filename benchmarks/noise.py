@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import platform
 import re
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -303,7 +305,11 @@ def main() -> None:
     parser.add_argument("--clips", choices=["held-out", "tuning", "all"], default="held-out")
     parser.add_argument("--name", default="noise")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--doc-from", type=Path, help="only write the doc section from this result")
     args = parser.parse_args()
+    if args.doc_from:
+        update_doc_section("noise", markdown(json.loads(args.doc_from.read_text())))
+        return
     variants = [parse_variant(v) for v in args.variants.split(",")]
     chosen = str(parse_variant(args.chosen))
     speech, noises = load_speech(args.clips), load_noises()
