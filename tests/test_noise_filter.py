@@ -168,7 +168,7 @@ def test_a_bad_noise_suppression_block_names_its_field(tmp_path: Path, block: st
         load_agent_config(path)
 
 
-DENOISED_LINE = "+15005550104"
+DENOISED_LINE = "+15005550777"  # no other test agent claims it
 DENOISED_AGENT = f"""version: 1
 name: Noisy line agent
 numbers: ["{DENOISED_LINE}"]
