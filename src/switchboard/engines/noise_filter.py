@@ -4,8 +4,8 @@ RNNoise (Xiph, BSD-3-Clause; weights compiled into the library ``pyrnnoise`` shi
 recurrent network over 22 spectral bands that runs on 10 ms frames at 48 kHz. The transport hands
 the filter 16 kHz audio, so each call's suppressor resamples by 3 both ways with a short FIR
 (0.5 ms of delay each way; Pipecat's own RNNoise filter uses a soxr stream that holds back tens of
-milliseconds). The filter sits in the input transport, before the VAD and the STT, so every
-ingress (Twilio, WebRTC, LiveKit) gets it from the transport params alone.
+milliseconds). ``InputAudioFilter`` runs it right after the input transport, before the VAD and
+the STT, so every ingress (Twilio, WebRTC, LiveKit) gets it without its transport params.
 
 ``attenuation_limit_db`` mixes the unfiltered signal back in that far below the filtered one, so the
 background is lowered by at most that much (as DeepFilterNet's and Krisp's limits do). On the
@@ -40,7 +40,7 @@ _TAPS_PER_SIDE = 8  # at the outer rate: 0.5 ms of look-ahead per resampling sta
 
 def _lowpass(factor: int, taps_per_side: int) -> np.ndarray:
     """A Hann-windowed sinc cutting at the lower rate's Nyquist, for resampling by ``factor``."""
-    n = 2 * taps_per_side * factor
+    n = 2 * taps_per_side * factor + 1  # odd: a whole number of samples of delay
     k = np.arange(n) - (n - 1) / 2
     h = np.sinc(k / factor) * np.hanning(n + 2)[1:-1]
     return (h / h.sum()).astype(np.float32)
