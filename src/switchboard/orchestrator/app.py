@@ -40,8 +40,10 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    bridge_ended,
     call_to_refuse,
     caller_gone,
+    end_bridge,
     first_delivery,
     refuse_call,
     verify_livekit_webhook,
@@ -199,6 +201,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             return {"dispatched": False, "reason": "no agent answers this number"}
         if (room := caller_gone(event)) is not None:
             await room_jobs.caller_left(room)
+        if (room := bridge_ended(event)) is not None:
+            await end_bridge(settings, room)
         needed = agent_needed(event)
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()
