@@ -370,8 +370,8 @@ class NoiseSuppressionConfig(BaseModel):
     """RNNoise on the caller's audio, before the VAD and the STT (:mod:`switchboard.engines.noise_filter`).
 
     Off by default: measured in real street and crowd noise (docs/performance.md, "Noise
-    suppression"), it does not lower Whisper's word errors, lets background talkers start the
-    VAD more often, and costs ~10 % of a core per call.
+    suppression"), it raises Whisper's word errors, lets background talkers start the
+    VAD more often, and costs 7-11 % of a core per call.
     """
 
     model_config = ConfigDict(extra="forbid")
