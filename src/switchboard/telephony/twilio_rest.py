@@ -54,9 +54,12 @@ _DIAL_OUTCOMES = {
 }
 
 
-def dial_twiml(target: str, *, action: str | None, ring_secs: int) -> str:
-    """TwiML that rings ``target`` (a number or ``sip:`` URI) and reports to ``action``."""
+def dial_twiml(target: str, *, action: str | None, ring_secs: int, say: str | None = None) -> str:
+    """TwiML that rings ``target`` (a number or ``sip:`` URI) and reports to ``action``, after
+    saying ``say`` if given."""
     response = VoiceResponse()
+    if say:
+        response.say(say)
     dial = (
         Dial(action=action, method="POST", timeout=ring_secs) if action else Dial(timeout=ring_secs)
     )
