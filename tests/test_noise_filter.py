@@ -198,9 +198,19 @@ async def test_a_call_in_street_noise_is_understood_with_suppression_on(
     mixed[lead:] += speech
     noisy = tmp_path / "birch_canoe_in_traffic_8k.wav"
     write_wav(noisy, np.clip(mixed, -32768, 32767), 8000)
-    (signed_agent.agents_dir / "noisy_line.yaml").write_text(DENOISED_AGENT)
-    wait_for(lambda: "noisy_line.yaml" not in httpx.get(
-        f"{signed_agent.base_url}/health", timeout=5).json().get("agent_config_errors", []), what="the agent")
+    # Written whole under another name, then renamed: the server re-reads the directory while it runs.
+    staged = signed_agent.agents_dir / "noisy_line.yaml.part"
+    staged.write_text(DENOISED_AGENT)
+    staged.replace(signed_agent.agents_dir / "noisy_line.yaml")
+
+    def loaded() -> bool:
+        try:
+            httpx.get(f"{signed_agent.base_url}/health", timeout=5)  # re-reads the directory
+        except httpx.HTTPError:
+            return False  # a busy machine: ask again
+        return "noisy_line.yaml loaded" in signed_agent.server.log()
+
+    wait_for(loaded, 30, what="the noisy line's agent")
 
     script = CallScript(
         to_number=DENOISED_LINE,
