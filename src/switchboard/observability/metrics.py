@@ -216,3 +216,15 @@ CALLS_RESUMED = Counter(
     "no_capacity | gave_up (resumed too often).",
     ["result"],
 )
+PII_REDACTED = Counter(
+    "pii_redacted_total",
+    "PII spans taken out of stored calls' text (transcripts, digits, tool calls), by entity type.",
+    ["entity"],
+)
+PII_AUDIO_SPANS = Counter(
+    "pii_audio_spans_total", "Spans of recordings masked for PII or keypad tones."
+)
+PII_REDACTION_FAILURES = Counter(
+    "pii_redaction_failures_total",
+    "Calls whose redaction failed: stored with transcript, digits and recording withheld.",
+)

@@ -22,6 +22,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from switchboard.agent.config import AgentConfig
 from switchboard.call.log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
+from switchboard.privacy.redactor import redact_for_storage
 from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall
@@ -199,6 +200,11 @@ class CallArchive:
                     duration_secs=round(duration, 3),
                     bytes=len(audio),
                 )
+            # Before anything is stored or sent: the row, the audio, the webhook and the
+            # analysis only ever see the redacted call.
+            call, audio = await redact_for_storage(call, audio, agent)
+            if call.recording is not None and audio is not None:
+                call.recording.bytes = len(audio)
             await self._open()
             result = await self.store.save(call, audio)
         except Exception as e:  # the call is over; its record failing must not touch the worker

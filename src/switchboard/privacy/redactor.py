@@ -1,0 +1,64 @@
+"""``redact_for_storage``: a finished call's record and recording as the agent lets them be kept.
+
+It runs in the archive before the record is saved, so the database, the recording store, the
+post-call webhook and the LLM's analysis (which read the saved record) never see what it took
+out. It never fails a call: if redaction fails, the record is stored with its transcript,
+digits, tool calls and recording withheld, counted in ``pii_redaction_failures_total`` and
+logged without any of its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from loguru import logger
+
+from switchboard.agent.config import AgentConfig
+from switchboard.observability import metrics
+from switchboard.privacy.redact import redact_call, withheld
+from switchboard.records.models import StoredCall
+
+# Re-transcribing recordings is seconds of CPU per call: one thread per process, so calls
+# queue for it instead of taking cores from live calls.
+_AUDIO = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pii-audio")
+
+
+def _redact_audio(audio: bytes, call: StoredCall, agent: AgentConfig, known: list[str]) -> bytes:
+    from switchboard.privacy.audio import redact_recording
+
+    redacted, spans = redact_recording(
+        audio,
+        list(agent.redaction.entities),
+        known,
+        keypad_tones=agent.redaction.keypad_digits,
+        how=agent.redaction.audio_mask,
+    )
+    metrics.PII_AUDIO_SPANS.inc(len(spans))
+    return redacted
+
+
+async def redact_for_storage(
+    call: StoredCall, audio: bytes | None, agent: AgentConfig
+) -> tuple[StoredCall, bytes | None]:
+    """The call (and its audio) with the agent's PII taken out; unchanged if redaction is off."""
+    if not agent.redaction.enabled:
+        return call, audio
+    from switchboard.privacy.redact import keyed_digits
+
+    try:
+        known = keyed_digits(call, agent)
+        redacted, found = redact_call(call, agent)
+        if audio is not None and agent.redaction.recording:
+            loop = asyncio.get_running_loop()
+            audio = await loop.run_in_executor(_AUDIO, _redact_audio, audio, call, agent, known)
+    except Exception as e:  # redaction must never cost the call its record: keep it, without words
+        metrics.PII_REDACTION_FAILURES.inc()
+        logger.error(f"{call.call_id}: redaction failed ({type(e).__name__}); transcript and recording withheld")
+        return withheld(call), None
+    for kind, count in found.items():
+        metrics.PII_REDACTED.labels(entity=kind).inc(count)
+    if found:
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
+        logger.info(f"{call.call_id}: redacted {sum(found.values())} PII span(s) ({counts})")
+    return redacted, audio
