@@ -47,10 +47,10 @@ MONTHS = {
     )
 }  # fmt: skip
 _BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
-_CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit)\b", re.I)
+_CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|pay|charge)\b", re.I)
 _CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
 _SSN_CONTEXT = re.compile(r"\b(social|ssn|s s n|security number)\b", re.I)
-_SSN_WRITTEN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
+_SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
 _PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
 _STREET = {
     "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive", "dr",
@@ -113,8 +113,6 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
         found += _addresses(tokens)
     if "name" in wanted:
         found += [Entity("name", m.start(1), m.end(1)) for m in _INTRO.finditer(text) if _is_name(m.group(1))]
-    if "national_id" in wanted:
-        found += [Entity("national_id", m.start(), m.end()) for m in _SSN_WRITTEN.finditer(text) if _ssn_valid(m.group().replace("-", ""))]
     return _resolved(found)
 
 
@@ -135,27 +133,40 @@ def _resolved(found: list[Entity]) -> list[Entity]:
     return out
 
 
+# A word the ASR heard for a digit just before a number ("for 111..." is "four one one one").
+_HEARD_AS_DIGIT = {"for", "to", "too", "won", "ate"}
+# Sixteen digits with a card's context, or fifteen and more in any: nothing else said at a
+# front desk is that long, and Whisper often repeats or drops a group, breaking the checksum.
+_CARD_ANYWAY_DIGITS = 15
+
+
 def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[str]) -> list[Entity]:
     found: list[Entity] = []
+    ssn_context = bool(_SSN_CONTEXT.search(text))
     for i, t in enumerate(tokens):
         if not t.digits:
             continue
-        digits = t.text
+        digits, n = t.text, len(t.text)
         plus = i > 0 and tokens[i - 1].text.lower() in ("+", "plus")
         start = tokens[i - 1].start if plus else t.start
-        before = text[max(0, t.start - 60) : t.start]
+        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and n >= 3:
+            start = tokens[i - 1].start
+        before = text[max(0, t.start - 80) : t.start]
+        phone_context = bool(_PHONE_CONTEXT.search(before))
         kind: str | None = None
         if any(k in digits for k in known):
             kind = "keypad"
-        elif 13 <= len(digits) <= 19 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)):
+        elif n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
             kind = "card"
-        elif len(digits) == 9 and _ssn_valid(digits) and _SSN_CONTEXT.search(text):
-            kind = "national_id"
-        elif _phone(digits, plus):
+        elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
+            kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
+        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12):
             kind = "phone"
-        elif 3 <= len(digits) <= 4 and i > 0 and _after_card_extra(tokens, i):
+        elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
+            kind = "national_id"
+        elif 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
             kind = "card"
-        elif len(digits) >= 5:
+        elif n >= 5:
             kind = "account_number"
         if kind is not None and (kind == "keypad" or kind in wanted):
             found.append(Entity(kind, start, t.end))
@@ -290,10 +301,13 @@ def _date_at(tokens: list[Token], i: int) -> tuple[int, int | None] | None:
             return _year(tokens, k)
         return None
     # 3/3/82, 03-03-1982
-    if tokens[i].digits and i + 4 < n and low[i + 1] in ("/", "-") and tokens[i + 2].digits and low[i + 3] == low[i + 1] and tokens[i + 4].digits:
-        if 1 <= int(tokens[i].text) <= 31 and 1 <= int(tokens[i + 2].text) <= 31:
-            year = int(tokens[i + 4].text)
-            return i + 4, year + (1900 if 30 <= year < 100 else 2000 if year < 30 else 0)
+    numeric = (
+        tokens[i].digits and i + 4 < n and low[i + 1] in ("/", "-") and low[i + 3] == low[i + 1]
+        and tokens[i + 2].digits and tokens[i + 4].digits
+    )  # fmt: skip
+    if numeric and 1 <= int(tokens[i].text) <= 31 and 1 <= int(tokens[i + 2].text) <= 31:
+        year = int(tokens[i + 4].text)
+        return i + 4, year + (1900 if 30 <= year < 100 else 2000 if year < 30 else 0)
     return None
 
 

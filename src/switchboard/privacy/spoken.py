@@ -168,9 +168,7 @@ def _merged(tokens: list[Token]) -> list[Token]:
                 run += u.text
                 end = u.end
                 j += 1
-            elif u.text in _JOINERS and j + 1 < len(tokens) and (tokens[j + 1].digits or tokens[j + 1].text == "("):
-                j += 1
-            elif u.text in ("(", ")"):
+            elif u.text in _JOINERS and j + 1 < len(tokens) and (tokens[j + 1].digits or tokens[j + 1].text == "(") or u.text in ("(", ")"):
                 j += 1
             else:
                 break

@@ -203,8 +203,6 @@ class CallArchive:
             # Before anything is stored or sent: the row, the audio, the webhook and the
             # analysis only ever see the redacted call.
             call, audio = await redact_for_storage(call, audio, agent)
-            if call.recording is not None and audio is not None:
-                call.recording.bytes = len(audio)
             await self._open()
             result = await self.store.save(call, audio)
         except Exception as e:  # the call is over; its record failing must not touch the worker

@@ -1,0 +1,31 @@
+"""Caller words in logs: DEBUG lines logged during a call pass through the PII detector.
+
+At DEBUG the STT logs each transcript, the responder what the caller said, and Pipecat the
+text it speaks (which may read back a patient number); INFO and above never carry a caller's
+words. Log lines are process-wide, so every entity type is redacted whatever the agent's
+settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchboard.privacy.detect import detect
+
+_DEBUG = 10
+
+
+def redact_line(text: str) -> str:
+    for e in reversed(detect(text)):
+        text = text[: e.start] + f"[{e.type.upper()}]" + text[e.end :]
+    return text
+
+
+def redact_debug_record(record: Any) -> None:
+    """A loguru patcher: a DEBUG (or TRACE) line of a call, redacted in place."""
+    if record["level"].no > _DEBUG or "call_id" not in record["extra"]:
+        return
+    try:
+        record["message"] = redact_line(record["message"])
+    except Exception:  # a log line must never break the code logging it; none of it is shown
+        record["message"] = "[log line withheld: redaction failed]"
