@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from aiohttp import web
-from conftest import REPO
 
+from conftest import REPO
 from switchboard.agent.config import AgentConfig, WebhookConfig, load_agent_config
 from switchboard.audio import read_wav, resample, ulaw_decode, ulaw_encode
 from switchboard.call.log import CallLog, DigitsCollected, KeypadPress
