@@ -28,10 +28,10 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
 from conftest import REPO
-from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
-from switchboard.agent.call_control import CallController
-from switchboard.agent.call_timers import CallTimers
 from switchboard.agent.config import load_agent_config
+from switchboard.call.conversation.call_control import CallController
+from switchboard.call.conversation.call_timers import CallTimers
+from switchboard.engines.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
 
 NUMBERS = REPO / "tests" / "agents" / "numbers"
 

@@ -2,7 +2,7 @@
 
 An LLM agent hangs up, hands the caller to a person or presses keys on a remote phone menu (an
 IVR) by calling these functions; the handler pushes a
-:class:`~switchboard.agent.call_actions.CallActionFrame` and the call controller does the rest,
+:class:`~switchboard.engines.call_actions.CallActionFrame` and the call controller does the rest,
 exactly as for a scripted intent. ``transfer_call`` may only send the caller to a destination
 the agent config names (an intent with ``transfer:``), never to a number the model made up;
 ``send_digits`` takes only a valid dial string (0-9, * and #, w for a pause), anything else is
@@ -25,10 +25,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from switchboard.agent.call_actions import CallActionFrame
 from switchboard.agent.config import DIAL_STRING_PATTERN, AgentConfig, valid_dial_string
 from switchboard.agent.tools import tool_turn
-from switchboard.call.log import ToolCall, current_log
+from switchboard.call_log import ToolCall, current_log
+from switchboard.engines.call_actions import CallActionFrame
 from switchboard.observability import metrics
 from switchboard.observability.logging import current_call_id
 

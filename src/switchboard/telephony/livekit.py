@@ -35,7 +35,7 @@ from switchboard.telephony.livekit_sip import (
 )
 
 if TYPE_CHECKING:
-    from switchboard.agent.pipeline import CallPipeline
+    from switchboard.call.conversation.pipeline import CallPipeline
 
 # LiveKit SIP's individual dispatch rule names a room ``{prefix}_{caller}_{random}``, and the
 # caller is an E.164 number: with the prefix ``call-`` that is ``call-_+15105550100_6jgXbZsZqcnm``,

@@ -33,15 +33,15 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 
-from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
-from switchboard.agent.call_timers import CallTimers
 from switchboard.agent.config import AgentConfig, Intent
 from switchboard.agent.intent_tool import intent_tool_call
-from switchboard.agent.keypad import KeypadInput
-from switchboard.agent.send_digits import Source, dial_frames
-from switchboard.agent.silence import SilenceWatch
-from switchboard.agent.transfer import CONNECTED, UNANSWERED, transfer
-from switchboard.call.log import CallLog, DigitsSent, EndCallRequested, LLMAction
+from switchboard.call.conversation.call_timers import CallTimers
+from switchboard.call.conversation.keypad import KeypadInput
+from switchboard.call.conversation.send_digits import Source, dial_frames
+from switchboard.call.conversation.silence import SilenceWatch
+from switchboard.call.conversation.transfer import CONNECTED, UNANSWERED, transfer
+from switchboard.call_log import CallLog, DigitsSent, EndCallRequested, LLMAction
+from switchboard.engines.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
 from switchboard.observability import metrics
 from switchboard.telephony.base import CallControl, TransferOutcome
 

@@ -15,10 +15,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from switchboard.agent.call_actions import Action, CallActionFrame
 from switchboard.agent.config import Intent
 from switchboard.agent.intents import IntentMatcher, Match
-from switchboard.call.log import IntentMatched, current_log
+from switchboard.call_log import IntentMatched, current_log
+from switchboard.engines.call_actions import Action, CallActionFrame
 
 
 def last_user_text(context: LLMContext) -> str:
