@@ -31,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, update_doc_section, write_result  # noqa: E402
 from switchboard.audio import read_wav, resample, ulaw_decode, ulaw_encode  # noqa: E402
 from switchboard.dtmf_tones import digits_in  # noqa: E402
-from switchboard.privacy.audio import redact_recording, shared_word_timings  # noqa: E402
-from switchboard.privacy.detect import ENTITY_TYPES, detect  # noqa: E402
+from switchboard.privacy.detect import ENTITY_TYPES, MONTHS, detect  # noqa: E402
+from switchboard.privacy.spoken import normalise  # noqa: E402
+from switchboard.privacy.text import redact_text  # noqa: E402
+from switchboard.records.recording_redaction import redact_recording, shared_word_timings  # noqa: E402
 
 UTTERANCES = REPO / "benchmarks" / "data" / "pii_utterances.jsonl"
 GOAL_TYPES = ("card", "phone", "email", "national_id", "date_of_birth")
@@ -71,6 +73,32 @@ def keyed_tones(digits: str) -> np.ndarray:
     return np.concatenate([read_wav(folder / f"dtmf-{names.get(d, d)}.wav", RATE) for d in digits])
 
 
+def leaked(entity: dict, redacted: str) -> bool:
+    """Whether the redacted transcript still gives the entity away (what a record would keep)."""
+    kind, value = entity["type"], entity["value"]
+    runs = [t.text for t in normalise(redacted) if t.digits]
+    letters = "".join(ch for ch in redacted.lower() if ch.isalnum())
+    if kind in ("card", "phone", "national_id"):
+        return any(value[i : i + 4] in run for run in runs for i in range(len(value) - 3))
+    if kind == "email":
+        local = "".join(ch for ch in value.split("@")[0] if ch.isalnum())
+        return len(local) >= 3 and local in letters
+    if kind == "date_of_birth":
+        year, month, _day = value.split("-")
+        named = list(MONTHS)[int(month) - 1]
+        return year in runs or year[2:] in runs and named in redacted.lower()
+    if kind == "address":
+        return value.split()[1].lower() in redacted.lower()
+    return any(word.lower() in redacted.lower() for word in value.split())
+
+
+def check(row: dict, entities: list[dict]) -> None:
+    """The row's detections and what its redacted transcript still holds."""
+    row["found"] = [e.type for e in detect(row["heard"])]
+    row["redacted"] = redact_text(row["heard"])
+    row["left"] = [e["type"] for e in entities if leaked(e, row["redacted"])]
+
+
 def score(rows: list[dict]) -> dict[str, dict]:
     tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
     for row in rows:
@@ -81,6 +109,7 @@ def score(rows: list[dict]) -> dict[str, dict]:
             tp[kind] += hit
             fp[kind] += got[kind] - hit
             fn[kind] += want[kind] - hit
+    left = collections.Counter(kind for row in rows for kind in row.get("left", []))
     out = {}
     for kind in ENTITY_TYPES:
         if tp[kind] + fp[kind] + fn[kind] == 0:
@@ -88,7 +117,7 @@ def score(rows: list[dict]) -> dict[str, dict]:
         recall = tp[kind] / (tp[kind] + fn[kind]) if tp[kind] + fn[kind] else None
         precision = tp[kind] / (tp[kind] + fp[kind]) if tp[kind] + fp[kind] else None
         out[kind] = {"labelled": tp[kind] + fn[kind], "tp": tp[kind], "fp": fp[kind], "fn": fn[kind],
-                     "recall": recall, "precision": precision}  # fmt: skip
+                     "recall": recall, "precision": precision, "left_in_text": left[kind]}  # fmt: skip
     return out
 
 
@@ -121,10 +150,10 @@ def main() -> int:
         for i, u in enumerate(utterances):
             audio = over_the_phone(speak(u["text"]))
             heard = stt.transcribe_pcm16(audio).text
-            found = [e.type for e in detect(heard)]
-            rows.append({"voice": voice, "said": u["text"], "heard": heard,
-                         "expected": [e["type"] for e in u["entities"]], "found": found})  # fmt: skip
-            print(f"{voice} {i:3} {found} <- {heard}", flush=True)
+            row = {"voice": voice, "said": u["text"], "heard": heard, "expected": [e["type"] for e in u["entities"]]}
+            check(row, u["entities"])
+            rows.append(row)
+            print(f"{voice} {i:3} {row['found']} <- {heard}", flush=True)
             if voice != "piper" or not u["entities"] or args.no_recordings:
                 continue
             caller = np.concatenate([np.zeros(RATE // 2, np.int16), audio, np.zeros(RATE // 2, np.int16),
@@ -173,10 +202,11 @@ def rescore(name: str) -> int:
     """The detector run again on the stored transcripts: the ASR's output is kept as it was."""
     path = REPO / "benchmarks" / "results" / f"{name}.json"
     result = json.loads(path.read_text())
+    labels = {u["text"]: u["entities"] for u in map(json.loads, UTTERANCES.read_text().splitlines())}
     for row in result["rows"]:
-        row["found"] = [e.type for e in detect(row["heard"])]
-    for check in result["redacted"]:
-        check["entities_left"] = [e.type for e in detect(check["heard_after"])]
+        check(row, labels[row["said"]])
+    for redacted in result["redacted"]:
+        redacted["entities_left"] = [e.type for e in detect(redacted["heard_after"])]
     result["overall"] = score(result["rows"])
     result["by_voice"] = {v: score([r for r in result["rows"] if r["voice"] == v]) for v in result["voices"]}
     result["recordings"]["with_entities_left"] = sum(1 for c in result["redacted"] if c["entities_left"])

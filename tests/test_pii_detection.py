@@ -11,13 +11,14 @@ import pytest
 from loguru import logger
 
 from switchboard.agent.config import AgentConfig
-from switchboard.call.log import DigitsCollected, KeypadPress, ToolCall, Turn
+from switchboard.call_log import DigitsCollected, KeypadPress, ToolCall, Turn
 from switchboard.errors import ConfigError
 from switchboard.observability.logging import call_context, configure_logging
 from switchboard.privacy.detect import detect, luhn_valid
-from switchboard.privacy.redact import redact_call, redact_text, withheld
 from switchboard.privacy.spoken import normalise
+from switchboard.privacy.text import redact_text
 from switchboard.records.models import StoredCall, TranscriptEntry
+from switchboard.records.redaction import redact_call, withheld
 
 
 def kinds(text: str) -> list[tuple[str, str]]:

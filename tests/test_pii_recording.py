@@ -17,8 +17,8 @@ from aiohttp import web
 from conftest import REPO
 from switchboard.agent.config import AgentConfig, WebhookConfig, load_agent_config
 from switchboard.audio import read_wav, resample, ulaw_decode, ulaw_encode
-from switchboard.call.log import CallLog, DigitsCollected, KeypadPress
 from switchboard.call.record import CallRecord
+from switchboard.call_log import CallLog, DigitsCollected, KeypadPress
 from switchboard.dtmf_tones import digits_in
 from switchboard.observability import metrics
 from switchboard.privacy.detect import detect
@@ -159,7 +159,7 @@ async def test_a_call_with_a_spoken_card_and_keyed_digits_is_stored_sent_and_rec
 async def test_a_call_whose_redaction_fails_is_stored_without_its_words_and_counted(
     monkeypatch: pytest.MonkeyPatch, receiver: Receiver, tmp_path: Path
 ) -> None:
-    import switchboard.privacy.redactor as redactor
+    import switchboard.records.redaction as redactor
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("detector broke on: my card is 4111 1111 1111 1111")

@@ -49,9 +49,11 @@ MONTHS = {
 _BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
 _CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|pay|charge)\b", re.I)
 _CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
-_SSN_CONTEXT = re.compile(r"\b(social|ssn|s s n|security number)\b", re.I)
+_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s s n|security number)\b", re.I)
 _SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
 _PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
+# A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
+_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact)\b", re.I)
 _STREET = {
     "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive", "dr",
     "court", "ct", "way", "place", "pl", "terrace", "circle", "highway", "parkway", "square", "close",
@@ -107,7 +109,7 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
         found += _dates(text)
     tokens = normalise(text)
     if "email" in wanted:
-        found += _emails(tokens)
+        found += _emails(text, tokens)
     found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3])
     if "address" in wanted:
         found += _addresses(tokens)
@@ -160,7 +162,7 @@ def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[st
             kind = "card"
         elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
             kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
-        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12):
+        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12) or (7 <= n <= 8 and _PHONING.search(before)):
             kind = "phone"
         elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
             kind = "national_id"
@@ -180,7 +182,13 @@ def _after_card_extra(tokens: list[Token], i: int) -> bool:
     return any(tokens[j].text.lower() in _CARD_EXTRAS for j in range(max(0, i - 3), i))
 
 
-def _emails(tokens: list[Token]) -> list[Entity]:
+_EMAIL_CONTEXT = re.compile(r"\b(e-?mail|mail|write to|send it to|send them to)\b", re.I)
+# Where an address said after "my email is" starts: the words before it.
+_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "address", "use", ",", "mail"}
+_MAX_FUSED_TOKENS = 8
+
+
+def _emails(text: str, tokens: list[Token]) -> list[Entity]:
     found: list[Entity] = []
     for k, t in enumerate(tokens):
         if t.text.lower() not in ("at", "@") or k == 0:
@@ -189,6 +197,23 @@ def _emails(tokens: list[Token]) -> list[Entity]:
         start = _local_start(tokens, k - 1)
         if end is not None and start is not None:
             found.append(Entity("email", tokens[start].start, tokens[end].end))
+    if not found and _EMAIL_CONTEXT.search(text):
+        found += _fused_emails(tokens)
+    return found
+
+
+def _fused_emails(tokens: list[Token]) -> list[Entity]:
+    """An address whose "at" the ASR lost or fused ("bobedexample. com"): said after "email",
+    it runs back from its top-level domain to the words that lead into it."""
+    found: list[Entity] = []
+    for k, t in enumerate(tokens):
+        if k < 2 or t.text.lower() not in _TLDS or tokens[k - 1].text.lower() not in ("dot", "."):
+            continue
+        start = k - 2
+        while start > 0 and k - start < _MAX_FUSED_TOKENS and tokens[start - 1].text.lower() not in _EMAIL_LEAD:
+            start -= 1
+        if tokens[start].text.isalnum():
+            found.append(Entity("email", tokens[start].start, t.end))
     return found
 
 

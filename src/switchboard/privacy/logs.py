@@ -10,15 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchboard.privacy.detect import detect
+from switchboard.privacy.text import redact_text
 
 _DEBUG = 10
-
-
-def redact_line(text: str) -> str:
-    for e in reversed(detect(text)):
-        text = text[: e.start] + f"[{e.type.upper()}]" + text[e.end :]
-    return text
 
 
 def redact_debug_record(record: Any) -> None:
@@ -26,6 +20,6 @@ def redact_debug_record(record: Any) -> None:
     if record["level"].no > _DEBUG or "call_id" not in record["extra"]:
         return
     try:
-        record["message"] = redact_line(record["message"])
+        record["message"] = redact_text(record["message"])
     except Exception:  # a log line must never break the code logging it; none of it is shown
         record["message"] = "[log line withheld: redaction failed]"

@@ -22,11 +22,11 @@ from pipecat.pipeline.worker import PipelineWorker
 from switchboard.agent.config import AgentConfig
 from switchboard.call_log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
-from switchboard.privacy.redactor import redact_for_storage
 from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall
 from switchboard.records.recording import RECORDING_RATE
+from switchboard.records.redaction import redact_for_storage
 from switchboard.records.storage import recording_storage
 from switchboard.records.store import CallStore
 from switchboard.records.webhooks import WebhookSender

@@ -155,7 +155,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _redact(args: argparse.Namespace) -> int:
     from switchboard.agent.config import load_agent_config
     from switchboard.agent.directory import AgentDirectory
-    from switchboard.privacy.redactor import redact
+    from switchboard.records.redaction import redact
     from switchboard.settings import get_settings
 
     settings = get_settings()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pipecat.frames.frames import Frame, InterimTranscriptionFrame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from switchboard.privacy.redact import redact_text
+from switchboard.privacy.text import redact_text
 
 
 class TranscriptRedactor(FrameProcessor):
