@@ -3,7 +3,7 @@
 At DEBUG the STT logs each transcript, the responder what the caller said, and Pipecat the
 text it speaks (which may read back a patient number); INFO and above never carry a caller's
 words. Log lines are process-wide, so every entity type is redacted whatever the agent's
-settings.
+settings; a number in a DEBUG line of a call (a port, a byte count) may be masked with them.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from switchboard.privacy.text import redact_text
 _DEBUG = 10
 
 
+def _of_a_call(record: Any) -> bool:
+    # Piper logs the text it speaks from its synthesis thread, outside the call's context.
+    return "call_id" in record["extra"] or (record["name"] or "").startswith("piper")
+
+
 def redact_debug_record(record: Any) -> None:
     """A loguru patcher: a DEBUG (or TRACE) line of a call, redacted in place."""
-    if record["level"].no > _DEBUG or "call_id" not in record["extra"]:
+    if record["level"].no > _DEBUG or not _of_a_call(record):
         return
     try:
         record["message"] = redact_text(record["message"])

@@ -35,7 +35,8 @@ _REPEAT = {"double": 2, "triple": 3}
 _WEAK_ZERO = {"oh", "o"}
 
 # Words, numbers with their ordinal suffix, and the symbols that join parts of an address.
-_TOKEN = re.compile(r"\d+(?:st|nd|rd|th)?|[A-Za-z]+(?:'[A-Za-z]+)?|[@.+\-/#()]")
+# A colon is a token so that it ends a run: "20:45:16" is a time, not six digits.
+_TOKEN = re.compile(r"\d+(?:st|nd|rd|th)?|[A-Za-z]+(?:'[A-Za-z]+)?|[@.+\-/#():]")
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,19 @@ def _beside_digits(words: list[_Word], i: int) -> bool:
 _JOINERS = {"-", ".", "/", "(", ")"}
 
 
+def _decimal(joiner: Token, after: Token) -> bool:
+    """"3.30", "127.0.0.1": a dot right before the next digits joins a decimal or an address, not
+    groups of a spoken number (which Whisper writes "4. 2. 4" or "4-2-4")."""
+    return joiner.text == "." and joiner.end == after.start
+
+
+def _joins(joiner: Token, after: Token | None) -> bool:
+    """Whether ``joiner`` ("-", ".", "/") joins two groups of one number."""
+    if joiner.text not in _JOINERS or after is None:
+        return False
+    return (after.digits or after.text == "(") and not _decimal(joiner, after)
+
+
 def _merged(tokens: list[Token]) -> list[Token]:
     """Runs of digit tokens, with joiners between them ("415-555", "(415) 555"), as one token."""
     out: list[Token] = []
@@ -168,7 +182,7 @@ def _merged(tokens: list[Token]) -> list[Token]:
                 run += u.text
                 end = u.end
                 j += 1
-            elif u.text in _JOINERS and j + 1 < len(tokens) and (tokens[j + 1].digits or tokens[j + 1].text == "(") or u.text in ("(", ")"):
+            elif u.text in ("(", ")") or _joins(u, tokens[j + 1] if j + 1 < len(tokens) else None):
                 j += 1
             else:
                 break
