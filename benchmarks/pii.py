@@ -97,6 +97,8 @@ def check(row: dict, entities: list[dict]) -> None:
     row["found"] = [e.type for e in detect(row["heard"])]
     row["redacted"] = redact_text(row["heard"])
     row["left"] = [e["type"] for e in entities if leaked(e, row["redacted"])]
+    # What the ASR kept of each entity: the detector cannot find what the transcript lost.
+    row["in_transcript"] = [e["type"] for e in entities if leaked(e, row["heard"])]
 
 
 def score(rows: list[dict]) -> dict[str, dict]:
@@ -110,6 +112,12 @@ def score(rows: list[dict]) -> dict[str, dict]:
             fp[kind] += got[kind] - hit
             fn[kind] += want[kind] - hit
     left = collections.Counter(kind for row in rows for kind in row.get("left", []))
+    kept, kept_found = collections.Counter(), collections.Counter()
+    for row in rows:
+        heard, got = collections.Counter(row.get("in_transcript", [])), collections.Counter(row["found"])
+        for kind in heard:
+            kept[kind] += heard[kind]
+            kept_found[kind] += min(heard[kind], got[kind])
     out = {}
     for kind in ENTITY_TYPES:
         if tp[kind] + fp[kind] + fn[kind] == 0:
@@ -117,7 +125,9 @@ def score(rows: list[dict]) -> dict[str, dict]:
         recall = tp[kind] / (tp[kind] + fn[kind]) if tp[kind] + fn[kind] else None
         precision = tp[kind] / (tp[kind] + fp[kind]) if tp[kind] + fp[kind] else None
         out[kind] = {"labelled": tp[kind] + fn[kind], "tp": tp[kind], "fp": fp[kind], "fn": fn[kind],
-                     "recall": recall, "precision": precision, "left_in_text": left[kind]}  # fmt: skip
+                     "recall": recall, "precision": precision, "left_in_text": left[kind],
+                     "in_transcript": kept[kind],
+                     "recall_in_transcript": kept_found[kind] / kept[kind] if kept[kind] else None}  # fmt: skip
     return out
 
 
@@ -221,33 +231,54 @@ def _pct(x: float | None) -> str:
 
 
 def markdown(result: dict) -> str:
+    voices = result["voices"]
     lines = [
-        "### PII detection on real ASR output (`benchmarks/pii.py`)",
+        "## PII redaction: detection on real ASR output (`benchmarks/pii.py`)",
         "",
-        f"{result['utterances']} caller utterances (`benchmarks/data/pii_utterances.jsonl`, 10 without PII) spoken by "
-        f"{' and '.join(result['voices'])}, through 8 kHz µ-law, transcribed by the live Whisper tiny.en; "
-        "counted per utterance by entity type. Goals: recall ≥ 95 %, precision ≥ 90 % for card, phone, "
-        "e-mail, ID and date of birth.",
+        f"{result['utterances']} caller utterances (`benchmarks/data/pii_utterances.jsonl`: text and labelled "
+        "entities, 10 without PII) spoken by the local TTS voices "
+        f"({', '.join(voices)}), sent through 8 kHz µ-law, transcribed by the live Whisper tiny.en engine "
+        "and run through the detector (`switchboard.privacy`). Counted per utterance and entity type (the "
+        "ASR's words differ from the label's, so spans are not compared). *Left* counts labelled entities "
+        "the redacted transcript still gives away (4 digits of the number in a row, the e-mail's local "
+        "part, the year of birth, the street or the name); in brackets, how many the ASR kept "
+        "recognisably by that same test, and the recall on those (the detector cannot find what the "
+        "transcript lost). Goals: recall ≥ 95 %, precision ≥ 90 % for card, phone, e-mail, ID and date "
+        "of birth.",
         "",
-        "| entity | labelled | recall | precision | goal met |",
-        "|---|---:|---:|---:|---|",
+        "| entity | labelled (per voice) | " + " | ".join(f"{v}: recall / precision / left (kept: recall)" for v in voices) + " | goal met |",
+        "|---|---:|" + "---:|" * len(voices) + "---|",
     ]
-    for kind, s in result["overall"].items():
+    for kind in result["overall"]:
+        cells = []
+        for v in voices:
+            s = result["by_voice"][v].get(kind)
+            cells.append("–" if s is None else f"{_pct(s['recall'])} / {_pct(s['precision'])} / {s.get('left_in_text', 0)}"
+                         f" ({s.get('in_transcript', 0)}: {_pct(s.get('recall_in_transcript'))})")
+        labelled = max((result["by_voice"][v].get(kind) or {}).get("labelled", 0) for v in voices)
         goal = ""
         if kind in GOAL_TYPES:
-            ok = (s["recall"] or 0) >= 0.95 and (s["precision"] if s["precision"] is not None else 1) >= 0.9
-            goal = "yes" if ok else "**no**"
-        lines.append(f"| {kind} | {s['labelled']} | {_pct(s['recall'])} | {_pct(s['precision'])} | {goal} |")
+            met = [v for v in voices if _met(result["by_voice"][v].get(kind))]
+            goal = ", ".join(met) if met else "**no**"
+        lines.append(f"| {kind} | {labelled} | " + " | ".join(cells) + f" | {goal} |")
     rec = result["recordings"]
     lines += [
         "",
-        f"Recordings: {rec['checked']} utterances with PII, each followed by the keyed patient number "
-        f"`{KEYED}`, redacted as the archive does (word timings from faster-whisper, tones by the DTMF "
-        f"detector), then transcribed again: **{rec['with_entities_left']}** still showed an entity; "
-        f"**{rec['keys_left']} of {rec['keys_keyed']}** keypad tones were left. Redacting cost "
-        f"{rec['cpu_s_per_audio_s']} s of CPU per second of recording (one channel).",
+        f"Recordings: {rec['checked']} Piper utterances with PII, each followed by the keyed patient number "
+        f"`{KEYED}` (Pipecat's DTMF tones), redacted as the archive does (word timings from faster-whisper "
+        f"on the recording, tones by the DTMF detector), then transcribed again by the live engine: "
+        f"**{rec['with_entities_left']}** still showed an entity; **{rec['keys_left']} of {rec['keys_keyed']}** "
+        f"keypad tones were left. Redacting cost {rec['cpu_s_per_audio_s']} s of CPU per second of "
+        "recording (one channel with speech, 2 cores shared with the benchmark's own TTS and STT).",
     ]
     return "\n".join(lines)
+
+
+def _met(s: dict | None) -> bool:
+    if s is None:
+        return False
+    precision = s["precision"] if s["precision"] is not None else 1.0
+    return (s["recall"] or 0) >= 0.95 and precision >= 0.9
 
 
 if __name__ == "__main__":

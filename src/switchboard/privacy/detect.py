@@ -162,6 +162,10 @@ def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[st
             kind = "card"
         elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
             kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
+        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not phone_context:
+            kind = "card"  # what the ASR kept of a card number (or its last four)
+        elif 4 <= n < 8 and _SSN_CONTEXT.search(before):
+            kind = "national_id"
         elif _phone(digits, plus) or (phone_context and 9 <= n <= 12) or (7 <= n <= 8 and _PHONING.search(before)):
             kind = "phone"
         elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
@@ -299,6 +303,18 @@ def _dates(text: str) -> list[Entity]:
         if birth or (year is not None and year < 2015):
             found.append(Entity("date_of_birth", tokens[i].start, tokens[end].end))
         i = end + 1
+    if birth and not found:
+        found += _birth_years(tokens)
+    return found
+
+
+def _birth_years(tokens: list[Token]) -> list[Entity]:
+    """"born in 1975", "born June 1975": a year (with its month) where birth was mentioned."""
+    found: list[Entity] = []
+    for i, t in enumerate(tokens):
+        if t.digits and len(t.text) == 4 and t.text[:2] in ("19", "20"):
+            start = i - 1 if i > 0 and tokens[i - 1].text.lower() in MONTHS else i
+            found.append(Entity("date_of_birth", tokens[start].start, t.end))
     return found
 
 
@@ -313,7 +329,7 @@ def _date_at(tokens: list[Token], i: int) -> tuple[int, int | None] | None:
     j = i + 1 if low[i] == "the" else i
     if j < n and _day(tokens[j]) and not (j + 1 < n and low[j + 1] == "/"):
         k = j + 1
-        if k < n and low[k] == "of":
+        if k < n and low[k] in ("of", "on", "in"):
             k += 1
         if k < n and low[k] in MONTHS:
             return _year(tokens, k)
