@@ -207,8 +207,12 @@ def test_debug_lines_of_a_call_are_redacted_and_other_lines_left_alone() -> None
             logger.debug("LocalWhisperSTTService#0: transcript [my card is 4111 1111 1111 1111]")
             logger.info("call-log: call record saved with 123456 bytes of audio")
         logger.debug("worker started on port 45123")
+        # As Piper logs from its synthesis thread: its module's name, outside the call's context.
+        piper_line = "text=I have patient number 4111 1111 1111 1111., phonemes=[['f', 'ɔ', 'ɹ']]"
+        exec("logger.debug(line)", {"__name__": "piper.voice", "logger": logger, "line": piper_line})
     finally:
         configure_logging("INFO", "text")
     lines = out.getvalue()
     assert "transcript [my card is [CARD]]" in lines and "4111" not in lines
     assert "123456 bytes" in lines and "port 45123" in lines
+    assert "text=I have patient number [CARD]., phonemes=[withheld]" in lines  # Piper's, out of context

@@ -13,6 +13,7 @@ from typing import Any
 from switchboard.privacy.text import redact_text
 
 _DEBUG = 10
+_PHONEMES = ", phonemes="
 
 
 def _of_a_call(record: Any) -> bool:
@@ -24,7 +25,10 @@ def redact_debug_record(record: Any) -> None:
     """A loguru patcher: a DEBUG (or TRACE) line of a call, redacted in place."""
     if record["level"].no > _DEBUG or not _of_a_call(record):
         return
+    message = record["message"]
+    if _PHONEMES in message:  # Piper spells the text out in phonemes too: that would say it all
+        message = message.split(_PHONEMES)[0] + _PHONEMES + "[withheld]"
     try:
-        record["message"] = redact_text(record["message"])
+        record["message"] = redact_text(message)
     except Exception:  # a log line must never break the code logging it; none of it is shown
         record["message"] = "[log line withheld: redaction failed]"
