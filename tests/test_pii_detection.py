@@ -216,3 +216,22 @@ def test_debug_lines_of_a_call_are_redacted_and_other_lines_left_alone() -> None
     assert "transcript [my card is [CARD]]" in lines and "4111" not in lines
     assert "123456 bytes" in lines and "port 45123" in lines
     assert "text=I have patient number [CARD]., phonemes=[withheld]" in lines  # Piper's, out of context
+
+
+def test_the_workers_view_of_a_call_holds_no_more_pii_than_its_record() -> None:
+    from switchboard.call.record import CallRecord
+    from switchboard.call_log import CallLog
+
+    log = CallLog()
+    log.add(Turn(transcript="my card is 4111 1111 1111 1111"))
+    log.add(KeypadPress(digit="4", intent="patient_number"))
+    log.add(DigitsCollected(intent="patient_number", digits="73914"))
+    log.add(DigitsCollected(intent="extension", digits="204"))
+    front_desk = agent()
+    record = CallRecord(call_sid="CAv", stream_sid="MZv", log=log, redaction=front_desk.redaction,
+                        digits_kept_for=frozenset({"extension"}))  # fmt: skip
+    view = record.view()
+    assert view["turns"][0]["transcript"] == "my card is [CARD]"
+    assert [e.get("digit") or e.get("digits") for e in view["events"]] == ["[KEYPAD]", "[KEYPAD]", "204"]
+    unredacted = CallRecord(call_sid="CAw", stream_sid="MZw", log=log).view()
+    assert unredacted["turns"][0]["transcript"] == "my card is 4111 1111 1111 1111"
