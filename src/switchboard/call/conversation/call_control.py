@@ -200,7 +200,7 @@ class CallController(BaseObserver):
             self.ending = True
             self.ended_by = "transfer"
             await self.worker.stop_when_done()
-        elif requested.mode == "warm" and outcome in UNANSWERED:
+        elif outcome in UNANSWERED:  # a warm transfer, or a REFER whose outcome came back
             await self.say(self.agent.transfer_unanswered)
         else:
             await self.say(self.agent.transfer_failed)
