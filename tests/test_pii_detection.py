@@ -205,6 +205,7 @@ def test_debug_lines_of_a_call_are_redacted_and_other_lines_left_alone() -> None
     try:
         with call_context("call-log"):
             logger.debug("LocalWhisperSTTService#0: transcript [my card is 4111 1111 1111 1111]")
+            logger.debug("LocalWhisperSTTService#0: transcript [3 7 8 2]")  # a card's first group
             logger.info("call-log: call record saved with 123456 bytes of audio")
         logger.debug("worker started on port 45123")
         # As Piper logs from its synthesis thread: its module's name, outside the call's context.
@@ -214,6 +215,7 @@ def test_debug_lines_of_a_call_are_redacted_and_other_lines_left_alone() -> None
         configure_logging("INFO", "text")
     lines = out.getvalue()
     assert "transcript [my card is [CARD]]" in lines and "4111" not in lines
+    assert "transcript [[DIGITS]]" in lines
     assert "123456 bytes" in lines and "port 45123" in lines
     assert "text=I have patient number [CARD]., phonemes=[withheld]" in lines  # Piper's, out of context
 
@@ -235,3 +237,10 @@ def test_the_workers_view_of_a_call_holds_no_more_pii_than_its_record() -> None:
     assert [e.get("digit") or e.get("digits") for e in view["events"]] == ["[KEYPAD]", "[KEYPAD]", "204"]
     unredacted = CallRecord(call_sid="CAw", stream_sid="MZw", log=log).view()
     assert unredacted["turns"][0]["transcript"] == "my card is 4111 1111 1111 1111"
+
+
+def test_a_number_said_in_groups_across_turns_is_redacted_as_one() -> None:
+    from switchboard.privacy.text import redact_lines
+
+    lines = ["It's an American Express.", "3 7 8 2", "82246", "310005", "What are your hours?"]
+    assert redact_lines(lines) == ["It's an American Express.", "[CARD]", "[CARD]", "[CARD]", "What are your hours?"]

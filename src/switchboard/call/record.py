@@ -14,7 +14,7 @@ from typing import Any
 
 from switchboard.call_log import CallLog, Turn
 from switchboard.privacy.config import RedactionConfig
-from switchboard.privacy.text import placeholder, redact_text
+from switchboard.privacy.text import placeholder, redact_lines
 
 
 @dataclass
@@ -73,7 +73,7 @@ class CallRecord:
             "outcome": self.outcome,
             "failure_reason": self.failure_reason,
             "intents": self.intents,
-            "turns": [self._redacted_turn(t.model_dump(exclude={"event", "at_s"})) for t in self.turns],
+            "turns": self._redacted_turns([t.model_dump(exclude={"event", "at_s"}) for t in self.turns]),
             "marks_played": list(self.marks_played),
             "events": [self._redacted_event(e) for e in self.events],
             "ended_by": self.ended_by,
@@ -81,10 +81,12 @@ class CallRecord:
         }
 
 
-    def _redacted_turn(self, turn: dict[str, Any]) -> dict[str, Any]:
+    def _redacted_turns(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.redaction is not None:
-            turn["transcript"] = redact_text(turn["transcript"], self.redaction.entities)
-        return turn
+            texts = redact_lines([t["transcript"] for t in turns], self.redaction.entities)
+            for turn, text in zip(turns, texts, strict=True):
+                turn["transcript"] = text
+        return turns
 
     def _redacted_event(self, event: dict[str, Any]) -> dict[str, Any]:
         if self.redaction is None or not self.redaction.keypad_digits:

@@ -4,16 +4,31 @@ At DEBUG the STT logs each transcript, the responder what the caller said, and P
 text it speaks (which may read back a patient number); INFO and above never carry a caller's
 words. Log lines are process-wide, so every entity type is redacted whatever the agent's
 settings; a number in a DEBUG line of a call (a port, a byte count) may be masked with them.
+A log line is one utterance, and a caller pausing between the groups of a card number makes an
+utterance of each ("3782"): in the lines that quote words, every number of three digits or more
+is masked too (``[DIGITS]``), whatever it looks like alone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from switchboard.privacy.spoken import normalise
 from switchboard.privacy.text import redact_text
 
 _DEBUG = 10
 _PHONEMES = ", phonemes="
+# The lines that quote what was said: the STT's transcript, the responder's match, the text
+# Pipecat and Piper speak.
+_QUOTING = ("transcript [", "caller said", "Generating TTS [", "text=")
+_MASKED_DIGITS = 3
+
+
+def _numbers_masked(text: str) -> str:
+    for t in reversed(normalise(text)):
+        if t.digits and len(t.text) >= _MASKED_DIGITS:
+            text = text[: t.start] + "[DIGITS]" + text[t.end :]
+    return text
 
 
 def _of_a_call(record: Any) -> bool:
@@ -29,6 +44,7 @@ def redact_debug_record(record: Any) -> None:
     if _PHONEMES in message:  # Piper spells the text out in phonemes too: that would say it all
         message = message.split(_PHONEMES)[0] + _PHONEMES + "[withheld]"
     try:
-        record["message"] = redact_text(message)
+        message = redact_text(message)
+        record["message"] = _numbers_masked(message) if any(q in message for q in _QUOTING) else message
     except Exception:  # a log line must never break the code logging it; none of it is shown
         record["message"] = "[log line withheld: redaction failed]"

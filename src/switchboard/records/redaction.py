@@ -20,8 +20,8 @@ from loguru import logger
 from switchboard.agent.config import AgentConfig
 from switchboard.call_log import DigitsCollected, KeypadIgnored, KeypadPress, ToolCall
 from switchboard.observability import metrics
-from switchboard.privacy.text import placeholder, redact_text
-from switchboard.records.models import StoredCall
+from switchboard.privacy.text import placeholder, redact_lines, redact_text
+from switchboard.records.models import StoredCall, TranscriptEntry
 
 KEYPAD = placeholder("keypad")
 
@@ -50,6 +50,18 @@ class CallRedaction:
     def text(self, text: str) -> str:
         return redact_text(text, self.entities, self.known, self.found)
 
+    def lines(self, lines: list[str]) -> list[str]:
+        return redact_lines(lines, self.entities, self.known, self.found)
+
+    def _transcript(self, entries: list[TranscriptEntry]) -> list[TranscriptEntry]:
+        """Each side's lines redacted together (a number said across turns is one number)."""
+        out = list(entries)
+        for role in ("user", "agent"):
+            index = [i for i, e in enumerate(entries) if e.role == role]
+            for i, text in zip(index, self.lines([entries[i].text for i in index]), strict=True):
+                out[i] = entries[i].model_copy(update={"text": text})
+        return out
+
     def value(self, value: Any) -> Any:
         """A tool call's arguments or result, string by string."""
         if isinstance(value, str):
@@ -77,8 +89,11 @@ class CallRedaction:
 
     def call(self, call: StoredCall) -> StoredCall:
         update: dict[str, Any] = {
-            "transcript": [e.model_copy(update={"text": self.text(e.text)}) for e in call.transcript],
-            "turns": [t.model_copy(update={"transcript": self.text(t.transcript)}) for t in call.turns],
+            "transcript": self._transcript(call.transcript),
+            "turns": [
+                t.model_copy(update={"transcript": text})
+                for t, text in zip(call.turns, self.lines([t.transcript for t in call.turns]), strict=True)
+            ],
             "events": [self.event(e) for e in call.events],
             "tool_calls": [self.event(t) for t in call.tool_calls],
         }
