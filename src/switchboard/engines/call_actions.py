@@ -1,4 +1,4 @@
-"""The frame a responder sends the call controller: do this intent's follow-up.
+"""The frames a responder sends the call controller: what to do after (or instead of) a reply.
 
 Follow-ups (hang up, transfer, send digits) run once the line before them has been spoken: the
 first ``BotStoppedSpeakingFrame`` after a ``BotStartedSpeakingFrame``, or after
@@ -8,20 +8,32 @@ first ``BotStoppedSpeakingFrame`` after a ``BotStartedSpeakingFrame``, or after
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pipecat.frames.frames import DataFrame
 
 FOLLOW_UP_LIMIT_SECS = 20.0  # a line that never produced audio must not leave the call hanging
 
-Action = Literal["transfer", "collect_digits", "end_call", "tool", "send_digits"]
+
+@dataclass
+class IntentFollowUpFrame(DataFrame):
+    """Do what the agent's ``intent`` says comes after its reply (transfer, tool, digits).
+
+    ``line``: the reply still to be said first, when an LLM tool chose the intent (a scripted
+    responder has already said it)."""
+
+    intent: str
+    line: str = ""
 
 
 @dataclass
-class CallActionFrame(DataFrame):
-    """From a responder: after this reply is spoken, do the intent's follow-up."""
+class HangUpFrame(DataFrame):
+    """The LLM's ``end_call`` tool: say ``goodbye``, then hang up."""
 
-    action: Action
-    intent: str
-    text: str = ""  # from an LLM tool: the line to say first (not yet spoken)
-    digits: str = ""  # from the LLM's send_digits tool: the dial string
+    goodbye: str = "Goodbye."
+
+
+@dataclass
+class SendDigitsFrame(DataFrame):
+    """The LLM's ``send_digits`` tool: send keypad tones (already validated) to the far end."""
+
+    digits: str
