@@ -18,7 +18,7 @@ from typing import Literal
 
 import phonenumbers
 
-from switchboard.privacy.spoken import Token, normalise
+from switchboard.privacy.spoken import Token, merge_runs, normalise
 
 EntityType = Literal[
     "card", "phone", "email", "national_id", "date_of_birth", "address", "name", "account_number", "keypad"
@@ -72,6 +72,24 @@ _NOT_NAMES = {
 }  # fmt: skip
 
 
+# Everything but a name needs a number (in digits or words), an "at", or a month.
+_MAYBE_PII = re.compile(
+    r"\d|@|\b(?:at|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"\w+teen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|double|triple|"
+    r"first|second|third|fifth|eighth|ninth|twelfth|\w+th|january|february|march|april|may|"
+    r"june|july|august|september|october|november|december)\b",
+    re.I,
+)
+
+
+# A date needs a month's name, a numeric date or a word of birth.
+_DATE_HINT = re.compile(
+    r"\b(?:january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|born|birth|birthday|dob)\b|\d\s*[/-]\s*\d",
+    re.I,
+)
+
+
 def luhn_valid(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -105,16 +123,19 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
     or repeated (the agent reading them back), they are ``keypad``."""
     wanted = set(types)
     found: list[Entity] = []
-    if "date_of_birth" in wanted:
-        found += _dates(text)
-    tokens = normalise(text)
+    if "name" in wanted:
+        found += [Entity("name", m.start(1), m.end(1)) for m in _INTRO.finditer(text) if _is_name(m.group(1))]
+    if not _MAYBE_PII.search(text):  # most lines: no number, no "at", no month; nothing more to find
+        return _resolved(found)
+    words = normalise(text, merge_digits=False)
+    if "date_of_birth" in wanted and _DATE_HINT.search(text):
+        found += _dates(text, words)
+    tokens = merge_runs(words)
     if "email" in wanted:
         found += _emails(text, tokens)
     found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3])
     if "address" in wanted:
         found += _addresses(tokens)
-    if "name" in wanted:
-        found += [Entity("name", m.start(1), m.end(1)) for m in _INTRO.finditer(text) if _is_name(m.group(1))]
     return _resolved(found)
 
 
@@ -287,15 +308,15 @@ def _addresses(tokens: list[Token]) -> list[Entity]:
     return found
 
 
-def _dates(text: str) -> list[Entity]:
+def _dates(text: str, tokens: list[Token]) -> list[Entity]:
     """Dates of birth: a day and month (and year) said with a word of birth in the utterance,
     or a whole date before 2015 (nobody books a cleaning for 1982)."""
-    tokens = normalise(text, merge_digits=False)
+    low = [t.text.lower() for t in tokens]
     birth = bool(_BIRTH.search(text))
     found: list[Entity] = []
     i = 0
     while i < len(tokens):
-        span = _date_at(tokens, i)
+        span = _date_at(tokens, i, low)
         if span is None:
             i += 1
             continue
@@ -322,10 +343,9 @@ def _day(t: Token) -> bool:
     return (t.digits or t.ordinal) and t.text.isdigit() and 1 <= int(t.text) <= 31
 
 
-def _date_at(tokens: list[Token], i: int) -> tuple[int, int | None] | None:
+def _date_at(tokens: list[Token], i: int, low: list[str]) -> tuple[int, int | None] | None:
     """The last token of a date starting at ``i``, and its year if said."""
     n = len(tokens)
-    low = [t.text.lower() for t in tokens]
     j = i + 1 if low[i] == "the" else i
     if j < n and _day(tokens[j]) and not (j + 1 < n and low[j + 1] == "/"):
         k = j + 1

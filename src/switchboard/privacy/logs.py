@@ -31,9 +31,17 @@ def _numbers_masked(text: str) -> str:
     return text
 
 
+# Protocol libraries: their DEBUG lines (frames, headers, packets) carry no words, and there
+# are many of them (a media frame every 20 ms).
+_PROTOCOL_LOGGERS = ("websockets", "uvicorn", "httpcore", "httpx", "aiortc", "aioice", "hpack")
+
+
 def _of_a_call(record: Any) -> bool:
+    name = record["name"] or ""
+    if name.startswith(_PROTOCOL_LOGGERS):
+        return False
     # Piper logs the text it speaks from its synthesis thread, outside the call's context.
-    return "call_id" in record["extra"] or (record["name"] or "").startswith("piper")
+    return "call_id" in record["extra"] or name.startswith("piper")
 
 
 def redact_debug_record(record: Any) -> None:

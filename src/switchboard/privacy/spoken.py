@@ -39,6 +39,9 @@ _WEAK_ZERO = {"oh", "o"}
 _TOKEN = re.compile(r"\d+(?:st|nd|rd|th)?|[A-Za-z]+(?:'[A-Za-z]+)?|[@.+\-/#():]")
 
 
+_ORDINAL_DIGITS = re.compile(r"(\d{1,2})(st|nd|rd|th)")
+
+
 @dataclass(frozen=True)
 class Token:
     """A token of the normalised text: what it reads as, and the original span it came from."""
@@ -50,19 +53,16 @@ class Token:
     ordinal: bool = False  # "third", "3rd" (text is "3")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Word:
     text: str
     start: int
     end: int
-
-    @property
-    def lower(self) -> str:
-        return self.text.lower()
+    lower: str
 
 
 def _words(text: str) -> list[_Word]:
-    return [_Word(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    return [_Word(m.group(), m.start(), m.end(), m.group().lower()) for m in _TOKEN.finditer(text)]
 
 
 def _number_words(words: list[_Word], i: int) -> tuple[str, int] | None:
@@ -108,7 +108,9 @@ def _ordinal(word: _Word, prev: Token | None) -> int | None:
     w = word.lower
     if w in ORDINALS:
         return ORDINALS[w]
-    m = re.fullmatch(r"(\d{1,2})(st|nd|rd|th)", w)
+    if not w[:1].isdigit():
+        return None
+    m = _ORDINAL_DIGITS.fullmatch(w)
     return int(m.group(1)) if m else None
 
 
@@ -138,7 +140,7 @@ def normalise(text: str, *, merge_digits: bool = True) -> list[Token]:
             continue
         tokens.append(Token(word.text, word.start, word.end))
         i += 1
-    return _merged(tokens) if merge_digits else tokens
+    return merge_runs(tokens) if merge_digits else tokens
 
 
 def _beside_digits(words: list[_Word], i: int) -> bool:
@@ -164,7 +166,7 @@ def _joins(joiner: Token, after: Token | None) -> bool:
     return (after.digits or after.text == "(") and not _decimal(joiner, after)
 
 
-def _merged(tokens: list[Token]) -> list[Token]:
+def merge_runs(tokens: list[Token]) -> list[Token]:
     """Runs of digit tokens, with joiners between them ("415-555", "(415) 555"), as one token."""
     out: list[Token] = []
     i = 0
