@@ -1,6 +1,7 @@
 """End to end over a Twilio media stream: a caller says a card number, keys a patient number
-(in-band tones and Twilio's DTMF events, as a phone line carries them), and hangs up; the
-stored record, the post-call webhook, the recording and the server's log hold none of it.
+(Twilio's DTMF events) and hangs up; the stored record, the post-call webhook, the recording
+and the server's log hold none of it. And keys carried in-band, as tones in the caller's audio,
+are masked in a recording.
 
 The agent is the example receptionist's redaction on an agent of the session's signed server
 (its agents directory is reloaded while it runs); speech is Piper's through 8 kHz µ-law.
@@ -28,7 +29,9 @@ from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.privacy.detect import detect
 
 PII_LINE = "+15005550109"
-CARD = "It's an American Express, three seven eight two, eight two two four six, three one zero zero zero five."
+# Said without pauses, so it is one turn (a number said in groups over several turns is
+# tests/test_pii_detection.py's): each pause would be a turn the agent answers.
+CARD = "My American Express card is three seven eight two eight two two four six three one zero zero zero five."
 CARD_GROUPS = ("3782", "82246", "310005")
 KEYED = "73914"
 
@@ -83,20 +86,24 @@ def pii_line(signed_agent: SignedAgent, webhook: str) -> Iterator[str]:
         path.unlink()
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The caller's speech (Piper), then the patient number's tones (Pipecat's): an 8 kHz WAV."""
+def keyed_tones(digits: str, rate: int) -> np.ndarray:
+    """Pipecat's DTMF tones for ``digits`` (as a phone line carries keys in-band)."""
     import pipecat.audio.dtmf
 
+    folder = Path(pipecat.audio.dtmf.__file__).parent
+    names = {"#": "pound", "*": "star"}
+    return np.concatenate([read_wav(folder / f"dtmf-{names.get(d, d)}.wav", rate) for d in digits])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The caller's speech (Piper) as an 8 kHz WAV."""
     from switchboard.engines.piper_tts import shared_piper
 
     folder = tmp_path_factory.mktemp("pii-clips")
     piper = shared_piper()
     speech = resample(np.frombuffer(piper.synthesize(CARD), dtype=np.int16), piper.sample_rate, 8000)
-    tones = Path(pipecat.audio.dtmf.__file__).parent
-    names = {"#": "pound"}
-    keyed = np.concatenate([read_wav(tones / f"dtmf-{names.get(d, d)}.wav", 8000) for d in KEYED + "#"])
-    write_wav(folder / "card.wav", np.concatenate([speech, np.zeros(4000, np.int16), keyed]), 8000)
+    write_wav(folder / "card.wav", speech, 8000)
     return {"card": folder / "card.wav"}
 
 
@@ -106,10 +113,9 @@ async def test_a_call_with_a_spoken_card_and_keyed_digits_leaves_none_of_them_be
     script = CallScript(
         to_number=pii_line,
         turns=[
-            # The keys as a phone line carries them (in-band), after the card number...
             CallerTurn(audio=clips["card"]),
             CallerTurn(dtmf="4"),  # menu: patient number
-            CallerTurn(dtmf=KEYED + "#"),  # ...and as Twilio reports them
+            CallerTurn(dtmf=KEYED + "#"),
             CallerTurn(dtmf="9", hangup_expected=True),
         ],
     )
@@ -121,8 +127,9 @@ async def test_a_call_with_a_spoken_card_and_keyed_digits_leaves_none_of_them_be
     assert record.agent == "PII test agent", record.agent
     heard = " ".join(e.text for e in record.transcript if e.role == "user")
     assert "[CARD]" in heard, record.transcript  # the STT heard the card number, and it was taken out
-    assert "Thank you. I have patient number [KEYPAD]." in [e.text for e in record.transcript]
-    assert [e.digits for e in record.events if e.event == "digits"] == ["[KEYPAD]"]
+    said = [(e.role, e.text) for e in record.transcript]
+    assert ("agent", "Thank you. I have patient number [KEYPAD].") in said, said
+    assert [e.digits for e in record.events if e.event == "digits"] == ["[KEYPAD]"], record.events
 
     wait_for(lambda: Hooks.bodies, 30, what="the post-call webhook")
     body = Hooks.bodies[-1].decode()
@@ -142,3 +149,20 @@ async def test_a_call_with_a_spoken_card_and_keyed_digits_leaves_none_of_them_be
     for channel in (0, 1):
         now = whisper.transcribe_pcm16(audio[:, channel]).text
         assert detect(now, known_digits=[KEYED]) == [] and not any(g in now for g in CARD_GROUPS), now
+
+
+def test_keypad_tones_in_a_recording_are_masked_and_speech_is_kept() -> None:
+    from switchboard.engines.piper_tts import shared_piper
+    from switchboard.records.recording_redaction import redact_recording
+
+    piper = shared_piper()
+    speech = resample(np.frombuffer(piper.synthesize("What are your opening hours?"), dtype=np.int16), piper.sample_rate, 16000)
+    caller = np.concatenate([speech, np.zeros(8000, np.int16), keyed_tones(KEYED + "#", 16000), np.zeros(8000, np.int16)])
+    assert digits_in(resample(caller, 16000, 8000)) == KEYED + "#"
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([caller, np.zeros_like(caller)], axis=1), 16000, format="FLAC", subtype="PCM_16")
+    flac, spans = redact_recording(buffer.getvalue(), ["card"], [KEYED])
+    audio, _rate = sf.read(io.BytesIO(flac), dtype="int16", always_2d=True)
+    assert digits_in(resample(audio[:, 0], 16000, 8000)) == ""
+    assert {s.reason for s in spans} == {"keypad"} and len(spans) == len(KEYED) + 1
+    assert np.array_equal(audio[: len(speech), 0], speech)  # the question is untouched

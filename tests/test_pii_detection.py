@@ -244,3 +244,14 @@ def test_a_number_said_in_groups_across_turns_is_redacted_as_one() -> None:
 
     lines = ["It's an American Express.", "3 7 8 2", "82246", "310005", "What are your hours?"]
     assert redact_lines(lines) == ["It's an American Express.", "[CARD]", "[CARD]", "[CARD]", "What are your hours?"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "kind"),
+    [
+        ("My email address is SarahandOutlook. com.", "email"),  # "at" fused, and no digit at all
+        ("sure the number on the card is 4-0-1-2-8-8-8-8-8-", "card"),  # what the STT kept of it
+    ],
+)
+def test_what_the_stt_kept_of_an_entity_is_still_found(heard: str, kind: str) -> None:
+    assert [k for k, _ in kinds(heard)] == [kind], kinds(heard)

@@ -72,9 +72,9 @@ _NOT_NAMES = {
 }  # fmt: skip
 
 
-# Everything but a name needs a number (in digits or words), an "at", or a month.
+# Everything but a name needs a number (in digits or words), an "at" or a "dot com", or a month.
 _MAYBE_PII = re.compile(
-    r"\d|@|\b(?:at|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"\d|@|\b(?:at|dot|com|net|org|e-?mail|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
     r"\w+teen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|double|triple|"
     r"first|second|third|fifth|eighth|ninth|twelfth|\w+th|january|february|march|april|may|"
     r"june|july|august|september|october|november|december)\b",
@@ -183,7 +183,7 @@ def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[st
             kind = "card"
         elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
             kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
-        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not phone_context:
+        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not _PHONING.search(before):
             kind = "card"  # what the ASR kept of a card number (or its last four)
         elif 4 <= n < 8 and _SSN_CONTEXT.search(before):
             kind = "national_id"
