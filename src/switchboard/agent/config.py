@@ -27,6 +27,7 @@ from pydantic import (
 
 from switchboard.agent.sentences import split_sentences
 from switchboard.errors import ConfigError
+from switchboard.privacy.config import RedactionConfig
 
 DTMF_DIGITS = "0123456789*#"
 
@@ -175,6 +176,9 @@ class DigitCollection(BaseModel):
         description="Spoken once collected; {digits} is read out digit by digit",
     )
     no_input: SpokenLine = "Sorry, I didn't get any digits."
+    pii: bool = Field(
+        True, description="The digits are PII: redacted from the stored call when redaction is on"
+    )
 
     @field_validator("reply")
     @classmethod
@@ -520,6 +524,7 @@ class AgentConfig(BaseModel):
     )
     webhook: WebhookConfig | None = None
     analysis: CallAnalysisConfig | None = None
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
     @model_validator(mode="after")
     def _fixed_speech_within_budget(self) -> AgentConfig:
