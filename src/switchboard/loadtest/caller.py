@@ -45,7 +45,7 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
-from switchboard.loadtest.dtmf_tones import digits_in
+from switchboard.dtmf_tones import digits_in
 from switchboard.loadtest.hold import HoldDocument, HoldFollower, hold_document
 from switchboard.loadtest.known_end import speech_end_of
 from switchboard.loadtest.report import (

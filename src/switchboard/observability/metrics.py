@@ -254,3 +254,15 @@ WORKER_ADMISSION_CLOSED = Gauge(
 WORKER_TURN_P95_MS = Gauge(
     "worker_turn_p95_ms", "Agent-side turn latency p95 over the headroom window (0: too few turns)."
 )
+PII_REDACTED = Counter(
+    "pii_redacted_total",
+    "PII spans taken out of stored calls' text (transcripts, digits, tool calls), by entity type.",
+    ["entity"],
+)
+PII_AUDIO_SPANS = Counter(
+    "pii_audio_spans_total", "Spans of recordings masked for PII or keypad tones."
+)
+PII_REDACTION_FAILURES = Counter(
+    "pii_redaction_failures_total",
+    "Calls whose redaction failed: stored with transcript, digits and recording withheld.",
+)
