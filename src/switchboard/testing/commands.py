@@ -25,6 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="a suite YAML file, or a folder of them")
     _common(p)
     p.add_argument("-k", "--select", default=None, help="only scenarios whose name or tag contains this")
+    p.add_argument("--to", default=None, help="dial this number in every scenario (another agent's)")
     p.add_argument("--out", default="test-report", help="folder for report.html, results.json, junit.xml, calls/")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible API root (…/v1) for `judged:` criteria")
     p.add_argument("--judge-model", default="gpt-4o-mini")
@@ -36,6 +37,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--from-history", type=int, default=None, metavar="N", help="replay the newest N recorded calls")
     p.add_argument("--against", default=None, metavar="URL", help="the build to replay against (default --url)")
+    p.add_argument("--to", default=None, help="dial this number instead of the original's (another agent)")
     p.add_argument("--latency-margin-ms", type=float, default=250.0, help="a slower median reply than this fails")
     p.add_argument("--out", default="replay-report", help="folder for report.html, results.json, junit.xml")
     p.set_defaults(func=_replay)
@@ -51,7 +53,7 @@ def _test(args: argparse.Namespace) -> int:
     from switchboard.testing.runner import RunOptions, run_suite
     from switchboard.testing.scenario import load_suite
 
-    suite = load_suite(Path(args.suite)).select(args.select)
+    suite = load_suite(Path(args.suite)).select(args.select).dialing(args.to)
     out = Path(args.out)
     judge = LLMJudge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY", "")) if args.judge_url else None
     options = RunOptions(
@@ -75,7 +77,7 @@ def _replay(args: argparse.Namespace) -> int:
     options = ReplayOptions(
         url=args.url, against=args.against or args.url, api_key=_key(args),
         auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN"), parallel=args.parallel,
-        latency_margin_ms=args.latency_margin_ms, out_dir=Path(args.out),
+        latency_margin_ms=args.latency_margin_ms, out_dir=Path(args.out), to_number=args.to,
     )  # fmt: skip
     run = asyncio.run(replay_calls(args.calls, args.from_history, options, progress=lambda line: print(line, file=sys.stderr, flush=True)))
     paths = write_replay_outputs(run, Path(args.out), Path(args.junit) if args.junit else None)

@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 
 from switchboard.analysis.recording import RecordingAnalysis
 from switchboard.loadtest.report import CallResult
-from switchboard.testing.judge import answered_intents
 
 if TYPE_CHECKING:
     from switchboard.testing.replay import ReplayPlan
@@ -91,10 +90,14 @@ def _windows(record: dict[str, Any], starts: list[float]) -> list[dict[str, list
 
 def actions_of(events: list[dict[str, Any]]) -> list[str]:
     """What the agent did, in comparable words: intents, transfers, digits, tools, tones sent."""
-    out = [f"intent {i}" for i in answered_intents(events)]
+    out = []
     for e in events:
         kind = e.get("event")
-        if kind == "transfer":
+        if kind == "intent":
+            out.append(f"answered with {e.get('intent')}")
+        elif kind in ("keypad", "keypad_ignored"):
+            out.append(f"key {e.get('digit')} → {e.get('intent') or 'not an option'}")
+        elif kind == "transfer":
             out.append(f"transfer to {e.get('target')} ({e.get('mode')})")
         elif kind == "digits":
             out.append(f"collected digits {e.get('digits')}")
@@ -161,7 +164,7 @@ def compare_calls(
             turn.notes.append("the replayed call ended before the caller got here")
         elif old_actions != new_actions:
             turn.verdict = "different action"
-            turn.notes.append(f"the agent did {'; '.join(new_actions) or 'nothing'} instead of {'; '.join(old_actions) or 'nothing'}")
+            turn.notes.append(f"the agent: {'; '.join(new_actions) or 'did nothing'} (originally: {'; '.join(old_actions) or 'nothing'})")
         elif _words(old_reply) != _words(new_reply):
             turn.verdict = "worded differently"
             turn.notes.append(f'said "{new_reply}" instead of "{old_reply}"')

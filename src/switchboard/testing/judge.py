@@ -181,7 +181,12 @@ def _barge_in_check(turn: TurnResult) -> Check | None:
 def false_barge_ins(result: CallResult, record: dict[str, Any]) -> list[float]:
     """When the agent stopped talking (a ``clear`` the caller received, or an interruption in its
     record) while the caller was not speaking: a cough, echo or noise taken for the caller."""
-    speaking = [(t.caller_speech_start_s - _EARLY_S, t.caller_speech_end_s + _VAD_TAIL_S) for t in result.turns]
+    # A stop is the caller's doing from their first sound until the agent's answer begins (a
+    # slow stop is judged by "stops when talked over", not here).
+    speaking = [
+        (t.caller_speech_start_s - _EARLY_S, max(t.caller_speech_end_s + _VAD_TAIL_S, t.agent_audio_start_s or 0.0))
+        for t in result.turns
+    ]
     stops = list(result.clear_times_s)
     stops += [float(e["at_s"]) for e in record.get("events") or [] if e.get("event") == "interrupted"]
     return sorted({round(t, 2) for t in stops if not any(a <= t <= b for a, b in speaking)})

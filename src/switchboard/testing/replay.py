@@ -50,6 +50,7 @@ class ReplayOptions:
     parallel: int = 2
     latency_margin_ms: float = 250.0
     out_dir: Path | None = None
+    to_number: str | None = None  # dial another agent than the original call reached
 
 
 @dataclass
@@ -189,6 +190,8 @@ async def replay_one(call_id: str, options: ReplayOptions, source: CallsClient, 
         if audio is None:
             raise Refused(f"{call_id}: the recording is gone (deleted, or past its retention)")
         plan = await asyncio.to_thread(plan_replay, call_id, record, audio)
+        if options.to_number:
+            plan.script = plan.script.model_copy(update={"to_number": options.to_number})
         result = await run_call(options.against, plan.script, auth_token=options.auth_token, transcribe=False, max_call_s=600)
         new_record = await target.finished_record(result.call_sid) if result.stream_sid else {}
         new_audio = await target.recording(new_record["call_id"]) if new_record.get("recording") else None

@@ -166,6 +166,12 @@ class Suite(_Strict):
             seen.add(scenario.name)
         return self
 
+    def dialing(self, number: str | None) -> Suite:
+        """The same scenarios calling ``number`` (another agent, or a changed copy of one)."""
+        if not number:
+            return self
+        return self.model_copy(update={"scenarios": [s.model_copy(update={"to": number}) for s in self.scenarios]})
+
     def select(self, pattern: str | None) -> Suite:
         """The scenarios whose name or a tag contains ``pattern`` (all without one)."""
         if not pattern:
