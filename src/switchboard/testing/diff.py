@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from switchboard.analysis.recording import RecordingAnalysis
 from switchboard.loadtest.report import CallResult
+from switchboard.testing.judge import clock_offset
 
 if TYPE_CHECKING:
     from switchboard.testing.replay import ReplayPlan
@@ -70,11 +71,12 @@ class ReplayRun(BaseModel):
         return all(c.passed for c in self.calls)
 
 
-def _windows(record: dict[str, Any], starts: list[float]) -> list[dict[str, list]]:
+def _windows(record: dict[str, Any], starts: list[float], offset: float) -> list[dict[str, list]]:
     """Agent lines and events of each caller action's window (from its start to the next's)."""
     out: list[dict[str, list]] = [{"said": [], "events": []} for _ in starts]
 
     def index(t: float) -> int:
+        t += offset
         return max((i for i, s in enumerate(starts) if t >= s - _EARLY_S), default=-1)
 
     for entry in record.get("transcript") or []:
@@ -114,22 +116,16 @@ def _words(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
-def _reply_delay(analysis: RecordingAnalysis | None, end_s: float, speech: bool) -> float | None:
-    """From the caller's end (a speech turn's energy end, snapped to the recording; a key's time)
-    to the first agent audio after it, in one recording's own clock."""
+def _reply_delay(analysis: RecordingAnalysis | None, end_s: float) -> float | None:
+    """From the caller's end of speech (snapped to the recording's own caller turn) to the first
+    agent audio after it, on one recording's clock."""
     if analysis is None:
         return None
-    if speech:
-        nearest = min(analysis.caller_turns, key=lambda t: abs(t.end_s - end_s), default=None)
-        if nearest is None or abs(nearest.end_s - end_s) > 1.0:
-            return None
-        end_s = nearest.end_s
-    start = next((s.start_s for s in analysis.agent_segments if s.start_s > end_s + 0.01), None)
-    return None if start is None else round((start - end_s) * 1000, 1)
-
-
-def _new_key_times(new_record: dict[str, Any]) -> list[float]:
-    return [float(e["at_s"]) for e in new_record.get("events") or [] if e.get("event") in ("keypad", "keypad_ignored", "digits")]
+    nearest = min(analysis.caller_turns, key=lambda t: abs(t.end_s - end_s), default=None)
+    if nearest is None or abs(nearest.end_s - end_s) > 1.0:
+        return None
+    start = next((s.start_s for s in analysis.agent_segments if s.start_s > nearest.end_s + 0.01), None)
+    return None if start is None else round((start - nearest.end_s) * 1000, 1)
 
 
 def compare_calls(
@@ -147,8 +143,10 @@ def compare_calls(
     new_starts = [
         turns_by_index[i].caller_speech_start_s if i in turns_by_index else float("inf") for i in plan.action_turns
     ]
-    old_w, new_w = _windows(record, old_starts), _windows(new_record, new_starts)
-    key_times = iter(_new_key_times(new_record))
+    to_sim = clock_offset(new_record, result.greeting.start_s if result.greeting else None)
+    new_segments = new_analysis.agent_segments if new_analysis is not None else []
+    to_flac = clock_offset(new_record, new_segments[0].start_s if new_segments else None)
+    old_w, new_w = _windows(record, old_starts, plan.offset), _windows(new_record, new_starts, to_sim)
     turns: list[ReplayTurn] = []
     deltas: list[float] = []
     for k, action in enumerate(plan.actions):
@@ -168,11 +166,11 @@ def compare_calls(
         elif _words(old_reply) != _words(new_reply):
             turn.verdict = "worded differently"
             turn.notes.append(f'said "{new_reply}" instead of "{old_reply}"')
-        speech = action.clip is not None
-        turn.original_latency_ms = plan.analysis and _reply_delay(plan.analysis, action.end_s, speech)
-        if sim is not None:
-            new_end = sim.caller_speech_end_s if speech else next(key_times, sim.caller_speech_end_s)
-            turn.new_latency_ms = _reply_delay(new_analysis, new_end, speech)
+        if action.clip is not None and sim is not None:
+            # Spoken turns only: a key's reply runs on from the prompt it cut, with no silence
+            # between them in the recording to time it by.
+            turn.original_latency_ms = _reply_delay(plan.analysis, action.end_s)
+            turn.new_latency_ms = _reply_delay(new_analysis, sim.caller_speech_end_s - to_sim + to_flac)
         if turn.original_latency_ms is not None and turn.new_latency_ms is not None:
             deltas.append(turn.new_latency_ms - turn.original_latency_ms)
         turns.append(turn)

@@ -5,7 +5,9 @@ What the agent heard, said and did (intents, key presses, digits, transfers, too
 up) is read from its stored record rather than guessed from audio; how fast it answered and
 whether it stopped when talked over is what the caller measured. Record times and caller
 times share a zero to within a few tens of ms (the stream's start), so each record entry is
-given to the step during which it happened.
+given to the step during which it happened. The record's clock starts when the call is set up,
+the caller's when its stream starts (up to a second later on a busy machine): both are aligned
+on the greeting, which both see begin (:func:`clock_offset`).
 """
 
 from __future__ import annotations
@@ -74,10 +76,18 @@ def answered_intents(events: list[dict[str, Any]]) -> list[str]:
     return [e["intent"] for e in events if e.get("event") in ("intent", "keypad") and e.get("intent")]
 
 
-def _windows(record: dict[str, Any], starts: list[float]) -> tuple[_Window, list[_Window]]:
+def clock_offset(record: dict[str, Any], greeting_heard_s: float | None) -> float:
+    """What to add to a record time to get the listener's time: the greeting's start as heard,
+    less the record's time of the greeting line (0 when either is missing)."""
+    first = next((float(e["t"]) for e in record.get("transcript") or [] if e.get("role") == "agent"), None)
+    return 0.0 if first is None or greeting_heard_s is None else greeting_heard_s - first
+
+
+def _windows(record: dict[str, Any], starts: list[float], offset: float = 0.0) -> tuple[_Window, list[_Window]]:
     greeting, steps = _Window(), [_Window() for _ in starts]
 
     def window(t: float) -> _Window:
+        t += offset
         index = max((i for i, s in enumerate(starts) if t >= s - _EARLY_S), default=-1)
         return greeting if index < 0 else steps[index]
 
@@ -178,7 +188,7 @@ def _barge_in_check(turn: TurnResult) -> Check | None:
     )  # fmt: skip
 
 
-def false_barge_ins(result: CallResult, record: dict[str, Any]) -> list[float]:
+def false_barge_ins(result: CallResult, record: dict[str, Any], offset: float = 0.0) -> list[float]:
     """When the agent stopped talking (a ``clear`` the caller received, or an interruption in its
     record) while the caller was not speaking: a cough, echo or noise taken for the caller."""
     # A stop is the caller's doing from their first sound until the agent's answer begins (a
@@ -188,11 +198,11 @@ def false_barge_ins(result: CallResult, record: dict[str, Any]) -> list[float]:
         for t in result.turns
     ]
     stops = list(result.clear_times_s)
-    stops += [float(e["at_s"]) for e in record.get("events") or [] if e.get("event") == "interrupted"]
+    stops += [float(e["at_s"]) + offset for e in record.get("events") or [] if e.get("event") == "interrupted"]
     return sorted({round(t, 2) for t in stops if not any(a <= t <= b for a, b in speaking)})
 
 
-def _call_checks(scenario: Scenario, result: CallResult, record: dict[str, Any]) -> list[Check]:
+def _call_checks(scenario: Scenario, result: CallResult, record: dict[str, Any], offset: float) -> list[Check]:
     e = scenario.expect
     checks: list[Check] = []
     if result.outcome in (CallOutcome.FAILED, CallOutcome.REJECTED):
@@ -220,7 +230,7 @@ def _call_checks(scenario: Scenario, result: CallResult, record: dict[str, Any])
     calls = record.get("tool_calls") or [ev for ev in events if ev.get("event") == "tool_call"]
     checks += [_tool_check(t, calls) for t in e.tools]
     if e.no_false_barge_in:
-        stops = false_barge_ins(result, record)
+        stops = false_barge_ins(result, record, offset)
         checks.append(Check(
             what="no false barge-in", passed=not stops,
             detail=("the agent stopped talking while the caller was silent at " + ", ".join(f"{t:.1f} s" for t in stops))
@@ -252,7 +262,8 @@ async def judge_call(
     """The scenario's verdict from the call as the caller measured it and the agent recorded it."""
     turns = {t.index: t for t in result.turns}
     starts = [turns[i].caller_speech_start_s for i in sorted(turns)]
-    greeting, windows = _windows(record, starts)
+    offset = clock_offset(record, result.greeting.start_s if result.greeting else None)
+    greeting, windows = _windows(record, starts, offset)
     transcript_lines: list[str] = []
     steps: list[StepView] = []
     for i, step in enumerate(scenario.steps):
@@ -271,7 +282,7 @@ async def judge_call(
         for extra in (_latency_check(step, turn, scenario.expect.max_latency_ms), _barge_in_check(turn)):
             if extra is not None:
                 view.checks.append(extra)
-    checks = _call_checks(scenario, result, record)
+    checks = _call_checks(scenario, result, record, offset)
     passed = all(c.passed for c in checks) and all(c.passed for s in steps for c in s.checks)
     return ScenarioResult(
         name=scenario.name,

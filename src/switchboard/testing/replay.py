@@ -29,6 +29,7 @@ from switchboard.errors import SwitchboardError
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.testing.calls_client import CallsAPIError, CallsClient
 from switchboard.testing.diff import ReplayResult, ReplayRun, compare_calls
+from switchboard.testing.judge import clock_offset
 
 _LEAD_S = 0.2  # room tone kept before an utterance (soft onsets sit below the energy threshold)
 _TAIL_S = 0.3
@@ -75,6 +76,7 @@ class ReplayPlan:
     actions: list[CallerAction]
     action_turns: list[int] = field(default_factory=list)  # script turn index of each action
     analysis: RecordingAnalysis | None = None
+    offset: float = 0.0  # record time + offset = the recording's time
 
 
 def _stereo(call_id: str, audio: bytes) -> tuple[np.ndarray, int]:
@@ -84,16 +86,14 @@ def _stereo(call_id: str, audio: bytes) -> tuple[np.ndarray, int]:
         raise Refused(f"{call_id}: the recording cannot be read: {e}") from e
     if data.shape[1] < 2:
         raise Refused(f"{call_id}: the recording has one channel; replay needs the caller's own channel (stereo: caller left)")
-    if not np.any(data[:, 0]):
-        raise Refused(f"{call_id}: the recording's caller channel is silent: nothing to replay")
     return data, int(rate)
 
 
-def _key_actions(record: dict[str, Any]) -> list[CallerAction]:
+def _key_actions(record: dict[str, Any], offset: float) -> list[CallerAction]:
     """Key presses from the record: menu keys one by one, collected digits as one string."""
     out = []
     for e in record.get("events") or []:
-        at = float(e.get("at_s", 0.0))
+        at = float(e.get("at_s", 0.0)) + offset
         if e.get("event") in ("keypad", "keypad_ignored"):
             out.append(CallerAction(at, at, keys=str(e["digit"])))
         elif e.get("event") == "digits":
@@ -106,8 +106,8 @@ def _key_actions(record: dict[str, Any]) -> list[CallerAction]:
     return out
 
 
-def _agent_lines(record: dict[str, Any]) -> list[float]:
-    return [float(e["t"]) for e in record.get("transcript") or [] if e.get("role") == "agent"]
+def _agent_lines(record: dict[str, Any], offset: float) -> list[float]:
+    return [float(e["t"]) + offset for e in record.get("transcript") or [] if e.get("role") == "agent"]
 
 
 def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeout_ms: int = 10_000) -> ReplayPlan:
@@ -120,13 +120,14 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
         CallerAction(t.start_s, t.end_s, clip=data[max(0, int((t.start_s - _LEAD_S) * rate)) : int((t.end_s + _TAIL_S) * rate), 0])
         for t in analysis.caller_turns
     ]
-    actions = sorted(speech + _key_actions(record), key=lambda a: a.start_s)
+    segments = analysis.agent_segments
+    offset = clock_offset(record, segments[0].start_s if segments else None)
+    actions = sorted(speech + _key_actions(record, offset), key=lambda a: a.start_s)
     if not actions:
         raise Refused(f"{call_id}: the caller neither spoke nor pressed a key: nothing to replay")
-    lines = _agent_lines(record)
-    segments = analysis.agent_segments
+    lines = _agent_lines(record, offset)
     turns: list[CallerTurn] = []
-    plan = ReplayPlan(CallScript(), actions, analysis=analysis)
+    plan = ReplayPlan(CallScript(), actions, analysis=analysis, offset=offset)
     previous_start = 0.0
     work = Path(tempfile.mkdtemp(prefix="switchboard-replay-"))
     for k, action in enumerate(actions):
