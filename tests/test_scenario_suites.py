@@ -18,7 +18,14 @@ from switchboard.errors import ConfigError
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
 from switchboard.testing.diff import compare_calls
 from switchboard.testing.judge import judge_call
-from switchboard.testing.replay import CallerAction, Refused, ReplayOptions, ReplayPlan, plan_replay, replay_one
+from switchboard.testing.replay import (
+    CallerAction,
+    Refused,
+    ReplayOptions,
+    ReplayPlan,
+    plan_replay,
+    replay_one,
+)
 from switchboard.testing.report import write_junit
 from switchboard.testing.results import Check, ScenarioResult, SuiteResult
 from switchboard.testing.scenario import Scenario, load_suite, parse_suite
