@@ -79,7 +79,8 @@ class Pool:
         )  # fmt: skip
 
     def replay_options(self, **changes) -> ReplayOptions:
-        return ReplayOptions(url=self.url, against=self.url, api_key=API_KEY, auth_token=AUTH_TOKEN, parallel=2, **changes)
+        settings = {"url": self.url, "against": self.url, "api_key": API_KEY, "auth_token": AUTH_TOKEN, "parallel": 2}
+        return ReplayOptions(**{**settings, **changes})
 
     def slow_tts(self, delay_ms: int) -> None:
         """Every line the agent speaks from now on starts ``delay_ms`` later."""
