@@ -175,7 +175,7 @@ def _call_of(run: SuiteResult, name: str) -> str:
 
 
 async def test_a_replay_against_the_same_build_is_the_same(pool: Pool, suite_run: SuiteResult) -> None:
-    calls = [_call_of(suite_run, "hours then billing then goodbye"), _call_of(suite_run, "patient number by keypad")]
+    calls = [_call_of(suite_run, "three questions then goodbye"), _call_of(suite_run, "patient number by keypad")]
     run = await replay_calls(calls, None, pool.replay_options())
     for result in run.calls:
         # Latency is compared too, but the suite's calls ran 4 at a time and these 2: not here.
@@ -194,7 +194,7 @@ async def test_a_replay_against_a_changed_agent_reports_the_different_action(poo
 async def test_a_replay_against_a_300_ms_slower_tts_reports_the_latency_regression(pool: Pool, suite_run: SuiteResult) -> None:
     # The baseline is a replay too, so both calls run alike (one at a time, the same load).
     options = pool.replay_options(parallel=1)
-    baseline = (await replay_calls([_call_of(suite_run, "hours then billing then goodbye")], None, options)).calls[0]
+    baseline = (await replay_calls([_call_of(suite_run, "three questions then goodbye")], None, options)).calls[0]
     assert baseline.new_call_id and baseline.verdict == "same", baseline.notes
     pool.slow_tts(SLOWER_TTS_MS)
     try:
