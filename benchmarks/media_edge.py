@@ -53,10 +53,10 @@ from _common import (
     write_result,
 )
 from dispatch import start_redis
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
-from switchboard.telephony import stream_tokens
 
 SECRET = "bench-stream-secret"
 WORKER_ID = "bench-echo"

@@ -20,6 +20,7 @@ from pipecat.frames.frames import (
     Frame,
     InputDTMFFrame,
     KeypadEntry,
+    OutputDTMFFrame,
     TTSSpeakFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -28,10 +29,16 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
 from conftest import REPO
-from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
-from switchboard.agent.call_control import CallController
-from switchboard.agent.call_timers import CallTimers
 from switchboard.agent.config import load_agent_config
+from switchboard.call.conversation.call_control import CallController
+from switchboard.call.conversation.call_timers import CallTimers
+from switchboard.engines.call_actions import (
+    FOLLOW_UP_LIMIT_SECS,
+    HangUpFrame,
+    IntentFollowUpFrame,
+    SendDigitsFrame,
+)
+from switchboard.telephony.base import TransferOutcome, UnsupportedOperation
 
 NUMBERS = REPO / "tests" / "agents" / "numbers"
 
@@ -103,10 +110,13 @@ class FakeWorker:
 
 
 class FakeControl:
-    """Call control of an ingress that can do nothing on the phone network."""
+    """Call control of an ingress that can hang up and nothing else on the phone network."""
 
     async def hang_up(self) -> None:
         pass
+
+    async def transfer(self, target: str) -> TransferOutcome:
+        raise UnsupportedOperation("no transfers here")
 
 
 @dataclass
@@ -238,7 +248,7 @@ async def test_an_end_call_follow_up_waits_for_its_line_to_be_heard(make_call) -
 
 async def test_a_follow_up_whose_line_never_plays_runs_after_the_follow_up_limit(make_call) -> None:
     call = await make_call("call_control.yaml")
-    await call.push(CallActionFrame(action="end_call", intent="goodbye", text="Bye now."))
+    await call.push(HangUpFrame(goodbye="Bye now."))
     assert call.worker.said[-1] == "Bye now."
     await call.clock.advance(FOLLOW_UP_LIMIT_SECS - 0.01)
     assert not call.worker.stopped
@@ -252,3 +262,22 @@ async def test_keys_pressed_while_the_agent_says_goodbye_are_ignored(make_call) 
     said = list(call.worker.said)
     await call.key("1")
     assert call.worker.said == said
+
+
+async def test_an_intent_an_llm_tool_chose_is_said_then_followed(make_call) -> None:
+    call = await make_call("call_control.yaml")
+    await call.push(IntentFollowUpFrame(intent="front_desk", line="Putting you through."))
+    assert call.worker.said[-1] == "Putting you through."
+    await call.agent_speaks()  # the transfer runs once the line was heard; this ingress has none
+    assert call.worker.said[-1] == call.controller.agent.transfer_failed
+    events = [e.event for e in call.controller.log.events]
+    assert events[-2:] == ["tool", "transfer"], events
+    assert not call.worker.stopped
+
+
+async def test_digits_an_llm_tool_sends_are_queued_at_once_and_logged(make_call) -> None:
+    call = await make_call("call_control.yaml")
+    await call.push(SendDigitsFrame(digits="12#"))
+    keys = [f.button.value for f in call.worker.queued if isinstance(f, OutputDTMFFrame)]
+    assert keys == ["1", "2", "#"], call.worker.queued
+    assert call.controller.log.events[-1].event == "send_digits"

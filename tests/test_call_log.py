@@ -18,9 +18,10 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from sqlalchemy import text
 
-from switchboard.agent.call_control import CallController
 from switchboard.agent.config import load_agent_config
-from switchboard.call.log import (
+from switchboard.call.conversation.call_control import CallController
+from switchboard.call.record import CallRecord
+from switchboard.call_log import (
     EVENTS,
     CallLog,
     DigitsCollected,
@@ -33,7 +34,6 @@ from switchboard.call.log import (
     TransferResult,
     Turn,
 )
-from switchboard.call.record import CallRecord
 from switchboard.dispatch.sessions import CallSession
 from switchboard.records.archive import CallArchive, save_call, stored_call, webhook_payload
 from switchboard.records.capture import CallCapture

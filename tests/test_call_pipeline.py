@@ -12,9 +12,13 @@ from pipecat.transports.base_transport import BaseTransport
 
 from conftest import TEST_AGENT
 from switchboard.agent.config import load_agent_config
-from switchboard.agent.pipeline import PIPELINE_IN_RATE, CallerAudioStop, build_call_pipeline
-from switchboard.agent.scripted import ScriptedResponder
+from switchboard.call.conversation.pipeline import (
+    PIPELINE_IN_RATE,
+    CallerAudioStop,
+    build_call_pipeline,
+)
 from switchboard.engines.piper_tts import LocalPiperTTSService
+from switchboard.engines.scripted import ScriptedResponder
 from switchboard.settings import Settings
 
 

@@ -19,7 +19,7 @@ import soxr
 
 from conftest import API_KEY, SPEECH_DIR, Server, start_orchestrator, start_redis, wait_for
 from phone_stack import PhoneStack, module_browser, screenshot
-from switchboard.call.log import Turn
+from switchboard.call_log import Turn
 from switchboard.orchestrator.calls_api import analyze_flac
 from switchboard.records.models import (
     CallAnalysis,

@@ -38,13 +38,13 @@ from conftest import (
 )
 from switchboard.agent.config import load_agent_config
 from switchboard.agent.intents import IntentMatcher, normalize
-from switchboard.agent.scripted import ScriptedResponder
 from switchboard.engines.resilience import (
     BreakerState,
     CircuitBreaker,
     EngineKind,
     FallbackSwitcher,
 )
+from switchboard.engines.scripted import ScriptedResponder
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 from test_emulators import start_emulator, stats

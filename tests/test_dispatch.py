@@ -37,10 +37,10 @@ from conftest import (
     twilio_stop,
     wait_for,
 )
+from switchboard.dispatch import stream_tokens
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
-from switchboard.telephony import stream_tokens
 
 API_KEY = "test-operator-key"
 LK_KEY, LK_SECRET = "APItestkey", "test-livekit-secret-0123456789abcdef"

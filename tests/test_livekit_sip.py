@@ -224,6 +224,29 @@ def test_a_cold_transfer_refers_the_caller_to_the_second_phone(stack: LiveKitSip
     assert record["ended_by"] == "transfer" and SECOND_NUMBER in record["transfer"]["target"], record
 
 
+def test_a_cold_transfer_to_a_busy_desk_leaves_the_caller_with_the_agent(stack: LiveKitSipStack) -> None:
+    """LiveKit SIP reports the REFER's outcome: the agent says nobody could take the call, and
+    the conversation goes on."""
+    stack.second.answer = Answer.BUSY
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    call.send_digits("0")  # "Putting you through.", then a REFER to the desk, which is busy
+    call.wait(lambda c: bool(c.transfers_requested), 30, "the REFER")
+    apology = call.wait_for_sound(time.monotonic(), 30)
+    call.wait_for_silence(apology, 0.8, 20)
+    # (PJSIP reports the REFER's own call on this PhoneCall: its state is not the caller's leg.)
+    spoken = call.say(GO_FORWARD)
+    reply = call.wait_for_sound(time.monotonic() + spoken, 20)
+    call.wait_for_silence(reply, 0.8, 20)
+    call.send_digits("9")  # goodbye: the agent ends the call it kept
+    record = stack.saved_record(call_id)
+    transfers = [e for e in record["events"] if e["event"] == "transfer"]
+    assert [t["outcome"] for t in transfers] == ["busy"], record["events"]
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert any(line.startswith("Sorry, nobody is available") for line in agent_said), agent_said
+    assert "directions" in record["intents"] and record["ended_by"] == "agent", record
+
+
 def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: LiveKitSipStack) -> None:
     call, call_id, greeting_at = answered_call(stack)
     say_and_hear_reply(call, greeting_at)

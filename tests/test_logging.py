@@ -154,7 +154,7 @@ async def test_a_callers_words_reach_the_log_only_at_debug(level: str) -> None:
     from conftest import TEST_AGENT
     from switchboard.agent.config import load_agent_config
     from switchboard.agent.intents import IntentMatcher
-    from switchboard.agent.scripted import ScriptedResponder
+    from switchboard.engines.scripted import ScriptedResponder
 
     said = "my account number is 4417 1234 and my name is Ada Lovelace"
     stream = io.StringIO()

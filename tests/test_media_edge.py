@@ -42,6 +42,7 @@ from conftest import (
     stored_call,
     wait_for,
 )
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus, WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -50,7 +51,6 @@ from switchboard.loadtest.report import CallOutcome, format_summary
 from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
 from switchboard.settings import Settings
 from switchboard.supervisor import plan_children
-from switchboard.telephony import stream_tokens
 
 DEV_SECRET = "switchboard-dev-stream-secret"
 AUTH_TOKEN = "edge-test-auth-token"

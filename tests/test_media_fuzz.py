@@ -40,9 +40,9 @@ from conftest import (
     stored_call,
     wait_for,
 )
+from switchboard.dispatch import stream_tokens
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, CallResult, format_summary
-from switchboard.telephony import stream_tokens
 
 WORKER_ID = "fuzz-w1"
 DEV_STREAM_SECRET = "switchboard-dev-stream-secret"  # the Settings default, used by the test pool

@@ -6,7 +6,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from switchboard.agent.observers import CallPipelineWorker
+from switchboard.call.conversation.observers import CallPipelineWorker
 
 
 class PassOn(FrameProcessor):

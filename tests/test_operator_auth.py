@@ -22,7 +22,7 @@ from conftest import (
     Stack,
     start_orchestrator,
 )
-from switchboard.orchestrator.auth import OperatorKeys
+from switchboard.http.auth import OperatorKeys
 from switchboard.settings import Settings
 
 OLD_KEY, NEW_KEY = ROTATING_KEYS

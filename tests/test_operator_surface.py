@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from conftest import API_KEY, OPERATOR, TEST_AGENT, free_port
 from switchboard.agent.config import load_agent_config
-from switchboard.orchestrator.auth import require_api_key, require_caller_data_key
+from switchboard.http.auth import require_api_key, require_caller_data_key
 from switchboard.settings import Settings
 
 MALFORMED = {"content": b'{"to": "+1555', "headers": {"Content-Type": "application/json"}}

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import RedisServer, start_redis
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -21,7 +22,6 @@ from switchboard.dispatch.sessions import CallSessions
 from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
 from switchboard.orchestrator.placement import BUSY_MESSAGE, StreamPlacer
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 
 SECRET = "placement-test-secret"
 

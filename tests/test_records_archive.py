@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from conftest import free_port
 from switchboard.agent.config import AgentConfig
-from switchboard.call.log import CallLog, Resumed
 from switchboard.call.record import CallRecord
+from switchboard.call_log import CallLog, Resumed
 from switchboard.records.archive import CallArchive, save_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall

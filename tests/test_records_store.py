@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.call.log import HangUp, KeypadPress, ToolCall, TransferSummary, Turn
+from switchboard.call_log import HangUp, KeypadPress, ToolCall, TransferSummary, Turn
 from switchboard.records.models import (
     CallPage,
     CallQuery,

@@ -3,7 +3,7 @@
 import pytest
 from pipecat.frames.frames import OutputAudioRawFrame, OutputDTMFFrame
 
-from switchboard.agent.send_digits import PAUSE_SECS, dial_frames
+from switchboard.call.conversation.send_digits import PAUSE_SECS, dial_frames
 
 
 def test_every_key_is_its_own_frame() -> None:

@@ -39,14 +39,14 @@ from conftest import (
     start_worker,
     wait_for,
 )
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSession, CallSessions
+from switchboard.dispatch.stream_tokens import StreamTokenError
 from switchboard.errors import ConfigError
 from switchboard.orchestrator.media_edge import STREAM_TOKEN_PARAM
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
-from switchboard.telephony.stream_tokens import StreamTokenError
 
 SECRET = "test-stream-secret-" + "9" * 32  # this deployment's own
 DEV_SECRET = "switchboard-dev-stream-secret"  # printed in the source: anyone can sign with it
@@ -115,7 +115,8 @@ def test_the_development_secret_is_refused_off_loopback_and_warned_about_on_it(
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Settings]]:
     """``switchboard`` commands run in-process, stopping where they would start serving: the
     settings each would have served with are collected."""
-    from switchboard import serving, supervisor
+    from switchboard import supervisor
+    from switchboard.http import serving
     from switchboard.observability import logging as sb_logging
     from switchboard.settings import get_settings
 

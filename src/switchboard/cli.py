@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     from switchboard.agent.config import load_agent_config
 
     agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
-    from switchboard.serving import serve
+    from switchboard.http.serving import serve
     from switchboard.worker.app import create_worker_app
 
     app = create_worker_app(settings, agent)
@@ -49,8 +49,8 @@ def _worker(args: argparse.Namespace) -> int:
     from switchboard.agent.config import load_agent_config
 
     agent = load_agent_config(settings.agent_config)  # before the heavy imports: fail at once
-    from switchboard.serving import serve
-    from switchboard.telephony.stream_tokens import check_secret
+    from switchboard.dispatch.stream_tokens import check_secret
+    from switchboard.http.serving import serve
     from switchboard.worker.app import create_worker_app
     from switchboard.worker.service import WorkerService
 
@@ -75,9 +75,9 @@ def _internal_url(settings: Settings) -> str:
 
 def _orchestrator(args: argparse.Namespace) -> int:
     settings = _settings(args, "orchestrator")
+    from switchboard.dispatch.stream_tokens import check_secret
+    from switchboard.http.serving import serve
     from switchboard.orchestrator.app import create_orchestrator_app
-    from switchboard.serving import serve
-    from switchboard.telephony.stream_tokens import check_secret
 
     check_secret(settings.stream_secret.get_secret_value(), settings.host)
     app = create_orchestrator_app(settings)
@@ -93,9 +93,9 @@ def _up(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
     from switchboard.agent.config import load_agent_config
+    from switchboard.dispatch.stream_tokens import check_secret
     from switchboard.private_files import OWNER_ONLY_UMASK, local_secret, tighten_dir
     from switchboard.settings import DEV_STREAM_SECRET
-    from switchboard.telephony.stream_tokens import check_secret
 
     load_agent_config(settings.agent_config)  # fail here, not in every worker
     from switchboard.supervisor import Supervisor

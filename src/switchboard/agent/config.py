@@ -408,7 +408,8 @@ class AgentConfig(BaseModel):
     tools: list[Tool] = Field(default_factory=list, max_length=MAX_TOOLS)
     transfer_unanswered: SpokenLine = Field(
         "Sorry, nobody is available to take your call right now. Is there anything else I can help with?",
-        description="Said when nobody answers a warm transfer; the call goes on with the agent",
+        description="Said when the person a transfer rings is busy or does not answer (warm "
+        "transfers; cold ones where the carrier reports it, as LiveKit SIP does); the call goes on",
     )
     resumed: SpokenLine = Field(
         "Sorry, I lost you for a moment there. Could you say that again?",

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from switchboard.agent.config import AgentConfig, Intent
 from switchboard.agent.tools import tool_turn
-from switchboard.call.log import ToolCall
+from switchboard.call_log import ToolCall
 
 
 async def intent_tool_call(

@@ -1,5 +1,6 @@
-"""The call: its typed log (:mod:`.log`), and soon its one admission and context.
+"""The call: one admission (``ticket``, ``host``), one context, the runner, and its conversation.
 
-Modules here are imported by path (``switchboard.call.log``), not re-exported, so that a lower
-layer appending to a call's log does not import the layers that run calls.
+The conversation (:mod:`.conversation`) is the Pipecat graph of one call and its call control.
+The call's typed log is :mod:`switchboard.call_log`, below every layer that appends to it.
+Modules here are imported by path, not re-exported.
 """

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from switchboard.agent.config import AgentConfig
-from switchboard.call.log import CallLog
 from switchboard.call.record import CallRecord
+from switchboard.call_log import CallLog
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter, CallIds
 

@@ -1,6 +1,6 @@
 """The calls of this worker process: what happened on each, kept in memory for inspection.
 
-A :class:`CallRecord` is the worker's view of a call's log (``switchboard.call.log``): ids,
+A :class:`CallRecord` is the worker's view of a call's log (``switchboard.call_log``): ids,
 outcome and timing of its own, everything else (events, turns, intents, transfer, who ended
 it) read from the log, so it never disagrees with the stored record.
 """
@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard.call.log import CallLog, Turn
+from switchboard.call_log import CallLog, Turn
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The one path every call takes, whatever brought it: run, record, count, release.
 
 :func:`run_call` builds the agent's pipeline around the adapter's transport, logs the call
-(:mod:`switchboard.call.log`), counts it in the call metrics, saves its record, tells the
+(:mod:`switchboard.call_log`), counts it in the call metrics, saves its record, tells the
 ``on_ended`` hooks and frees its worker slot. Admission (which agent, which session, the
 ledger) happens before, once for every ingress, in :class:`switchboard.call.host.CallHost`.
 A call whose peer never connected (``adapter.succeeded()`` is false: a browser's dead offer) is
@@ -17,12 +17,12 @@ from collections.abc import Awaitable
 from loguru import logger
 from pipecat.workers.runner import WorkerRunner
 
-from switchboard.agent.call_control import FOLLOW_UP_LIMIT_SECS, CallController
-from switchboard.agent.pipeline import CallPipeline, build_call_pipeline
 from switchboard.call.context import CallContext
-from switchboard.call.log import EndedBy, HangUp, Resumed, logging_to
+from switchboard.call.conversation.call_control import FOLLOW_UP_LIMIT_SECS, CallController
+from switchboard.call.conversation.pipeline import CallPipeline, build_call_pipeline
 from switchboard.call.record import CallRecord
 from switchboard.call.session_keeper import SessionKeeper
+from switchboard.call_log import EndedBy, HangUp, Resumed, logging_to
 from switchboard.dispatch.sessions import CallSession
 from switchboard.observability import metrics
 from switchboard.records.archive import attach_capture, save_call

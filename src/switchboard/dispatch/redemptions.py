@@ -14,10 +14,9 @@ from typing import Literal
 
 import redis.asyncio as redis
 
-from switchboard.dispatch import keys
+from switchboard.dispatch import keys, stream_tokens
+from switchboard.dispatch.stream_tokens import StreamClaims, StreamTokenError
 from switchboard.observability import metrics
-from switchboard.telephony import stream_tokens
-from switchboard.telephony.stream_tokens import StreamClaims, StreamTokenError
 
 Hop = Literal["edge", "worker"]
 # Past its expiry a token is refused anyway; the margin covers clocks that differ between hosts.

@@ -36,7 +36,7 @@ class CallSession(BaseModel):
     )
     events: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="The call log's call-control events so far (switchboard.call.log, as JSON).",
+        description="The call log's call-control events so far (switchboard.call_log, as JSON).",
     )
 
 

@@ -17,8 +17,8 @@ from pipecat.services.tts_service import TTSService
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
-from switchboard.agent.scripted import ScriptedResponder
 from switchboard.engines.resilience import EngineKind, ResilientResponder, with_fallback
+from switchboard.engines.scripted import ScriptedResponder
 from switchboard.errors import EngineError
 from switchboard.settings import Settings
 from switchboard.speech_end import SpeechEnergyGate

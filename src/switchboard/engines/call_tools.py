@@ -2,7 +2,7 @@
 
 An LLM agent hangs up, hands the caller to a person or presses keys on a remote phone menu (an
 IVR) by calling these functions; the handler pushes a
-:class:`~switchboard.agent.call_actions.CallActionFrame` and the call controller does the rest,
+:mod:`~switchboard.engines.call_actions` frame and the call controller does the rest,
 exactly as for a scripted intent. ``transfer_call`` may only send the caller to a destination
 the agent config names (an intent with ``transfer:``), never to a number the model made up;
 ``send_digits`` takes only a valid dial string (0-9, * and #, w for a pause), anything else is
@@ -25,10 +25,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from switchboard.agent.call_actions import CallActionFrame
 from switchboard.agent.config import DIAL_STRING_PATTERN, AgentConfig, valid_dial_string
 from switchboard.agent.tools import tool_turn
-from switchboard.call.log import ToolCall, current_log
+from switchboard.call_log import ToolCall, current_log
+from switchboard.engines.call_actions import HangUpFrame, IntentFollowUpFrame, SendDigitsFrame
 from switchboard.observability import metrics
 from switchboard.observability.logging import current_call_id
 
@@ -105,7 +105,7 @@ class CallToolsMixin:
         goodbye = str(params.arguments.get("goodbye") or "Goodbye.")
         metrics.LLM_TOOL_CALLS.labels(tool="end_call", result="ok").inc()
         await params.result_callback({"ok": True}, properties=_DONE)
-        await params.llm.push_frame(CallActionFrame(action="end_call", intent="", text=goodbye))
+        await params.llm.push_frame(HangUpFrame(goodbye=goodbye))
 
     async def _transfer_call(self, params: FunctionCallParams) -> None:
         destination = str(params.arguments.get("destination", ""))
@@ -117,9 +117,7 @@ class CallToolsMixin:
             return
         metrics.LLM_TOOL_CALLS.labels(tool="transfer_call", result="ok").inc()
         await params.result_callback({"ok": True}, properties=_DONE)
-        await params.llm.push_frame(
-            CallActionFrame(action="transfer", intent=intent.name, text=intent.reply)
-        )
+        await params.llm.push_frame(IntentFollowUpFrame(intent=intent.name, line=intent.reply))
 
     async def _send_digits(self, params: FunctionCallParams) -> None:
         digits = str(params.arguments.get("digits", ""))
@@ -132,7 +130,7 @@ class CallToolsMixin:
             return
         metrics.LLM_TOOL_CALLS.labels(tool="send_digits", result="ok").inc()
         await params.result_callback({"ok": True, "sent": digits}, properties=_DONE)
-        await params.llm.push_frame(CallActionFrame(action="send_digits", intent="", digits=digits))
+        await params.llm.push_frame(SendDigitsFrame(digits=digits))
 
     async def _webhook(self, params: FunctionCallParams) -> None:
         tool = self._call_agent.tool(params.function_name)

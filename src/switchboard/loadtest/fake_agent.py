@@ -13,11 +13,17 @@ this process's event loop woke up, so a busy machine does not count against the 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
+import os
 import random
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -122,3 +128,69 @@ def fake_agent_app(delay_ms: float, jitter_ms: float = 0.0, seed: int = 1) -> Fa
         return calls
 
     return app
+
+
+@contextmanager
+def serve_fake_agents(configs: list[tuple[float, float, int]]) -> Iterator[list[str]]:
+    """One fake agent per ``(delay_ms, jitter_ms, seed)``, each in a process of its own on an
+    ephemeral loopback port; yields their URLs in order.
+
+    Their own processes, as real agent servers are: served from threads of the measuring
+    process, they would share its GIL with the instrument, and each would read the other's
+    scheduling delays (up to ~15 ms with six agents and six calls on two cores)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "switchboard.loadtest.fake_agent", "--delay-ms", str(delay),
+             "--jitter-ms", str(jitter), "--seed", str(seed)],  # fmt: skip
+            stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+        )
+        for delay, jitter, seed in configs
+    ]
+    try:
+        urls = []
+        for process in processes:  # all start at once; each prints its URL when it listens
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not line.startswith("http://"):
+                raise RuntimeError(f"fake agent did not start (exit {process.poll()})")
+            urls.append(line.strip())
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _serve(delay_ms: float, jitter_ms: float, seed: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(fake_agent_app(delay_ms, jitter_ms, seed), host="127.0.0.1", port=0,
+                            log_level="warning", ws="websockets-sansio")  # fmt: skip
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            return
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    await serving
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve a fake agent of known delay; prints its URL.")
+    parser.add_argument("--delay-ms", type=float, required=True)
+    parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.delay_ms, args.jitter_ms, args.seed))
+
+
+if __name__ == "__main__":
+    main()

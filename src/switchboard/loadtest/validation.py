@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
-from switchboard.loadtest.fake_agent import fake_agent_app
+from switchboard.loadtest.fake_agent import serve_fake_agents
 from switchboard.loadtest.known_end import KnownEndClip
 
 if TYPE_CHECKING:
@@ -90,13 +90,13 @@ async def validate_calls(
     recording read by the analyzer (after the calls: analysis must not steal their clock)."""
     from switchboard.analysis.recording import analyze_recording
 
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
+    agents = [(d, j, int(d + j)) for d, j in configs]
+    with tempfile.TemporaryDirectory() as tmp, serve_fake_agents(agents) as urls:
         folder = out_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         records = [folder / f"fake_agent_{int(d)}ms_{int(j)}jitter.wav" for d, j in configs]
-        # Servers start before and stop after every call: stopping one joins its thread, which
-        # would stall the calls still measuring.
-        urls = [servers.enter_context(serve_app(fake_agent_app(d, j, seed=int(d + j)))) for d, j in configs]
+        # Agents start before and stop after every call: stopping one mid-run would steal the
+        # clock of the calls still measuring.
         calls = await asyncio.gather(
             *(_one_call(u, d, j, clips, r) for u, (d, j), r in zip(urls, configs, records, strict=True))
         )
@@ -117,7 +117,7 @@ def validate_loadtest(
     from switchboard.loadtest.loadgen import LoadTestConfig, run_load_test
     from switchboard.loadtest.scenario import ScenarioOptions
 
-    with serve_app(fake_agent_app(delay_ms, jitter_ms)) as url:
+    with serve_fake_agents([(delay_ms, jitter_ms, 1)]) as (url,):
         config = LoadTestConfig(
             url=url,
             concurrency=calls,

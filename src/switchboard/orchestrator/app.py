@@ -26,14 +26,14 @@ from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
-from switchboard.observability import metrics
-from switchboard.observability.logging import call_context
-from switchboard.orchestrator.auth import (
+from switchboard.http.auth import (
     install_operator_keys,
     require_api_key,
     require_caller_data_key,
 )
-from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
+from switchboard.http.body_limit import BodySizeLimitMiddleware
+from switchboard.observability import metrics
+from switchboard.observability.logging import call_context
 from switchboard.orchestrator.callbacks import create_callback_router
 from switchboard.orchestrator.calls_api import CallsBackend, create_calls_router
 from switchboard.orchestrator.livekit_webhooks import (

@@ -22,8 +22,8 @@ from switchboard.agent.config import AgentConfig, load_agent_config
 from switchboard.analysis.recording import RecordingAnalysis, analyze_channels
 from switchboard.dispatch.calls import CallLedger
 from switchboard.errors import ConfigError
+from switchboard.http.auth import KeyFirstRoute, require_caller_data_key
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import KeyFirstRoute, require_caller_data_key
 from switchboard.records.archive import store_from_settings
 from switchboard.records.models import CallPage, CallQuery, DeadLetter
 from switchboard.records.store import CallStore

@@ -28,18 +28,15 @@ from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
-from switchboard.telephony.media_socket import CLOSE_HANDED_OFF
-from switchboard.telephony.twilio import (
-    websocket_is_signed,
-    websocket_url,
-)
+from switchboard.telephony.media_socket import CLOSE_HANDED_OFF, MediaRejected
+from switchboard.telephony.twilio import parse_start, websocket_is_signed, websocket_url
 
 EDGE_PATH = "/twilio/media"  # public: where Twilio connects
 WORKER_MEDIA_PATH = "/twilio/media"  # internal: the worker's ``/twilio/media/{token}``
@@ -181,10 +178,12 @@ async def _read_until_start(websocket: WebSocket, limit_secs: float) -> tuple[li
 
 
 def _token_of(start_message: dict) -> str:
-    start = start_message.get("start")
-    params = start.get("customParameters") if isinstance(start, dict) else None
-    token = params.get(STREAM_TOKEN_PARAM) if isinstance(params, dict) else None
-    if not isinstance(token, str) or not token:
+    try:
+        start = parse_start(start_message)
+    except MediaRejected as e:
+        raise _Refused(e.code, str(e), "bad_token") from e
+    token = start.custom_parameters.get(STREAM_TOKEN_PARAM)
+    if not token:
         raise _Refused(1008, f"start without customParameters.{STREAM_TOKEN_PARAM}", "bad_token")
     return token
 

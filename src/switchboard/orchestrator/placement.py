@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request, Response
 from loguru import logger
 
+from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
@@ -25,9 +26,9 @@ from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.media_edge import EDGE_PATH, STREAM_TOKEN_PARAM
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.outbound import answering_machine_twiml, stream_parameters
 from switchboard.telephony.twilio import (
+    RESUME_PATH,
     VOICE_PATH,
     busy_twiml,
     connect_stream_twiml,
@@ -37,7 +38,6 @@ from switchboard.telephony.twilio import (
 )
 from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
 
-RESUME_PATH = "/twilio/resume"
 BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
 LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."
 # Twilio's redirect after a stream reports the call as live; anything else means it is over.

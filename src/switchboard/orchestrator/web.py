@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
+from switchboard.http.auth import KeyFirstRoute, require_api_key
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import KeyFirstRoute, require_api_key
 from switchboard.settings import Settings
 from switchboard.telephony.webrtc_signalling import (
     ANSWER_TIMEOUT_SECS,

@@ -4,7 +4,7 @@ The worker hands each finished call to ``save_call``; encoding the recording, wr
 and delivering the post-call webhook run as background tasks the archive owns, awaited (up to
 the drain deadline) and then cancelled when the worker stops. Retention runs here too.
 
-The stored record is a view of the call's log (``switchboard.call.log``). What the log learns
+The stored record is a view of the call's log (``switchboard.call_log``). What the log learns
 after the call was saved (a cold transfer's result, reported by the carrier when the dial ends)
 is written to the stored record by ``amend`` and sent as a ``call.updated`` webhook.
 """
@@ -20,7 +20,7 @@ from loguru import logger
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig
-from switchboard.call.log import CallLog, LogEvent, Resumed
+from switchboard.call_log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
 from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture

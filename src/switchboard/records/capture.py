@@ -3,7 +3,7 @@
 It sees the frames between processors (it adds no processor to the pipeline): both sides'
 transcript with timestamps, barge-ins (into the call's log), the providers the call fell back
 from, and, when the agent records calls, both sides' audio. Keypad presses are call control's
-to log (:mod:`switchboard.agent.keypad`), once.
+to log (:mod:`switchboard.call.conversation.keypad`), once.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
 from switchboard.agent.config import AgentConfig
-from switchboard.agent.spoken_lines import SpokenLines
-from switchboard.call.log import CallLog, Interrupted
+from switchboard.call_log import CallLog, Interrupted
 from switchboard.engines.resilience import FallbackSwitcher
 from switchboard.records.models import Ingress, ProviderFallback, TranscriptEntry
 from switchboard.records.recording import DualChannelRecorder
+from switchboard.spoken_lines import SpokenLines
 
 
 class CallCapture(BaseObserver):
@@ -52,7 +52,7 @@ class CallCapture(BaseObserver):
         self.recorder = DualChannelRecorder() if record_audio else None
         self._lines = SpokenLines()
         self._switchers: list[FallbackSwitcher] = []
-        # What on_push_frame reads (see switchboard.agent.observers): audio only if recording.
+        # What on_push_frame reads (see switchboard.call.conversation.observers): audio only if recording.
         audio = (InputAudioRawFrame, OutputAudioRawFrame) if self.recorder is not None else ()
         self.frame_types = (*audio, *SpokenLines.FRAMES)
 

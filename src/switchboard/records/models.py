@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from switchboard.call.log import CallLogEvent, ToolCall, TransferSummary, Turn
+from switchboard.call_log import CallLogEvent, ToolCall, TransferSummary, Turn
 
 Ingress = Literal["twilio", "livekit", "webrtc"]
 Role = Literal["user", "agent"]
@@ -53,7 +53,7 @@ class CallSummary(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    # 2: events are the call log's (``switchboard.call.log``); ended_by, transfer, tool_calls.
+    # 2: events are the call log's (``switchboard.call_log``); ended_by, transfer, tool_calls.
     version: Literal[2] = 2
     call_id: str = Field(min_length=1, max_length=200)
     call_sid: str | None = None

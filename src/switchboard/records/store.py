@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from switchboard.call.log import LogEvent, TransferSummary
+from switchboard.call_log import LogEvent, TransferSummary
 from switchboard.errors import SwitchboardError
 from switchboard.private_files import FILE_MODE, create_private_file
 from switchboard.records.models import (

@@ -6,7 +6,7 @@ An ingress (a Twilio media stream, a LiveKit room, a browser's WebRTC peer) is a
 ``adapter.transport()``, and features that act on the phone call itself (hang up, transfer)
 go through ``adapter.control``, so each is written once. Sending digits to the far end needs no
 operation here: the call controller queues Pipecat DTMF frames into the pipeline, which every
-transport plays, in-band or natively (:mod:`switchboard.agent.send_digits`).
+transport plays, in-band or natively (:mod:`switchboard.call.conversation.send_digits`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pipecat.transports.base_transport import BaseTransport
 from switchboard.errors import TelephonyError
 
 if TYPE_CHECKING:
-    from switchboard.agent.pipeline import CallPipeline
+    from switchboard.call.conversation.pipeline import CallPipeline
 
 DEFAULT_MAX_CALL_SECS = 3600.0
 
@@ -63,7 +63,7 @@ class CallControl:
     """Operations on the phone call beyond its audio; each ingress overrides what it can do.
 
     Keypad digits to the far end are not one of them: they travel as DTMF frames in the call's
-    pipeline, so they are written once for every ingress (:mod:`switchboard.agent.send_digits`).
+    pipeline, so they are written once for every ingress (:mod:`switchboard.call.conversation.send_digits`).
     """
 
     async def hang_up(self) -> None:

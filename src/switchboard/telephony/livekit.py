@@ -35,7 +35,7 @@ from switchboard.telephony.livekit_sip import (
 )
 
 if TYPE_CHECKING:
-    from switchboard.agent.pipeline import CallPipeline
+    from switchboard.call.conversation.pipeline import CallPipeline
 
 # LiveKit SIP's individual dispatch rule names a room ``{prefix}_{caller}_{random}``, and the
 # caller is an E.164 number: with the prefix ``call-`` that is ``call-_+15105550100_6jgXbZsZqcnm``,
@@ -118,8 +118,11 @@ class LiveKitCallControl(CallControl):
                     )
                 )
         except LIVEKIT_ERRORS as e:
-            logger.warning(f"room {self._room}: transfer to {target} failed: {e!r}")
-            return TransferOutcome.FAILED
+            # LiveKit SIP waits for the REFER's outcome: a busy or unanswered person is said as
+            # such, and the caller stays with the agent.
+            outcome = dial_outcome(e)
+            logger.info(f"room {self._room}: transfer to {target}: {outcome.value} ({describe(e)})")
+            return outcome
         ok = response.status != sip_proto.STS_TRANSFER_FAILED
         return TransferOutcome.ANSWERED if ok else TransferOutcome.FAILED
 

@@ -7,7 +7,7 @@ counted in ``media_rejected_total``; the reader then sees an ordinary disconnect
 above it raises. Any ingress that carries telephony media over a WebSocket (the worker's
 Twilio stream, an edge relay) wraps its socket in one.
 
-The size cap is also uvicorn's ``ws_max_size`` (see ``serving.py``): the protocol layer then
+The size cap is also uvicorn's ``ws_max_size`` (see ``http/serving.py``): the protocol layer then
 refuses an oversized frame from its header, before reading or decoding the payload, and the
 guard counts the 1009 it reports.
 """

@@ -28,8 +28,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.twiml.voice_response import VoiceResponse
 
+from switchboard.http.auth import KeyFirstRoute
 from switchboard.observability import metrics
-from switchboard.orchestrator.auth import KeyFirstRoute
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_outbound import RoomJobs, place_livekit_call
 from switchboard.telephony.twilio import VOICE_PATH, public_base

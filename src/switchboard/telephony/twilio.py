@@ -38,6 +38,7 @@ from switchboard.telephony.media_socket import (
 )
 
 VOICE_PATH = "/twilio/voice"  # the voice webhook, wherever it is answered
+RESUME_PATH = "/twilio/resume"  # the voice webhook of a call placed again (a lost stream, a transfer nobody answered)
 _DTMF_DIGITS = set("0123456789*#")
 
 
@@ -145,7 +146,8 @@ def _twilio_message(text: str) -> dict[str, Any]:
     return message
 
 
-def _parse_start(message: dict[str, Any]) -> StreamStart:
+def parse_start(message: dict[str, Any]) -> StreamStart:
+    """Twilio's ``start`` message, checked: the one reading of it, at the edge and the worker."""
     start = message.get("start")
     if not isinstance(start, dict):
         raise MediaRejected(
@@ -194,7 +196,7 @@ async def read_stream_start(socket: MediaSocketGuard) -> StreamStart | None:
                 raise MediaRejected(
                     "out_of_order", CLOSE_POLICY_VIOLATION, f"{message['event']!r} before start"
                 )
-            return _parse_start(message)
+            return parse_start(message)
 
     limit = socket.limits.start_timeout_secs
     try:

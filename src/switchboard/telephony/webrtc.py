@@ -28,13 +28,13 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
-from switchboard.agent.spoken_lines import SpokenLines
-from switchboard.agent.timing import TurnTimingObserver
 from switchboard.observability import metrics
+from switchboard.spoken_lines import SpokenLines
 from switchboard.telephony.base import CallAdapter, CallIds, NoCallControl
 
 if TYPE_CHECKING:
-    from switchboard.agent.pipeline import CallPipeline
+    from switchboard.call.conversation.pipeline import CallPipeline
+    from switchboard.call.conversation.timing import TurnTimingObserver
 
 OUT_SAMPLE_RATE = 24000  # Piper's 22.05 kHz fits; Opus resamples to 48 kHz either way
 MESSAGE_TYPE = "switchboard"

@@ -22,19 +22,19 @@ from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
 from switchboard.call.context import CallEndedHook
 from switchboard.call.host import CallHost
-from switchboard.call.log import TransferResult
 from switchboard.call.record import RecentCalls
+from switchboard.call_log import TransferResult
 from switchboard.engines import build_responder, build_stt, build_tts
-from switchboard.orchestrator.auth import (
+from switchboard.http.auth import (
     install_operator_keys,
     require_api_key,
     require_caller_data_key,
 )
-from switchboard.orchestrator.body_limit import BodySizeLimitMiddleware
-from switchboard.orchestrator.placement import RESUME_PATH
+from switchboard.http.body_limit import BodySizeLimitMiddleware
 from switchboard.records.archive import CallArchive
 from switchboard.settings import Settings
 from switchboard.telephony.base import TransferOutcome
+from switchboard.telephony.twilio import RESUME_PATH
 from switchboard.telephony.twilio_rest import WarmTransferWaits, transfer_status_router
 from switchboard.worker.browser_calls import WebRTCAnswerer
 from switchboard.worker.service import WorkerService

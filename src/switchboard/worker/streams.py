@@ -17,11 +17,11 @@ from loguru import logger
 from switchboard.agent.directory import CallRoute
 from switchboard.call.host import CallHost
 from switchboard.call.ticket import CallTicket
+from switchboard.dispatch import stream_tokens
+from switchboard.http.auth import require_caller_data_key
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
-from switchboard.orchestrator.auth import require_caller_data_key
 from switchboard.settings import Settings
-from switchboard.telephony import stream_tokens
 from switchboard.telephony.media_socket import MediaLimits, MediaSocketGuard
 from switchboard.telephony.outbound import (
     answering_machine_twiml,

@@ -2,7 +2,7 @@
 
 Adds ``ended_by`` and ``transfer``, and rewrites the events of calls stored before it
 (``{"type", "t", "data"}``: keypad presses and barge-ins) as call-log events
-(``{"event", "at_s", ...}``, see ``switchboard.call.log``).
+(``{"event", "at_s", ...}``, see ``switchboard.call_log``).
 
 Revision ID: 0004
 Revises: 0003

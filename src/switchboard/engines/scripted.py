@@ -15,10 +15,10 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from switchboard.agent.call_actions import Action, CallActionFrame
 from switchboard.agent.config import Intent
 from switchboard.agent.intents import IntentMatcher, Match
-from switchboard.call.log import IntentMatched, current_log
+from switchboard.call_log import IntentMatched, current_log
+from switchboard.engines.call_actions import IntentFollowUpFrame
 
 
 def last_user_text(context: LLMContext) -> str:
@@ -39,8 +39,8 @@ class ScriptedResponder(FrameProcessor):
 
     It speaks the same frames an LLM service does, so an LLM can take its place in the
     pipeline unchanged. A reply whose intent ends the call hangs up once it has been spoken; one
-    that transfers, collects digits, calls a tool or sends digits is followed by a
-    ``CallActionFrame`` for the call controller.
+    that transfers, collects digits, calls a tool or sends digits is followed by
+    an ``IntentFollowUpFrame`` for the call controller.
     """
 
     def __init__(self, matcher: IntentMatcher, **kwargs):
@@ -73,21 +73,10 @@ class ScriptedResponder(FrameProcessor):
         await self.push_frame(LLMFullResponseEndFrame())
         self._hang_up_after_reply = match.end_call
         intent = match.intent
-        action = _follow_up(intent)
-        if intent is not None and action is not None:
-            await self.push_frame(CallActionFrame(action=action, intent=intent.name))
+        if intent is not None and _has_follow_up(intent):
+            await self.push_frame(IntentFollowUpFrame(intent=intent.name))
 
 
-def _follow_up(intent: Intent | None) -> Action | None:
-    """The call controller's part after this intent's reply (end_call is the responder's own)."""
-    if intent is None:
-        return None
-    if intent.transfer:
-        return "transfer"
-    if intent.tool:
-        return "tool"
-    if intent.collect_digits:
-        return "collect_digits"
-    if intent.send_digits:
-        return "send_digits"
-    return None
+def _has_follow_up(intent: Intent) -> bool:
+    """The call controller has a part after this intent's reply (end_call is the responder's own)."""
+    return bool(intent.transfer or intent.tool or intent.collect_digits or intent.send_digits)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS
 from switchboard.agent.config import Intent
 from switchboard.agent.digits import DigitBuffer
-from switchboard.call.log import DigitsCollected, KeypadIgnored, KeypadPress
+from switchboard.call_log import DigitsCollected, KeypadIgnored, KeypadPress
+from switchboard.engines.call_actions import FOLLOW_UP_LIMIT_SECS
 from switchboard.observability import metrics
 
 if TYPE_CHECKING:
-    from switchboard.agent.call_control import CallController
+    from switchboard.call.conversation.call_control import CallController
 
 
 class KeypadInput:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from switchboard.call.log import IdleHangUp, MaxDuration, Reprompt
+from switchboard.call_log import IdleHangUp, MaxDuration, Reprompt
 
 if TYPE_CHECKING:
-    from switchboard.agent.call_control import CallController
+    from switchboard.call.conversation.call_control import CallController
 
 
 class SilenceWatch:

@@ -1,6 +1,6 @@
 """Per-turn stage timings seen from inside the agent, for the latency breakdown.
 
-Each finished turn is a :class:`~switchboard.call.log.Turn` of the call's log.
+Each finished turn is a :class:`~switchboard.call_log.Turn` of the call's log.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
-from switchboard.call.log import CallLog, Turn
+from switchboard.call_log import CallLog, Turn
 from switchboard.observability import metrics
 from switchboard.speech_end import SpeechEnergyGate
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from loguru import logger
 
 from switchboard.agent.config import Intent
-from switchboard.call.log import TransferRequested
+from switchboard.call_log import TransferRequested
 from switchboard.observability import metrics
 from switchboard.telephony.base import (
     CallControl,

@@ -58,5 +58,8 @@ class SpokenLines:
         elif isinstance(frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
             self._bot_speaking = isinstance(frame, BotStartedSpeakingFrame)
         elif isinstance(frame, InterruptionFrame) and self._bot_speaking:
+            # One barge-in, one event: Pipecat may push more than one InterruptionFrame for it
+            # before the output transport reports the bot stopped.
+            self._bot_speaking = False
             return "interrupted", ""
         return None

@@ -5,7 +5,7 @@ the pipeline is unchanged) and speaks by queueing ``TTSSpeakFrame``s on the pipe
 as the greeting is spoken. Each concern has its own module: :mod:`.silence` (re-prompts and
 the time limit), :mod:`.keypad` (menu and digit collection), :mod:`.transfer`,
 :mod:`.intent_tool` and :mod:`.send_digits`; this one holds the call's shared state and runs
-follow-ups (see :mod:`.call_actions`) once the line before them has been spoken. What it does
+follow-ups (see :mod:`switchboard.engines.call_actions`) once the line before them has been spoken. What it does
 to the phone call itself (transfer) goes through the ingress's
 :class:`~switchboard.telephony.base.CallControl`, so it works the same on every ingress that
 can do it.
@@ -33,15 +33,20 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.worker import PipelineWorker
 
-from switchboard.agent.call_actions import FOLLOW_UP_LIMIT_SECS, CallActionFrame
-from switchboard.agent.call_timers import CallTimers
 from switchboard.agent.config import AgentConfig, Intent
 from switchboard.agent.intent_tool import intent_tool_call
-from switchboard.agent.keypad import KeypadInput
-from switchboard.agent.send_digits import Source, dial_frames
-from switchboard.agent.silence import SilenceWatch
-from switchboard.agent.transfer import CONNECTED, UNANSWERED, transfer
-from switchboard.call.log import CallLog, DigitsSent, EndCallRequested, LLMAction
+from switchboard.call.conversation.call_timers import CallTimers
+from switchboard.call.conversation.keypad import KeypadInput
+from switchboard.call.conversation.send_digits import Source, dial_frames
+from switchboard.call.conversation.silence import SilenceWatch
+from switchboard.call.conversation.transfer import CONNECTED, UNANSWERED, transfer
+from switchboard.call_log import CallLog, DigitsSent, EndCallRequested, LLMAction
+from switchboard.engines.call_actions import (
+    FOLLOW_UP_LIMIT_SECS,
+    HangUpFrame,
+    IntentFollowUpFrame,
+    SendDigitsFrame,
+)
 from switchboard.observability import metrics
 from switchboard.telephony.base import CallControl, TransferOutcome
 
@@ -59,7 +64,9 @@ class CallController(BaseObserver):
         BotStartedSpeakingFrame,
         BotStoppedSpeakingFrame,
         InputDTMFFrame,
-        CallActionFrame,
+        IntentFollowUpFrame,
+        HangUpFrame,
+        SendDigitsFrame,
         EndWorkerFrame,
     )
 
@@ -125,7 +132,8 @@ class CallController(BaseObserver):
                 self._bot_speaking = False
                 self._bot_finished()
         elif isinstance(
-            frame, InputDTMFFrame | CallActionFrame | EndWorkerFrame
+            frame,
+            InputDTMFFrame | IntentFollowUpFrame | HangUpFrame | SendDigitsFrame | EndWorkerFrame,
         ) and self._first_sighting(frame):
             self.timers.spawn(self._handle(frame))
 
@@ -139,28 +147,26 @@ class CallController(BaseObserver):
     async def _handle(self, frame: Frame) -> None:
         if isinstance(frame, InputDTMFFrame):
             await self.keypad.key(str(frame.button.value))
-        elif isinstance(frame, CallActionFrame):
-            await self._action(frame)
+        elif isinstance(frame, HangUpFrame) and not self.ending:
+            self.log.add(EndCallRequested())
+            await self.end_with(frame.goodbye, "agent")
+        elif isinstance(frame, SendDigitsFrame):
+            # At once: Pipecat's TTS and output keep frames in order behind the audio of the
+            # text the LLM streamed before the call, so the tones follow its words.
+            await self._send_digits(frame.digits, "llm")
+        elif isinstance(frame, IntentFollowUpFrame):
+            await self._on_intent_follow_up(frame)
         elif isinstance(frame, EndWorkerFrame) and not self.ended_by:
             self.ended_by = "agent"  # a scripted goodbye intent (end_call: true)
             self.ending = True
 
-    async def _action(self, frame: CallActionFrame) -> None:
-        if frame.action == "end_call" and not self.ending:
-            self.log.add(EndCallRequested())
-            await self.end_with(frame.text or "Goodbye.", "agent")
-            return
-        if frame.action == "send_digits" and frame.digits:  # the LLM's tool, validated there
-            # At once: Pipecat's TTS and output keep frames in order behind the audio of the
-            # text the LLM streamed before the call, so the tones follow its words.
-            await self._send_digits(frame.digits, "llm")
-            return
+    async def _on_intent_follow_up(self, frame: IntentFollowUpFrame) -> None:
         intent = self.agent.intent(frame.intent)
         if intent is None:
             return
-        if frame.text:  # a tool call: the reply was not spoken by the responder
-            self.log.add(LLMAction(action=frame.action, intent=intent.name))
-            await self.say(frame.text)
+        if frame.line:  # an LLM tool chose the intent: its reply was not spoken yet
+            self.log.add(LLMAction(action="transfer", intent=intent.name))
+            await self.say(frame.line)
         self.follow_reply(intent)
 
     # -- follow-ups -------------------------------------------------------------------------
@@ -200,7 +206,7 @@ class CallController(BaseObserver):
             self.ending = True
             self.ended_by = "transfer"
             await self.worker.stop_when_done()
-        elif requested.mode == "warm" and outcome in UNANSWERED:
+        elif outcome in UNANSWERED:  # a warm transfer, or a REFER whose outcome came back
             await self.say(self.agent.transfer_unanswered)
         else:
             await self.say(self.agent.transfer_failed)

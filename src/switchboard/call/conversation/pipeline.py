@@ -27,13 +27,13 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
-from switchboard.agent.observers import CallPipelineWorker
-from switchboard.agent.scripted import ScriptedResponder
-from switchboard.agent.timing import TurnTimingObserver
-from switchboard.agent.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
-from switchboard.call.log import CallLog
+from switchboard.call.conversation.observers import CallPipelineWorker
+from switchboard.call.conversation.timing import TurnTimingObserver
+from switchboard.call.conversation.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
+from switchboard.call_log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.engines.resilience import ResilientResponder
+from switchboard.engines.scripted import ScriptedResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
 from switchboard.speech_end import SpeechEnergyGate
