@@ -33,6 +33,7 @@ from conftest import (
     start_worker,
     wait_for,
 )
+from switchboard.testing.diff import ReplayRun
 from switchboard.testing.replay import ReplayOptions, replay_calls
 from switchboard.testing.report import format_summary, write_outputs
 from switchboard.testing.results import SuiteResult
@@ -174,10 +175,17 @@ def _call_of(run: SuiteResult, name: str) -> str:
     return found.call_id
 
 
-async def test_a_replay_against_the_same_build_is_the_same(pool: Pool, suite_run: SuiteResult) -> None:
+@pytest.fixture(scope="module")
+def same_build(pool: Pool, suite_run: SuiteResult) -> ReplayRun:
+    """Two of the suite's calls replayed against the build that made them."""
+    import asyncio
+
     calls = [_call_of(suite_run, "three questions then goodbye"), _call_of(suite_run, "patient number by keypad")]
-    run = await replay_calls(calls, None, pool.replay_options())
-    for result in run.calls:
+    return asyncio.run(replay_calls(calls, None, pool.replay_options()))
+
+
+def test_a_replay_against_the_same_build_is_the_same(same_build: ReplayRun) -> None:
+    for result in same_build.calls:
         # Latency is compared too, but the suite's calls ran 4 at a time and these 2: not here.
         assert result.verdict == "same", result.notes
         assert result.new_ended_by == result.original_ended_by
@@ -191,16 +199,15 @@ async def test_a_replay_against_a_changed_agent_reports_the_different_action(poo
     assert any("key 3 → not an option (originally: key 3 → billing)" in n for n in result.notes), result.notes
 
 
-async def test_a_replay_against_a_300_ms_slower_tts_reports_the_latency_regression(pool: Pool, suite_run: SuiteResult) -> None:
-    # The baseline is a replay too, so both calls run alike (one at a time, the same load).
-    options = pool.replay_options(parallel=1)
-    baseline = (await replay_calls([_call_of(suite_run, "three questions then goodbye")], None, options)).calls[0]
-    assert baseline.new_call_id and baseline.verdict == "same", baseline.notes
+async def test_a_replay_against_a_300_ms_slower_tts_reports_the_latency_regression(pool: Pool, same_build: ReplayRun) -> None:
+    # The originals are the same-build replays, so both sides ran alike (2 calls at a time).
+    originals = [c.new_call_id for c in same_build.calls if c.new_call_id]
     pool.slow_tts(SLOWER_TTS_MS)
     try:
-        result = (await replay_calls([baseline.new_call_id], None, options)).calls[0]
+        run = await replay_calls(originals, None, pool.replay_options())
     finally:
         pool.slow_tts(0)
+    result = run.calls[0]  # the four-question conversation
     assert result.verdict == "same", result.notes  # the agent does the same things, later
     assert result.latency_regressed and not result.passed, result.model_dump_json(indent=1)
     assert any("ms slower than the original's" in n for n in result.notes)
