@@ -211,3 +211,25 @@ def test_a_folder_of_suite_files_is_one_suite(tmp_path: Path) -> None:
     suite = load_suite(tmp_path)
     assert [s.name for s in suite.scenarios] == ["a", "b"]
     assert suite.dialing("+15550001").scenarios[0].to == "+15550001"
+
+
+async def test_a_judged_criterion_is_decided_by_the_llm_and_its_reason_kept() -> None:
+    import httpx
+
+    from switchboard.emulators.llm import ReplyRules, create_app
+    from switchboard.emulators.profiles import LLMProfile
+    from switchboard.testing.judge import LLMJudge
+
+    # The emulator answers PASS only when the agent's reply names a day (its rule), FAIL otherwise.
+    rules = ReplyRules([(r"reply: .*(Monday|Tuesday)", "PASS: it offers a day"), (r".", "FAIL: no day offered")])
+    transport = httpx.ASGITransport(app=create_app(LLMProfile(ttft_ms=0, tokens_per_sec=10_000), rules))
+    judge = LLMJudge("http://judge/v1", api_key="test", transport=transport)
+    scenario = Scenario.model_validate({"name": "x", "steps": [{"say": "hours?", "expect": {"judged": "offers a day"}}]})
+    verdict = await judge_call(scenario, _call([_turn(0, 2.0, 3.0, 3.6)]), RECORD, judge)
+    check = verdict.steps[0].checks[0]
+    assert (check.what, check.passed, check.detail) == ("judged: offers a day", False, "FAIL: no day offered")
+    monday = {**RECORD, "transcript": [*RECORD["transcript"][:2], {"role": "agent", "text": "Monday at nine.", "t": 3.1}]}
+    verdict = await judge_call(scenario, _call([_turn(0, 2.0, 3.0, 3.6)]), monday, judge)
+    assert verdict.steps[0].checks[0].passed and verdict.steps[0].checks[0].detail == "PASS: it offers a day"
+    without = await judge_call(scenario, _call([_turn(0, 2.0, 3.0, 3.6)]), monday)
+    assert without.failures() == ["step 1 (says \"hours?\"): judged: offers a day: no LLM judge configured (give --judge-url)"]

@@ -37,11 +37,15 @@ _FAILURE_WORDS = {
 class LLMJudge:
     """Asks an OpenAI-compatible chat API whether a reply meets a criterion (PASS/FAIL + reason)."""
 
-    def __init__(self, base_url: str, model: str = "gpt-4o-mini", api_key: str = "", timeout_s: float = 30.0):
+    def __init__(
+        self, base_url: str, model: str = "gpt-4o-mini", api_key: str = "", timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):  # fmt: skip
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
+        self._transport = transport
 
     async def __call__(self, criterion: str, reply: str, transcript: str) -> tuple[bool, str]:
         prompt = (
@@ -49,7 +53,7 @@ class LLMJudge:
             f"Criterion: {criterion}\nConversation so far:\n{transcript}\nThe agent's reply: {reply}"
         )
         body = {"model": self._model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 60}
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport) as client:
             response = await client.post(self._url, json=body, headers=self._headers)
         response.raise_for_status()
         answer = str(response.json()["choices"][0]["message"]["content"]).strip()
