@@ -233,3 +233,10 @@ async def test_a_judged_criterion_is_decided_by_the_llm_and_its_reason_kept() ->
     assert verdict.steps[0].checks[0].passed and verdict.steps[0].checks[0].detail == "PASS: it offers a day"
     without = await judge_call(scenario, _call([_turn(0, 2.0, 3.0, 3.6)]), monday)
     assert without.failures() == ["step 1 (says \"hours?\"): judged: offers a day: no LLM judge configured (give --judge-url)"]
+
+
+async def test_a_late_stop_after_the_caller_spoke_is_not_a_false_barge_in() -> None:
+    scenario = Scenario.model_validate({"name": "x", "steps": [{"say": "hi"}]})
+    unanswered = _turn(0, 2.0, 3.0, 3.6).model_copy(update={"agent_audio_start_s": None, "voice_to_voice_ms": None})
+    verdict = await judge_call(scenario, _call([unanswered], clears=[6.0]), RECORD)
+    assert not any("false barge-in" in f for f in verdict.failures()), verdict.failures()

@@ -195,11 +195,14 @@ def _barge_in_check(turn: TurnResult) -> Check | None:
 def false_barge_ins(result: CallResult, record: dict[str, Any], offset: float = 0.0) -> list[float]:
     """When the agent stopped talking (a ``clear`` the caller received, or an interruption in its
     record) while the caller was not speaking: a cough, echo or noise taken for the caller."""
-    # A stop is the caller's doing from their first sound until the agent's answer begins (a
-    # slow stop is judged by "stops when talked over", not here).
+    # A stop is the caller's doing from their first sound until the agent's answer begins, or,
+    # unanswered, until the caller's next step (a slow stop is judged by "stops when talked
+    # over", a missing answer by the step's own checks, not here).
+    turns = sorted(result.turns, key=lambda t: t.caller_speech_start_s)
+    nexts = [t.caller_speech_start_s for t in turns[1:]] + [float("inf")]
     speaking = [
-        (t.caller_speech_start_s - _EARLY_S, max(t.caller_speech_end_s + _VAD_TAIL_S, t.agent_audio_start_s or 0.0))
-        for t in result.turns
+        (t.caller_speech_start_s - _EARLY_S, max(t.caller_speech_end_s + _VAD_TAIL_S, t.agent_audio_start_s or after))
+        for t, after in zip(turns, nexts, strict=True)
     ]
     stops = list(result.clear_times_s)
     stops += [float(e["at_s"]) + offset for e in record.get("events") or [] if e.get("event") == "interrupted"]
