@@ -29,12 +29,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "replay_consistency.json
 
 async def main(args: argparse.Namespace) -> dict:
     key = args.api_key or os.environ.get("SWITCHBOARD_API_KEY", "")
-    history = CallsClient(args.url, key)
-    try:
-        calls = await recorded_history(history, args.calls)
-    finally:
-        await history.close()
-    options = ReplayOptions(url=args.url, against=args.url, api_key=key, auth_token=args.auth_token, parallel=args.parallel)
+    calls = list(args.call_ids)[: args.calls]
+    if not calls:
+        history = CallsClient(args.url, key)
+        try:
+            calls = await recorded_history(history, args.calls)
+        finally:
+            await history.close()
+    options = ReplayOptions(
+        url=args.url, against=args.url, api_key=key, auth_token=args.auth_token, parallel=args.parallel,
+        twilio_api=args.twilio_api,
+    )  # fmt: skip
     same: dict[str, int] = defaultdict(int)
     deltas: dict[str, list[float]] = defaultdict(list)
     notes: dict[str, list[str]] = defaultdict(list)
@@ -76,9 +81,11 @@ async def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("call_ids", nargs="*", help="these calls (default: the newest recorded ones)")
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"))
+    parser.add_argument("--twilio-api", default=None, help="the Twilio emulator the agent transfers through")
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=2)

@@ -80,7 +80,10 @@ class Pool:
         )  # fmt: skip
 
     def replay_options(self, **changes) -> ReplayOptions:
-        settings = {"url": self.url, "against": self.url, "api_key": API_KEY, "auth_token": AUTH_TOKEN, "parallel": 2}
+        settings = {
+            "url": self.url, "against": self.url, "api_key": API_KEY, "auth_token": AUTH_TOKEN, "parallel": 2,
+            "twilio_api": self.twilio.base_url,
+        }  # fmt: skip
         return ReplayOptions(**{**settings, **changes})
 
     def slow_tts(self, delay_ms: int) -> None:

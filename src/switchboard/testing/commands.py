@@ -38,6 +38,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--from-history", type=int, default=None, metavar="N", help="replay the newest N recorded calls")
     p.add_argument("--against", default=None, metavar="URL", help="the build to replay against (default --url)")
     p.add_argument("--to", default=None, help="dial this number instead of the original's (another agent)")
+    p.add_argument("--twilio-api", default=None, help="the Twilio emulator the agent transfers through (to follow transfers)")
     p.add_argument("--latency-margin-ms", type=float, default=250.0, help="a slower median reply than this fails")
     p.add_argument("--out", default="replay-report", help="folder for report.html, results.json, junit.xml")
     p.set_defaults(func=_replay)
@@ -77,7 +78,7 @@ def _replay(args: argparse.Namespace) -> int:
     options = ReplayOptions(
         url=args.url, against=args.against or args.url, api_key=_key(args),
         auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN"), parallel=args.parallel,
-        latency_margin_ms=args.latency_margin_ms, out_dir=Path(args.out), to_number=args.to,
+        latency_margin_ms=args.latency_margin_ms, out_dir=Path(args.out), to_number=args.to, twilio_api=args.twilio_api,
     )  # fmt: skip
     run = asyncio.run(replay_calls(args.calls, args.from_history, options, progress=lambda line: print(line, file=sys.stderr, flush=True)))
     paths = write_replay_outputs(run, Path(args.out), Path(args.junit) if args.junit else None)

@@ -52,6 +52,7 @@ class ReplayOptions:
     latency_margin_ms: float = 250.0
     out_dir: Path | None = None
     to_number: str | None = None  # dial another agent than the original call reached
+    twilio_api: str | None = None  # the Twilio emulator the agent transfers through (followed)
 
 
 @dataclass
@@ -193,7 +194,10 @@ async def replay_one(call_id: str, options: ReplayOptions, source: CallsClient, 
         plan = await asyncio.to_thread(plan_replay, call_id, record, audio)
         if options.to_number:
             plan.script = plan.script.model_copy(update={"to_number": options.to_number})
-        result = await run_call(options.against, plan.script, auth_token=options.auth_token, transcribe=False, max_call_s=600)
+        result = await run_call(
+            options.against, plan.script, auth_token=options.auth_token, transcribe=False, max_call_s=600,
+            twilio_api=options.twilio_api,
+        )  # fmt: skip
         new_record = await target.finished_record(result.call_sid) if result.stream_sid else {}
         new_audio = await target.recording(new_record["call_id"]) if new_record.get("recording") else None
         new_analysis = await asyncio.to_thread(_analysis_of, new_audio) if new_audio else None
