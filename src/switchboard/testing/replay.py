@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class ReplayPlan:
     action_turns: list[int] = field(default_factory=list)  # script turn index of each action
     analysis: RecordingAnalysis | None = None
     offset: float = 0.0  # record time + offset = the recording's time
+    clips_dir: Path | None = None  # the caller's utterances, removed once replayed
 
 
 def _stereo(call_id: str, audio: bytes) -> tuple[np.ndarray, int]:
@@ -128,9 +130,9 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
         raise Refused(f"{call_id}: the caller neither spoke nor pressed a key: nothing to replay")
     lines = _agent_lines(record, offset)
     turns: list[CallerTurn] = []
-    plan = ReplayPlan(CallScript(), actions, analysis=analysis, offset=offset)
+    work = Path(tempfile.mkdtemp(prefix="switchboard-replay-"))  # owner-only: the caller's voice
+    plan = ReplayPlan(CallScript(), actions, analysis=analysis, offset=offset, clips_dir=work)
     previous_start = 0.0
-    work = Path(tempfile.mkdtemp(prefix="switchboard-replay-"))
     for k, action in enumerate(actions):
         heard = [t for t in lines if previous_start <= t < action.start_s]
         # The simulator waits for one reply per turn by itself; further lines (a re-prompt, a
@@ -194,10 +196,14 @@ async def replay_one(call_id: str, options: ReplayOptions, source: CallsClient, 
         plan = await asyncio.to_thread(plan_replay, call_id, record, audio)
         if options.to_number:
             plan.script = plan.script.model_copy(update={"to_number": options.to_number})
-        result = await run_call(
-            options.against, plan.script, auth_token=options.auth_token, transcribe=False, max_call_s=600,
-            twilio_api=options.twilio_api,
-        )  # fmt: skip
+        try:
+            result = await run_call(
+                options.against, plan.script, auth_token=options.auth_token, transcribe=False, max_call_s=600,
+                twilio_api=options.twilio_api,
+            )  # fmt: skip
+        finally:
+            if plan.clips_dir is not None:
+                shutil.rmtree(plan.clips_dir, ignore_errors=True)
         new_record = await target.finished_record(result.call_sid) if result.stream_sid else {}
         new_audio = await target.recording(new_record["call_id"]) if new_record.get("recording") else None
         new_analysis = await asyncio.to_thread(_analysis_of, new_audio) if new_audio else None
