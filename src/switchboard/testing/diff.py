@@ -34,6 +34,8 @@ class ReplayTurn(BaseModel):
     label: str
     verdict: Verdict
     notes: list[str] = Field(default_factory=list)
+    original_heard: str = Field("", description="What the agent transcribed of the caller")
+    new_heard: str = ""
     original_reply: str = ""
     new_reply: str = ""
     original_actions: list[str] = Field(default_factory=list)
@@ -73,7 +75,7 @@ class ReplayRun(BaseModel):
 
 def _windows(record: dict[str, Any], starts: list[float], offset: float) -> list[dict[str, list]]:
     """Agent lines and events of each caller action's window (from its start to the next's)."""
-    out: list[dict[str, list]] = [{"said": [], "events": []} for _ in starts]
+    out: list[dict[str, list]] = [{"said": [], "heard": [], "events": []} for _ in starts]
 
     def index(t: float) -> int:
         t += offset
@@ -81,8 +83,8 @@ def _windows(record: dict[str, Any], starts: list[float], offset: float) -> list
 
     for entry in record.get("transcript") or []:
         i = index(float(entry["t"]))
-        if i >= 0 and entry.get("role") == "agent":
-            out[i]["said"].append(entry["text"])
+        if i >= 0:
+            out[i]["said" if entry.get("role") == "agent" else "heard"].append(entry["text"])
     for event in record.get("events") or []:
         i = index(float(event.get("at_s", 0.0)))
         if i >= 0:
@@ -166,6 +168,10 @@ def compare_calls(
         elif _words(old_reply) != _words(new_reply):
             turn.verdict = "worded differently"
             turn.notes.append(f'said "{new_reply}" instead of "{old_reply}"')
+        turn.original_heard, turn.new_heard = " ".join(old_w[k]["heard"]), " ".join(new_w[k]["heard"])
+        if sim is not None and _words(turn.original_heard) != _words(turn.new_heard):
+            # The same audio heard otherwise: an STT change, or an unstable transcription.
+            turn.notes.append(f'heard the caller as "{turn.new_heard}" instead of "{turn.original_heard}"')
         if action.clip is not None and sim is not None:
             # Spoken turns only: a key's reply runs on from the prompt it cut, with no silence
             # between them in the recording to time it by.

@@ -56,7 +56,8 @@ def _call_html(c: ReplayResult) -> str:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in c.notes) + "</ul>")
     rows = "".join(
         f'<tr class="{"pass" if t.verdict == "same" else "fail" if t.verdict == "different action" else ""}">'
-        f"<td>{t.index + 1}</td><td>{html.escape(t.label)}</td><td>{html.escape(t.verdict)}</td>"
+        f"<td>{t.index + 1}</td><td>{html.escape(t.label)}<br><small>heard: {html.escape(t.original_heard)}"
+        f" → {html.escape(t.new_heard)}</small></td><td>{html.escape(t.verdict)}</td>"
         f"<td>{html.escape(t.original_reply)}<br><small>{html.escape('; '.join(t.original_actions))}</small></td>"
         f"<td>{html.escape(t.new_reply)}<br><small>{html.escape('; '.join(t.new_actions))}</small></td>"
         f"<td>{_ms(t.original_latency_ms)} → {_ms(t.new_latency_ms)}</td></tr>"
