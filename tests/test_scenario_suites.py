@@ -240,3 +240,11 @@ async def test_a_late_stop_after_the_caller_spoke_is_not_a_false_barge_in() -> N
     unanswered = _turn(0, 2.0, 3.0, 3.6).model_copy(update={"agent_audio_start_s": None, "voice_to_voice_ms": None})
     verdict = await judge_call(scenario, _call([unanswered], clears=[6.0]), RECORD)
     assert not any("false barge-in" in f for f in verdict.failures()), verdict.failures()
+
+
+def test_caller_actions_the_agent_did_not_answer_between_are_replayed_as_one() -> None:
+    from switchboard.testing.replay import _unanswered_joined
+
+    keys = [CallerAction(2.0, 2.0, keys="4"), CallerAction(2.5, 2.5, keys="1"), CallerAction(6.0, 6.0, keys="9")]
+    joined = _unanswered_joined(keys, lines=[0.1, 3.0], caller=np.zeros(16000 * 8, dtype=np.int16), rate=16000)
+    assert [(a.keys, a.start_s, a.end_s) for a in joined] == [("41", 2.0, 2.5), ("9", 6.0, 6.0)]

@@ -125,10 +125,10 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
     ]
     segments = analysis.agent_segments
     offset = clock_offset(record, segments[0].start_s if segments else None)
-    actions = sorted(speech + _key_actions(record, offset), key=lambda a: a.start_s)
+    lines = _agent_lines(record, offset)
+    actions = _unanswered_joined(sorted(speech + _key_actions(record, offset), key=lambda a: a.start_s), lines, data[:, 0], rate)
     if not actions:
         raise Refused(f"{call_id}: the caller neither spoke nor pressed a key: nothing to replay")
-    lines = _agent_lines(record, offset)
     turns: list[CallerTurn] = []
     work = Path(tempfile.mkdtemp(prefix="switchboard-replay-"))  # owner-only: the caller's voice
     plan = ReplayPlan(CallScript(), actions, analysis=analysis, offset=offset, clips_dir=work)
@@ -155,6 +155,23 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
         greeting_timeout_ms=15_000,
     )
     return plan
+
+
+def _unanswered_joined(actions: list[CallerAction], lines: list[float], caller: np.ndarray, rate: int) -> list[CallerAction]:
+    """Join an action to the one before when the agent said nothing between them (keys typed
+    on, speech resumed): the simulator expects an answer to every turn."""
+    out: list[CallerAction] = []
+    for action in actions:
+        last = out[-1] if out else None
+        answered = last is None or any(last.start_s <= t < action.start_s for t in lines)
+        if answered or (last.keys is None) != (action.keys is None):
+            out.append(action)
+        elif action.keys is not None:
+            last.keys, last.end_s = (last.keys or "") + action.keys, action.end_s
+        else:
+            last.end_s = action.end_s
+            last.clip = caller[max(0, int((last.start_s - _LEAD_S) * rate)) : int((action.end_s + _TAIL_S) * rate)]
+    return out
 
 
 def _turn(action: CallerAction, line_t: float | None, segments, work: Path, name: str, rate: int) -> CallerTurn:
