@@ -58,6 +58,9 @@ async def main(args: argparse.Namespace) -> dict:
             if c.latency_delta_ms is not None:
                 deltas[c.call_id].append(c.latency_delta_ms)
         print(f"round {r + 1}: {sum(c.verdict == 'same' for c in run.calls)}/{len(run.calls)} same, {run.wall_s:.0f} s", flush=True)
+        for c in run.calls:
+            if c.verdict not in ("same", "worded differently"):
+                print(f"  {c.call_id}: {c.verdict}: {c.error or '; '.join(c.notes)}", flush=True)
     all_deltas = [d for ds in deltas.values() for d in ds]
     result = {
         "calls": len(calls),

@@ -170,8 +170,16 @@ def test_recordings_without_a_caller_channel_or_timings_are_refused_clearly() ->
         plan_replay("call-1", RECORD, _flac(1))
     with pytest.raises(Refused, match="the record has no timings"):
         plan_replay("call-1", {"call_id": "call-1"}, _flac(2))
-    with pytest.raises(Refused, match="the caller neither spoke nor pressed a key"):
-        plan_replay("call-1", {**RECORD, "events": []}, _flac(2))
+    greeted_only = {**RECORD, "events": [], "transcript": RECORD["transcript"][:1]}
+    with pytest.raises(Refused, match="the caller neither spoke nor pressed a key, and the agent only greeted"):
+        plan_replay("call-1", greeted_only, _flac(2))
+
+
+def test_a_silent_callers_call_replays_as_silence_until_the_agent_hangs_up() -> None:
+    lines = [{"role": "agent", "text": t, "t": at} for t, at in (("Hello.", 0.1), ("Still there?", 9.0), ("Bye.", 18.0))]
+    plan = plan_replay("call-1", {"transcript": lines, "events": [], "ended_by": "idle"}, _flac(2))
+    assert plan.actions == [] and [t.label for t in plan.script.turns] == ["silence", "silence"]
+    assert plan.script.turns[-1].hangup_expected
 
 
 class _History:

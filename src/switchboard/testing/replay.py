@@ -127,8 +127,8 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
     offset = clock_offset(record, segments[0].start_s if segments else None)
     lines = _agent_lines(record, offset)
     actions = _unanswered_joined(sorted(speech + _key_actions(record, offset), key=lambda a: a.start_s), lines, data[:, 0], rate)
-    if not actions:
-        raise Refused(f"{call_id}: the caller neither spoke nor pressed a key: nothing to replay")
+    if not actions and len(lines) < 2:
+        raise Refused(f"{call_id}: the caller neither spoke nor pressed a key, and the agent only greeted: nothing to replay")
     turns: list[CallerTurn] = []
     work = Path(tempfile.mkdtemp(prefix="switchboard-replay-"))  # owner-only: the caller's voice
     plan = ReplayPlan(CallScript(), actions, analysis=analysis, offset=offset, clips_dir=work)
@@ -143,7 +143,7 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
         previous_start = action.start_s
     after = [t for t in lines if t >= previous_start]
     turns += [CallerTurn(pause_before_ms=0, reply_timeout_ms=_WAIT_FOR_AGENT_MS) for _ in after[1:]]
-    if record.get("ended_by") in _AGENT_ENDS:
+    if turns and record.get("ended_by") in _AGENT_ENDS:  # (a silent caller: re-prompts, a goodbye)
         turns[-1] = turns[-1].model_copy(update={"hangup_expected": True})
     plan.script = CallScript(
         turns=turns,
