@@ -236,7 +236,10 @@ def _spawn_worker(
         [sys.executable, "-m", "switchboard.cli", "worker", "--port", str(port), "--worker-id", worker_id,
          "--max-calls", str(max_calls), "--agent", str(agent)],
         worker_id, port,
-        {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1", **(env or {})},
+        {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_INFERENCE_THREADS": "1",
+         # Headroom depends on how busy the machine is: tests that are not about admission
+         # admit by slots; tests of admission set it (tests/test_admission*.py).
+         "SWITCHBOARD_ADMISSION": "slots", **(env or {})},
     )
 
 
@@ -339,6 +342,7 @@ def stack_env(redis_url: str) -> dict[str, str]:
     return {
         "SWITCHBOARD_REDIS_URL": redis_url,
         "SWITCHBOARD_INFERENCE_THREADS": "1",
+        "SWITCHBOARD_ADMISSION": "slots",  # as _spawn_worker's: headroom tests set it
         "SWITCHBOARD_LOG_LEVEL": "INFO",  # DEBUG would log every RTP packet aiortc sends
         "SWITCHBOARD_API_KEYS": ", ".join([API_KEY, *ROTATING_KEYS]),
         "SWITCHBOARD_API_KEY": LEGACY_KEY,

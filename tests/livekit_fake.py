@@ -23,7 +23,14 @@ _METHODS = {
         api.ListParticipantsResponse(
             participants=[
                 api.ParticipantInfo(identity="agent-1", kind=api.ParticipantInfo.Kind.AGENT),
-                api.ParticipantInfo(identity="sip_+15105550100", kind=api.ParticipantInfo.Kind.SIP),
+                api.ParticipantInfo(identity="transfer_+15550000000", kind=api.ParticipantInfo.Kind.SIP),
+                api.ParticipantInfo(
+                    identity="sip_+15105550100", kind=api.ParticipantInfo.Kind.SIP,
+                    permission=api.ParticipantPermission(can_subscribe=True, can_publish=True),
+                    tracks=[api.TrackInfo(sid="TR_caller")],
+                ),  # fmt: skip
+                # The person a warm transfer dialed in: a SIP participant too, never the caller.
+                api.ParticipantInfo(identity="transfer_+15551234567", kind=api.ParticipantInfo.Kind.SIP),
             ]
         ),
     ),
@@ -36,7 +43,13 @@ _METHODS = {
         api.CreateSIPParticipantRequest,
         api.SIPParticipantInfo(participant_id="PA_fake", sip_call_id="SCL_fake123"),
     ),
-    "MoveParticipant": (api.MoveParticipantRequest, api.MoveParticipantResponse()),
+    "UpdateParticipant": (api.UpdateParticipantRequest, api.ParticipantInfo()),
+    "UpdateSubscriptions": (api.UpdateSubscriptionsRequest, api.UpdateSubscriptionsResponse()),
+    "GetParticipant": (
+        api.RoomParticipantIdentity,
+        api.ParticipantInfo(identity="transfer_+15551234567", tracks=[api.TrackInfo(sid="TR_desk")]),
+    ),
+    "UpdateRoomMetadata": (api.UpdateRoomMetadataRequest, api.Room()),
 }
 
 

@@ -45,7 +45,7 @@ numbers: ["{our_number}"]
 greeting: Hello, this is the test line.
 fallback: I am sorry, I did not understand that.
 keypad:
-  options: {{"1": directions, "4": account, "0": transfer, "9": goodbye}}
+  options: {{"1": directions, "4": account, "0": transfer, "2": warm_transfer, "9": goodbye}}
 intents:
   - name: directions
     phrases: [forward, meters, go]
@@ -62,6 +62,12 @@ intents:
     phrases: [front desk]
     reply: Putting you through.
     transfer: "sip:{second_number}@127.0.0.1:{second_port}"
+  - name: warm_transfer
+    phrases: [supervisor]
+    reply: Let me get the desk for you.
+    transfer: "{second_number}"
+    transfer_mode: warm
+    transfer_summary: A caller is asking for the desk.
   - name: goodbye
     phrases: [horizon, distant]
     reply: Goodbye.

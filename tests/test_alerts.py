@@ -16,6 +16,7 @@ SEED_ALERTS = {
     "SwitchboardTurnLatencyHigh",
     "SwitchboardCallSuccessRateLow",
     "SwitchboardQueueBacklog",
+    "SwitchboardCallersHeldTooLong",
     "SwitchboardWorkerFailureRate",
 }
 
@@ -41,7 +42,7 @@ def test_prometheus_config_is_valid(config: str) -> None:
 
 
 def test_alert_rules_are_valid() -> None:
-    assert "4 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "5 rules found" in promtool("check", "rules", "alerts.yml")
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:

@@ -109,7 +109,7 @@ def test_every_alert_uses_only_exported_metrics() -> None:
 
 def test_the_dashboard_covers_the_architectures_views() -> None:
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Latency", "Errors", "Queue and capacity", "Resources"]
+    assert rows == ["Overview", "Latency", "Errors", "Queue and capacity", "Resources", "Admission"]
     kinds = {p["type"] for p in panels()}
     assert "heatmap" in kinds
     all_exprs = " ".join(expr for _title, expr in queries())
@@ -122,6 +122,9 @@ def test_the_dashboard_covers_the_architectures_views() -> None:
         "queue_length",
         "worker_capacity",
         "process_resident_memory_bytes",
+        "admission_decisions_total",
+        "hold_queue_oldest_wait_seconds",
+        "worker_admission_closed",
     ):
         assert needed in all_exprs, needed
     heatmap = next(p for p in panels() if p["type"] == "heatmap")

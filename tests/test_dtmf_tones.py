@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, Clip
 from switchboard.agent.config import load_agent_config
 from switchboard.audio import TELEPHONY_RATE, read_wav, resample, ulaw_decode, ulaw_encode
-from switchboard.loadtest.dtmf_tones import COLUMNS, KEYS, ROWS, detect_tones, digits_in
+from switchboard.dtmf_tones import COLUMNS, KEYS, ROWS, detect_tones, digits_in
 
 PIPECAT_TONES = Path(pipecat.audio.dtmf.__file__).parent
 _FILES = {"*": "star", "#": "pound"}

@@ -26,11 +26,13 @@ FOUNDATIONS = {
     "switchboard.addresses",
     "switchboard.audio",
     "switchboard.call_log",
+    "switchboard.dtmf_tones",
     "switchboard.errors",
     "switchboard.http",
     "switchboard.local_redis",
     "switchboard.observability",
     "switchboard.private_files",
+    "switchboard.privacy",  # PII detection in text: rules only (records/redaction.py applies them)
     "switchboard.restarts",
     "switchboard.settings",
     "switchboard.speech_end",

@@ -81,32 +81,45 @@ async def test_hang_up_closes_the_room(livekit) -> None:
     assert [(r.method, r.request.room) for r in fake.requests] == [("DeleteRoom", ROOM)]
 
 
-async def test_an_answered_warm_transfer_dials_into_a_consult_room_then_moves_the_person_in(
+HOLD = ["ListParticipants", "UpdateParticipant", "UpdateSubscriptions"]
+
+
+async def test_an_answered_warm_transfer_dials_into_the_callers_room_briefs_then_bridges(
     livekit,
 ) -> None:
+    """The over-the-wire flow is tested against the real server (test_livekit_sip.py); here,
+    every request and the order they come in."""
     fake, settings = livekit
     summary = "You have a caller who asked for billing."
-    outcome = await LiveKitCallControl(settings, ROOM).warm_transfer(DESK, summary)
-    assert outcome is TransferOutcome.ANSWERED
-    assert fake.methods() == ["CreateSIPParticipant", "MoveParticipant"]
-    (dial,), (move,) = fake.sent("CreateSIPParticipant"), fake.sent("MoveParticipant")
-    assert (dial.sip_trunk_id, dial.sip_call_to) == (TRUNK, DESK)
-    assert dial.room_name == "consult-abc123" and dial.room_name != ROOM
-    assert dial.wait_until_answered is True
-    assert dial.ringing_timeout.seconds == 20
-    assert dict(dial.participant_attributes) == {
-        "switchboard.summary": summary,
-        "switchboard.caller_room": ROOM,
-    }
-    assert (move.room, move.identity, move.destination_room) == (
-        "consult-abc123",
-        dial.participant_identity,
-        ROOM,
-    )
-    # Dialing needs the SIP call grant; moving needs admin of both rooms.
-    create_grants, move_grants = fake.requests[0].grants, fake.requests[1].grants
-    assert create_grants.sip.call is True
-    assert move_grants.video.room_admin and move_grants.video.destination_room == ROOM
+    briefed: list[str] = []
+
+    async def brief(line: str) -> None:
+        briefed.append(line)
+        assert fake.methods()[-1] == "UpdateSubscriptions"  # kept apart while briefed
+
+    control = LiveKitCallControl(settings, ROOM, agent="agent-1")
+    assert await control.warm_transfer(DESK, summary, brief) is TransferOutcome.ANSWERED
+    assert briefed == [summary]
+    assert fake.methods() == [
+        *HOLD, "CreateSIPParticipant", "GetParticipant", "UpdateSubscriptions",
+        "UpdateSubscriptions", "ListParticipants", "UpdateSubscriptions", "UpdateParticipant",
+        "UpdateRoomMetadata",
+    ]  # fmt: skip
+    (dial,) = fake.sent("CreateSIPParticipant")
+    assert (dial.sip_trunk_id, dial.sip_call_to, dial.room_name) == (TRUNK, DESK, ROOM)
+    assert dial.wait_until_answered is True and dial.ringing_timeout.seconds == 20
+    hold, unhold = fake.sent("UpdateParticipant")
+    assert hold.identity == unhold.identity == "sip_+15105550100"
+    assert (hold.permission.can_subscribe, unhold.permission.can_subscribe) == (False, True)
+    assert hold.permission.can_publish, "the caller keeps their voice"
+    listens = [(r.identity, list(r.track_sids), r.subscribe) for r in fake.sent("UpdateSubscriptions")]
+    assert listens == [
+        ("agent-1", ["TR_caller"], False),  # on hold: the agent does not listen to the caller
+        (dial.participant_identity, ["TR_caller"], False),  # nor the person, while briefed
+        ("agent-1", ["TR_desk"], False),  # nor the agent to the person ("hello?")
+        (dial.participant_identity, ["TR_caller"], True),  # bridged
+    ]
+    assert fake.sent("UpdateRoomMetadata")[0].metadata == "switchboard:bridged"
 
 
 @pytest.mark.parametrize(
@@ -119,24 +132,18 @@ async def test_an_answered_warm_transfer_dials_into_a_consult_room_then_moves_th
     ],
     ids=["ring-timeout", "480", "486", "no-trunk"],
 )
-async def test_an_unanswered_warm_transfer_hangs_up_the_consult_room_and_leaves_the_caller(
+async def test_an_unanswered_warm_transfer_gives_the_caller_back_to_the_agent(
     livekit, failure: TwirpFailure, outcome: TransferOutcome
 ) -> None:
     fake, settings = livekit
     fake.failures["CreateSIPParticipant"] = failure
-    assert await LiveKitCallControl(settings, ROOM).warm_transfer(DESK, "hi") is outcome
-    assert fake.methods() == ["CreateSIPParticipant", "DeleteRoom"]
-    assert fake.sent("DeleteRoom")[0].room == "consult-abc123"  # never the caller's room
-
-
-async def test_a_refused_move_is_a_failed_warm_transfer_and_hangs_up_the_person(livekit) -> None:
-    fake, settings = livekit
-    fake.failures["MoveParticipant"] = TwirpFailure(501, "unimplemented", "not supported")
-    assert (
-        await LiveKitCallControl(settings, ROOM).warm_transfer(DESK, "hi") is TransferOutcome.FAILED
-    )
-    assert fake.methods() == ["CreateSIPParticipant", "MoveParticipant", "DeleteRoom"]
-    assert fake.sent("DeleteRoom")[0].room == "consult-abc123"
+    control = LiveKitCallControl(settings, ROOM, agent="agent-1")
+    assert await control.warm_transfer(DESK, "hi") is outcome
+    assert fake.methods() == [*HOLD, "CreateSIPParticipant", "UpdateSubscriptions", "UpdateParticipant"]
+    resubscribed, unhold = fake.sent("UpdateSubscriptions")[-1], fake.sent("UpdateParticipant")[-1]
+    assert (resubscribed.identity, resubscribed.subscribe) == ("agent-1", True)
+    assert unhold.permission.can_subscribe is True
+    assert "DeleteRoom" not in fake.methods(), "the caller's room is never closed"
 
 
 async def test_a_warm_transfer_without_an_outbound_trunk_is_unsupported(livekit) -> None:

@@ -247,6 +247,41 @@ def test_a_cold_transfer_to_a_busy_desk_leaves_the_caller_with_the_agent(stack: 
     assert "directions" in record["intents"] and record["ended_by"] == "agent", record
 
 
+def test_a_warm_transfer_briefs_the_desk_with_the_caller_on_hold_then_bridges_them(
+    stack: LiveKitSipStack,
+) -> None:
+    """Through the trunk into the caller's own room (no MoveParticipant: the open-source
+    server lacks it); the caller hears nobody while the desk rings and is briefed."""
+    call, call_id, greeting_at = answered_call(stack)
+    call.wait_for_silence(greeting_at, 0.8, 20)
+    rings_before = len([c for c in stack.second.calls if c.direction == "inbound"])
+    call.send_digits("2")  # "Let me get the desk for you.", then the desk is dialed
+    desk = stack.second.wait_incoming(30, count=rings_before + 1)
+    desk.wait_confirmed(15)
+    assert desk.confirmed_at is not None
+    brief = desk.wait_for_sound(desk.confirmed_at, 15)
+    briefed = desk.wait_for_silence(brief, 0.8, 20)
+    # (The reply before the dial may still be in the caller's ear when the desk answers.)
+    overheard = call.first_sound_after(brief + 0.2)
+    assert overheard is None or overheard > briefed, "the caller heard the brief"
+
+    spoken = call.say(GO_FORWARD)  # bridged: each hears the other, and no agent answers
+    said_at = time.monotonic()
+    assert desk.wait_for_sound(max(said_at, briefed + 0.5), 10) < said_at + spoken
+    desk.say(GO_FORWARD)
+    call.wait_for_sound(time.monotonic(), 10)
+
+    desk.hang_up()  # the orchestrator closes the bridged room: the caller's phone gets a BYE
+    call.wait_ended(20)
+    record = stack.saved_record(call_id)
+    transfers = [e for e in record["events"] if e["event"] == "transfer"]
+    assert [(t["mode"], t["outcome"]) for t in transfers] == [("warm", "answered")], record["events"]
+    assert record["ended_by"] == "transfer", record
+    agent_said = [e["text"] for e in record["transcript"] if e["role"] == "agent"]
+    assert agent_said[-2:] == ["Let me get the desk for you.", "A caller is asking for the desk."], agent_said
+    assert "directions" not in record["intents"], "the agent answered after it left"
+
+
 def test_a_worker_killed_mid_call_is_replaced_and_the_call_carries_on(stack: LiveKitSipStack) -> None:
     call, call_id, greeting_at = answered_call(stack)
     say_and_hear_reply(call, greeting_at)

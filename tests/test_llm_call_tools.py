@@ -23,8 +23,8 @@ from conftest import (
     stored_call,
 )
 from switchboard.agent.config import AgentConfig
+from switchboard.dtmf_tones import detect_tones
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
-from switchboard.loadtest.dtmf_tones import detect_tones
 from switchboard.loadtest.report import CallOutcome, format_summary
 from test_emulators import start_emulator, stats
 

@@ -24,6 +24,9 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from conftest import SERVER_ENV, free_port, wait_for
 from phone_stack import start_stack
+from switchboard.cli import LOCAL_NUMBER
+from switchboard.loadtest.sip_phone import shared_line
+from switchboard.telephony import livekit_local as local
 
 STOP_LIMIT_SECS = 10.0  # the drain deadline is 30 s and the connect timeout 10 s: below both
 
@@ -66,7 +69,11 @@ async def test_sigint_then_sigterm_stops_a_worker_holding_an_unconnected_browser
 
 
 async def test_ctrl_c_on_switchboard_up_stops_everything_promptly(tmp_path: Path) -> None:
-    port, redis_port = free_port(), free_port()
+    """``switchboard up --livekit`` (plain ``up`` where LiveKit is not built): a browser call's
+    offer and, with LiveKit, a SIP call answered with the greeting; then Ctrl-C stops it all
+    (a LiveKit process left running fails the module: tests/process_guard.py)."""
+    port, redis_port, sip_port = free_port(), free_port(), free_port()
+    livekit = not local.binaries_missing()
     env = {
         **os.environ,
         "SWITCHBOARD_PORT": str(port),
@@ -74,8 +81,12 @@ async def test_ctrl_c_on_switchboard_up_stops_everything_promptly(tmp_path: Path
         "SWITCHBOARD_INFERENCE_THREADS": "1",
         "SWITCHBOARD_LOG_LEVEL": "INFO",
         "SWITCHBOARD_TTS_CACHE_DIR": SERVER_ENV["SWITCHBOARD_TTS_CACHE_DIR"],
+        "SWITCHBOARD_LIVEKIT_PORT": str(free_port()),
+        "SWITCHBOARD_LIVEKIT_SIP_PORT": str(sip_port),
     }
-    up, log_path = _start_up(env, tmp_path)
+    if os.environ.get("CI") and not livekit:
+        raise AssertionError("LiveKit is not built: make setup builds it (scripts/install_livekit.sh)")
+    up, log_path = _start_up(env, tmp_path, livekit=livekit)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(base), 120, 0.5, "switchboard up ready")
@@ -92,6 +103,8 @@ async def test_ctrl_c_on_switchboard_up_stops_everything_promptly(tmp_path: Path
                     break
                 await asyncio.sleep(1)
         assert reply.status_code == 200, reply.text
+        if livekit:
+            _sip_call_is_greeted(f"sip:{LOCAL_NUMBER}@127.0.0.1:{sip_port}")
         started = time.monotonic()
         os.killpg(up.pid, signal.SIGINT)
         up.wait(timeout=60)
@@ -106,6 +119,8 @@ async def test_ctrl_c_on_switchboard_up_stops_everything_promptly(tmp_path: Path
     assert "did not stop in time" not in log
     assert "Connection refused" not in log, "Redis stopped before the workers had drained"
     assert "Switchboard stopped" in log
+    if livekit:
+        assert f"LiveKit SIP on udp/tcp 127.0.0.1:{sip_port}" in log, log[-3000:]
 
 
 def _healthy(base: str) -> bool:
@@ -115,7 +130,20 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _start_up(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def _sip_call_is_greeted(uri: str) -> None:
+    phone = shared_line().phone("+15105550123", free_port())
+    call = phone.call(uri)
+    try:
+        call.wait_confirmed(60)  # LiveKit SIP answers once the agent is in the room
+        call.wait_for_sound(call.confirmed_at or 0, 20)
+    finally:
+        call.hang_up()
+    call.wait_ended(10)
+
+
+def _start_up(
+    env: dict[str, str], tmp_path: Path, *, livekit: bool
+) -> tuple[subprocess.Popen, Path]:
     log_path = tmp_path / "up.log"
     with open(log_path, "w") as log:
         # A session of its own stands for the terminal: Ctrl-C signals the whole group.
@@ -129,6 +157,7 @@ def _start_up(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, Pa
                 "1",
                 "--data-dir",
                 str(tmp_path / "var"),
+                *(["--livekit"] if livekit else []),
             ],
             env=env,
             stdout=log,

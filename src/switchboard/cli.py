@@ -17,10 +17,15 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace, role: str):
+    from pydantic import ValidationError
+
     from switchboard.observability.logging import configure_logging
     from switchboard.settings import get_settings
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as e:
+        raise ConfigError(f"settings: {_settings_problems(e)}") from None
     if getattr(args, "port", None):
         settings.port = args.port
     if getattr(args, "agent", None):
@@ -29,6 +34,15 @@ def _settings(args: argparse.Namespace, role: str):
         settings.max_calls = args.max_calls
     configure_logging(settings.log_level, settings.log_format, role=role)
     return settings
+
+
+def _settings_problems(error) -> str:
+    """Each refused setting as its environment variable and the reason."""
+    return "; ".join(
+        f"SWITCHBOARD_{'.'.join(str(p) for p in err['loc']).upper()} ({'.'.join(str(p) for p in err['loc'])}): "
+        f"{err['msg']}"
+        for err in error.errors(include_input=False, include_url=False)
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -237,7 +251,7 @@ def _dial_csv(args: argparse.Namespace, api_key: str) -> int:
     results = asyncio.run(
         dial_batch(
             args.url, api_key, rows, concurrency=args.concurrency, retries=args.retries, hours=hours,
-            progress=progress,
+            pace=not args.no_pace, progress=progress,
         )
     )
     write_results(Path(args.results), results)
@@ -341,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="batch: a CSV with columns to[,agent,from,voicemail,ingress]")
     p.add_argument("--concurrency", type=int, default=2, help="batch: calls placed at once")
     p.add_argument("--retries", type=int, default=2, help="batch: retries of a 5xx or unreachable")
+    p.add_argument(
+        "--no-pace", action="store_true",
+        help="batch: place calls without waiting for the pool's headroom (GET /stats)",
+    )
     p.add_argument("--hours", default=None, help="batch: calling hours, local time, e.g. 09:00-18:00")
     p.add_argument("--results", default="dial-results.csv", help="batch: the result CSV")
     p.add_argument("--agent", default=None, help="agent name (default: the agent of the --from number)")

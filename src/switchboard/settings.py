@@ -164,7 +164,51 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(65536, ge=1024, description="Largest HTTP request body; larger gets 413.")
 
     # Worker pool (named like LiveKit's worker options, with production defaults).
-    max_calls: int = Field(4, ge=1, le=1000, description="Calls one worker process runs at once.")
+    max_calls: int = Field(
+        32, ge=1, le=1000,
+        description="The hard ceiling of calls one worker process runs at once (admission=headroom "
+        "admits fewer while its measurements say so; admission=slots admits exactly this many).",
+    )
+    # Admission by measured headroom (switchboard.worker.headroom): a worker takes another call
+    # only while what it measures says that call will still meet the latency objective.
+    admission: Literal["headroom", "slots"] = Field(
+        "headroom",
+        description="headroom: admit by measured latency, event-loop lag, CPU and engine queue, up to "
+        "max_calls; slots: admit up to max_calls whatever the load (capacity sweeps).",
+    )
+    latency_objective_ms: float = Field(
+        600.0, gt=0, le=10000, description="The p95 voice-to-voice latency calls must keep (ms)."
+    )
+    admission_latency_margin: float = Field(
+        0.8, gt=0, le=1,
+        description="A worker closes when its agent-side turn p95 reaches this fraction of the objective "
+        "(the caller also hears the network and the phone's jitter buffer).",
+    )
+    admission_lag_limit_ms: float = Field(
+        50.0, gt=0, description="Event-loop lag (p95 over the last seconds) at which a worker closes."
+    )
+    admission_cpu_limit: float = Field(
+        0.85, gt=0, le=1, description="Machine CPU use (0-1) at which a worker closes."
+    )
+    admission_engine_queue_limit: int = Field(
+        4, ge=1, description="Local STT/TTS requests waiting or running at which a worker closes."
+    )
+    admission_burst: int = Field(
+        4, ge=1, le=100,
+        description="Calls an open worker admits beyond its load until its next report: a burst "
+        "between two reports cannot over-fill it.",
+    )
+    admission_settle_secs: float = Field(
+        5.0, ge=0, le=60,
+        description="At most admission_burst calls are let in over this long: a new call's cost shows in "
+        "the measurements only once its caller speaks.",
+    )
+    headroom_window_secs: float = Field(
+        10.0, gt=0, le=300, description="The window turn latency p95 is measured over."
+    )
+    hold_poll_secs: float = Field(
+        0.2, gt=0, le=5, description="How often an orchestrator offers freed headroom to held calls."
+    )
     heartbeat_interval_secs: float = Field(0.5, gt=0, description="Worker heartbeat period.")
     worker_ttl_secs: float = Field(2.0, gt=0, description="A worker silent this long is dead.")
     reclaim_idle_secs: float = Field(

@@ -27,6 +27,7 @@ from pydantic import (
 
 from switchboard.agent.sentences import split_sentences
 from switchboard.errors import ConfigError
+from switchboard.privacy.config import RedactionConfig
 
 DTMF_DIGITS = "0123456789*#"
 
@@ -175,6 +176,9 @@ class DigitCollection(BaseModel):
         description="Spoken once collected; {digits} is read out digit by digit",
     )
     no_input: SpokenLine = "Sorry, I didn't get any digits."
+    pii: bool = Field(
+        True, description="The digits are PII: redacted from the stored call when redaction is on"
+    )
 
     @field_validator("reply")
     @classmethod
@@ -388,6 +392,68 @@ class CallAnalysisConfig(BaseModel):
     )
 
 
+# What a caller the pool cannot admit hears (switchboard.orchestrator.overflow), per agent.
+BUSY_LINE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
+
+
+class BusyOverflow(BaseModel):
+    """Say the busy line and hang up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["busy"]
+    line: SpokenLine = BUSY_LINE
+
+
+class TransferOverflow(BaseModel):
+    """Put the caller through to people: a number (E.164) or a SIP URI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["transfer"]
+    to: str = Field(max_length=MAX_TRANSFER_TARGET_CHARS)
+    line: SpokenLine = "All of our agents are busy, so I'm putting you through to a colleague."
+
+    @field_validator("to")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if not valid_transfer_target(target):
+            raise ValueError(f"a number in E.164 form (+15551234567) or a sip: URI, not {_quoted(target)}")
+        return target
+
+
+FinalOverflow = Annotated[BusyOverflow | TransferOverflow, Field(discriminator="action")]
+
+
+class QueueOverflow(BaseModel):
+    """Hold the caller (a line, then hold audio) until headroom frees, first come first served;
+    after ``max_wait_secs`` the ``then`` action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["queue"]
+    line: SpokenLine = "All of our agents are busy right now. Please hold, and you will be connected in turn."
+    max_wait_secs: float | None = Field(
+        None, gt=0, le=3600, validate_default=True,
+        description="Required: the longest a caller holds before the `then` action",
+    )
+    announce_position: bool = Field(True, description="Tell the caller their place in line as it changes")
+    hold_audio_url: AnyHttpUrl | None = Field(
+        None, description="Audio Twilio plays while the caller holds (default: the orchestrator's own tone)"
+    )
+    then: FinalOverflow = Field(default_factory=lambda: BusyOverflow(action="busy"))
+
+    @field_validator("max_wait_secs")
+    @classmethod
+    def _bounded(cls, value: float | None) -> float:
+        if value is None:
+            raise ValueError("a hold queue needs a maximum wait (seconds), after which `then` is done")
+        return value
+
+
+Overflow = Annotated[QueueOverflow | TransferOverflow | BusyOverflow, Field(discriminator="action")]
+
+
 class AgentConfig(BaseModel):
     """A scripted agent; ``llm`` engines may later use ``system_prompt`` instead of intents."""
 
@@ -431,8 +497,13 @@ class AgentConfig(BaseModel):
         description="LiveKit room-name patterns (call-sales-*) this agent answers, in an agents dir",
     )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    overflow: Overflow = Field(
+        default_factory=lambda: BusyOverflow(action="busy"),
+        description="What a caller hears when the pool has no headroom for the call: queue, transfer or busy",
+    )
     webhook: WebhookConfig | None = None
     analysis: CallAnalysisConfig | None = None
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
 
     @model_validator(mode="after")
     def _fixed_speech_within_budget(self) -> AgentConfig:

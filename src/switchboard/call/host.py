@@ -98,6 +98,10 @@ class CallHost:
             call_id=ids.call_id,
             ingress=adapter.ingress,
             agent=agent.name,
+            redaction=agent.redaction if agent.redaction.enabled else None,
+            digits_kept_for=frozenset(
+                i.name for i in agent.intents if i.collect_digits is not None and not i.collect_digits.pii
+            ),
         )
         self.calls.add(record)
         return await self._runner(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.call_log import CallLog, Turn
+from switchboard.privacy.config import RedactionConfig
+from switchboard.privacy.text import placeholder, redact_lines
 
 
 @dataclass
@@ -30,6 +32,10 @@ class CallRecord:
     failure_reason: str | None = None
     marks_played: list[str] = field(default_factory=list)
     log: CallLog = field(default_factory=CallLog)
+    # The answering agent's redaction (when on), and the intents whose collected digits it keeps:
+    # the worker's view of a call holds no more PII than its stored record.
+    redaction: RedactionConfig | None = None
+    digits_kept_for: frozenset[str] = frozenset()
 
     @property
     def intents(self) -> list[str]:
@@ -67,12 +73,28 @@ class CallRecord:
             "outcome": self.outcome,
             "failure_reason": self.failure_reason,
             "intents": self.intents,
-            "turns": [t.model_dump(exclude={"event", "at_s"}) for t in self.turns],
+            "turns": self._redacted_turns([t.model_dump(exclude={"event", "at_s"}) for t in self.turns]),
             "marks_played": list(self.marks_played),
-            "events": self.events,
+            "events": [self._redacted_event(e) for e in self.events],
             "ended_by": self.ended_by,
             "transfer": self.transfer,
         }
+
+
+    def _redacted_turns(self, turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.redaction is not None:
+            texts = redact_lines([t["transcript"] for t in turns], self.redaction.entities)
+            for turn, text in zip(turns, texts, strict=True):
+                turn["transcript"] = text
+        return turns
+
+    def _redacted_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self.redaction is None or not self.redaction.keypad_digits:
+            return event
+        if event.get("event") == "digits" and event.get("intent") in self.digits_kept_for:
+            return event
+        return {k: placeholder("keypad") if k in ("digit", "digits") and event.get("event") != "send_digits" else v
+                for k, v in event.items()}  # fmt: skip
 
 
 class RecentCalls:

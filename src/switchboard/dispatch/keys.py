@@ -8,6 +8,10 @@
 | ``sb:worker:{id}:load`` | string | calls running or reserved on that worker |
 | ``sb:worker:{id}:reservations`` | zset | call id → deadline of slots reserved for Twilio streams |
 | ``sb:worker:{id}:browser`` | zset | call id → deadline of browser calls placed there (``+inf`` once connected) |
+| ``sb:worker:{id}:headroom`` | hash, TTL | the worker's last headroom report: open, admit_until, reason, measurements |
+| ``sb:hold`` | zset | call id → arrival (epoch s) of calls waiting in the hold queue, first come first served |
+| ``sb:hold:deadlines`` | zset | call id → epoch s at which a held call stops waiting and gets its fallback |
+| ``sb:hold:{id}`` | hash, TTL | one held call: agent, arrival, where it was placed, the TwiML that connects it |
 | ``sb:call:{id}`` | hash, TTL | one call's state: job, owner, status, times |
 | ``sb:call:{id}:session`` | hash, TTL | the conversation so far, so another worker can carry the call on |
 | ``sb:stream-token:{id}:{hop}`` | string, TTL | a stream token redeemed on a hop (edge, worker): single use |
@@ -46,6 +50,22 @@ def worker_reservations(worker_id: str) -> str:
 
 def worker_browser_calls(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}:browser"
+
+
+def worker_headroom(worker_id: str) -> str:
+    return f"{PREFIX}:worker:{worker_id}:headroom"
+
+
+def hold_line() -> str:
+    return f"{PREFIX}:hold"
+
+
+def hold_deadlines() -> str:
+    return f"{PREFIX}:hold:deadlines"
+
+
+def held_call(call_id: str) -> str:
+    return f"{PREFIX}:hold:{call_id}"
 
 
 def call(call_id: str) -> str:

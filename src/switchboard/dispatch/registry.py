@@ -16,24 +16,17 @@ import redis.asyncio as redis
 from loguru import logger
 
 from switchboard.dispatch import keys
+from switchboard.dispatch.admission import PICK_LUA, ROOM_LUA, AdmitMode
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.observability import metrics
 
-# KEYS: workers set. ARGV: prefix, call_id, deadline, excluded worker id (may be ''). Picks the
-# live, non-draining worker with the most free slots and takes one; returns its id or false.
-_RESERVE_ANY = """
-local best, best_free = nil, 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local wkey = ARGV[1] .. ':worker:' .. id
-  local info = redis.call('HMGET', wkey, 'capacity', 'draining')
-  if info[1] and id ~= ARGV[4] then
-    if info[2] ~= '1' then
-      local load = tonumber(redis.call('GET', wkey .. ':load') or '0')
-      local free = tonumber(info[1]) - load
-      if free > best_free then best, best_free = id, free end
-    end
-  end
-end
+# KEYS: workers set, hold queue. ARGV: prefix, call_id, deadline, excluded worker id (may be ''),
+# admission mode. Picks the live worker with the most room under the admission rule
+# (dispatch.admission) and takes a slot there; returns its id or false. A new call waits its turn
+# behind held calls: it is admitted only while the hold queue is empty.
+_RESERVE_ANY = PICK_LUA + """
+if ARGV[5] == 'new' and redis.call('ZCARD', KEYS[2]) > 0 then return false end
+local best = pick(ARGV[1], KEYS[1], ARGV[5], ARGV[4])
 if not best then return false end
 local wkey = ARGV[1] .. ':worker:' .. best
 redis.call('INCR', wkey .. ':load')
@@ -41,21 +34,20 @@ redis.call('ZADD', wkey .. ':reservations', ARGV[3], ARGV[2])
 return best
 """
 
-# KEYS: workers set. ARGV: prefix, call_id, deadline, now. Picks the live, non-draining worker
-# with a free pool slot and a free browser place (most free slots first, then most free places),
-# drops its browser holds whose deadline passed, and holds a place there; returns its id or false.
-# The pool slot itself is taken only when the browser's peer connects.
-_RESERVE_BROWSER = """
+# KEYS: workers set. ARGV: prefix, call_id, deadline, now. Picks the live worker with room for a
+# new call under the admission rule and a free browser place (most room first, then most free
+# places), drops its browser holds whose deadline passed, and holds a place there; returns its id
+# or false. The pool slot itself is taken only when the browser's peer connects.
+_RESERVE_BROWSER = ROOM_LUA + """
 local best, best_free, best_places = nil, 0, 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local wkey = ARGV[1] .. ':worker:' .. id
-  local info = redis.call('HMGET', wkey, 'capacity', 'draining', 'webrtc_capacity')
-  if info[1] and info[2] ~= '1' then
+  local free = room_on(wkey, 'new')
+  if free > 0 then
     local holds = wkey .. ':browser'
     redis.call('ZREMRANGEBYSCORE', holds, '-inf', '(' .. ARGV[4])
-    local free = tonumber(info[1]) - tonumber(redis.call('GET', wkey .. ':load') or '0')
-    local places = tonumber(info[3] or '0') - redis.call('ZCARD', holds)
-    if free > 0 and places > 0 and (free > best_free or (free == best_free and places > best_places)) then
+    local places = tonumber(redis.call('HGET', wkey, 'webrtc_capacity') or '0') - redis.call('ZCARD', holds)
+    if places > 0 and (free > best_free or (free == best_free and places > best_places)) then
       best, best_free, best_places = id, free, places
     end
   end
@@ -171,11 +163,15 @@ class WorkerRegistry:
                 logger.warning(f"worker {worker_id} stopped heartbeating without deregistering")
                 await self._redis.delete(*_worker_keys(worker_id)[1:])
 
-    async def reserve_any(self, call_id: str, hold_secs: float, *, exclude: str = "") -> str | None:
-        """Take a slot on the least-loaded live worker for a call about to connect; ``exclude``:
-        a worker not to pick (the one a resumed call was lost on, which may not have expired yet)."""
+    async def reserve_any(
+        self, call_id: str, hold_secs: float, *, exclude: str = "", mode: AdmitMode = AdmitMode.NEW
+    ) -> str | None:
+        """Take a slot on the worker with the most room for a call about to connect, if one admits
+        it under ``mode`` (see ``dispatch.admission``); ``exclude``: a worker not to pick (the one a
+        resumed call was lost on, which may not have expired yet)."""
         worker_id = await self._reserve_any(
-            keys=[keys.workers()], args=[keys.PREFIX, call_id, time.time() + hold_secs, exclude]
+            keys=[keys.workers(), keys.hold_line()],
+            args=[keys.PREFIX, call_id, time.time() + hold_secs, exclude, mode.value],
         )
         return worker_id or None
 
@@ -226,6 +222,7 @@ def _worker_keys(worker_id: str) -> tuple[str, ...]:
         keys.worker_load(worker_id),
         keys.worker_reservations(worker_id),
         keys.worker_browser_calls(worker_id),
+        keys.worker_headroom(worker_id),
     )
 
 

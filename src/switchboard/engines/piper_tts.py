@@ -28,6 +28,7 @@ from switchboard.agent.sentences import split_sentences
 from switchboard.audio import frame_dbfs
 from switchboard.engines.models import piper_voice_files
 from switchboard.observability import metrics
+from switchboard.observability.headroom import ENGINE_IN_FLIGHT
 
 _CHUNK_SECS = 0.1
 _LEADING_SILENCE_DBFS = -50.0
@@ -152,7 +153,8 @@ class LocalPiperTTSService(TTSService):
         metrics.TTS_CACHE.labels(result="hit" if audio is not None else "miss").inc()
         if audio is None:
             loop = asyncio.get_running_loop()
-            audio = await loop.run_in_executor(self._engine.executor, self._engine.synthesize, text)
+            with ENGINE_IN_FLIGHT.one():
+                audio = await loop.run_in_executor(self._engine.executor, self._engine.synthesize, text)
             self._engine.remember(text, audio)
         step = int(self._engine.sample_rate * _CHUNK_SECS) * 2
         for offset in range(0, len(audio), step):

@@ -22,6 +22,7 @@ from faster_whisper.tokenizer import Tokenizer
 from tokenizers import Tokenizer as HFTokenizer
 
 from switchboard.engines.models import whisper_tiny_en_dir
+from switchboard.observability.headroom import ENGINE_IN_FLIGHT
 
 SAMPLE_RATE = 16000
 _HOP = 160  # mel frames are 10 ms apart
@@ -81,7 +82,8 @@ class WhisperEngine:
     async def transcribe_async(self, audio: np.ndarray) -> Transcript:
         """Transcribe on the inference thread, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.transcribe, audio)
+        with ENGINE_IN_FLIGHT.one():
+            return await loop.run_in_executor(self._executor, self.transcribe, audio)
 
     def transcribe_pcm16(self, samples: np.ndarray) -> Transcript:
         """Transcribe int16 mono 16 kHz samples."""

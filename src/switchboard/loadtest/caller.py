@@ -45,12 +45,14 @@ from switchboard.audio import (
     ulaw_encode,
     write_wav,
 )
-from switchboard.loadtest.dtmf_tones import digits_in
+from switchboard.dtmf_tones import digits_in
+from switchboard.loadtest.hold import HoldDocument, HoldFollower, hold_document
 from switchboard.loadtest.known_end import speech_end_of
 from switchboard.loadtest.report import (
     CallOutcome,
     CallResult,
     GreetingResult,
+    HoldSeen,
     StreamResume,
     TransferSeen,
     TurnResult,
@@ -878,6 +880,22 @@ class _Failed(Exception):
     """The call could not be set up; the message is the reason."""
 
 
+class _Held(Exception):
+    """The webhook answered with a hold loop (``<Play>`` and ``<Redirect>``)."""
+
+    def __init__(self, document: HoldDocument):
+        super().__init__("on hold")
+        self.document = document
+
+
+class _Dialed(Exception):
+    """The webhook answered by putting the call through to a person (``<Dial>``)."""
+
+    def __init__(self, target: str):
+        super().__init__(target)
+        self.target = target
+
+
 @dataclass(frozen=True)
 class _StreamTwiml:
     url: str
@@ -899,6 +917,11 @@ def _parse_twiml(twiml: str) -> _StreamTwiml:
     if root.find("Hangup") is not None or root.find("Reject") is not None:
         said = " ".join((say.text or "").strip() for say in root.findall("Say"))
         raise _Rejected(f"twiml: {said}" if said else "twiml: hangup")
+    if (held := hold_document(root)) is not None:
+        raise _Held(held)
+    if (dial := root.find("Dial")) is not None:
+        targets = [(n.text or "").strip() for n in dial if n.tag in ("Number", "Sip")]
+        raise _Dialed(targets[0] if targets else (dial.text or "").strip())
     raise _Failed("twiml_without_stream")
 
 
@@ -945,6 +968,10 @@ async def run_call(
             await call.stream(await call.answer(client), client, max_call_s)
     except _Rejected as exc:
         call.result.outcome, call.result.reason = CallOutcome.REJECTED, str(exc)
+    except _Dialed as exc:
+        # Put through to people by the webhook's own answer: who answers is the carrier's business.
+        call.result.transfers.append(TransferSeen(target=exc.target, dial_status="dialed", back_to_agent=False))
+        call.result.outcome, call.result.reason = CallOutcome.TRANSFERRED, f"dialed {exc.target}"
     except _Failed as exc:
         call.result.outcome, call.result.reason = CallOutcome.FAILED, str(exc)
     await call.finish(transcribe, record_path)
@@ -965,6 +992,7 @@ class _Call:
         twilio_api: str | None = None,
     ):
         self._twilio_api = twilio_api.rstrip("/") if twilio_api else None
+        self._started = time.monotonic()
         self._documents_seen = 0  # TwiML documents the agent gave the call through the REST API
         self.ids = _CallIds(_new_sid("CA"), account_sid or _new_sid("AC"), _new_sid("MZ"))
         self.result = CallResult(
@@ -1019,7 +1047,43 @@ class _Call:
     async def answer(self, client: httpx.AsyncClient) -> _StreamTwiml:
         """Post the voice webhook as Twilio does for a ringing inbound call; returns the stream."""
         url = self.script.webhook_url or self._base_url.rstrip("/") + "/twilio/voice"
-        return await self._post(client, url, "ringing")
+        try:
+            return await self._post(client, url, "ringing")
+        except _Held as held:
+            return await self._hold(client, held.document)
+
+    async def _hold(self, client: httpx.AsyncClient, document: HoldDocument) -> _StreamTwiml:
+        """Wait on hold as Twilio would until the call is streamed (or answered otherwise)."""
+        self.result.hold = HoldSeen(queued_at_s=round(time.monotonic() - self._started, 3))
+
+        async def post(url: str) -> str:
+            params = self._webhook_params("in-progress")
+            try:
+                response = await client.post(url, data=params, headers=self._signature(url, params))
+            except httpx.HTTPError as exc:
+                raise _Failed(f"hold_webhook_error: {type(exc).__name__}") from exc
+            if response.status_code != 200:
+                raise _Failed(f"hold_webhook_status_{response.status_code}")
+            return response.text
+
+        follower = HoldFollower(client, self.result.hold, post, lambda: self._rest_update(client), self._started)
+        return _parse_twiml(await follower.follow(document))
+
+    async def _rest_update(self, client: httpx.AsyncClient) -> str | None:
+        """TwiML the call was given through the REST API (the emulator's) since last asked."""
+        if self._twilio_api is None:
+            return None
+        try:
+            response = await client.get(f"{self._twilio_api}/emulator/calls/{self.ids.call_sid}")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        documents = response.json()["twiml"]
+        if len(documents) <= self._documents_seen:
+            return None
+        self._documents_seen = len(documents)
+        return documents[-1]
 
     async def _open(self, url: str) -> ClientConnection:
         try:

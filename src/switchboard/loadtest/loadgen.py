@@ -59,6 +59,9 @@ class LoadTestConfig(BaseModel):
     max_recordings: int = Field(default=20, ge=0)
     processes: int = Field(default=1, ge=1, description="Caller processes the slots are split over")
     auth_token: str | None = None
+    twilio_api: str | None = Field(
+        default=None, description="The Twilio REST emulator: callers follow REST updates (hold queue, transfers)"
+    )
     network_timeout_s: float = 10.0
     max_call_s: float = 300.0
     out_dir: Path = Path("loadtest")
@@ -202,6 +205,7 @@ async def _one_call(
             http_client=client,
             network_timeout_s=config.network_timeout_s,
             max_call_s=config.max_call_s,
+            twilio_api=config.twilio_api,
         )
     except Exception as exc:  # a simulator bug must cost one call, not the whole run
         return CallResult(

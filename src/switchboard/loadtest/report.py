@@ -89,6 +89,24 @@ class StreamResume(BaseModel):
     )
 
 
+class HoldSeen(BaseModel):
+    """The call waited in a hold queue: what Twilio was told to say and play, and how it ended.
+
+    ``<Say>`` is recorded, not timed (Twilio's speech is not simulated); ``<Play>`` takes the
+    audio's own length, fetched and checked to be audible, or until a REST update moves the call.
+    """
+
+    lines: list[str] = Field(default_factory=list, description="Every <Say> while holding, in order")
+    positions: list[int] = Field(default_factory=list, description="Places in line announced, in order")
+    hold_audio_url: str | None = None
+    hold_audio_s: float = Field(default=0.0, description="Audible hold audio played (seconds)")
+    rounds: int = Field(default=0, description="Hold documents followed (the first answer, then each <Redirect>)")
+    queued_at_s: float = Field(description="Since the voice webhook was posted")
+    left_at_s: float | None = Field(default=None, description="When the hold ended (connected or not)")
+    connected: bool = Field(default=False, description="The hold ended on a media stream to an agent")
+    moved_by_rest: bool = Field(default=False, description="A REST update ended the hold, not a <Redirect>")
+
+
 class CallResult(BaseModel):
     """Everything one simulated call measured; the unit the load generator aggregates."""
 
@@ -124,6 +142,7 @@ class CallResult(BaseModel):
     digits_heard: str = Field(
         default="", description="Keypad tones the agent played to the caller (an IVR's view)"
     )
+    hold: HoldSeen | None = Field(default=None, description="The call waited in a hold queue first")
 
 
 def write_json(result: CallResult, path: str | Path) -> Path:

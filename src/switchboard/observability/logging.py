@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from loguru import logger
 
+from switchboard.privacy.logs import redact_debug_record
+
 if TYPE_CHECKING:
     from loguru import Message
 
@@ -112,7 +114,7 @@ def configure_logging(
     """Configure loguru once per process: ``fmt`` is ``text`` (development) or ``json``."""
     stream = stream or sys.stderr
     logger.remove()
-    logger.configure(extra={"role": role})
+    logger.configure(extra={"role": role}, patcher=redact_debug_record)
     if fmt == "json":
         logger.add(_json_sink(stream), level=level, backtrace=False, diagnose=False)
     else:

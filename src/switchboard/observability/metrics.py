@@ -216,3 +216,53 @@ CALLS_RESUMED = Counter(
     "no_capacity | gave_up (resumed too often).",
     ["result"],
 )
+
+# Admission by measured headroom (switchboard.dispatch.admission, switchboard.worker.headroom).
+ADMISSION_DECISIONS = Counter(
+    "admission_decisions_total",
+    "What admission decided for each new call: admitted | queued (hold queue) | overflowed "
+    "(transferred to people) | refused (busy line).",
+    ["decision"],
+)
+HOLD_OUTCOMES = Counter(
+    "hold_outcomes_total",
+    "How waits in the hold queue ended: connected (to an agent) | timed_out (the fallback action) | "
+    "abandoned (the caller hung up).",
+    ["outcome"],
+)
+HOLD_WAIT_SECONDS = Histogram(
+    "hold_wait_seconds",
+    "How long a held call waited, from joining the queue to being connected, timed out or abandoned.",
+    buckets=(1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600),
+)
+HOLD_QUEUE_LENGTH = Gauge(
+    "hold_queue_length", "Calls waiting in the hold queue (the same value on every orchestrator: use max)."
+)
+HOLD_QUEUE_OLDEST_SECONDS = Gauge(
+    "hold_queue_oldest_wait_seconds",
+    "How long the longest-waiting held call has waited (every orchestrator: use max); 0 when none waits.",
+)
+WORKER_HEADROOM_OPEN = Gauge("worker_headroom_open", "1 while this worker admits calls, else 0.")
+WORKER_ADMIT_UNTIL = Gauge(
+    "worker_admit_until", "The load this worker admits calls up to until its next headroom report."
+)
+WORKER_ADMISSION_CLOSED = Gauge(
+    "worker_admission_closed",
+    "1 for the reason this worker is closed (latency | lag | cpu | engine_queue | ceiling), else 0.",
+    ["reason"],
+)
+WORKER_TURN_P95_MS = Gauge(
+    "worker_turn_p95_ms", "Agent-side turn latency p95 over the headroom window (0: too few turns)."
+)
+PII_REDACTED = Counter(
+    "pii_redacted_total",
+    "PII spans taken out of stored calls' text (transcripts, digits, tool calls), by entity type.",
+    ["entity"],
+)
+PII_AUDIO_SPANS = Counter(
+    "pii_audio_spans_total", "Spans of recordings masked for PII or keypad tones."
+)
+PII_REDACTION_FAILURES = Counter(
+    "pii_redaction_failures_total",
+    "Calls whose redaction failed: stored with transcript, digits and recording withheld.",
+)

@@ -6,6 +6,7 @@ load balancer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -19,8 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from switchboard.agent.config import load_agent_config
+from switchboard.agent.directory import AgentDirectory
+from switchboard.dispatch.admission import HeadroomBoard
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
+from switchboard.dispatch.hold import HoldLine
 from switchboard.dispatch.models import CallStatus, Job, JobKind
 from switchboard.dispatch.queue import JobQueue
 from switchboard.dispatch.redemptions import StreamRedemptions
@@ -40,8 +45,10 @@ from switchboard.orchestrator.livekit_webhooks import (
     QueuedRoomJobs,
     WebhookRejected,
     agent_needed,
+    bridge_ended,
     call_to_refuse,
     caller_gone,
+    end_bridge,
     first_delivery,
     refuse_call,
     verify_livekit_webhook,
@@ -50,6 +57,7 @@ from switchboard.orchestrator.media_edge import (
     Relays,
     create_media_edge_router,
 )
+from switchboard.orchestrator.overflow import create_overflow_router
 from switchboard.orchestrator.placement import (
     StreamPlacer,
     create_placement_router,
@@ -63,6 +71,9 @@ from switchboard.telephony.livekit import is_call_room
 from switchboard.telephony.outbound import (
     outbound_router,
 )
+
+# A held call's state outlives the longest wait (max_wait_secs is at most an hour).
+_HELD_CALL_TTL_SECS = 2 * 3600
 
 
 class ManualDispatch(BaseModel):
@@ -80,6 +91,15 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     ledger = CallLedger(client, settings.call_state_ttl_secs)
     records = CallsBackend.from_settings(settings)
     room_jobs = QueuedRoomJobs(client, queue, ledger, settings.call_state_ttl_secs)
+    # The agents' overflow answers (busy, transfer, hold queue) are given here, before any worker.
+    agents = AgentDirectory(
+        load_agent_config(settings.agent_config), settings.agents_dir, reload_secs=settings.agents_reload_secs
+    )
+    hold = HoldLine(client, _HELD_CALL_TTL_SECS)
+    headroom = HeadroomBoard(client, settings.worker_ttl_secs)
+    sessions = CallSessions(client, settings.call_session_ttl_secs)
+    placer = StreamPlacer(settings, registry, ledger, sessions, agents, hold)
+    assert placer.desk is not None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -88,7 +108,11 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
         except redis.RedisError as e:
             logger.warning(f"redis not reachable at start-up ({e}); /health will say so")
         await records.open()
+        serving = asyncio.create_task(placer.desk.run(), name="hold-queue")
         yield
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await placer.desk.close()
         await records.close()
         await client.aclose()
 
@@ -104,14 +128,13 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitMiddleware, settings=settings)
     app.include_router(create_web_router(settings, client, registry))
     relays = Relays()
-    sessions = CallSessions(client, settings.call_session_ttl_secs)
     app.include_router(
         create_media_edge_router(settings, registry, relays, sessions, StreamRedemptions(client))
     )
     app.include_router(create_callback_router(settings, registry, ledger))
     app.include_router(create_calls_router(settings, records, ledger))
-    placer = StreamPlacer(settings, registry, ledger, sessions)
     app.include_router(create_placement_router(settings, placer))
+    app.include_router(create_overflow_router(settings, placer.desk))
 
     @app.exception_handler(redis.RedisError)
     async def redis_unavailable(request: Request, exc: redis.RedisError) -> Response:
@@ -158,7 +181,7 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
 
     @app.get("/stats", dependencies=[Depends(require_api_key)])
     async def stats() -> dict:
-        return await collect_stats(client, queue, registry)
+        return await collect_stats(client, queue, registry, headroom, hold)
 
     @app.get("/metrics", dependencies=[Depends(require_api_key)])
     async def prometheus_metrics() -> Response:
@@ -199,6 +222,8 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             return {"dispatched": False, "reason": "no agent answers this number"}
         if (room := caller_gone(event)) is not None:
             await room_jobs.caller_left(room)
+        if (room := bridge_ended(event)) is not None:
+            await end_bridge(settings, room)
         needed = agent_needed(event)
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()

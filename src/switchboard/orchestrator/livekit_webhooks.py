@@ -17,7 +17,7 @@ from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus, Job, SipAttributes
 from switchboard.dispatch.queue import JobQueue
 from switchboard.settings import Settings
-from switchboard.telephony.livekit import is_call_room
+from switchboard.telephony.livekit import BRIDGED_METADATA, is_call_room
 from switchboard.telephony.livekit_setup import UNASSIGNED_PREFIX
 from switchboard.telephony.livekit_sip import LIVEKIT_ERRORS, close_room, describe, livekit_client
 
@@ -93,6 +93,25 @@ async def refuse_call(settings: Settings, room: str) -> None:
         logger.info(f"room {room}: no agent answers the number dialed; call refused")
     except LIVEKIT_ERRORS as e:
         logger.warning(f"room {room}: could not refuse the call: {describe(e)}")
+
+
+def bridge_ended(event) -> str | None:
+    """A phone left a room a warm transfer bridged (the agent is gone): the room to close, so
+    the other phone is hung up rather than left listening to nobody."""
+    if event.event != "participant_left" or event.participant.kind != ParticipantInfo.Kind.SIP:
+        return None
+    if not is_call_room(event.room.name) or event.room.metadata != BRIDGED_METADATA:
+        return None
+    return event.room.name
+
+
+async def end_bridge(settings: Settings, room: str) -> None:
+    try:
+        async with livekit_client(settings) as lk:
+            await close_room(lk, room)
+        logger.info(f"room {room}: one side of the transferred call hung up; room closed")
+    except LIVEKIT_ERRORS as e:
+        logger.warning(f"room {room}: could not close the bridged room: {describe(e)}")
 
 
 def caller_gone(event) -> str | None:

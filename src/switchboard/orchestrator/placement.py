@@ -17,14 +17,19 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request, Response
 from loguru import logger
 
+from switchboard.agent.config import BUSY_LINE
+from switchboard.agent.directory import AgentDirectory
 from switchboard.dispatch import stream_tokens
+from switchboard.dispatch.admission import AdmitMode
 from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.hold import HoldLine
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.orchestrator.media_edge import EDGE_PATH, STREAM_TOKEN_PARAM
+from switchboard.orchestrator.overflow import OverflowDesk
 from switchboard.settings import Settings
 from switchboard.telephony.outbound import answering_machine_twiml, stream_parameters
 from switchboard.telephony.twilio import (
@@ -38,7 +43,7 @@ from switchboard.telephony.twilio import (
 )
 from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
 
-BUSY_MESSAGE = "Sorry, all of our agents are busy right now. Please call again in a few minutes. Goodbye."
+BUSY_MESSAGE = BUSY_LINE
 LOST_MESSAGE = "Sorry, we are having trouble connecting your call. Please call again. Goodbye."
 # Twilio's redirect after a stream reports the call as live; anything else means it is over.
 _LIVE_STATUSES = {"", "in-progress", "ringing", "queued"}
@@ -52,15 +57,22 @@ def redis_down_twiml(path: str) -> str | None:
 
 
 class StreamPlacer:
-    """Reserves a worker slot for a Twilio call and answers the TwiML that connects it."""
+    """Reserves a worker slot for a Twilio call and answers the TwiML that connects it; a new call
+    no worker admits gets its agent's overflow answer (``orchestrator.overflow``)."""
 
     def __init__(
-        self, settings: Settings, registry: WorkerRegistry, ledger: CallLedger, sessions: CallSessions
+        self, settings: Settings, registry: WorkerRegistry, ledger: CallLedger, sessions: CallSessions,
+        agents: AgentDirectory | None = None, hold: HoldLine | None = None,
     ):
+        """``agents`` and ``hold``: the overflow answers and the hold queue (without them, busy)."""
         self._settings = settings
         self._registry = registry
         self._ledger = ledger
         self.sessions = sessions
+        self._agents = agents
+        self.desk = (
+            OverflowDesk(settings, agents, hold, self.connect, registry.release_slot) if agents and hold else None
+        )
 
     async def place(
         self, call_id: str, call_sid: str, base: str, params: dict[str, str], query: dict[str, str],
@@ -69,15 +81,34 @@ class StreamPlacer:
         """The TwiML connecting the call to a worker, or saying ``busy_line`` if none has a slot.
         ``resume`` (> 0 from ``/twilio/resume`` only) lets the worker carry on the conversation."""
         settings = self._settings
-        worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs, exclude=exclude)
+        # A resumed call was admitted already: it is held to the ceiling, not to headroom.
+        mode = AdmitMode.RESUME if resume else AdmitMode.NEW
+        worker_id = await self._registry.reserve_any(
+            call_id, settings.reservation_ttl_secs, exclude=exclude, mode=mode
+        )
         if worker_id is None and exclude:
             # The worker the call was lost on may be alive after all (its edge died, not it).
-            worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs)
+            worker_id = await self._registry.reserve_any(call_id, settings.reservation_ttl_secs, mode=mode)
         if worker_id is None:
             metrics.CALLS_REJECTED.labels(reason="no_capacity").inc()
             await self._ledger.record(call_id, CallStatus.REJECTED, reason="no_capacity", call_sid=call_sid)
+            if not resume and self.desk is not None and self._agents is not None:
+                agent = self._agents.for_call(params)
+                return await self.desk.answer(call_id, call_sid, agent, base, params, query)
             logger.warning(f"{call_id}: no worker has a free slot, answering busy")
+            if not resume:
+                metrics.ADMISSION_DECISIONS.labels(decision="refused").inc()
             return busy_twiml(busy_line)
+        if not resume:
+            metrics.ADMISSION_DECISIONS.labels(decision="admitted").inc()
+        return await self.connect(call_id, call_sid, worker_id, base, params, query, resume=resume)
+
+    async def connect(
+        self, call_id: str, call_sid: str, worker_id: str, base: str, params: dict[str, str],
+        query: dict[str, str], *, resume: int = 0,
+    ) -> str:
+        """The TwiML streaming the call to ``worker_id``, where a slot is reserved for it."""
+        settings = self._settings
         token = stream_tokens.issue(
             settings.stream_secret.get_secret_value(), call_id, worker_id, settings.stream_token_ttl_secs,
             resume=resume,
@@ -85,8 +116,8 @@ class StreamPlacer:
         await self._ledger.record(call_id, CallStatus.RESERVED, worker=worker_id, call_sid=call_sid)
         # The stream enters at the public edge (any orchestrator), which relays it to the worker.
         stream = {**params, STREAM_TOKEN_PARAM: token}
-        resume = f"{base}{RESUME_PATH}" + (f"?{urlencode(query)}" if query else "")
-        return connect_stream_twiml(websocket_url(base, EDGE_PATH), stream, resume_url=resume)
+        resume_url = f"{base}{RESUME_PATH}" + (f"?{urlencode(query)}" if query else "")
+        return connect_stream_twiml(websocket_url(base, EDGE_PATH), stream, resume_url=resume_url)
 
 
 def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRouter:

@@ -26,6 +26,7 @@ from switchboard.records.analysis import analyse_call
 from switchboard.records.capture import CallCapture
 from switchboard.records.models import RecordingRef, StoredCall
 from switchboard.records.recording import RECORDING_RATE
+from switchboard.records.redaction import redact_for_storage
 from switchboard.records.storage import recording_storage
 from switchboard.records.store import CallStore
 from switchboard.records.webhooks import WebhookSender
@@ -199,6 +200,9 @@ class CallArchive:
                     duration_secs=round(duration, 3),
                     bytes=len(audio),
                 )
+            # Before anything is stored or sent: the row, the audio, the webhook and the
+            # analysis only ever see the redacted call.
+            call, audio = await redact_for_storage(call, audio, agent)
             await self._open()
             result = await self.store.save(call, audio)
         except Exception as e:  # the call is over; its record failing must not touch the worker

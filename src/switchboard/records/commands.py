@@ -152,10 +152,65 @@ def _replay(args: argparse.Namespace) -> int:
     return _with_store(work)
 
 
+def _redact(args: argparse.Namespace) -> int:
+    from switchboard.agent.config import load_agent_config
+    from switchboard.agent.directory import AgentDirectory
+    from switchboard.records.redaction import redact
+    from switchboard.settings import get_settings
+
+    settings = get_settings()
+    default = load_agent_config(args.agent or settings.agent_config)
+    agents = AgentDirectory(default, None if args.agent else settings.agents_dir)
+
+    async def ids(store: CallStore) -> list[str]:
+        if args.call_id:
+            return [args.call_id]
+        found: list[str] = []
+        while True:
+            page = await store.list(CallQuery(agent=args.only_agent, limit=500, offset=len(found)))
+            found += [c.call_id for c in page.calls]
+            if len(found) >= page.total or not page.calls:
+                return found
+
+    async def work(store: CallStore) -> int:
+        todo = await ids(store)
+        redacted = skipped = failed = spans = audio_spans = 0
+        for n, call_id in enumerate(todo, 1):
+            call = await store.get(call_id)
+            agent = None if call is None else (default if args.agent else agents.by_name(call.agent))
+            if call is None or agent is None or not agent.redaction.enabled:
+                skipped += 1
+                why = "not stored" if call is None else "no agent of that name redacts"
+                print(f"[{n}/{len(todo)}] {call_id}: skipped ({why})", file=sys.stderr)
+                continue
+            found = await store.recording(call_id)
+            try:
+                done = await redact(call, found[1] if found else None, agent)
+                await store.save(done.call, done.audio)
+            except Exception as e:  # one call's failure is reported; the others go on
+                failed += 1
+                print(f"[{n}/{len(todo)}] {call_id}: failed ({type(e).__name__})", file=sys.stderr)
+                continue
+            redacted += 1
+            spans += sum(done.found.values())
+            audio_spans += done.audio_spans
+            print(
+                f"[{n}/{len(todo)}] {call_id}: {sum(done.found.values())} text span(s), {done.audio_spans} audio span(s)",
+                file=sys.stderr,
+            )
+        print(
+            f"redacted {redacted} call(s): {spans} PII span(s) of text, {audio_spans} of audio; "
+            f"{skipped} skipped, {failed} failed"
+        )
+        return 1 if failed else 0
+
+    return _with_store(work)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``records`` and its subcommands on the main CLI."""
     records = subparsers.add_parser(
-        "records", help="the call history: list, fetch, delete, purge, webhooks"
+        "records", help="the call history: list, fetch, delete, purge, redact, webhooks"
     )
     sub = records.add_subparsers(dest="records_command", required=True)
 
@@ -178,6 +233,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("purge", help="delete calls (records and audio) older than N days")
     p.add_argument("--days", type=float, required=True)
     p.set_defaults(func=_purge)
+
+    p = sub.add_parser(
+        "redact", help="apply the agents' current PII redaction to stored calls (text and audio)"
+    )
+    p.add_argument("call_id", nargs="?", default=None, help="one call (default: every stored call)")
+    p.add_argument(
+        "--agent",
+        default=None,
+        help="apply this agent config's rules to every call (default: each call's own agent, "
+        "from SWITCHBOARD_AGENT_CONFIG and SWITCHBOARD_AGENTS_DIR)",
+    )
+    p.add_argument("--only-agent", default=None, help="only calls answered by the agent of this name")
+    p.set_defaults(func=_redact)
 
     p = sub.add_parser("dead-letters", help="post-call webhooks that failed every attempt")
     p.add_argument("--limit", type=int, default=50)

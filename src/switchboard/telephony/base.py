@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -59,6 +59,9 @@ class CallIds:
     caller: str = ""
 
 
+Brief = Callable[[str], Awaitable[None]]  # the agent says a line; returns once it was heard
+
+
 class CallControl:
     """Operations on the phone call beyond its audio; each ingress overrides what it can do.
 
@@ -73,9 +76,14 @@ class CallControl:
         """Connect the caller to ``target`` (a number or SIP URI) and leave the call."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot transfer calls")
 
-    async def warm_transfer(self, target: str, summary: str) -> TransferOutcome:
+    async def warm_transfer(
+        self, target: str, summary: str, brief: Brief | None = None
+    ) -> TransferOutcome:
         """Call ``target``, say ``summary`` to whoever answers, then bridge the caller to them.
-        Returns how the call to the person went; anything but ANSWERED leaves the caller here."""
+
+        ``brief(summary)`` has the agent say it and returns once it was heard, for an ingress
+        whose carrier cannot speak it itself. Returns how the call to the person went; anything
+        but ANSWERED leaves the caller here."""
         raise UnsupportedOperation(f"{type(self).__name__} cannot make warm transfers")
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+import time
 from typing import TYPE_CHECKING
 
 from livekit import api as livekit_api
 from livekit.protocol import sip as sip_proto
+from livekit.protocol.models import ParticipantInfo
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport
 
@@ -18,6 +20,7 @@ from switchboard.agent.config import valid_transfer_target
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import Settings
 from switchboard.telephony.base import (
+    Brief,
     CallAdapter,
     CallControl,
     CallIds,
@@ -26,12 +29,12 @@ from switchboard.telephony.base import (
 )
 from switchboard.telephony.livekit_sip import (
     LIVEKIT_ERRORS,
-    close_room,
     describe,
     dial,
     dial_outcome,
     duration,
     livekit_client,
+    sip_status,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +45,13 @@ if TYPE_CHECKING:
 # so ``+`` belongs here (a name without it was never given an agent by the real server).
 ROOM_PATTERN = re.compile(r"^call-[A-Za-z0-9_+\-]{1,120}$")
 AGENT_TOKEN_TTL = datetime.timedelta(hours=2)
+TRANSFER_PREFIX = "transfer_"  # the identity of the person a warm transfer dials into the room
+BRIDGED_METADATA = "switchboard:bridged"  # a room whose caller a warm transfer handed over
+_TRACK_WAIT_SECS = 3.0  # how long an answered phone may take to publish its audio
+# The agent's audio source queues this much ahead of the room (Pipecat's default is 1000 ms):
+# "the bot stopped speaking" comes that much before the caller has heard the end of the line.
+OUT_QUEUE_MS = 200
+_PLAYED_OUT_SECS = OUT_QUEUE_MS / 1000 + 0.1  # after "stopped speaking": the queue has played
 OUT_SAMPLE_RATE = 16000
 
 
@@ -85,63 +95,56 @@ def transfer_uri(target: str) -> str:
 class LiveKitCallControl(CallControl):
     """The SIP caller in one LiveKit room, through the LiveKit server API."""
 
-    def __init__(self, settings: Settings, room: str):
+    def __init__(self, settings: Settings, room: str, agent: str = ""):
         self._settings = settings
         self._room = room
+        self._agent = agent  # the agent's participant identity in the room
 
     def _api(self) -> livekit_api.LiveKitAPI:
         return livekit_client(self._settings)
-
-    async def _sip_participant(self, lk: livekit_api.LiveKitAPI) -> str | None:
-        listed = await lk.room.list_participants(
-            livekit_api.ListParticipantsRequest(room=self._room)
-        )
-        sip = livekit_api.ParticipantInfo.Kind.SIP
-        return next((p.identity for p in listed.participants if p.kind == sip), None)
 
     async def transfer(self, target: str) -> TransferOutcome:
         if not valid_transfer_target(target):
             return TransferOutcome.INVALID_TARGET
         try:
             async with self._api() as lk:
-                identity = await self._sip_participant(lk)
-                if identity is None:
+                caller = await _Room(lk, self._room).sip_caller()
+                if caller is None:
                     logger.warning(f"room {self._room}: no SIP participant to transfer")
                     return TransferOutcome.FAILED
                 response = await lk.sip.transfer_sip_participant(
                     livekit_api.TransferSIPParticipantRequest(
                         room_name=self._room,
-                        participant_identity=identity,
+                        participant_identity=caller.identity,
                         transfer_to=transfer_uri(target),
                         play_dialtone=False,
                         ringing_timeout=duration(self._settings.transfer_ring_secs),
                     )
                 )
         except LIVEKIT_ERRORS as e:
-            # LiveKit SIP waits for the REFER's outcome: a busy or unanswered person is said as
-            # such, and the caller stays with the agent.
-            outcome = dial_outcome(e)
+            # LiveKit SIP waits for the REFER's outcome: a person the far end says is busy or
+            # not answering is said as such, and the caller stays with the agent.
+            outcome = dial_outcome(e) if sip_status(e) is not None else TransferOutcome.FAILED
             logger.info(f"room {self._room}: transfer to {target}: {outcome.value} ({describe(e)})")
             return outcome
         ok = response.status != sip_proto.STS_TRANSFER_FAILED
         return TransferOutcome.ANSWERED if ok else TransferOutcome.FAILED
 
-    async def warm_transfer(self, target: str, summary: str) -> TransferOutcome:
-        """Ring the person into a consult room, then move them into the caller's room.
+    async def warm_transfer(
+        self, target: str, summary: str, brief: Brief | None = None
+    ) -> TransferOutcome:
+        """Ring the person into the caller's room on hold, brief them, then bridge the two.
 
-        ``CreateSIPParticipant`` with ``wait_until_answered`` dials ``target`` through the
-        outbound trunk into ``consult-{id}`` (not a ``call-*`` room, so no agent is dispatched
-        to it) and returns once they answer, or fails with the SIP error that says why not
-        (busy, no answer within ``transfer_ring_secs``). An answered person is then moved into
-        the caller's room with ``MoveParticipant`` (LiveKit Cloud and Private Cloud; a server
-        without it refuses the move, which is a FAILED transfer and hangs the person up): the
-        agent leaves, and the caller and the person stay together in the caller's room. A
-        transfer through the caller's own SIP leg (REFER) could not bridge a consult first.
-
-        The summary is not spoken: saying it in the consult room would need a second agent
-        pipeline there. It is only set as the person's participant attribute
-        ``switchboard.summary`` (with ``switchboard.caller_room``): visible to LiveKit clients
-        and tools watching the rooms, never heard on the person's phone.
+        Works on any LiveKit server: only subscriptions and permissions change, no participant
+        moves between rooms (``MoveParticipant`` is LiveKit Cloud's; the open-source server
+        answers it "not implemented"). While the person rings and is briefed the caller hears
+        nobody (their permission to subscribe is withdrawn) and the agent does not listen to
+        either phone, so nothing said on hold reaches the other side or starts a reply. The
+        person answers (``CreateSIPParticipant`` with ``wait_until_answered``: busy, or no
+        answer within ``transfer_ring_secs``, is the outcome and the caller is given back to
+        the agent), hears ``summary`` from the agent (``brief``), then the caller and the person
+        hear each other and the agent leaves. The room is marked bridged (its metadata) so the
+        orchestrator closes it when either phone hangs up.
         """
         trunk = self._settings.livekit_outbound_trunk
         if trunk is None:
@@ -154,49 +157,58 @@ class LiveKitCallControl(CallControl):
             raise UnsupportedOperation(
                 "LiveKit warm transfers dial numbers through the trunk, not SIP URIs"
             )
-        consult = f"consult-{self._room.removeprefix('call-')}"
-        identity = f"transfer_{target}"
+        identity = f"{TRANSFER_PREFIX}{target}"
         try:
             async with self._api() as lk:
+                room = _Room(lk, self._room)
+                caller = await room.sip_caller()
+                if caller is None:
+                    logger.warning(f"room {self._room}: no SIP participant to transfer")
+                    return TransferOutcome.FAILED
+                await room.hold(caller, self._agent)
                 try:
                     await dial(
-                        lk,
-                        trunk=trunk,
-                        to=target,
-                        room=consult,
-                        identity=identity,
-                        name="Transfer",
-                        ring_secs=self._settings.transfer_ring_secs,
-                        attributes={
-                            "switchboard.summary": summary,
-                            "switchboard.caller_room": self._room,
-                        },
-                    )
+                        lk, trunk=trunk, to=target, room=self._room, identity=identity,
+                        name="Transfer", ring_secs=self._settings.transfer_ring_secs,
+                        attributes={"switchboard.summary": summary},
+                    )  # fmt: skip
                 except LIVEKIT_ERRORS as e:
                     outcome = dial_outcome(e)
                     logger.info(
                         f"room {self._room}: warm transfer to {target}: {outcome.value} ({describe(e)})"
                     )
-                    await _quietly_close(lk, consult)
+                    await room.unhold(caller, self._agent)
                     return outcome
-                try:
-                    await lk.room.move_participant(
-                        livekit_api.MoveParticipantRequest(
-                            room=consult, identity=identity, destination_room=self._room
-                        )
-                    )
-                except LIVEKIT_ERRORS as e:
-                    logger.warning(f"room {self._room}: could not bring {target} in: {describe(e)}")
-                    await _quietly_close(lk, consult)
+                person = await room.answered(identity)
+                await room.keep_apart(person, caller, self._agent)
+                if brief is not None:
+                    await brief(summary)
+                    await asyncio.sleep(_PLAYED_OUT_SECS)  # the caller must not hear its end
+                if not await room.present(identity):
+                    logger.info(f"room {self._room}: {target} hung up before the bridge")
+                    await room.unhold(caller, self._agent)
                     return TransferOutcome.FAILED
+                await room.bridge(caller, person)
         except LIVEKIT_ERRORS as e:
             logger.warning(f"room {self._room}: warm transfer to {target} failed: {describe(e)}")
+            await self._quietly_unhold()
             return TransferOutcome.FAILED
         logger.info(f"room {self._room}: {target} answered and joined the caller")
         return TransferOutcome.ANSWERED
 
+    async def _quietly_unhold(self) -> None:
+        """Give the caller back to the agent after a transfer broke half way."""
+        try:
+            async with self._api() as lk:
+                room = _Room(lk, self._room)
+                if (caller := await room.sip_caller()) is not None:
+                    await room.unhold(caller, self._agent)
+        except LIVEKIT_ERRORS as e:
+            logger.warning(f"room {self._room}: could not take the caller off hold: {describe(e)}")
+
     async def hang_up(self) -> None:
         """Leaving the room would leave the caller on hold: close the room, which hangs up SIP."""
+        await asyncio.sleep(_PLAYED_OUT_SECS)  # the goodbye, queued, is still playing
         try:
             async with self._api() as lk:
                 await lk.room.delete_room(livekit_api.DeleteRoomRequest(room=self._room))
@@ -204,12 +216,82 @@ class LiveKitCallControl(CallControl):
             logger.warning(f"room {self._room}: could not close the room: {e!r}")
 
 
-async def _quietly_close(lk: livekit_api.LiveKitAPI, room: str) -> None:
-    """Hang up whoever is still in a consult room (the ringing leg of an unanswered transfer)."""
-    try:
-        await close_room(lk, room)
-    except LIVEKIT_ERRORS as e:
-        logger.warning(f"could not close consult room {room}: {describe(e)}")
+class _Room:
+    """Who hears whom in one call room, changed through the server API."""
+
+    def __init__(self, lk: livekit_api.LiveKitAPI, name: str):
+        self._lk, self._name = lk, name
+
+    async def sip_caller(self) -> ParticipantInfo | None:
+        """The caller's SIP participant (not the person a transfer dialed in)."""
+        listed = await self._lk.room.list_participants(
+            livekit_api.ListParticipantsRequest(room=self._name)
+        )
+        sip = ParticipantInfo.Kind.SIP
+        return next(
+            (p for p in listed.participants
+             if p.kind == sip and not p.identity.startswith(TRANSFER_PREFIX)),
+            None,
+        )  # fmt: skip
+
+    async def answered(self, identity: str) -> ParticipantInfo:
+        """The person who answered, once their phone's audio is published in the room."""
+        deadline = time.monotonic() + _TRACK_WAIT_SECS
+        while True:
+            person = await self._lk.room.get_participant(
+                livekit_api.RoomParticipantIdentity(room=self._name, identity=identity)
+            )
+            if person.tracks or time.monotonic() > deadline:
+                return person
+            await asyncio.sleep(0.05)
+
+    async def present(self, identity: str) -> bool:
+        listed = await self._lk.room.list_participants(
+            livekit_api.ListParticipantsRequest(room=self._name)
+        )
+        return any(p.identity == identity for p in listed.participants)
+
+    async def hold(self, caller: ParticipantInfo, agent: str) -> None:
+        """The caller hears nobody; the agent stops listening to them."""
+        await self._may_subscribe(caller, False)
+        await self._listen(agent, caller, False)
+
+    async def unhold(self, caller: ParticipantInfo, agent: str) -> None:
+        await self._listen(agent, caller, True)
+        await self._may_subscribe(caller, True)
+
+    async def keep_apart(self, person: ParticipantInfo, caller: ParticipantInfo, agent: str) -> None:
+        """While the agent briefs the person: the person does not hear the caller, and the
+        agent does not listen to the person (a "hello?" must not start a reply)."""
+        await self._listen(person.identity, caller, False)
+        await self._listen(agent, person, False)
+
+    async def bridge(self, caller: ParticipantInfo, person: ParticipantInfo) -> None:
+        """The caller and the person hear each other; the room closes when either leaves."""
+        await self._listen(person.identity, caller, True)
+        await self._may_subscribe(caller, True)
+        await self._lk.room.update_room_metadata(
+            livekit_api.UpdateRoomMetadataRequest(room=self._name, metadata=BRIDGED_METADATA)
+        )
+
+    async def _may_subscribe(self, participant: ParticipantInfo, allowed: bool) -> None:
+        permission = livekit_api.ParticipantPermission()
+        permission.CopyFrom(participant.permission)
+        permission.can_subscribe = allowed
+        await self._lk.room.update_participant(
+            livekit_api.UpdateParticipantRequest(
+                room=self._name, identity=participant.identity, permission=permission
+            )
+        )
+
+    async def _listen(self, listener: str, to: ParticipantInfo, subscribe: bool) -> None:
+        tracks = [t.sid for t in to.tracks]
+        if listener and tracks:
+            await self._lk.room.update_subscriptions(
+                livekit_api.UpdateSubscriptionsRequest(
+                    room=self._name, identity=listener, track_sids=tracks, subscribe=subscribe
+                )
+            )
 
 
 _ANSWERED = "active"  # the SIP participant's sip.callStatus once its phone has answered
@@ -240,6 +322,8 @@ def _call_room_transport():
             self._watching = False
 
         async def _on_participant_connected(self, participant_id: str) -> None:
+            if participant_id.startswith(TRANSFER_PREFIX):
+                return  # the person a warm transfer dialed in: not a caller to greet
             self.anyone_came = True
             room = self._client.room
             participant = room.remote_participants.get(participant_id)
@@ -253,6 +337,11 @@ def _call_room_transport():
                 return
             self.answered = True
             await super()._on_participant_connected(participant_id)
+
+        async def _on_participant_disconnected(self, participant_id: str) -> None:
+            if participant_id.startswith(TRANSFER_PREFIX):
+                return  # a transfer's person hanging up leaves the caller with the agent
+            await super()._on_participant_disconnected(participant_id)
 
         def _attributes_changed(self, _changed: dict, participant) -> None:
             if participant.identity not in self._ringing:
@@ -290,10 +379,10 @@ class LiveKitRoomAdapter(CallAdapter):
         self.ids = CallIds(
             call_sid=call_id, stream_sid=room, call_id=call_id, caller=caller, dialed=dialed
         )
-        self.control = control or LiveKitCallControl(settings, room)
+        self.control = control or LiveKitCallControl(settings, room, agent=f"agent-{call_id}")
         self._url = settings.livekit_url
         self._room = room
-        self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")
+        self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")  # see control
         self._transport: BaseTransport | None = None
         self._empty_room_watch: asyncio.Task | None = None
 
@@ -305,7 +394,11 @@ class LiveKitRoomAdapter(CallAdapter):
                 url=self._url,
                 token=self._token,
                 room_name=self._room,
-                params=LiveKitParams(audio_in_enabled=True, audio_out_enabled=True),
+                params=LiveKitParams(
+                    audio_in_enabled=True,
+                    audio_out_enabled=True,
+                    audio_out_queue_size_ms=OUT_QUEUE_MS,
+                ),
             )
         return self._transport
 

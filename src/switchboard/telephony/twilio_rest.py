@@ -25,7 +25,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from switchboard.agent.config import valid_transfer_target
 from switchboard.observability import metrics
 from switchboard.settings import Settings
-from switchboard.telephony.base import CallControl, TransferOutcome, UnsupportedOperation
+from switchboard.telephony.base import Brief, CallControl, TransferOutcome, UnsupportedOperation
 from switchboard.telephony.twilio import SwitchboardTwilioSerializer, verified_webhook_form
 
 TRANSFER_STATUS_PATH = "/twilio/transfer-status"
@@ -54,9 +54,12 @@ _DIAL_OUTCOMES = {
 }
 
 
-def dial_twiml(target: str, *, action: str | None, ring_secs: int) -> str:
-    """TwiML that rings ``target`` (a number or ``sip:`` URI) and reports to ``action``."""
+def dial_twiml(target: str, *, action: str | None, ring_secs: int, say: str | None = None) -> str:
+    """TwiML that rings ``target`` (a number or ``sip:`` URI) and reports to ``action``, after
+    saying ``say`` if given."""
     response = VoiceResponse()
+    if say:
+        response.say(say)
     dial = (
         Dial(action=action, method="POST", timeout=ring_secs) if action else Dial(timeout=ring_secs)
     )
@@ -165,7 +168,10 @@ class TwilioCallControl(CallControl):
         logger.info(f"call {self._call_sid} redirected to {target}")
         return TransferOutcome.INITIATED
 
-    async def warm_transfer(self, target: str, summary: str) -> TransferOutcome:
+    async def warm_transfer(
+        self, target: str, summary: str, brief: Brief | None = None
+    ) -> TransferOutcome:
+        """Twilio says ``summary`` to the person itself (``<Say>`` before the conference)."""
         settings = self._settings
         if not (settings.twilio_account_sid and settings.twilio_auth_token and self._call_sid):
             raise UnsupportedOperation(

@@ -46,6 +46,17 @@
     return td;
   }
 
+  // Why a worker admits no more calls (latency, lag, cpu, engine_queue, ceiling), or what it
+  // measures while open; "slots" for a worker that admits by max_calls alone.
+  function headroomCell(worker) {
+    const h = worker.headroom;
+    if (!h) return cell("slots", "muted");
+    const measured = `p95 ${h.p95_ms === null ? "–" : `${Math.round(h.p95_ms)} ms`}, lag ${Math.round(h.lag_ms)} ms, cpu ${Math.round(100 * h.cpu)} %, engine queue ${h.engine_queue}`;
+    const td = cell(h.open ? `open to ${h.admit_until}` : `closed: ${h.closed_reason}`);
+    td.title = measured;
+    return td;
+  }
+
   function renderWorkers(workers) {
     const rows = workers.map((w) => {
       const tr = document.createElement("tr");
@@ -56,6 +67,7 @@
       tr.append(
         name,
         loadCell(w.load, w.capacity),
+        headroomCell(w),
         stateCell(w),
         cell(`${w.heartbeat_age_secs.toFixed(1)} s ago`),
         cell(w.media_url, "muted wide-only"),
@@ -121,6 +133,8 @@
     $("capacity").textContent = `${Math.max(0, stats.capacity - stats.active_calls)} / ${stats.capacity}`;
     $("queue-length").textContent = String(stats.queue_length);
     $("pending-ack").textContent = String(stats.jobs_pending_ack);
+    const admission = stats.admission;
+    $("hold-queue").textContent = `${admission.hold_queue_length} (${admission.hold_oldest_wait_secs.toFixed(0)} s)`;
     renderWorkers(stats.workers);
     renderPercentiles("turn-latency", stats.turn_latency_ms);
     renderPercentiles("dispatch-latency", stats.dispatch_latency_ms);

@@ -16,6 +16,7 @@ from loguru import logger
 from switchboard.agent.config import AgentConfig
 from switchboard.call.record import RecentCalls
 from switchboard.dispatch import keys
+from switchboard.dispatch.admission import ClosedReason, HeadroomBoard, HeadroomReport
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.connection import connect
 from switchboard.dispatch.models import CallStatus, Job, WorkerInfo
@@ -24,8 +25,10 @@ from switchboard.dispatch.redemptions import StreamRedemptions
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.dispatch.sessions import CallSessions
 from switchboard.observability import metrics
+from switchboard.observability.headroom import LOOP_LAG_MS
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
+from switchboard.worker.headroom import HeadroomMeter
 from switchboard.worker.jobs import run_job
 
 if TYPE_CHECKING:
@@ -54,6 +57,9 @@ class WorkerService:
         self.redis: redis.Redis = connect(settings.redis_url)
         self.queue = JobQueue(self.redis)
         self.registry = WorkerRegistry(self.redis, settings.worker_ttl_secs)
+        self.headroom = HeadroomBoard(self.redis, settings.worker_ttl_secs)
+        # None with admission=slots: the worker then publishes no report and admits to max_calls.
+        self.meter = HeadroomMeter(settings) if settings.admission == "headroom" else None
         self.ledger = CallLedger(self.redis, settings.call_state_ttl_secs)
         self.calls = RecentCalls()
         # Admits room jobs like every other call; the worker app sets it (worker.app.WorkerParts).
@@ -83,6 +89,8 @@ class WorkerService:
 
     async def start(self) -> None:
         await self.queue.ensure_group()
+        # The report goes first: registered without one, the worker would admit to max_calls.
+        await self._report_headroom(load=0)
         await self.registry.register(self.info)
         metrics.WORKER_CAPACITY.set(self.settings.max_calls)
         self._loops = [
@@ -134,13 +142,35 @@ class WorkerService:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._safe(self.registry.heartbeat(self.info))
+            await self._safe(self._report_headroom())
             await self._safe(self.queue.refresh(self.worker_id, [r.msg_id for r in self._jobs.values()]))
             await asyncio.sleep(self.settings.heartbeat_interval_secs)
+
+    def _claimable(self) -> int:
+        """Room jobs this worker may claim now: its slots, within its own headroom."""
+        limit = self.settings.max_calls
+        if self.meter is not None and self.meter.last is not None:
+            report = self.meter.last
+            limit = min(limit, report.admit_until) if report.open else 0
+        return limit - self.active
+
+    async def _report_headroom(self, load: int | None = None) -> None:
+        """Measure, decide and publish this worker's headroom (admission=headroom only)."""
+        if self.meter is None:
+            return
+        if load is None:
+            load = int(await self.redis.get(keys.worker_load(self.worker_id)) or 0)
+        report = self.meter.assess(load)
+        await self.headroom.publish(self.worker_id, report)
+        _export(report)
 
     async def _claim_loop(self) -> None:
         while True:
             await self._room.wait()
-            free = self.settings.max_calls - self.active
+            free = self._claimable()
+            if free <= 0:
+                await asyncio.sleep(self.settings.heartbeat_interval_secs)
+                continue
             try:
                 # A burst is claimed in one read and its bookkeeping runs concurrently.
                 claimed = await self.queue.claim(self.worker_id, _CLAIM_BLOCK_MS, count=min(free, _CLAIM_BATCH))
@@ -157,7 +187,7 @@ class WorkerService:
     async def _reclaim_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_secs)
-            if self.active >= self.settings.max_calls:
+            if self._claimable() <= 0:
                 continue
             try:
                 for msg_id, job in await self.queue.reclaim(self.worker_id, self.settings.reclaim_idle_secs):
@@ -284,4 +314,15 @@ async def _event_loop_lag_monitor(period: float = 0.25) -> None:
             metrics.EVENT_LOOP_TASKS.set(len(asyncio.all_tasks(loop)))
         expected = loop.time() + period
         await asyncio.sleep(period)
-        metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - expected))
+        lag = max(0.0, loop.time() - expected)
+        metrics.EVENT_LOOP_LAG_SECONDS.observe(lag)
+        LOOP_LAG_MS.add(lag * 1000)
+
+
+def _export(report: HeadroomReport) -> None:
+    """The report as this worker's Prometheus gauges."""
+    metrics.WORKER_HEADROOM_OPEN.set(1 if report.open else 0)
+    metrics.WORKER_ADMIT_UNTIL.set(report.admit_until)
+    metrics.WORKER_TURN_P95_MS.set(report.p95_ms or 0)
+    for reason in ClosedReason:
+        metrics.WORKER_ADMISSION_CLOSED.labels(reason=reason.value).set(1 if report.reason is reason else 0)

@@ -13,6 +13,7 @@ can do it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -196,7 +197,7 @@ class CallController(BaseObserver):
     async def _transfer(self, intent: Intent, target: str) -> None:
         self.on_hold = True  # no silence re-prompts while the carrier works
         try:
-            requested = await transfer(self.control, intent, target)
+            requested = await transfer(self.control, intent, target, brief=self.say_heard)
         finally:
             self.on_hold = False
         self.log.add(requested)
@@ -290,6 +291,17 @@ class CallController(BaseObserver):
     async def say(self, text: str) -> None:
         self.silence.pause()
         await self.worker.queue_frames([TTSSpeakFrame(text)])
+
+    async def say_heard(self, text: str) -> None:
+        """Say ``text`` and return once it has been heard (or the follow-up limit passed)."""
+        heard = asyncio.Event()
+
+        async def done() -> None:
+            heard.set()
+
+        await self.say(text)
+        self._after_speaking(done)
+        await heard.wait()
 
     async def interrupt(self) -> None:
         """A key press cuts the agent short, as a caller's voice does."""

@@ -29,6 +29,7 @@ from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
 from switchboard.call.conversation.observers import CallPipelineWorker
 from switchboard.call.conversation.timing import TurnTimingObserver
+from switchboard.call.conversation.transcript_redactor import TranscriptRedactor
 from switchboard.call.conversation.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
 from switchboard.call_log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
@@ -64,6 +65,13 @@ class CallPipeline:
     responder: ScriptedResponder | ResilientResponder
     timings: TurnTimingObserver
     context: LLMContext  # the conversation so far, as the responder sees it
+
+
+def _llm_view(agent: AgentConfig) -> list[FrameProcessor]:
+    """A redactor after the STT when the agent keeps PII from its responder during the call."""
+    if agent.redaction.enabled and not agent.redaction.llm_sees_pii:
+        return [TranscriptRedactor(agent.redaction.entities)]
+    return []
 
 
 def build_call_pipeline(
@@ -118,6 +126,7 @@ def build_call_pipeline(
             transport.input(),
             vad,
             build_stt(settings, gate),
+            *_llm_view(agent),
             aggregators.user(),
             CallerAudioStop(enable_direct_mode=True),
             responder,

@@ -21,6 +21,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from switchboard.call_log import CallLog, Turn
 from switchboard.observability import metrics
+from switchboard.observability.headroom import TURN_LATENCY_MS
 from switchboard.speech_end import SpeechEnergyGate
 
 
@@ -104,3 +105,4 @@ class TurnTimingObserver(BaseObserver):
                 metrics.STAGE_LATENCY_MS.labels(stage=stage, engine=engine).observe(value)
         if timing.bot_started_ms is not None:
             metrics.TURN_RTT_MS.observe(timing.bot_started_ms)
+            TURN_LATENCY_MS.add(timing.bot_started_ms)

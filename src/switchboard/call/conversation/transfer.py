@@ -14,6 +14,7 @@ from switchboard.agent.config import Intent
 from switchboard.call_log import TransferRequested
 from switchboard.observability import metrics
 from switchboard.telephony.base import (
+    Brief,
     CallControl,
     CallControlError,
     TransferOutcome,
@@ -24,13 +25,16 @@ CONNECTED = (TransferOutcome.INITIATED, TransferOutcome.ANSWERED)
 UNANSWERED = (TransferOutcome.BUSY, TransferOutcome.NO_ANSWER)
 
 
-async def transfer(control: CallControl, intent: Intent, target: str) -> TransferRequested:
-    """Transfer the call to ``target`` as ``intent`` says; count it and return what happened."""
+async def transfer(
+    control: CallControl, intent: Intent, target: str, brief: Brief | None = None
+) -> TransferRequested:
+    """Transfer the call to ``target`` as ``intent`` says; count it and return what happened.
+    ``brief``: how the agent says a warm transfer's summary where the carrier cannot."""
     warm = intent.transfer_mode == "warm"
     try:
         if warm:
             summary = intent.transfer_summary.replace("{intent}", intent.name.replace("_", " "))
-            outcome = await control.warm_transfer(target, summary)
+            outcome = await control.warm_transfer(target, summary, brief)
         else:
             outcome = await control.transfer(target)
     except UnsupportedOperation as e:

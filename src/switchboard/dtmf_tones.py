@@ -1,6 +1,7 @@
-"""DTMF tone detector: which keypad digits an 8 kHz recording plays (what the caller hears).
+"""DTMF tone detector: which keypad digits an 8 kHz recording plays, and when.
 
-The caller simulator uses it to hear the digits an agent sends to a remote IVR as in-band tones.
+The caller simulator uses it to hear the digits an agent sends to a remote IVR as in-band tones;
+recording redaction (``switchboard.records.recording_redaction``) to find the keys a caller pressed.
 It is the classic Goertzel detector: in 205-sample blocks (25.6 ms, hop 10 ms) the power at the
 four row and four column frequencies is measured; a block holds a key when
 

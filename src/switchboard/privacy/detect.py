@@ -1,0 +1,388 @@
+"""PII in what callers say: card numbers, phone numbers, e-mail addresses, US social security
+numbers, dates of birth, street addresses, names and other long digit strings.
+
+Detection reads ASR output as callers speak: numbers in words or digits or both ("4111, one
+one one one"), e-mail addresses spelled out ("j o h n at example dot com"), dates said the
+long way ("the third of March, eighty-two"). Numbers are normalised first
+(:mod:`switchboard.privacy.spoken`); phone numbers are checked with Google's libphonenumber
+(``phonenumbers``), cards with the Luhn checksum. No NER model loads offline from PyPI, so
+names are found only where the caller introduces themselves ("my name is ...").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import phonenumbers
+
+from switchboard.privacy.spoken import Token, merge_runs, normalise
+
+EntityType = Literal[
+    "card", "phone", "email", "national_id", "date_of_birth", "address", "name", "account_number", "keypad"
+]
+ENTITY_TYPES: tuple[EntityType, ...] = (
+    "card", "phone", "email", "national_id", "date_of_birth", "address", "name", "account_number",
+)  # fmt: skip
+# When two findings overlap, the more specific one names the span.
+_PRIORITY = {t: i for i, t in enumerate(("keypad", "email", "card", "national_id", "phone", "date_of_birth", "address", "name", "account_number"))}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A span of the original text and what it is."""
+
+    type: str
+    start: int
+    end: int
+
+
+MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+         "october", "november", "december")
+    )
+}  # fmt: skip
+_BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
+_CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|pay|charge)\b", re.I)
+_CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
+_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s s n|security number)\b", re.I)
+_SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
+_PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
+# A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
+_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact)\b", re.I)
+_STREET = {
+    "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive", "dr",
+    "court", "ct", "way", "place", "pl", "terrace", "circle", "highway", "parkway", "square", "close",
+}  # fmt: skip
+_UNIT = {"apartment", "apt", "unit", "suite", "flat", "#"}
+_TLDS = {"com", "org", "net", "edu", "gov", "io", "co", "uk", "us", "info", "biz", "me", "ca", "de", "ai"}
+_EMAIL_JOIN = {"dot": ".", ".": ".", "underscore": "_", "dash": "-", "hyphen": "-", "-": "-"}
+_INTRO = re.compile(
+    r"\b(?:my name is|my name's|name is|this is|i am|i'm|it's)\s+((?:[A-Z][a-z'\-]+)(?:\s+[A-Z][a-z'\-]+){0,2})"
+)
+_NOT_NAMES = {
+    "I", "The", "A", "An", "About", "Calling", "Just", "Not", "So", "Yes", "No", "Okay", "Sorry",
+    "Here", "Still", "Looking", "Trying", "Going", "Hoping", "Wondering", "Really", "Very", "It",
+    "That", "This", "My", "Your", "Our", "Thank", "Thanks", "Good", "Fine", "Great", "Sure",
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+}  # fmt: skip
+
+
+# Everything but a name needs a number (in digits or words), an "at" or a "dot com", or a month.
+_MAYBE_PII = re.compile(
+    r"\d|@|\b(?:at|dot|com|net|org|e-?mail|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"\w+teen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|double|triple|"
+    r"first|second|third|fifth|eighth|ninth|twelfth|\w+th|january|february|march|april|may|"
+    r"june|july|august|september|october|november|december)\b",
+    re.I,
+)
+
+
+# A date needs a month's name, a numeric date or a word of birth.
+_DATE_HINT = re.compile(
+    r"\b(?:january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|born|birth|birthday|dob)\b|\d\s*[/-]\s*\d",
+    re.I,
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _ssn_valid(digits: str) -> bool:
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _phone(digits: str, plus: bool) -> bool:
+    try:
+        if plus:
+            return phonenumbers.is_valid_number(phonenumbers.parse("+" + digits, None))
+        if len(digits) == 11 and digits[0] == "1" or len(digits) == 10:
+            return phonenumbers.is_valid_number(phonenumbers.parse(digits, "US"))
+    except phonenumbers.NumberParseException:
+        return False
+    return False
+
+
+def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterable[str] = ()) -> list[Entity]:
+    """The PII in ``text`` of the given types, as non-overlapping spans, in order.
+
+    ``known_digits`` are strings the caller keyed (a patient number): wherever they are said
+    or repeated (the agent reading them back), they are ``keypad``."""
+    wanted = set(types)
+    found: list[Entity] = []
+    if "name" in wanted:
+        found += [Entity("name", m.start(1), m.end(1)) for m in _INTRO.finditer(text) if _is_name(m.group(1))]
+    if not _MAYBE_PII.search(text):  # most lines: no number, no "at", no month; nothing more to find
+        return _resolved(found)
+    words = normalise(text, merge_digits=False)
+    if "date_of_birth" in wanted and _DATE_HINT.search(text):
+        found += _dates(text, words)
+    tokens = merge_runs(words)
+    if "email" in wanted:
+        found += _emails(text, tokens)
+    found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3])
+    if "address" in wanted:
+        found += _addresses(tokens)
+    return _resolved(found)
+
+
+def _is_name(words: str) -> bool:
+    return words.split()[0] not in _NOT_NAMES
+
+
+def _resolved(found: list[Entity]) -> list[Entity]:
+    """Overlapping findings as one span, named by the most specific of them."""
+    out: list[Entity] = []
+    for e in sorted(found, key=lambda e: (e.start, -e.end)):
+        if out and e.start < out[-1].end:
+            last = out[-1]
+            kind = min(last.type, e.type, key=lambda t: _PRIORITY[t])
+            out[-1] = Entity(kind, last.start, max(last.end, e.end))
+        else:
+            out.append(e)
+    return out
+
+
+# A word the ASR heard for a digit just before a number ("for 111..." is "four one one one").
+_HEARD_AS_DIGIT = {"for", "to", "too", "won", "ate"}
+# Sixteen digits with a card's context, or fifteen and more in any: nothing else said at a
+# front desk is that long, and Whisper often repeats or drops a group, breaking the checksum.
+_CARD_ANYWAY_DIGITS = 15
+
+
+def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[str]) -> list[Entity]:
+    found: list[Entity] = []
+    ssn_context = bool(_SSN_CONTEXT.search(text))
+    for i, t in enumerate(tokens):
+        if not t.digits:
+            continue
+        digits, n = t.text, len(t.text)
+        plus = i > 0 and tokens[i - 1].text.lower() in ("+", "plus")
+        start = tokens[i - 1].start if plus else t.start
+        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and n >= 3:
+            start = tokens[i - 1].start
+        before = text[max(0, t.start - 80) : t.start]
+        phone_context = bool(_PHONE_CONTEXT.search(before))
+        kind: str | None = None
+        if any(k in digits for k in known):
+            kind = "keypad"
+        elif n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
+            kind = "card"
+        elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
+            kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
+        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not _PHONING.search(before):
+            kind = "card"  # what the ASR kept of a card number (or its last four)
+        elif 4 <= n < 8 and _SSN_CONTEXT.search(before):
+            kind = "national_id"
+        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12) or (7 <= n <= 8 and _PHONING.search(before)):
+            kind = "phone"
+        elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
+            kind = "national_id"
+        elif 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
+            kind = "card"
+        elif n >= 5:
+            kind = "account_number"
+        if kind is not None and (kind == "keypad" or kind in wanted):
+            found.append(Entity(kind, start, t.end))
+        elif kind is not None and kind != "account_number" and "account_number" in wanted:
+            found.append(Entity("account_number", start, t.end))
+    return found
+
+
+def _after_card_extra(tokens: list[Token], i: int) -> bool:
+    """A card's security code or expiry ("the CVV is 123", "expiry 1227")."""
+    return any(tokens[j].text.lower() in _CARD_EXTRAS for j in range(max(0, i - 3), i))
+
+
+_EMAIL_CONTEXT = re.compile(r"\b(e-?mail|mail|write to|send it to|send them to)\b", re.I)
+# Where an address said after "my email is" starts: the words before it.
+_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "address", "use", ",", "mail"}
+_MAX_FUSED_TOKENS = 8
+
+
+def _emails(text: str, tokens: list[Token]) -> list[Entity]:
+    found: list[Entity] = []
+    for k, t in enumerate(tokens):
+        if t.text.lower() not in ("at", "@") or k == 0:
+            continue
+        end = _domain_end(tokens, k + 1)
+        start = _local_start(tokens, k - 1)
+        if end is not None and start is not None:
+            found.append(Entity("email", tokens[start].start, tokens[end].end))
+    if not found and _EMAIL_CONTEXT.search(text):
+        found += _fused_emails(tokens)
+    return found
+
+
+def _fused_emails(tokens: list[Token]) -> list[Entity]:
+    """An address whose "at" the ASR lost or fused ("bobedexample. com"): said after "email",
+    it runs back from its top-level domain to the words that lead into it."""
+    found: list[Entity] = []
+    for k, t in enumerate(tokens):
+        if k < 2 or t.text.lower() not in _TLDS or tokens[k - 1].text.lower() not in ("dot", "."):
+            continue
+        start = k - 2
+        while start > 0 and k - start < _MAX_FUSED_TOKENS and tokens[start - 1].text.lower() not in _EMAIL_LEAD:
+            start -= 1
+        if tokens[start].text.isalnum():
+            found.append(Entity("email", tokens[start].start, t.end))
+    return found
+
+
+def _label(tokens: list[Token], j: int) -> int | None:
+    """The last token of a domain label starting at ``j`` (a word, digits or spelled letters)."""
+    if j >= len(tokens) or not (tokens[j].text.isalnum()) or tokens[j].text.lower() in _EMAIL_JOIN:
+        return None
+    if len(tokens[j].text) == 1:  # spelled: "g m x"
+        while j + 1 < len(tokens) and len(tokens[j + 1].text) == 1 and tokens[j + 1].text.isalnum():
+            j += 1
+    return j
+
+
+def _domain_end(tokens: list[Token], j: int) -> int | None:
+    last = _label(tokens, j)
+    if last is None:
+        return None
+    if tokens[last].text.lower() in ("dotcom", "dotnet", "dotorg"):
+        return last
+    end = None
+    while last + 2 < len(tokens) + 1 and last + 1 < len(tokens) and tokens[last + 1].text.lower() in ("dot", "."):
+        nxt = _label(tokens, last + 2)
+        if nxt is None:
+            break
+        last = nxt
+        if tokens[last].text.lower() in _TLDS:
+            end = last
+    if last + 1 < len(tokens) and tokens[last + 1].text.lower() in ("dotcom", "dotnet", "dotorg"):
+        end = last + 1
+    return end
+
+
+def _local_start(tokens: list[Token], j: int) -> int | None:
+    def piece(j: int) -> int | None:
+        """The first token of the local-part piece ending at ``j``."""
+        if j < 0 or not tokens[j].text.isalnum() or tokens[j].text.lower() in _EMAIL_JOIN:
+            return None
+        if len(tokens[j].text) == 1 or tokens[j].digits:
+            while j - 1 >= 0 and tokens[j - 1].text.isalnum() and (len(tokens[j - 1].text) == 1 or tokens[j - 1].digits):
+                j -= 1
+        return j
+
+    start = piece(j)
+    while start is not None and start >= 2 and tokens[start - 1].text.lower() in _EMAIL_JOIN:
+        earlier = piece(start - 2)
+        if earlier is None:
+            break
+        start = earlier
+    return start
+
+
+def _addresses(tokens: list[Token]) -> list[Entity]:
+    found: list[Entity] = []
+    for i, t in enumerate(tokens):
+        if not t.digits or len(t.text) > 6:
+            continue
+        for j in range(i + 1, min(i + 6, len(tokens))):
+            word = tokens[j].text.lower().rstrip(".")
+            if word in _STREET and j > i + 1:
+                end = j
+                if j + 2 < len(tokens) and tokens[j + 1].text.lower() in _UNIT:
+                    end = j + 2
+                found.append(Entity("address", t.start, tokens[end].end))
+                break
+            if tokens[j].digits:
+                break
+    return found
+
+
+def _dates(text: str, tokens: list[Token]) -> list[Entity]:
+    """Dates of birth: a day and month (and year) said with a word of birth in the utterance,
+    or a whole date before 2015 (nobody books a cleaning for 1982)."""
+    low = [t.text.lower() for t in tokens]
+    birth = bool(_BIRTH.search(text))
+    found: list[Entity] = []
+    i = 0
+    while i < len(tokens):
+        span = _date_at(tokens, i, low)
+        if span is None:
+            i += 1
+            continue
+        end, year = span
+        if birth or (year is not None and year < 2015):
+            found.append(Entity("date_of_birth", tokens[i].start, tokens[end].end))
+        i = end + 1
+    if birth and not found:
+        found += _birth_years(tokens)
+    return found
+
+
+def _birth_years(tokens: list[Token]) -> list[Entity]:
+    """"born in 1975", "born June 1975": a year (with its month) where birth was mentioned."""
+    found: list[Entity] = []
+    for i, t in enumerate(tokens):
+        if t.digits and len(t.text) == 4 and t.text[:2] in ("19", "20"):
+            start = i - 1 if i > 0 and tokens[i - 1].text.lower() in MONTHS else i
+            found.append(Entity("date_of_birth", tokens[start].start, t.end))
+    return found
+
+
+def _day(t: Token) -> bool:
+    return (t.digits or t.ordinal) and t.text.isdigit() and 1 <= int(t.text) <= 31
+
+
+def _date_at(tokens: list[Token], i: int, low: list[str]) -> tuple[int, int | None] | None:
+    """The last token of a date starting at ``i``, and its year if said."""
+    n = len(tokens)
+    j = i + 1 if low[i] == "the" else i
+    if j < n and _day(tokens[j]) and not (j + 1 < n and low[j + 1] == "/"):
+        k = j + 1
+        if k < n and low[k] in ("of", "on", "in"):
+            k += 1
+        if k < n and low[k] in MONTHS:
+            return _year(tokens, k)
+        return None
+    if low[i] in MONTHS:
+        k = i + 1
+        if k < n and low[k] == "the":
+            k += 1
+        if k < n and _day(tokens[k]):
+            return _year(tokens, k)
+        return None
+    # 3/3/82, 03-03-1982
+    numeric = (
+        tokens[i].digits and i + 4 < n and low[i + 1] in ("/", "-") and low[i + 3] == low[i + 1]
+        and tokens[i + 2].digits and tokens[i + 4].digits
+    )  # fmt: skip
+    if numeric and 1 <= int(tokens[i].text) <= 31 and 1 <= int(tokens[i + 2].text) <= 31:
+        year = int(tokens[i + 4].text)
+        return i + 4, year + (1900 if 30 <= year < 100 else 2000 if year < 30 else 0)
+    return None
+
+
+def _year(tokens: list[Token], k: int) -> tuple[int, int | None]:
+    """After the day or month at ``k``: a year ("1982", "eighty-two", "nineteen eighty two")."""
+    n = len(tokens)
+    j = k + 1
+    if j < n and tokens[j].digits and not tokens[j].ordinal:
+        text = tokens[j].text
+        if len(text) == 2 and j + 1 < n and tokens[j + 1].digits and len(tokens[j + 1].text) in (1, 2) and text in ("19", "20"):
+            return j + 1, int(text + tokens[j + 1].text.zfill(2))
+        if len(text) == 4:
+            return j, int(text)
+        if len(text) == 2:
+            year = int(text)
+            return j, year + (1900 if year >= 30 else 2000)
+    return k, None
