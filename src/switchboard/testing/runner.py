@@ -18,6 +18,9 @@ from switchboard.testing.scenario import Scenario, Suite
 from switchboard.testing.voice import DEFAULT_CACHE, spoken_clip
 
 _HANGUP_WAIT_MS = 30_000  # a goodbye, or the last re-prompt's timer, before the agent hangs up
+# Agent silence that ends a reply. A busy agent can pause between two sentences of one line for
+# most of a second; taking that for the end would start the next step over the rest of it.
+_REPLY_ENDS_AFTER_MS = 1_200
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def script_of(scenario: Scenario, voice_cache: Path = DEFAULT_CACHE) -> CallScri
         reply_timeout_ms=scenario.reply_timeout_ms or CallScript().reply_timeout_ms,
         hangup_timeout_ms=_HANGUP_WAIT_MS,
         greeting_timeout_ms=15_000,
+        agent_done_silence_ms=_REPLY_ENDS_AFTER_MS,
     )
 
 
