@@ -49,8 +49,16 @@ SLOWER_TTS_MS = 300
 SLOW_TTS = Path(__file__).parent / "slow_tts"
 
 
+def _receptionist() -> dict:
+    """The example receptionist, but keeping key presses in its records: replay re-types them
+    (the shipped one redacts them, and replay refuses such calls)."""
+    agent = yaml.safe_load(RECEPTIONIST.read_text())
+    agent["redaction"] = {**agent.get("redaction", {}), "keypad_digits": False}
+    return agent
+
+
 def _variants(agents_dir: Path) -> None:
-    base = yaml.safe_load(RECEPTIONIST.read_text())
+    base = _receptionist()
     changed = {**base, "name": "receptionist, hours reworded", "numbers": [CHANGED_REPLY]}
     changed["intents"] = [
         {**i, "reply": "We're here on weekdays during business hours."} if i["name"] == "hours" else i
@@ -95,6 +103,8 @@ class Pool:
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     agents_dir = tmp_path_factory.mktemp("suite-agents")
     _variants(agents_dir)
+    receptionist = tmp_path_factory.mktemp("suite-agent") / "receptionist.yaml"
+    receptionist.write_text(yaml.safe_dump(_receptionist()))
     with ServerGroup() as group:
         redis = group.add(start_redis(tmp_path_factory.mktemp("suite-redis")))
         port = free_port()
@@ -116,7 +126,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             **env, "SWITCHBOARD_TEST_TTS_DELAY_FILE": str(delay_file),
             "PYTHONPATH": os.pathsep.join([str(SLOW_TTS), os.environ.get("PYTHONPATH", "")]),
         }  # fmt: skip
-        worker = group.add(start_worker(redis.url, "suite-w1", max_calls=4, env=worker_env, agent=RECEPTIONIST))
+        worker = group.add(start_worker(redis.url, "suite-w1", max_calls=4, env=worker_env, agent=receptionist))
         the_pool = Pool(orchestrator, twilio, delay_file)
         import httpx
 

@@ -256,3 +256,14 @@ def test_caller_actions_the_agent_did_not_answer_between_are_replayed_as_one() -
     keys = [CallerAction(2.0, 2.0, keys="4"), CallerAction(2.5, 2.5, keys="1"), CallerAction(6.0, 6.0, keys="9")]
     joined = _unanswered_joined(keys, lines=[0.1, 3.0], caller=np.zeros(16000 * 8, dtype=np.int16), rate=16000)
     assert [(a.keys, a.start_s, a.end_s) for a in joined] == [("41", 2.0, 2.5), ("9", 6.0, 6.0)]
+
+
+def test_redacted_key_presses_are_refused_and_redacted_digits_said_so() -> None:
+    redacted = {**RECORD, "events": [{"event": "keypad", "digit": "[KEYPAD]", "intent": "hours", "at_s": 2.0}]}
+    with pytest.raises(Refused, match="key presses are redacted in the record .* cannot be replayed"):
+        plan_replay("call-1", redacted, _flac(2))
+    from switchboard.testing.judge import _digits_check
+
+    check = _digits_check("1234", ["[KEYPAD]"])
+    assert check.passed and "redacted in the record" in check.detail
+    assert not _digits_check("1234", ["99"]).passed

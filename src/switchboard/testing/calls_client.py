@@ -28,10 +28,15 @@ class CallsClient:
         await self._client.aclose()
 
     async def _get(self, path: str, **params: Any) -> httpx.Response:
-        try:
-            response = await self._client.get(self.base_url + path, params=params or None)
-        except httpx.HTTPError as e:
-            raise CallsAPIError(f"{self.base_url}{path}: {type(e).__name__}: {e}") from e
+        for attempt in (1, 2):  # once more after a dropped keep-alive connection
+            try:
+                response = await self._client.get(self.base_url + path, params=params or None)
+                break
+            except httpx.RemoteProtocolError:
+                if attempt == 2:
+                    raise CallsAPIError(f"{self.base_url}{path}: the server closed the connection twice") from None
+            except httpx.HTTPError as e:
+                raise CallsAPIError(f"{self.base_url}{path}: {type(e).__name__}: {e}") from e
         if response.status_code in (401, 403):
             raise CallsAPIError(
                 f"{self.base_url}: the operator key was refused (give --api-key or SWITCHBOARD_API_KEY)"

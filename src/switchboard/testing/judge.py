@@ -22,6 +22,7 @@ from switchboard.loadtest.report import CallOutcome, CallResult, TurnResult
 from switchboard.testing.results import Check, ScenarioResult, StepView
 from switchboard.testing.scenario import ReplyExpect, Scenario, Step, ToolExpect
 
+REDACTED_KEYS = "[KEYPAD]"  # what a record holds for keys when the agent redacts them
 _EARLY_S = 0.3  # a record entry this much before a step's caller time still belongs to it
 _VAD_TAIL_S = 1.0  # the agent may stop this long after the caller's speech ended, on its account
 _FAILURE_WORDS = {
@@ -149,14 +150,19 @@ async def _reply_checks(expect: ReplyExpect, w: _Window, transcript: str, judge:
             detail=f"transferred to {', '.join(map(str, targets))}" if targets else "the agent did not transfer the call",
         ))  # fmt: skip
     if expect.digits is not None:
-        got = [e.get("digits") for e in w.events if e.get("event") == "digits"]
-        checks.append(Check(
-            what=f"collects digits {expect.digits}", passed=expect.digits in got,
-            detail=f"collected {', '.join(map(str, got))}" if got else "the agent collected no digits",
-        ))  # fmt: skip
+        checks.append(_digits_check(expect.digits, [e.get("digits") for e in w.events if e.get("event") == "digits"]))
     if expect.tool is not None:
         checks.append(_tool_check(expect.tool, w.tools))
     return checks
+
+
+def _digits_check(expected: str, got: list[Any]) -> Check:
+    what = f"collects digits {expected}"
+    if expected in got:
+        return Check(what=what, passed=True, detail=f"collected {expected}")
+    if REDACTED_KEYS in got:  # the agent keeps no keys in its records: only that it collected some
+        return Check(what=what, passed=True, detail="collected digits; their value is redacted in the record (redaction.keypad_digits)")
+    return Check(what=what, passed=False, detail=f"collected {', '.join(map(str, got))}" if got else "the agent collected no digits")
 
 
 async def _judged(criterion: str, reply: str, transcript: str, judge: LLMJudge | None) -> Check:
@@ -232,8 +238,7 @@ def _call_checks(scenario: Scenario, result: CallResult, record: dict[str, Any],
             detail=f"transferred to {target}" if target else "the call was not transferred",
         ))  # fmt: skip
     if e.digits is not None:
-        got = [ev.get("digits") for ev in events if ev.get("event") == "digits"]
-        checks.append(Check(what=f"collects digits {e.digits}", passed=e.digits in got, detail=f"collected {got or 'nothing'}"))
+        checks.append(_digits_check(e.digits, [ev.get("digits") for ev in events if ev.get("event") == "digits"]))
     calls = record.get("tool_calls") or [ev for ev in events if ev.get("event") == "tool_call"]
     checks += [_tool_check(t, calls) for t in e.tools]
     if e.no_false_barge_in:

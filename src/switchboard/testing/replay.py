@@ -30,7 +30,7 @@ from switchboard.errors import SwitchboardError
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.testing.calls_client import CallsAPIError, CallsClient
 from switchboard.testing.diff import ReplayResult, ReplayRun, compare_calls
-from switchboard.testing.judge import clock_offset
+from switchboard.testing.judge import REDACTED_KEYS, clock_offset
 
 _LEAD_S = 0.2  # room tone kept before an utterance (soft onsets sit below the energy threshold)
 _TAIL_S = 0.3
@@ -96,6 +96,11 @@ def _key_actions(record: dict[str, Any], offset: float) -> list[CallerAction]:
     """Key presses from the record: menu keys one by one, collected digits as one string."""
     out = []
     for e in record.get("events") or []:
+        if REDACTED_KEYS in (str(e.get("digit", "")), str(e.get("digits", ""))):
+            raise Refused(
+                "the caller's key presses are redacted in the record (the agent's redaction.keypad_digits): "
+                "the keys cannot be replayed"
+            )
         at = float(e.get("at_s", 0.0)) + offset
         if e.get("event") in ("keypad", "keypad_ignored"):
             out.append(CallerAction(at, at, keys=str(e["digit"])))
@@ -126,7 +131,11 @@ def plan_replay(call_id: str, record: dict[str, Any], audio: bytes, reply_timeou
     segments = analysis.agent_segments
     offset = clock_offset(record, segments[0].start_s if segments else None)
     lines = _agent_lines(record, offset)
-    actions = _unanswered_joined(sorted(speech + _key_actions(record, offset), key=lambda a: a.start_s), lines, data[:, 0], rate)
+    try:
+        keys = _key_actions(record, offset)
+    except Refused as e:
+        raise Refused(f"{call_id}: {e}") from None
+    actions = _unanswered_joined(sorted(speech + keys, key=lambda a: a.start_s), lines, data[:, 0], rate)
     if not actions and len(lines) < 2:
         raise Refused(f"{call_id}: the caller neither spoke nor pressed a key, and the agent only greeted: nothing to replay")
     turns: list[CallerTurn] = []
