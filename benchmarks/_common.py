@@ -326,7 +326,7 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
                 worker_prefix: str = "cap", env_extra: dict[str, str] | None = None,
                 worker_command: Callable[[int, list[str]], list[str]] | None = None,
                 redis_aof: bool = False, livekit: LiveKitBeside | None = None,
-                env_all: dict[str, str] | None = None,
+                env_all: dict[str, str] | None = None, agent: Path = TEST_AGENT,
                 ) -> tuple[str, list[Role], list[str]]:
     """Redis, the configuration's emulators, one orchestrator and N workers on loopback; with
     ``livekit``, the LiveKit server and LiveKit SIP too (roles ``livekit server``, ``livekit sip``).
@@ -334,13 +334,14 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
     Returns the orchestrator's URL, the roles (redis, [livekit server, livekit sip,] emulators,
     orchestrator, workers) and the workers' URLs, once the orchestrator sees every worker.
     ``env_extra`` goes to the workers only, ``env_all`` to the orchestrator and the workers;
-    ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``).
+    ``worker_command(i, cli_args)`` gives worker i's argv (default ``cli(*cli_args)``); the
+    workers answer as ``agent``.
     """
     roles = {name: Role(name) for name in ("redis", "livekit server", "livekit sip", "emulators",
                                            "orchestrator", "workers") if livekit or "livekit" not in name}
     try:
         url, worker_urls = _start_roles(roles, config, workers, max_calls, tmp, logs, worker_prefix, env_extra,
-                                        worker_command, redis_aof, livekit, env_all)
+                                        worker_command, redis_aof, livekit, env_all, agent)
     except BaseException:
         stop_stack(list(roles.values()))
         raise
@@ -350,7 +351,8 @@ def start_stack(config: str, workers: int, max_calls: int, tmp: Path, *, logs: P
 def _start_roles(roles: dict[str, Role], config: str, workers: int, max_calls: int, tmp: Path, logs: Path,
                  worker_prefix: str, env_extra: dict[str, str] | None,
                  worker_command: Callable[[int, list[str]], list[str]] | None, redis_aof: bool,
-                 livekit: LiveKitBeside | None, env_all: dict[str, str] | None) -> tuple[str, list[str]]:
+                 livekit: LiveKitBeside | None, env_all: dict[str, str] | None,
+                 agent: Path) -> tuple[str, list[str]]:
     redis_port = free_port()
     # With ``redis_aof`` Redis keeps an append-only file (as ``switchboard up`` runs it), so it can be
     # restarted (same argv) without losing calls' state.
@@ -396,7 +398,7 @@ def _start_roles(roles: dict[str, Role], config: str, workers: int, max_calls: i
     for i in range(workers):
         wport = free_port()
         worker_urls.append(f"http://127.0.0.1:{wport}")
-        args = ["worker", "--port", str(wport), "--worker-id", f"{worker_prefix}-{i}", "--agent", str(TEST_AGENT)]
+        args = ["worker", "--port", str(wport), "--worker-id", f"{worker_prefix}-{i}", "--agent", str(agent)]
         roles["workers"].add(f"worker{i}", start_process(
             worker_command(i, args) if worker_command else cli(*args),
             f"http://127.0.0.1:{wport}/health", logs / f"worker{i}.log", {**env, **(env_extra or {})}))

@@ -10,9 +10,10 @@ p50/p95/p99 voice-to-voice latency, success and failure reasons, and per process
 sampled every second (mean and peak over the level's steady state, when ≥ 90 % of its callers
 are on a call), RSS, threads, and the workers' event-loop lag. The load generator runs in this
 process. Writes ``benchmarks/results/capacity-<config>.json``, ``docs/img/capacity-<config>.png``
-and a section of ``docs/performance.md``.
+and a section of ``docs/performance.md``. ``--noise-suppression`` runs the agent with RNNoise on the
+caller's audio (its CPU then counts in the workers'), writing ``capacity-<config>-noise``.
 
-    .venv/bin/python benchmarks/capacity.py --config cloud [--levels 10,25,50,75,100] [--workers 2]
+    .venv/bin/python benchmarks/capacity.py --config cloud [--levels 10,25,50,75,100] [--workers 2] [--noise-suppression]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from _common import (
     CONFIGS,
     IMG,
     RESULTS,
+    TEST_AGENT,
     Role,
     proc_cpu_s,
     scrape_metrics,
@@ -193,7 +195,7 @@ def markdown(data: dict) -> str:
     if failures:
         lines += ["", "Failure reasons: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items()))]
     lines += ["", "CPU is % of one core (200 % = both cores), mean / peak of per-second samples; latency in ms.",
-              "", f"![capacity sweep, {config}](img/capacity-{config}.png)"]
+              "", f"![capacity sweep, {config}](img/{_name(data)}.png)"]
     return "\n".join(lines)
 
 
@@ -221,7 +223,12 @@ def plot(data: dict) -> None:
     ax2.legend(fontsize=8)
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
-    fig.savefig(IMG / f"capacity-{data['config']}.png", dpi=110)
+    fig.savefig(IMG / f"{_name(data)}.png", dpi=110)
+
+
+def _name(data: dict) -> str:
+    """capacity-<config>, with -noise when the agent ran noise suppression."""
+    return f"capacity-{data['config']}" + ("-noise" if data.get("noise_suppression") else "")
 
 
 def main() -> int:
@@ -231,11 +238,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--calls-per-slot", type=int, default=2)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--noise-suppression", action="store_true",
+                        help="the agent with RNNoise on the caller's audio (agent YAML noise_suppression)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="sb-capacity-"))
     max_calls = -(-max(levels) // args.workers) + 2
-    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=RESULTS / "capacity")
+    agent = TEST_AGENT
+    if args.noise_suppression:
+        agent = tmp / "agent.yaml"
+        agent.write_text(TEST_AGENT.read_text() + "noise_suppression: {enabled: true}\n")
+    url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=RESULTS / "capacity",
+                                          agent=agent)
     rows = []
     try:
         for level in levels:
@@ -243,14 +257,14 @@ def main() -> int:
     finally:
         stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
-    data = {"config": args.config, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),
+    data = {"config": args.config, "noise_suppression": args.noise_suppression, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),
             "max_calls_per_worker": max_calls, "calls_per_slot": args.calls_per_slot}
-    write_result(f"capacity-{args.config}", data)
+    write_result(_name(data), data)
     text = markdown(data)
     print(text)
     if not args.no_docs:
         plot(data)
-        update_doc_section(f"capacity-{args.config}", text)
+        update_doc_section(_name(data), text)
     return 0
 
 

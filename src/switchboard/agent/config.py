@@ -370,6 +370,26 @@ class RecordingConfig(BaseModel):
     )
 
 
+class NoiseSuppressionConfig(BaseModel):
+    """RNNoise on the caller's audio, before the VAD and the STT (:mod:`switchboard.engines.noise_filter`).
+
+    Off by default: measured in real street and crowd noise (docs/performance.md, "Noise
+    suppression"), it raises Whisper's word errors, lets background talkers start the
+    VAD more often, and costs 7-11 % of a core per call.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    attenuation_limit_db: float | None = Field(
+        None,
+        ge=3.0,
+        le=60.0,
+        description="The most the background is lowered, in dB (the rest of the unfiltered "
+        "signal is mixed back in); null lets RNNoise remove all it can.",
+    )
+
+
 class WebhookConfig(BaseModel):
     """Where the finished call's record is POSTed, signed with ``secret`` (HMAC-SHA256)."""
 
@@ -497,6 +517,7 @@ class AgentConfig(BaseModel):
         description="LiveKit room-name patterns (call-sales-*) this agent answers, in an agents dir",
     )
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    noise_suppression: NoiseSuppressionConfig = Field(default_factory=NoiseSuppressionConfig)
     overflow: Overflow = Field(
         default_factory=lambda: BusyOverflow(action="busy"),
         description="What a caller hears when the pool has no headroom for the call: queue, transfer or busy",

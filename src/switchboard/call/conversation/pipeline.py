@@ -33,6 +33,7 @@ from switchboard.call.conversation.transcript_redactor import TranscriptRedactor
 from switchboard.call.conversation.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
 from switchboard.call_log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
+from switchboard.engines.noise_filter import noise_filter
 from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.scripted import ScriptedResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
@@ -121,9 +122,11 @@ def build_call_pipeline(
         ),
     )
     responder = build_responder(settings, agent)
+    denoise = noise_filter(agent.noise_suppression)
     pipeline = Pipeline(
         [
             transport.input(),
+            *([denoise] if denoise else []),
             vad,
             build_stt(settings, gate),
             *_llm_view(agent),
