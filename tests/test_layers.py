@@ -48,6 +48,7 @@ FLOORS: list[set[str]] = [
     {"switchboard.call"},  # admission, runner, the conversation's pipeline and control
     {"switchboard.orchestrator", "switchboard.worker"},  # the two servers, apart
     {"switchboard.dialer", "switchboard.emulators", "switchboard.loadtest", "switchboard.supervisor"},
+    {"switchboard.testing"},  # scenario suites and replay, on the load test's caller simulator
     {"switchboard.cli"},
 ]
 

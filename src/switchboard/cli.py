@@ -373,9 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     from switchboard.emulators.commands import add_commands as add_emulator_commands
     from switchboard.loadtest.commands import add_commands as add_loadtest_commands
     from switchboard.records.commands import add_commands as add_records_commands
+    from switchboard.testing.commands import add_commands as add_testing_commands
 
     add_loadtest_commands(sub)
     add_records_commands(sub)
+    add_testing_commands(sub)
     add_emulator_commands(sub)
     return parser
 

@@ -1139,7 +1139,9 @@ class _Call:
             state = response.json()
             if not any("<Dial" in d for d in state["twiml"][self._documents_seen :]):
                 return None
-            reported = [d for d in state["dialed"] if "callback_status" in d][len(self.result.transfers) :]
+            # A <Dial> without an action has nothing to report back: the person has the call.
+            done = [d for d in state["dialed"] if "callback_status" in d or not d.get("action")]
+            reported = done[len(self.result.transfers) :]
             if reported:
                 self._documents_seen = len(state["twiml"])
                 dial = reported[0]
