@@ -609,7 +609,7 @@ def pytest_testnodedown(node, error) -> None:
 # each is handed to a worker whole (its module-scoped servers start once) and early, so that the
 # run does not end with one worker idle while the other plays a long module's calls.
 SLOWEST_MODULES = (
-    "test_cloud_engines", "test_llm_call_tools", "test_call_control", "test_livekit_sip",
+    "test_agent_suites", "test_cloud_engines", "test_llm_call_tools", "test_call_control", "test_livekit_sip",
     "test_up_security", "test_worker_shutdown", "test_call_resume", "test_worker_failures",
     "test_media_edge", "test_dispatch", "test_media_fuzz", "test_agent_calls", "test_admission_calls",
     "test_deploy", "test_pool_call_control", "test_prometheus_integration", "test_loadtest",
