@@ -48,9 +48,8 @@ from switchboard.orchestrator.livekit_webhooks import (
     bridge_ended,
     call_to_refuse,
     caller_gone,
-    end_bridge,
+    close_call_room,
     first_delivery,
-    refuse_call,
     verify_livekit_webhook,
 )
 from switchboard.orchestrator.media_edge import (
@@ -217,13 +216,13 @@ def create_orchestrator_app(settings: Settings) -> FastAPI:
             metrics.WEBHOOKS.labels(provider="livekit", result="replayed").inc()
             raise HTTPException(status_code=401, detail=f"event {event.id} already received")
         if (room := call_to_refuse(event)) is not None:
-            await refuse_call(settings, room)
+            await close_call_room(settings, room, "no agent answers the number dialed")
             metrics.WEBHOOKS.labels(provider="livekit", result="refused").inc()
             return {"dispatched": False, "reason": "no agent answers this number"}
         if (room := caller_gone(event)) is not None:
             await room_jobs.caller_left(room)
         if (room := bridge_ended(event)) is not None:
-            await end_bridge(settings, room)
+            await close_call_room(settings, room, "one side of a transferred call hung up")
         needed = agent_needed(event)
         if needed is None:
             metrics.WEBHOOKS.labels(provider="livekit", result="ignored").inc()

@@ -85,14 +85,14 @@ def call_to_refuse(event) -> str | None:
     return event.room.name if event.room.name.startswith(UNASSIGNED_PREFIX) else None
 
 
-async def refuse_call(settings: Settings, room: str) -> None:
-    """Close an unassigned call's room; LiveKit SIP then answers the INVITE ``486``."""
+async def close_call_room(settings: Settings, room: str, why: str) -> None:
+    """Close ``room``, hanging up the phones in it (an unassigned call's INVITE gets ``486``)."""
     try:
         async with livekit_client(settings) as lk:
             await close_room(lk, room)
-        logger.info(f"room {room}: no agent answers the number dialed; call refused")
+        logger.info(f"room {room}: {why}; room closed")
     except LIVEKIT_ERRORS as e:
-        logger.warning(f"room {room}: could not refuse the call: {describe(e)}")
+        logger.warning(f"room {room}: could not close the room ({why}): {describe(e)}")
 
 
 def bridge_ended(event) -> str | None:
@@ -103,15 +103,6 @@ def bridge_ended(event) -> str | None:
     if not is_call_room(event.room.name) or event.room.metadata != BRIDGED_METADATA:
         return None
     return event.room.name
-
-
-async def end_bridge(settings: Settings, room: str) -> None:
-    try:
-        async with livekit_client(settings) as lk:
-            await close_room(lk, room)
-        logger.info(f"room {room}: one side of the transferred call hung up; room closed")
-    except LIVEKIT_ERRORS as e:
-        logger.warning(f"room {room}: could not close the bridged room: {describe(e)}")
 
 
 def caller_gone(event) -> str | None:
