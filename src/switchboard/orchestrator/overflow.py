@@ -26,7 +26,7 @@ from functools import cache
 import aiohttp
 import numpy as np
 import redis.asyncio as redis
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from loguru import logger
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -38,7 +38,7 @@ from switchboard.dispatch.hold import HoldLine
 from switchboard.observability import metrics
 from switchboard.observability.logging import call_context
 from switchboard.settings import Settings
-from switchboard.telephony.twilio import busy_twiml, verified_webhook_form
+from switchboard.telephony.twilio import busy_twiml, verified_webhook_form, webhook_call_id
 from switchboard.telephony.twilio_rest import dial_twiml, rest_client
 
 HOLD_PATH = "/twilio/hold"
@@ -244,10 +244,7 @@ def create_overflow_router(settings: Settings, desk: OverflowDesk) -> APIRouter:
     @router.post(HOLD_PATH)
     async def twilio_hold(request: Request) -> Response:
         form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
-        call_sid = form.get("CallSid")
-        if not call_sid:
-            raise HTTPException(400, "CallSid is missing")
-        call_id = f"call-{call_sid}"
+        _call_sid, call_id = webhook_call_id(form)
         with call_context(call_id):
             twiml = await desk.hold(call_id, form.get("CallStatus", ""), base)
         return Response(twiml, media_type="application/xml")

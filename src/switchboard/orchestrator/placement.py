@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from loguru import logger
 
 from switchboard.agent.config import BUSY_LINE
@@ -39,6 +39,7 @@ from switchboard.telephony.twilio import (
     connect_stream_twiml,
     hangup_twiml,
     verified_webhook_form,
+    webhook_call_id,
     websocket_url,
 )
 from switchboard.telephony.twilio_rest import RESUME_AFTER_PARAM
@@ -139,10 +140,7 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
     @router.post(RESUME_PATH)
     async def twilio_resume(request: Request) -> Response:
         form, base = await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
-        call_sid = form.get("CallSid")
-        if not call_sid:
-            raise HTTPException(400, "CallSid is missing")
-        call_id = f"call-{call_sid}"
+        call_sid, call_id = webhook_call_id(form)
         with call_context(call_id):
             fields = await placer.sessions.fields(call_id)
             if fields.get("ended") or form.get("CallStatus", "") not in _LIVE_STATUSES:

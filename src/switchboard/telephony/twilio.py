@@ -106,6 +106,14 @@ async def verified_webhook_form(
     return form, base
 
 
+def webhook_call_id(form: dict[str, str]) -> tuple[str, str]:
+    """A live call's webhook: its ``CallSid`` and Switchboard's call id; 400 without one."""
+    call_sid = form.get("CallSid")
+    if not call_sid:
+        raise HTTPException(400, "CallSid is missing")
+    return call_sid, f"call-{call_sid}"
+
+
 def websocket_is_signed(
     websocket: WebSocket, public_url: str | None, auth_token: SecretStr | None, path: str
 ) -> bool:
