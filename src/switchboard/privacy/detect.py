@@ -47,13 +47,26 @@ MONTHS = {
     )
 }  # fmt: skip
 _BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
-_CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|pay|charge)\b", re.I)
+# An insurance or member card is not a payment card: its number is an account number.
+_CARD_CONTEXT = re.compile(
+    r"\b(visa|master ?card|amex|american express|discover|credit|debit|pay|charge|"
+    r"(?<!insurance )(?<!member )(?<!id )(?<!health )(?<!medicare )(?<!medicaid )(?<!benefits )card)\b",
+    re.I,
+)
 _CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
-_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s s n|security number)\b", re.I)
+_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s\W{0,2}s\W{0,2}n|security number)\b", re.I)  # "S.S.N.", "S-S-N"
 _SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
 _PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
 # A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
 _PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact)\b", re.I)
+# The identifiers a front desk asks for besides cards, phones and IDs.
+_ACCOUNT_CONTEXT = re.compile(
+    r"\b(patient|member|membership|policy|account|acct|chart|record|mrn|reference|confirmation|claim|"
+    r"order|invoice|customer|insurance|group|id)\b",
+    re.I,
+)
+# Which of these a number belongs to when several are said: the one named last before it.
+_CONTEXTS = {"card": _CARD_CONTEXT, "national_id": _SSN_CONTEXT, "phone": _PHONING, "account_number": _ACCOUNT_CONTEXT}
 _STREET = {
     "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive", "dr",
     "court", "ct", "way", "place", "pl", "terrace", "circle", "highway", "parkway", "square", "close",
@@ -165,41 +178,56 @@ _CARD_ANYWAY_DIGITS = 15
 
 def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[str]) -> list[Entity]:
     found: list[Entity] = []
-    ssn_context = bool(_SSN_CONTEXT.search(text))
+    ssn_said = bool(_SSN_CONTEXT.search(text))
     for i, t in enumerate(tokens):
         if not t.digits:
             continue
-        digits, n = t.text, len(t.text)
         plus = i > 0 and tokens[i - 1].text.lower() in ("+", "plus")
         start = tokens[i - 1].start if plus else t.start
-        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and n >= 3:
+        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and len(t.text) >= 3:
             start = tokens[i - 1].start
-        before = text[max(0, t.start - 80) : t.start]
-        phone_context = bool(_PHONE_CONTEXT.search(before))
-        kind: str | None = None
-        if any(k in digits for k in known):
-            kind = "keypad"
-        elif n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
-            kind = "card"
-        elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
-            kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
-        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not _PHONING.search(before):
-            kind = "card"  # what the ASR kept of a card number (or its last four)
-        elif 4 <= n < 8 and _SSN_CONTEXT.search(before):
-            kind = "national_id"
-        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12) or (7 <= n <= 8 and _PHONING.search(before)):
-            kind = "phone"
-        elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
-            kind = "national_id"
-        elif 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
-            kind = "card"
-        elif n >= 5:
-            kind = "account_number"
+        kind = _number_kind(text, tokens, i, plus, ssn_said, known)
         if kind is not None and (kind == "keypad" or kind in wanted):
             found.append(Entity(kind, start, t.end))
         elif kind is not None and kind != "account_number" and "account_number" in wanted:
             found.append(Entity("account_number", start, t.end))
     return found
+
+
+def _nearest_context(before: str) -> str | None:
+    """The kind of number the words before it name last ("my social is ..., member number ...")."""
+    last = {kind: max((m.end() for m in pattern.finditer(before)), default=-1) for kind, pattern in _CONTEXTS.items()}
+    kind = max(last, key=lambda k: last[k])
+    return kind if last[kind] >= 0 else None
+
+
+def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: bool, known: list[str]) -> str | None:
+    """What the run of digits ``tokens[i]`` is, from its length, checksum and the words before it."""
+    t = tokens[i]
+    digits, n = t.text, len(t.text)
+    before = text[max(0, t.start - 80) : t.start]
+    context = _nearest_context(before)
+    if any(k in digits for k in known):
+        return "keypad"
+    if n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
+        return "card"
+    if context == "account_number" and n >= 4 and not (_phone(digits, plus) and _PHONING.search(before)):
+        return "account_number"
+    if 8 <= n <= 10 and ssn_said and context in ("national_id", None) and (n != 9 or _ssn_valid(digits)):
+        return "national_id"  # 8 or 10: the ASR dropped or repeated a digit
+    if 4 <= n < 13 and context == "card":
+        return "card"  # what the ASR kept of a card number (or its last four)
+    if 4 <= n < 8 and context == "national_id":
+        return "national_id"
+    if _phone(digits, plus) or (9 <= n <= 12 and _PHONE_CONTEXT.search(before)) or (7 <= n <= 8 and context == "phone"):
+        return "phone"
+    if n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
+        return "national_id"
+    if 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
+        return "card"
+    if n >= 5:
+        return "account_number"
+    return None
 
 
 def _after_card_extra(tokens: list[Token], i: int) -> bool:
@@ -221,10 +249,27 @@ def _emails(text: str, tokens: list[Token]) -> list[Entity]:
         end = _domain_end(tokens, k + 1)
         start = _local_start(tokens, k - 1)
         if end is not None and start is not None:
-            found.append(Entity("email", tokens[start].start, tokens[end].end))
+            found.append(Entity("email", tokens[_spoken_local_start(tokens, start)].start, tokens[end].end))
     if not found and _EMAIL_CONTEXT.search(text):
         found += _fused_emails(tokens)
     return found
+
+
+# Words of a local part said apart ("rachel green eighty-eight at ...") after the words that lead in.
+_MAX_LOCAL_WORDS = 3
+
+
+def _spoken_local_start(tokens: list[Token], start: int) -> int:
+    """The first word of a local part said as several words ("mary jones at gmail dot com"):
+    back from ``start`` to the word that leads into the address ("my email is", "email me at"),
+    if one is that near; otherwise ``start``."""
+    for j in range(start - 1, max(-1, start - 1 - _MAX_LOCAL_WORDS), -1):
+        word = tokens[j].text.lower()
+        if word in _EMAIL_LEAD:
+            return j + 1
+        if not tokens[j].text.isalnum():
+            break
+    return start
 
 
 def _fused_emails(tokens: list[Token]) -> list[Entity]:
@@ -249,7 +294,20 @@ def _label(tokens: list[Token], j: int) -> int | None:
     if len(tokens[j].text) == 1:  # spelled: "g m x"
         while j + 1 < len(tokens) and len(tokens[j + 1].text) == 1 and tokens[j + 1].text.isalnum():
             j += 1
+        return j
+    # said as words: "dental care dot org" (up to three, then the dot)
+    for k in range(j + 1, min(j + _MAX_LOCAL_WORDS, len(tokens) - 1)):
+        if not tokens[k].text.isalnum() or tokens[k].text.lower() in _EMAIL_JOIN:
+            break
+        if _dot_in_address(tokens, k + 1):
+            return k
     return j
+
+
+def _dot_in_address(tokens: list[Token], k: int) -> bool:
+    """"dot", or a point with no space after it ("care.org"; "the shop. Me too" ends a sentence)."""
+    word = tokens[k].text.lower()
+    return word == "dot" or word == "." and k + 1 < len(tokens) and tokens[k + 1].start == tokens[k].end
 
 
 def _domain_end(tokens: list[Token], j: int) -> int | None:
@@ -324,9 +382,48 @@ def _dates(text: str, tokens: list[Token]) -> list[Entity]:
         if birth or (year is not None and year < 2015):
             found.append(Entity("date_of_birth", tokens[i].start, tokens[end].end))
         i = end + 1
+    if birth:
+        found += [e for e in _spoken_numeric_dates(tokens) if not any(e.start < f.end and f.start < e.end for f in found)]
     if birth and not found:
         found += _birth_years(tokens)
-    return found
+    return _one_date_each(text, sorted(found, key=lambda e: e.start))
+
+
+_BETWEEN_PARTS = re.compile(r"[\s,.;]*(?:(?:on|the|and|of)[\s,.;]+)*")
+
+
+def _one_date_each(text: str, dates: list[Entity]) -> list[Entity]:
+    """Parts of one date said apart ("nineteen sixty-two, May the tenth") as one span."""
+    out: list[Entity] = []
+    for e in dates:
+        if out and _BETWEEN_PARTS.fullmatch(text, out[-1].end, e.start):
+            out[-1] = Entity("date_of_birth", out[-1].start, max(out[-1].end, e.end))
+        else:
+            out.append(e)
+    return out
+
+
+def _spoken_numeric_dates(tokens: list[Token]) -> list[Entity]:
+    """A date of birth said as numbers, the way forms write it: "three fifteen eighty-eight",
+    "oh four, twelve, eighty-three", "ten thirty nineteen seventy-one" (or "31588" as the ASR
+    may write it): month, day and year, or day, month and year."""
+    return [
+        Entity("date_of_birth", run.start, run.end)
+        for run in merge_runs(tokens)
+        if run.digits and 4 <= len(run.text) <= 8 and _reads_as_date(run.text)
+    ]
+
+
+def _reads_as_date(digits: str) -> bool:
+    for first in (1, 2):
+        for second in (1, 2):
+            year = digits[first + second :]
+            if len(year) not in (2, 4) or len(year) == 4 and not "1900" <= year <= "2099":
+                continue
+            a, b = int(digits[:first]), int(digits[first : first + second])
+            if 1 <= a <= 12 and 1 <= b <= 31 or 1 <= a <= 31 and 1 <= b <= 12:
+                return True
+    return False
 
 
 def _birth_years(tokens: list[Token]) -> list[Entity]:

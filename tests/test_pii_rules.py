@@ -1,0 +1,125 @@
+"""The detector's rules for how callers say numbers, dates and addresses, and how Whisper
+writes them, in-process: each rule on the wording it is for, and on the ordinary wording it
+must leave alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.privacy.detect import detect
+from switchboard.privacy.spoken import normalise
+
+
+def kinds(text: str) -> list[tuple[str, str]]:
+    return [(e.type, text[e.start : e.end]) for e in detect(text)]
+
+
+def digit_runs(text: str) -> list[str]:
+    return [t.text for t in normalise(text) if t.digits]
+
+
+@pytest.mark.parametrize(
+    ("said", "runs"),
+    [
+        ("one eight hundred, five five five, oh one nine nine", ["18005550199"]),  # a pause ends "hundred"
+        ("six forty, two one two", ["640212"]),  # "forty, two" is two groups, not 42
+        ("two hundred and five", ["205"]),
+        ("nine hundred Harbor Boulevard", ["900"]),
+    ],
+)
+def test_a_pause_after_hundred_or_tens_starts_the_next_group(said: str, runs: list[str]) -> None:
+    assert digit_runs(said) == runs
+
+
+@pytest.mark.parametrize(
+    ("said", "runs"),
+    [
+        ("two thousand and one", ["2001"]),
+        ("two thousand", ["2000"]),
+        ("two thousand twelve", ["2012"]),
+        ("two thousand three hundred", ["2300"]),
+    ],
+)
+def test_thousands_are_one_number(said: str, runs: list[str]) -> None:
+    assert digit_runs(said) == runs
+
+
+def test_a_year_said_with_thousand_is_part_of_the_date_of_birth() -> None:
+    said = "I was born on the first of May, two thousand and three."
+    assert kinds(said) == [("date_of_birth", "the first of May, two thousand and three")]
+
+
+def test_groups_written_with_an_ellipsis_for_the_pauses_are_one_number() -> None:
+    heard = "My card is 4111... 1111... 1111... 1111."
+    assert kinds(heard) == [("card", "4111... 1111... 1111... 1111")]
+
+
+def test_a_phone_number_written_with_dots_is_one_number_and_a_decimal_is_not() -> None:
+    assert kinds("Call me at 415.555.0134.") == [("phone", "415.555.0134")]
+    assert digit_runs("Can I come in at 3.30?") == ["3", "30"]
+    assert digit_runs("It is 127.0.0.1") == ["127", "0", "0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("said", "date"),
+    [
+        ("My date of birth is three fifteen eighty eight.", "three fifteen eighty eight"),
+        ("Date of birth is oh four, twelve, eighty three.", "oh four, twelve, eighty three"),
+        ("My birthday is ten thirty, nineteen seventy one.", "ten thirty, nineteen seventy one"),
+        ("DOB 3 15 88", "3 15 88"),
+        ("My date of birth is 03151988.", "03151988"),
+    ],
+)
+def test_a_date_of_birth_said_as_numbers_is_found(said: str, date: str) -> None:
+    assert kinds(said) == [("date_of_birth", date)]
+
+
+def test_numbers_that_are_not_a_date_are_not_a_date_of_birth_even_beside_birth() -> None:
+    assert kinds("Can I come at three fifteen on the twelfth?") == []
+    said = "My birthday is March 3rd, my member number is 48213907"
+    assert kinds(said) == [("date_of_birth", "March 3rd"), ("account_number", "48213907")]
+
+
+def test_the_parts_of_one_date_said_apart_are_one_date_of_birth() -> None:
+    said = "I was born in nineteen sixty two, May the tenth."
+    assert kinds(said) == [("date_of_birth", "nineteen sixty two, May the tenth")]
+
+
+@pytest.mark.parametrize("heard", ["My S.S.N. is 345 67 8912", "My S-S-N is 345 67 8912", "my s s n is 345 67 8912"])
+def test_ssn_spelled_out_is_context_for_a_national_id(heard: str) -> None:
+    assert [k for k, _ in kinds(heard)] == ["national_id"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "found"),
+    [
+        ("My patient number is 892285023.", [("account_number", "892285023")]),  # not a phone
+        ("The reference number you gave me was 193710218.", [("account_number", "193710218")]),
+        ("The member ID on my insurance card is 858707742.", [("account_number", "858707742")]),  # not a card
+        ("My phone number is 415 555 0134, patient number 48213907",
+         [("phone", "415 555 0134"), ("account_number", "48213907")]),
+        ("My social is 536-22-8745 and my member number is 771429083",
+         [("national_id", "536-22-8745"), ("account_number", "771429083")]),
+        ("My social is 536 22 8745, call me at 415 555 0134", [("national_id", "536 22 8745"), ("phone", "415 555 0134")]),
+        ("Call the member line at 415 555 0134", [("phone", "415 555 0134")]),  # a phone number is a phone number
+    ],
+)  # fmt: skip
+def test_a_number_is_what_the_words_nearest_before_it_name(heard: str, found: list[tuple[str, str]]) -> None:
+    assert kinds(heard) == found
+
+
+@pytest.mark.parametrize(
+    ("said", "email"),
+    [
+        ("Yes, the address is rachel green eighty eight at gmail dot com.", "rachel green eighty eight at gmail dot com"),
+        ("You can email me at tina b at icloud dot com.", "tina b at icloud dot com"),
+        ("Please use my work address, lisa at dental care dot org.", "lisa at dental care dot org"),
+        ("The email is info at smith plumbing.com", "info at smith plumbing.com"),
+    ],
+)
+def test_an_email_address_said_in_several_words_is_redacted_whole(said: str, email: str) -> None:
+    assert kinds(said) == [("email", email)]
+
+
+def test_a_sentence_ending_after_at_is_not_an_email_address() -> None:
+    assert kinds("Meet me at the coffee shop. Me and my wife will come.") == []
