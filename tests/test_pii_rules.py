@@ -44,6 +44,11 @@ def test_thousands_are_one_number(said: str, runs: list[str]) -> None:
     assert digit_runs(said) == runs
 
 
+@pytest.mark.parametrize(("heard", "runs"), [("double 5, triple 7", ["55777"]), ("9 double 0 1", ["9001"])])
+def test_double_and_triple_before_a_written_digit_repeat_it(heard: str, runs: list[str]) -> None:
+    assert digit_runs(heard) == runs
+
+
 def test_a_year_said_with_thousand_is_part_of_the_date_of_birth() -> None:
     said = "I was born on the first of May, two thousand and three."
     assert kinds(said) == [("date_of_birth", "the first of May, two thousand and three")]
@@ -123,3 +128,8 @@ def test_an_email_address_said_in_several_words_is_redacted_whole(said: str, ema
 
 def test_a_sentence_ending_after_at_is_not_an_email_address() -> None:
     assert kinds("Meet me at the coffee shop. Me and my wife will come.") == []
+
+
+@pytest.mark.parametrize("heard", ["The bill was $12,000.", "It came to twelve thousand dollars with my card.", "I paid 15000 dollars"])
+def test_an_amount_of_money_is_not_an_account_number(heard: str) -> None:
+    assert kinds(heard) == []

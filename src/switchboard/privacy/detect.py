@@ -194,6 +194,14 @@ def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[st
     return found
 
 
+_MONEY_AFTER = re.compile(r"[\s,.]*(?:dollars?|bucks|cents|usd)\b", re.I)
+
+
+def _money(text: str, t: Token) -> bool:
+    """"$12,000", "twelve thousand dollars": an amount, not an identifier."""
+    return text[max(0, t.start - 1) : t.start] == "$" or bool(_MONEY_AFTER.match(text, t.end))
+
+
 def _nearest_context(before: str) -> str | None:
     """The kind of number the words before it name last ("my social is ..., member number ...")."""
     last = {kind: max((m.end() for m in pattern.finditer(before)), default=-1) for kind, pattern in _CONTEXTS.items()}
@@ -209,6 +217,8 @@ def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: b
     context = _nearest_context(before)
     if any(k in digits for k in known):
         return "keypad"
+    if _money(text, t):
+        return None
     if n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
         return "card"
     if context == "account_number" and n >= 4 and not (_phone(digits, plus) and _PHONING.search(before)):

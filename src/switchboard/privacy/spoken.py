@@ -80,6 +80,8 @@ def _number_words(words: list[_Word], i: int) -> tuple[str, int] | None:
     nxt = words[i + 1].lower if i + 1 < len(words) else ""
     if w in _REPEAT and nxt in UNITS:
         return str(UNITS[nxt]) * _REPEAT[w], 2
+    if w in _REPEAT and len(nxt) == 1 and nxt.isdigit():  # as Whisper writes it: "double 5"
+        return nxt * _REPEAT[w], 2
     if w.isdigit():
         return w, 1
     if w[:1].isdigit() and "." in w:  # "415.555.0134"
