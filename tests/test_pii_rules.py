@@ -133,3 +133,25 @@ def test_a_sentence_ending_after_at_is_not_an_email_address() -> None:
 @pytest.mark.parametrize("heard", ["The bill was $12,000.", "It came to twelve thousand dollars with my card.", "I paid 15000 dollars"])
 def test_an_amount_of_money_is_not_an_account_number(heard: str) -> None:
     assert kinds(heard) == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "email"),
+    [
+        ("My e-mail is k-e-l-o-y at example", "k-e-l-o-y at example"),  # the ".org" lost by the ASR
+        ("My email is john at gmail.", "john at gmail"),  # or never said
+        ("My email: mary at outlook, thanks", "mary at outlook"),
+    ],
+)
+def test_an_address_after_my_email_is_needs_no_top_level_domain(heard: str, email: str) -> None:
+    assert kinds(heard) == [("email", email)]
+
+
+@pytest.mark.parametrize("heard", ["My email is fine, call me at home.", "Email me at work please", "I'm at home"])
+def test_at_a_place_is_not_an_email_address(heard: str) -> None:
+    assert kinds(heard) == []
+
+
+def test_a_social_security_number_the_asr_repeated_is_still_a_national_id() -> None:
+    assert [k for k, _ in kinds("My SS in is 273 6 4 9 1 8 3 9 1 8 3 9 1")] == ["national_id"]
+    assert [k for k, _ in kinds("My social is 4111 1111 1111 1111")] == ["card"]  # a card's checksum wins

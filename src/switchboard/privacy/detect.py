@@ -219,8 +219,11 @@ def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: b
         return "keypad"
     if _money(text, t):
         return None
-    if n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
+    long_card = n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS
+    if long_card and not (context in ("national_id", "account_number") and not luhn_valid(digits)):
         return "card"
+    if context == "national_id" and n > 10:
+        return "national_id"  # said after "social", and the ASR repeated groups
     if context == "account_number" and n >= 4 and not (_phone(digits, plus) and _PHONING.search(before)):
         return "account_number"
     if 8 <= n <= 10 and ssn_said and context in ("national_id", None) and (n != 9 or _ssn_valid(digits)):
@@ -258,11 +261,21 @@ def _emails(text: str, tokens: list[Token]) -> list[Entity]:
             continue
         end = _domain_end(tokens, k + 1)
         start = _local_start(tokens, k - 1)
+        if start is not None and end is None and _said_as_an_email(text, tokens, start):
+            end = _label(tokens, k + 1)  # "my email is john at gmail": the ".com" unsaid, or lost
         if end is not None and start is not None:
             found.append(Entity("email", tokens[_spoken_local_start(tokens, start)].start, tokens[end].end))
     if not found and _EMAIL_CONTEXT.search(text):
         found += _fused_emails(tokens)
     return found
+
+
+_EMAIL_IS = re.compile(r"\b(?:e-?mail(?: address)?(?: is|'s|:)|e-?mail me at)[\s,:]*$", re.I)
+
+
+def _said_as_an_email(text: str, tokens: list[Token], start: int) -> bool:
+    """Whether the words right before the local part introduce an e-mail address ("my email is")."""
+    return bool(_EMAIL_IS.search(text, 0, tokens[start].start))
 
 
 # Words of a local part said apart ("rachel green eighty-eight at ...") after the words that lead in.
