@@ -155,3 +155,13 @@ def test_at_a_place_is_not_an_email_address(heard: str) -> None:
 def test_a_social_security_number_the_asr_repeated_is_still_a_national_id() -> None:
     assert [k for k, _ in kinds("My SS in is 273 6 4 9 1 8 3 9 1 8 3 9 1")] == ["national_id"]
     assert [k for k, _ in kinds("My social is 4111 1111 1111 1111")] == ["card"]  # a card's checksum wins
+
+
+def test_a_between_two_spoken_digits_is_a_misheard_oh() -> None:
+    assert digit_runs("My number is double two five, triple five, a one double eight.") == ["2255550188"]
+    assert digit_runs("I take 2 a day, and one a week") == ["2", "1"]
+
+
+def test_an_email_address_does_not_take_in_the_phone_number_said_before_it() -> None:
+    heard = "Call me 1-4-15-55-1-4-4 or email at mail. com."
+    assert [k for k, _ in kinds(heard)] == ["phone", "email"]

@@ -290,8 +290,8 @@ def _spoken_local_start(tokens: list[Token], start: int) -> int:
         word = tokens[j].text.lower()
         if word in _EMAIL_LEAD:
             return j + 1
-        if not tokens[j].text.isalnum():
-            break
+        if not tokens[j].text.isalnum() or word in ("or", "and") or tokens[j].digits and len(word) > 4:
+            break  # another number said before it ("call me on 415 555 0144 or email ...")
     return start
 
 

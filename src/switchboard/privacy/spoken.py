@@ -167,6 +167,10 @@ def normalise(text: str, *, merge_digits: bool = True) -> list[Token]:
                 tokens.append(Token(str(ordinal), word.start, word.end, ordinal=True))
             i += 1
             continue
+        if word.lower == "a" and _between_digits(words, i):  # "five five five, a one two three": "oh" misheard
+            tokens.append(Token("0", word.start, word.end, digits=True))
+            i += 1
+            continue
         spoken = _number_words(words, i)
         if spoken is not None and not (word.lower in _WEAK_ZERO and not _beside_digits(words, i)):
             digits, used = spoken
@@ -178,11 +182,21 @@ def normalise(text: str, *, merge_digits: bool = True) -> list[Token]:
     return merge_runs(tokens) if merge_digits else tokens
 
 
-def _beside_digits(words: list[_Word], i: int) -> bool:
-    def digit(j: int) -> bool:
-        return 0 <= j < len(words) and (words[j].lower in UNITS or words[j].text.isdigit()) and words[j].lower not in _WEAK_ZERO
+def _digit(words: list[_Word], j: int) -> bool:
+    return 0 <= j < len(words) and (words[j].lower in UNITS or words[j].text.isdigit()) and words[j].lower not in _WEAK_ZERO
 
-    return digit(i - 1) or digit(i + 1)
+
+def _beside_digits(words: list[_Word], i: int) -> bool:
+    return _digit(words, i - 1) or _digit(words, i + 1)
+
+
+def _between_digits(words: list[_Word], i: int) -> bool:
+    """Between two digits said one at a time ("five, a one"), not beside a number ("2 a day")."""
+
+    def single(j: int) -> bool:
+        return _digit(words, j) and (words[j].lower in UNITS or len(words[j].text) == 1)
+
+    return single(i - 1) and single(i + 1)
 
 
 _JOINERS = {"-", ".", "/", "(", ")"}
