@@ -165,3 +165,39 @@ def test_a_between_two_spoken_digits_is_a_misheard_oh() -> None:
 def test_an_email_address_does_not_take_in_the_phone_number_said_before_it() -> None:
     heard = "Call me 1-4-15-55-1-4-4 or email at mail. com."
     assert [k for k, _ in kinds(heard)] == ["phone", "email"]
+
+
+@pytest.mark.parametrize(
+    ("heard", "runs"),
+    [
+        ("The printed card is 3714 for 963 5 398 431", ["371449635398431"]),  # inside a long number
+        ("The last four of my social 2 to 1 9", ["4", "2219"]),  # between digits said one at a time
+        ("We are from 10 to 12 people", ["10", "12"]),  # two numbers
+    ],
+)
+def test_a_digit_the_asr_wrote_as_a_word_inside_a_number_is_that_digit(heard: str, runs: list[str]) -> None:
+    assert digit_runs(heard) == runs
+
+
+@pytest.mark.parametrize(
+    ("heard", "kind"),
+    [
+        ("6- 0- 1- 3- 8- 6- 2- 8- 3- 9- 6- 8 is the card", "card"),
+        ("1 5 7 6 1 3 7 6 8, that's my social", "national_id"),
+    ],
+)
+def test_a_number_named_after_it_is_that_kind(heard: str, kind: str) -> None:
+    assert [k for k, _ in kinds(heard)] == [kind]
+
+
+@pytest.mark.parametrize(
+    "heard",
+    ["My phone number is 41555, there are 172.", "The office line is 1 800 5 5 5 5 0 1 9 9"],
+)
+def test_what_is_left_of_a_phone_number_after_a_word_of_phoning_is_a_phone(heard: str) -> None:
+    assert [k for k, _ in kinds(heard)] == ["phone"]
+
+
+def test_emails_written_for_email_is_leads_into_a_fused_address() -> None:
+    heard = "My emails Olivia. parketmail. com"
+    assert kinds(heard) == [("email", "Olivia. parketmail. com")]

@@ -56,9 +56,9 @@ _CARD_CONTEXT = re.compile(
 _CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
 _SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s\W{0,2}s\W{0,2}n|security number)\b", re.I)  # "S.S.N.", "S-S-N"
 _SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
-_PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
+_PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact|line|landline|fax)\b", re.I)
 # A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
-_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact)\b", re.I)
+_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact|line|landline|fax)\b", re.I)
 # The identifiers a front desk asks for besides cards, phones and IDs.
 _ACCOUNT_CONTEXT = re.compile(
     r"\b(patient|member|membership|policy|account|acct|chart|record|mrn|reference|confirmation|claim|"
@@ -202,6 +202,15 @@ def _money(text: str, t: Token) -> bool:
     return text[max(0, t.start - 1) : t.start] == "$" or bool(_MONEY_AFTER.match(text, t.end))
 
 
+# "..., that's my social", "... is the card": named after the number when not before it.
+_AFTER_CHARS = 30
+
+
+def _context_after(after: str) -> str | None:
+    first = {kind: m.start() for kind, pattern in _CONTEXTS.items() if (m := pattern.search(after))}
+    return min(first, key=lambda k: first[k]) if first else None
+
+
 def _nearest_context(before: str) -> str | None:
     """The kind of number the words before it name last ("my social is ..., member number ...")."""
     last = {kind: max((m.end() for m in pattern.finditer(before)), default=-1) for kind, pattern in _CONTEXTS.items()}
@@ -214,7 +223,7 @@ def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: b
     t = tokens[i]
     digits, n = t.text, len(t.text)
     before = text[max(0, t.start - 80) : t.start]
-    context = _nearest_context(before)
+    context = _nearest_context(before) or _context_after(text[t.end : t.end + _AFTER_CHARS])
     if any(k in digits for k in known):
         return "keypad"
     if _money(text, t):
@@ -232,8 +241,8 @@ def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: b
         return "card"  # what the ASR kept of a card number (or its last four)
     if 4 <= n < 8 and context == "national_id":
         return "national_id"
-    if _phone(digits, plus) or (9 <= n <= 12 and _PHONE_CONTEXT.search(before)) or (7 <= n <= 8 and context == "phone"):
-        return "phone"
+    if _phone(digits, plus) or (9 <= n <= 12 and _PHONE_CONTEXT.search(before)) or (5 <= n <= 12 and context == "phone"):
+        return "phone"  # or what the ASR kept of one, said after "my cell is"
     if n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
         return "national_id"
     if 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
@@ -248,9 +257,9 @@ def _after_card_extra(tokens: list[Token], i: int) -> bool:
     return any(tokens[j].text.lower() in _CARD_EXTRAS for j in range(max(0, i - 3), i))
 
 
-_EMAIL_CONTEXT = re.compile(r"\b(e-?mail|mail|write to|send it to|send them to)\b", re.I)
+_EMAIL_CONTEXT = re.compile(r"\b(e-?mails?|mail|write to|send it to|send them to)\b", re.I)
 # Where an address said after "my email is" starts: the words before it.
-_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "address", "use", ",", "mail"}
+_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "emails", "address", "use", ",", "mail"}
 _MAX_FUSED_TOKENS = 8
 
 

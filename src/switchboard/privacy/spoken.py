@@ -222,6 +222,21 @@ def _joiner_end(tokens: list[Token], j: int) -> int | None:
     return j + 1 if (after.digits or after.text == "(") and not _decimal(joiner, after) else None
 
 
+# Digits the ASR writes as words that sound the same ("3714 for 963", "2 to 1 9").
+_HEARD_AS = {"for": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
+_LONG_RUN = 7
+
+
+def _misheard_digit(run: str, tokens: list[Token], j: int) -> bool:
+    """Whether ``tokens[j]`` is a digit the ASR wrote as a word: between two digits said one at a
+    time, or inside a long number; "from 10 to 12" stays two numbers."""
+    after = tokens[j + 1] if j + 1 < len(tokens) else None
+    if tokens[j].text.lower() not in _HEARD_AS or after is None or not after.digits:
+        return False
+    one_at_a_time = len(tokens[j - 1].text) == 1 and len(after.text) == 1
+    return one_at_a_time or len(run) + 1 + len(after.text) >= _LONG_RUN
+
+
 def merge_runs(tokens: list[Token]) -> list[Token]:
     """Runs of digit tokens, with joiners between them ("415-555", "(415) 555", "4111... 1111"),
     as one token."""
@@ -242,6 +257,9 @@ def merge_runs(tokens: list[Token]) -> list[Token]:
                 end = u.end
                 j += 1
             elif u.text in ("(", ")"):
+                j += 1
+            elif run and _misheard_digit(run, tokens, j):
+                run += _HEARD_AS[u.text.lower()]
                 j += 1
             elif (k := _joiner_end(tokens, j)) is not None:
                 j = k
