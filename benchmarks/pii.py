@@ -100,7 +100,8 @@ def leaked(entity: dict, redacted: str) -> bool:
     if kind == "date_of_birth":
         year, month, _day = value.split("-")
         named = list(MONTHS)[int(month) - 1]
-        return year in runs or year[2:] in runs and named in redacted.lower()
+        # "March 3, 1982" is one run of digits ("31982") once the comma is gone
+        return any(year in run for run in runs) or any(run.endswith(year[2:]) for run in runs) and named in redacted.lower()
     if kind == "address":
         return value.split()[1].lower() in redacted.lower()
     return any(word.lower() in redacted.lower() for word in value.split())
