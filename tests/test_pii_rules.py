@@ -201,3 +201,24 @@ def test_what_is_left_of_a_phone_number_after_a_word_of_phoning_is_a_phone(heard
 def test_emails_written_for_email_is_leads_into_a_fused_address() -> None:
     heard = "My emails Olivia. parketmail. com"
     assert kinds(heard) == [("email", "Olivia. parketmail. com")]
+
+
+# Rules for failures first seen on held-out utterances (so those are no longer held out for them).
+def test_an_area_code_is_a_phones_and_not_a_cards_security_code() -> None:
+    assert kinds("It's area code 312. Then 555. A 191.") == []
+    assert [k for k, _ in kinds("It's area code 312, then 5, 5, 5, 0, 1, 9")] == ["phone"]
+    assert kinds("The CVV is 123") == [("card", "123")]
+
+
+def test_the_year_of_a_date_of_birth_is_part_of_the_date_not_an_id() -> None:
+    heard = "My social is 836-888090 and my birthday is the second of March, 1960."
+    assert kinds(heard) == [("national_id", "836-888090"), ("date_of_birth", "the second of March, 1960")]
+
+
+def test_the_day_and_year_of_any_date_are_not_an_account_number() -> None:
+    assert kinds("My appointment is on March 3, 2027.") == []
+
+
+def test_my_number_is_a_phone_number() -> None:
+    assert kinds("and my number is 310-55129.") == [("phone", "310-55129")]
+    assert kinds("My patient number is 48213907") == [("account_number", "48213907")]

@@ -58,7 +58,9 @@ _SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s\W{0,2}s\W{0,2}n|security number)\
 _SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
 _PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact|line|landline|fax)\b", re.I)
 # A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
-_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact|line|landline|fax)\b", re.I)
+_PHONING = re.compile(
+    r"\b(phone|call|cell|mobile|reach|text|contact|line|landline|fax|area code|(?:my|your|the best|a good) number)\b", re.I
+)
 # The identifiers a front desk asks for besides cards, phones and IDs.
 _ACCOUNT_CONTEXT = re.compile(
     r"\b(patient|member|membership|policy|account|acct|chart|record|mrn|reference|confirmation|claim|"
@@ -141,12 +143,15 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
     if not _MAYBE_PII.search(text):  # most lines: no number, no "at", no month; nothing more to find
         return _resolved(found)
     words = normalise(text, merge_digits=False)
+    dates = _date_spans(words) if _DATE_HINT.search(text) else []
     if "date_of_birth" in wanted and _DATE_HINT.search(text):
         found += _dates(text, words)
     tokens = merge_runs(words)
     if "email" in wanted:
         found += _emails(text, tokens)
-    found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3])
+    # The day and year of a date are not an identifier ("March 3, 2027" is not account 32027).
+    in_dates = {i for i, t in enumerate(tokens) if len(t.text) <= 8 and any(a <= t.start and t.end <= b for a, b in dates)}
+    found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3], skip=in_dates)
     if "address" in wanted:
         found += _addresses(tokens)
     return _resolved(found)
@@ -176,11 +181,13 @@ _HEARD_AS_DIGIT = {"for", "to", "too", "won", "ate"}
 _CARD_ANYWAY_DIGITS = 15
 
 
-def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[str]) -> list[Entity]:
+def _digit_runs(
+    text: str, tokens: list[Token], wanted: set[str], known: list[str], skip: frozenset[int] | set[int] = frozenset()
+) -> list[Entity]:
     found: list[Entity] = []
     ssn_said = bool(_SSN_CONTEXT.search(text))
     for i, t in enumerate(tokens):
-        if not t.digits:
+        if not t.digits or i in skip and not any(k in t.text for k in known):
             continue
         plus = i > 0 and tokens[i - 1].text.lower() in ("+", "plus")
         start = tokens[i - 1].start if plus else t.start
@@ -253,8 +260,14 @@ def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: b
 
 
 def _after_card_extra(tokens: list[Token], i: int) -> bool:
-    """A card's security code or expiry ("the CVV is 123", "expiry 1227")."""
-    return any(tokens[j].text.lower() in _CARD_EXTRAS for j in range(max(0, i - 3), i))
+    """A card's security code or expiry ("the CVV is 123", "expiry 1227"); an area or zip code is not one."""
+    return any(
+        tokens[j].text.lower() in _CARD_EXTRAS and not (j > 0 and tokens[j - 1].text.lower() in _OTHER_CODES)
+        for j in range(max(0, i - 3), i)
+    )
+
+
+_OTHER_CODES = {"area", "zip", "postal", "country", "promo", "discount"}
 
 
 _EMAIL_CONTEXT = re.compile(r"\b(e-?mails?|mail|write to|send it to|send them to)\b", re.I)
@@ -422,6 +435,20 @@ def _dates(text: str, tokens: list[Token]) -> list[Entity]:
 
 
 _BETWEEN_PARTS = re.compile(r"[\s,.;]*(?:(?:on|the|and|of)[\s,.;]+)*")
+
+
+def _date_spans(tokens: list[Token]) -> list[tuple[int, int]]:
+    """Every date said, of birth or not: where each starts and ends in the text."""
+    low = [t.text.lower() for t in tokens]
+    spans, i = [], 0
+    while i < len(tokens):
+        span = _date_at(tokens, i, low)
+        if span is None:
+            i += 1
+            continue
+        spans.append((tokens[i].start, tokens[span[0]].end))
+        i = span[0] + 1
+    return spans
 
 
 def _one_date_each(text: str, dates: list[Entity]) -> list[Entity]:
