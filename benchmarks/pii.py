@@ -6,8 +6,9 @@ voice, and Flite's ``slt``, a female statistical-parametric one: ``apt-get insta
 through the telephone path (8 kHz µ-law), transcribed by the live Whisper engine, and run through
 the detector: recall and precision per entity type, counted per utterance by type (the ASR's
 wording differs from the label's, so spans are not compared). Utterances of the ``held_out``
-split were written before the detector was tuned on the others and never tuned on: their figures
-are reported apart. Then each utterance with PII, followed by a keyed patient number (Pipecat's
+split were written before the detector was tuned on the others, and are reported apart
+(``pii-held-out-first-look.json``: their first scoring, by the detector as frozen before they
+were looked at). Then each utterance with PII, followed by a keyed patient number (Pipecat's
 DTMF tones), is laid on a recording's caller channel and redacted as the archive does; the
 redacted channel is transcribed again and scanned for tones: what PII and how many keys are left.
 
@@ -264,7 +265,7 @@ def markdown(result: dict) -> str:
         "",
         f"{result['utterances']} caller utterances (`benchmarks/data/pii_utterances.jsonl`: text and labelled "
         f"entities, {without} without PII; **{held} of them held out**: written before the detector was tuned "
-        "on the others, and never tuned on) spoken by each local TTS voice "
+        "on the others, and first scored by it frozen, below) spoken by each local TTS voice "
         f"({', '.join(voices)}), sent through 8 kHz µ-law, transcribed by the live Whisper tiny.en engine "
         "and run through the detector (`switchboard.privacy`). Counted per utterance and entity type (the "
         "ASR's words differ from the label's, so spans are not compared). *Left* counts labelled entities "
