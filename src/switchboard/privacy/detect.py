@@ -46,7 +46,7 @@ MONTHS = {
          "october", "november", "december")
     )
 }  # fmt: skip
-_BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
+_BIRTH = re.compile(r"\b(born|birth|birthdays?|dob|d\.o\.b)\b", re.I)  # Whisper: "my birthdays 1030"
 # An insurance or member card is not a payment card: its number is an account number.
 _CARD_CONTEXT = re.compile(
     r"\b(visa|master ?card|amex|american express|discover|credit|debit|pay|charge|"
@@ -100,7 +100,7 @@ _MAYBE_PII = re.compile(
 # A date needs a month's name, a numeric date or a word of birth.
 _DATE_HINT = re.compile(
     r"\b(?:january|february|march|april|may|june|july|august|september|october|november|"
-    r"december|born|birth|birthday|dob)\b|\d\s*[/-]\s*\d",
+    r"december|born|birth|birthdays?|dob)\b|\d\s*[/-]\s*\d",
     re.I,
 )
 
@@ -145,7 +145,9 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
     words = normalise(text, merge_digits=False)
     dates = _date_spans(words) if _DATE_HINT.search(text) else []
     if "date_of_birth" in wanted and _DATE_HINT.search(text):
-        found += _dates(text, words)
+        births = _dates(text, words)
+        found += births
+        dates += [(e.start, e.end) for e in births]
     tokens = merge_runs(words)
     if "email" in wanted:
         found += _emails(text, tokens)
