@@ -166,10 +166,16 @@ class IdleCpu:
         return 0.1
 
 
-async def test_high_p95_closes_placements_and_they_reopen_once_turns_are_quick_again(client, monkeypatch):
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """A clock the test advances, driving the latency (10 s) and lag (5 s) windows."""
     clock = FakeClock()
     monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
     monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+    return clock
+
+
+async def test_high_p95_closes_placements_and_they_reopen_once_turns_are_quick_again(client, clock):
     meter = HeadroomMeter(Settings(headroom_window_secs=10), cpu=IdleCpu(), clock=clock)  # objective 600, margin 0.8
     board, registry = HeadroomBoard(client, 10), WorkerRegistry(client, 10)
     await add_worker(client, "w1", report=meter.assess(0))
@@ -189,10 +195,7 @@ async def test_high_p95_closes_placements_and_they_reopen_once_turns_are_quick_a
     assert await registry.reserve_any("c2", 15) == "w1"
 
 
-def test_no_more_than_the_burst_is_let_in_before_new_calls_show_in_the_measurements(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
-    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+def test_no_more_than_the_burst_is_let_in_before_new_calls_show_in_the_measurements(clock):
     meter = HeadroomMeter(Settings(admission_burst=4, admission_settle_secs=5), cpu=IdleCpu(), clock=clock)
     assert meter.assess(0).admit_until == 4
     clock.now += 0.5
@@ -202,10 +205,7 @@ def test_no_more_than_the_burst_is_let_in_before_new_calls_show_in_the_measureme
     assert meter.assess(4).admit_until == 8
 
 
-def test_a_worker_remembers_the_load_it_broke_its_limit_at_and_relearns_it_slowly(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
-    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+def test_a_worker_remembers_the_load_it_broke_its_limit_at_and_relearns_it_slowly(clock):
     meter = HeadroomMeter(Settings(admission_settle_secs=5), cpu=IdleCpu(), clock=clock)
     for _ in range(10):
         windows.TURN_LATENCY_MS.add(700)
@@ -229,10 +229,7 @@ def test_a_worker_remembers_the_load_it_broke_its_limit_at_and_relearns_it_slowl
     assert meter.learned.allows() == 7  # not again before the next settle window
 
 
-def test_an_idle_worker_is_open_whatever_it_learned(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
-    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+def test_an_idle_worker_is_open_whatever_it_learned(clock):
     meter = HeadroomMeter(Settings(), cpu=IdleCpu(), clock=clock)
     for _ in range(10):
         windows.TURN_LATENCY_MS.add(700)
@@ -242,10 +239,7 @@ def test_an_idle_worker_is_open_whatever_it_learned(monkeypatch):
     assert meter.assess(0).open
 
 
-async def test_event_loop_lag_closes_the_worker(client, monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
-    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+async def test_event_loop_lag_closes_the_worker(client, clock):
     meter = HeadroomMeter(Settings(), cpu=IdleCpu(), clock=clock)
     for _ in range(20):
         windows.LOOP_LAG_MS.add(120)

@@ -108,6 +108,8 @@ def assess(m: Measurements, limits: HeadroomLimits, at: float) -> HeadroomReport
 
 # A limit broken at load L: L x this is what the worker holds next (multiplicative decrease).
 _DECREASE = 0.85
+# The signals whose limit a worker learns from (not the ceiling, not a drain).
+_OVERLOAD = (ClosedReason.LATENCY, ClosedReason.LAG, ClosedReason.CPU, ClosedReason.ENGINE_QUEUE)
 
 
 class LearnedLimit:
@@ -143,9 +145,6 @@ class LearnedLimit:
         ):
             self.value = min(float(self._ceiling), self.value + 1)
             self._raised_at = now
-
-
-_OVERLOAD = (ClosedReason.LATENCY, ClosedReason.LAG, ClosedReason.CPU, ClosedReason.ENGINE_QUEUE)
 
 
 # Latency under this share of its limit at the learned load: room to try one more call.
