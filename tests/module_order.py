@@ -27,26 +27,31 @@ from pathlib import Path
 # first: each is handed to a worker whole (its module-scoped servers start once) and early, so
 # that the run does not end with one worker playing a long module's calls while the other waits.
 SLOWEST_MODULES = (
-    "test_agent_suites", "test_cloud_engines", "test_llm_call_tools", "test_call_control", "test_livekit_sip",
-    "test_up_security", "test_worker_shutdown", "test_call_resume", "test_worker_failures",
-    "test_media_edge", "test_dispatch", "test_media_fuzz", "test_agent_calls", "test_admission_calls",
-    "test_deploy", "test_pool_call_control", "test_prometheus_integration", "test_loadtest",
-    "test_caller_simulator", "test_instruments", "test_webrtc_slots", "test_records_store",
-    "test_dtmf_tones", "test_stream_tokens", "test_analyze_accuracy", "test_calls_page",
-    "test_rate_limits", "test_operator_auth", "test_browser_phone", "test_outbound",
-    "test_records_calls", "test_browser_placement", "test_sip_instruments", "test_emulators",
-    "test_logging", "test_twilio_webhook",
+    "test_agent_suites", "test_cloud_engines", "test_llm_call_tools", "test_livekit_sip", "test_call_control",
+    "test_worker_failures", "test_call_resume", "test_up_security", "test_worker_shutdown", "test_records_calls",
+    "test_media_edge", "test_agent_calls", "test_admission_calls", "test_calls_page", "test_pool_call_control",
+    "test_browser_placement", "test_rate_limits", "test_prometheus_integration", "test_pii_call",
+    "test_caller_simulator", "test_dispatch", "test_loadtest", "test_webrtc_slots", "test_operator_auth",
+    "test_stream_tokens", "test_dtmf_tones", "test_noise_filter", "test_twilio_webhook", "test_emulators",
+    "test_browser_phone", "test_outbound",
+    # timed
+    "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_media_fuzz",
+    # quiet
+    "test_deploy", "test_logging", "test_records_cli", "test_records_store",
 )  # fmt: skip
 
 # Modules that time the system to the millisecond (instruments checked against known delays, the
 # event loop's lag under fuzzing): each runs with no call module beside it, after the calls.
 TIMED_MODULES = ("test_instruments", "test_sip_instruments", "test_analyze_accuracy", "test_media_fuzz")
 
-# In-process modules (no server but a small redis-server, no model, no call in real time): they
-# run beside anything.
+# Modules of at most one busy process at a time (in-process logic, a redis-server, a database, a
+# config checker, one server without models) and no call in real time: they run beside anything.
 QUIET_MODULES = (
-    "test_admission", "test_placement", "test_call_controller", "test_scenario_suites", "test_analyze",
-    "test_layers", "test_speech_end", "test_agent_directory", "test_call_host", "test_config",
+    "test_deploy", "test_logging", "test_records_cli", "test_twilio_rest", "test_alerts", "test_process_guard",
+    "test_records_recording", "test_records_analysis", "test_livekit_outbound", "test_records_archive",
+    "test_records_webhooks", "test_operator_surface", "test_call_log", "test_livekit_webhook_replay",
+    "test_pii_failures", "test_admission", "test_placement", "test_call_controller", "test_scenario_suites",
+    "test_analyze", "test_layers", "test_speech_end", "test_agent_directory", "test_call_host", "test_config",
     "test_livekit_control", "test_dashboard", "test_records_config", "test_intents", "test_livekit_local",
     "test_event_loop_tasks", "test_observers", "test_restarts", "test_send_digits", "test_spoken_lines",
     "test_audio", "test_private_files",
