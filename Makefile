@@ -11,12 +11,12 @@ run: setup
 	$(VENV)/bin/switchboard up
 
 # The suite waits on real-time calls more than it computes: two pytest-xdist workers, each taking
-# whole modules (tests/conftest.py), use both cores. TEST_WORKERS=0 runs it in one process.
+# whole modules (tests/module_order.py), use both cores. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import csv
-import fcntl
 import json
 import os
 import socket
@@ -22,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import module_order
 import process_guard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -530,34 +529,25 @@ def event_names(record) -> list[str]:
     return [e.event for e in record.events]
 
 
-# -- Modules that must run alone under pytest-xdist (ALONE_MODULES below) ---------------------
-
-
-@contextlib.contextmanager
-def _module_turn(alone: bool) -> Iterator[None]:
-    """A readers-writer lock between the run's xdist workers: a module holds it shared, a module
-    that must run alone holds it exclusive; one waiting to be alone goes before new modules."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "run")
-    LOG_DIR.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOG_DIR.parent / f"turnstile-{run}.lock", "a") as turnstile, open(LOG_DIR.parent / f"room-{run}.lock", "a") as room:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        finally:
-            fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(room, fcntl.LOCK_UN)
+# -- Parallel runs: `make test` shares the modules between pytest-xdist workers (module_order) --
 
 
 @pytest.fixture(scope="module", autouse=True)
-def alone_when_timed(request: pytest.FixtureRequest) -> Iterator[None]:
+def module_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A timed module runs with no call module beside it (tests/module_order.py)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
-    with _module_turn(request.module.__name__ in ALONE_MODULES):
+    with module_order.module_turn(request.module.__name__, LOG_DIR.parent):
         yield
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Whole modules, longest first, timed ones alone (tests/module_order.py)."""
+    if config.getvalue("dist") in ("loadfile", "loadgroup"):
+        return module_order.make_scheduler(config, log)
+    return None
 
 
 # -- No test leaves a process behind (tests/process_guard.py) --------------------------------
@@ -613,45 +603,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_testnodedown(node, error) -> None:
     """A pytest-xdist worker finished: keep what its leak check found (see above)."""
     _leaks_of_workers.extend(getattr(node, "workeroutput", {}).get("switchboard_leftovers", []))
-
-
-# -- Parallel runs: `make test` runs the suite on two pytest-xdist workers ---------------------
-
-# The modules that take longest (measured with --durations on the 2-core machine), longest first:
-# each is handed to a worker whole (its module-scoped servers start once) and early, so that the
-# run does not end with one worker idle while the other plays a long module's calls.
-SLOWEST_MODULES = (
-    "test_agent_suites", "test_cloud_engines", "test_llm_call_tools", "test_call_control", "test_livekit_sip",
-    "test_up_security", "test_worker_shutdown", "test_call_resume", "test_worker_failures",
-    "test_media_edge", "test_dispatch", "test_media_fuzz", "test_agent_calls", "test_admission_calls",
-    "test_deploy", "test_pool_call_control", "test_prometheus_integration", "test_loadtest",
-    "test_caller_simulator", "test_instruments", "test_webrtc_slots", "test_records_store",
-    "test_dtmf_tones", "test_stream_tokens", "test_analyze_accuracy", "test_calls_page",
-    "test_rate_limits", "test_operator_auth", "test_browser_phone", "test_outbound",
-    "test_records_calls", "test_browser_placement", "test_sip_instruments", "test_emulators",
-    "test_logging", "test_twilio_webhook",
-)  # fmt: skip
-
-
-# Modules that time the system to the millisecond (instruments checked against known delays, the
-# event loop's lag under fuzzing): each runs with nothing beside it, after everything else.
-ALONE_MODULES = ("test_instruments", "test_sip_instruments", "test_analyze_accuracy", "test_media_fuzz")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not _XDIST_WORKER:
-        return
-    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
-
-    def module(item: pytest.Item) -> str:
-        return Path(item.nodeid.split("::")[0]).stem
-
-    # Stable: a module stays whole.
-    items.sort(key=lambda item: (module(item) in ALONE_MODULES, rank.get(module(item), len(rank))))
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(module(item)))
 
 
 # Real databases (SQLite, PostgreSQL) for the call-record tests.

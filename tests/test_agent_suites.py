@@ -146,16 +146,47 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
                 process_guard.release(pid)
 
 
+@dataclass
+class SuiteRuns:
+    shipped: SuiteResult  # the shipped suite against the shipped receptionist
+    reworded: SuiteResult  # its opening-hours scenario against the reworded copy
+    keyless: SuiteResult  # its key-3 scenario against the copy without key 3
+
+
+# The scenarios run against a changed copy, named apart from the shipped suite's.
+CHANGED = {"opening hours": ("reworded", CHANGED_REPLY), "key 3 for billing": ("keyless", NO_BILLING_KEY)}
+
+
 @pytest.fixture(scope="module")
-def suite_run(pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> SuiteResult:
-    """The shipped suite, once: its calls are also the recorded calls the replay tests use."""
+def runs(pool: Pool, tmp_path_factory: pytest.TempPathFactory) -> SuiteRuns:
+    """The shipped suite, once, with two of its scenarios dialing changed copies of the agent
+    queued after it (one run, 4 calls at a time: they take the slots its last calls leave). The
+    shipped suite's calls are also the recorded calls the replay tests use."""
     import asyncio
 
+    suite = load_suite(SUITE)
+    changed = [
+        s.model_copy(update={"name": f"{s.name} ({label})", "to": number})
+        for s in suite.scenarios
+        for name, (label, number) in CHANGED.items()
+        if s.name == name
+    ]
+    both = suite.model_copy(update={"scenarios": [*suite.scenarios, *changed]})
     out = tmp_path_factory.mktemp("suite-report")
-    run = asyncio.run(run_suite(load_suite(SUITE), pool.options(out)))
-    write_outputs(run, out)
-    print(f"\nshipped suite: {len(run.scenarios)} scenarios in {run.wall_s:.1f} s, 4 at a time")
-    return run
+    run = asyncio.run(run_suite(both, pool.options(out)))
+    shipped = run.model_copy(update={"scenarios": run.scenarios[: len(suite.scenarios)]})
+    write_outputs(shipped, out)
+    print(f"\nshipped suite: {len(shipped.scenarios)} scenarios (+{len(changed)} changed) in {run.wall_s:.1f} s, 4 at a time")
+
+    def alone(label: str) -> SuiteResult:
+        return run.model_copy(update={"scenarios": [s for s in run.scenarios if s.name.endswith(f"({label})")]})
+
+    return SuiteRuns(shipped, alone("reworded"), alone("keyless"))
+
+
+@pytest.fixture(scope="module")
+def suite_run(runs: SuiteRuns) -> SuiteResult:
+    return runs.shipped
 
 
 def test_the_shipped_receptionist_suite_passes(suite_run: SuiteResult, tmp_path: Path) -> None:
@@ -168,14 +199,9 @@ def test_the_shipped_receptionist_suite_passes(suite_run: SuiteResult, tmp_path:
     assert "opening hours" in page and "<audio" in page
 
 
-async def test_a_changed_reply_and_a_removed_key_are_caught_in_words(pool: Pool, tmp_path: Path) -> None:
-    import asyncio
-
-    suite = load_suite(SUITE)
-    reworded, keyless = await asyncio.gather(
-        run_suite(suite.select("opening hours").dialing(CHANGED_REPLY), pool.options(tmp_path / "a")),
-        run_suite(suite.select("key 3 for billing").dialing(NO_BILLING_KEY), pool.options(tmp_path / "b")),
-    )
+def test_a_changed_reply_and_a_removed_key_are_caught_in_words(runs: SuiteRuns) -> None:
+    reworded, keyless = runs.reworded, runs.keyless
+    assert len(reworded.scenarios) == len(keyless.scenarios) == 1
     assert not reworded.passed and not keyless.passed
     reworded_says = "\n".join(reworded.scenarios[0].failures())
     assert 'says "Monday to Friday": the agent said "We\'re here on weekdays during business hours."' in reworded_says
@@ -190,32 +216,49 @@ def _call_of(run: SuiteResult, name: str) -> str:
     return found.call_id
 
 
+@dataclass
+class Replays:
+    same_build: ReplayRun  # two of the suite's calls against the build that made them
+    changed_agent: ReplayRun  # its key-3 call against the copy without key 3
+
+
 @pytest.fixture(scope="module")
-def same_build(pool: Pool, suite_run: SuiteResult) -> ReplayRun:
-    """Two of the suite's calls replayed against the build that made them."""
+def replays(pool: Pool, suite_run: SuiteResult) -> Replays:
+    """Both replays at once (3 calls on the worker's 4 slots)."""
     import asyncio
 
-    calls = [_call_of(suite_run, "three questions then goodbye"), _call_of(suite_run, "patient number by keypad")]
-    return asyncio.run(replay_calls(calls, None, pool.replay_options()))
+    same = [_call_of(suite_run, "three questions then goodbye"), _call_of(suite_run, "patient number by keypad")]
+    changed = [_call_of(suite_run, "key 3 for billing")]
+
+    async def both() -> tuple[ReplayRun, ReplayRun]:
+        return await asyncio.gather(
+            replay_calls(same, None, pool.replay_options()),
+            replay_calls(changed, None, pool.replay_options(to_number=NO_BILLING_KEY)),
+        )
+
+    return Replays(*asyncio.run(both()))
+
+
+@pytest.fixture(scope="module")
+def same_build(replays: Replays) -> ReplayRun:
+    return replays.same_build
 
 
 def test_a_replay_against_the_same_build_is_the_same(same_build: ReplayRun) -> None:
     for result in same_build.calls:
-        # Latency is compared too, but the suite's calls ran 4 at a time and these 2: not here.
+        # Latency is compared too, but the suite's calls ran 4 at a time and these 3: not here.
         assert result.verdict == "same", result.notes
         assert result.new_ended_by == result.original_ended_by
 
 
-async def test_a_replay_against_a_changed_agent_reports_the_different_action(pool: Pool, suite_run: SuiteResult) -> None:
-    call = _call_of(suite_run, "key 3 for billing")
-    run = await replay_calls([call], None, pool.replay_options(to_number=NO_BILLING_KEY))
-    result = run.calls[0]
+def test_a_replay_against_a_changed_agent_reports_the_different_action(replays: Replays) -> None:
+    result = replays.changed_agent.calls[0]
     assert not result.passed and result.verdict == "different action"
     assert any("key 3 → not an option (originally: key 3 → billing)" in n for n in result.notes), result.notes
 
 
 async def test_a_replay_against_a_slower_tts_reports_the_latency_regression(pool: Pool, same_build: ReplayRun) -> None:
-    # The originals are the same-build replays, so both sides ran alike (2 calls at a time).
+    # The originals are the same-build replays, so both sides ran alike (2 or 3 calls at a time).
     originals = [c.new_call_id for c in same_build.calls if c.new_call_id]
     pool.slow_tts(SLOWER_TTS_MS)
     try:
