@@ -767,7 +767,7 @@ class _Conversation:
 
     async def _hear(self, reply: _Reply) -> str:
         """What the caller made of a finished reply (kept as its transcript in the result)."""
-        heard = await _transcribe(reply, self._tl)
+        heard = await _transcribe(reply, self._tl) if reply.end is not None else ""
         if reply is self.greeting:
             self._greeting_heard = heard
         for said, turn in self.replies:
