@@ -92,13 +92,13 @@ def _yaml(text: str):
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 async def test_the_caller_answers_what_it_heard_turn_by_turn_and_finishes_on_its_goal(api: str) -> None:
     brain, transport, progress = _brain(api)
-    assert await brain.next_line(0, GREETING) == "Hi, the brakes on my bike need a service. Can I book it in?"
-    assert await brain.next_line(1, WHICH_DAY) == "Thursday, please."
-    assert await brain.next_line(2, BOOKED) == "Perfect, thank you. That's all, goodbye."
+    assert await brain.next_line(0, GREETING) == "I would like to book a brake service for Thursday morning."
+    assert await brain.next_line(1, WHICH_DAY) == "Thursday morning would be great."
+    assert await brain.next_line(2, BOOKED) == "That is all thank you goodbye."
     assert (brain.view.ending, brain.view.reason) == ("goal_reached", "the service is booked for Thursday at nine")
     assert await brain.next_line(3, "Thanks for calling Harbor Bikes. Goodbye!") is None  # done: no more lines
     assert brain.hangup_expected  # expect.ended_by agent: it waits for the agent to hang up
-    assert progress[0] == f'sim [turn 1] heard "{GREETING}" → says "Hi, the brakes on my bike need a service. Can I book it in?"'
+    assert progress[0] == f'sim [turn 1] heard "{GREETING}" → says "I would like to book a brake service for Thursday morning."'
     assert progress[-1] == "sim: the caller reached its goal: the service is booked for Thursday at nine"
     async with httpx.AsyncClient(transport=transport, base_url="http://caller") as client:
         requests = (await client.get("/stats")).json()["items"]
@@ -159,7 +159,7 @@ def test_the_caller_llm_key_comes_from_the_environment(monkeypatch: pytest.Monke
 
 
 def test_spoken_lines_lose_stage_directions_and_quotes() -> None:
-    assert spoken_line('"Thursday, please." *smiles* (pause)') == "Thursday, please."
+    assert spoken_line('"Thursday morning would be great." *smiles* (pause)') == "Thursday morning would be great."
     assert len(spoken_line("word " * 400)) <= 500
 
 
@@ -183,7 +183,7 @@ RECORD = {
         {"role": "agent", "text": GREETING, "t": 0.1},
         {"role": "user", "text": "The brakes need a service.", "t": 5.0},
         {"role": "agent", "text": WHICH_DAY, "t": 5.2},
-        {"role": "user", "text": "Thursday please.", "t": 11.0},
+        {"role": "user", "text": "Thursday morning would be great.", "t": 11.0},
         {"role": "agent", "text": BOOKED, "t": 11.2},
     ],
     "events": [],
@@ -202,14 +202,14 @@ async def test_the_verdict_judges_the_lines_said_and_the_goal_and_the_report_sho
     verdict = await brain.verdict(call, RECORD)
     assert verdict.caller is not None and len(verdict.caller.lines) == 2  # only the lines spoken
     assert [s.label for s in verdict.steps] == [
-        'says "Hi, the brakes on my bike need a service. Can I book it in?"', 'says "Thursday, please."',
+        'says "I would like to book a brake service for Thursday morning."', 'says "Thursday morning would be great."',
     ]  # fmt: skip
     assert verdict.steps[1].replied == BOOKED and verdict.steps[1].caller_heard == BOOKED
     assert verdict.passed, verdict.failures()
     assert verdict.checks[-1].what == "the caller reached its goal"
     paths = write_outputs(SuiteResult(suite="bikes", url="http://x", wall_s=15, parallel=1, scenarios=[verdict]), tmp_path)
     page = paths["html"].read_text()
-    assert "simulated caller: Sam a commuter" in page and "Thursday, please." in page and "the caller heard:" in page
+    assert "simulated caller: Sam a commuter" in page and "Thursday morning would be great." in page and "the caller heard:" in page
     assert "goal: book a brake service" in paths["junit"].read_text()
 
     short, _, _ = _brain()

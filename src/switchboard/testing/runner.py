@@ -80,6 +80,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions, calls: CallsClie
             if options.caller_llm is None:
                 raise ValueError("the scenario has a simulated caller and no caller LLM is configured (give --caller-llm-url)")
             brain = CallerBrain(scenario, options.caller_llm, options.voice_cache, options.turn_progress)
+            await brain.prepare()
         script = await asyncio.to_thread(script_of, scenario, options.voice_cache)
         await asyncio.to_thread(preload_clips, [t.audio for t in script.turns if t.audio], script)
         record_path = options.out_dir / "calls" / f"{slug(scenario.name)}.wav" if options.out_dir else None

@@ -22,7 +22,7 @@ from switchboard.testing.chat import ChatError, ChatLLM, ChatTool
 from switchboard.testing.judge import LLMJudge, judge_call
 from switchboard.testing.results import CallerView, Check, ScenarioResult
 from switchboard.testing.scenario import MAX_LINE_CHARS, Scenario, SimulatedCaller, Step
-from switchboard.testing.voice import DEFAULT_CACHE, spoken_clip
+from switchboard.testing.voice import DEFAULT_CACHE, load_voice, spoken_clip
 
 FINISH_TOOL = ChatTool(
     name="finish_call",
@@ -84,11 +84,25 @@ class CallerBrain:
         the scenario expects it to; out of turns or without its LLM it hangs up at once."""
         return self._scenario.agent_hangs_up and self.view.ending in ("goal_reached", "gave_up")
 
+    @property
+    def _voice(self) -> str:
+        return self._scenario.voice or "caller"
+
+    async def prepare(self) -> None:
+        """Load the caller's ears (Whisper) and voice before it dials: they take seconds on a
+        first call, and an agent kept waiting for its first answer re-prompts."""
+        from switchboard.engines.whisper import shared_whisper  # heavy: only for simulated callers
+
+        await asyncio.to_thread(shared_whisper)
+        await asyncio.to_thread(load_voice, self._voice)
+        if self._caller.opening:
+            await asyncio.to_thread(spoken_clip, self._caller.opening, self._voice, self._voice_cache)
+
     async def next_turn(self, index: int, heard: str) -> CallerTurn | None:
         line = await self.next_line(index, heard)
         if line is None:
             return None
-        audio = await asyncio.to_thread(spoken_clip, line, self._scenario.voice or "caller", self._voice_cache)
+        audio = await asyncio.to_thread(spoken_clip, line, self._voice, self._voice_cache)
         return CallerTurn(audio=audio, expected_text=line, pause_before_ms=self._caller.pause_ms)
 
     async def next_line(self, index: int, heard: str) -> str | None:
