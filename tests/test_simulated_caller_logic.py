@@ -217,3 +217,14 @@ async def test_the_verdict_judges_the_lines_said_and_the_goal_and_the_report_sho
     failed = await short.verdict(call.model_copy(update={"turns": call.turns[:1]}), RECORD)
     assert not failed.passed
     assert "the caller reached its goal: the agent hung up before the caller said its goal was reached" in failed.failures()
+
+
+async def test_a_call_that_never_connected_is_judged_with_the_reason_in_words() -> None:
+    brain, _, _ = _brain()
+    never = CallResult(
+        call_sid="CA2", base_url="http://x", outcome=CallOutcome.FAILED, reason="webhook_error: ConnectError",
+        started_at=datetime.now(UTC), duration_s=0.1,
+    )  # fmt: skip
+    verdict = await brain.verdict(never, {})
+    assert not verdict.passed and verdict.caller is not None and verdict.caller.ending == "call_ended"
+    assert "the call runs to its end: webhook_error: ConnectError" in verdict.failures()

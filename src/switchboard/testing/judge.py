@@ -215,7 +215,7 @@ def false_barge_ins(result: CallResult, record: dict[str, Any], offset: float = 
     # unanswered, until the caller's next step (a slow stop is judged by "stops when talked
     # over", a missing answer by the step's own checks, not here).
     turns = sorted(result.turns, key=lambda t: t.caller_speech_start_s)
-    nexts = [t.caller_speech_start_s for t in turns[1:]] + [float("inf")]
+    nexts = ([t.caller_speech_start_s for t in turns[1:]] + [float("inf")])[: len(turns)]  # none for a call without turns
     speaking = [
         (t.caller_speech_start_s - _EARLY_S, max(t.caller_speech_end_s + _VAD_TAIL_S, t.agent_audio_start_s or after))
         for t, after in zip(turns, nexts, strict=True)
