@@ -2,7 +2,10 @@
 
 The reply comes from a rule table (the first rule whose pattern matches the last user
 message wins) or, without one, echoes the caller. It streams word-sized tokens after the
-profile's time to first token, at its token rate.
+profile's time to first token, at its token rate; a rule's tool call comes streamed or whole,
+as the request asked. Rules are keywords, not understanding: a rule table that plays the
+simulated caller of a scenario suite (it "hears" the agent's line as its user message) is as
+scripted as the suite's own steps, only driven through the caller-LLM path.
 """
 
 from __future__ import annotations
@@ -168,6 +171,10 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         }
         if not body.get("stream"):
             await asyncio.sleep(profile.ttft_ms / 1000 + len(pieces) / profile.tokens_per_sec)
+            message: dict = {"role": "assistant", "content": reply or None}
+            if tool is not None:
+                stats.items.append({"api": "openai", "tool_call": tool[0], "arguments": tool[1]})
+                message["tool_calls"] = [_openai_tool_call(tool, index=None)]
             return {
                 "id": cid,
                 "object": "chat.completion",
@@ -176,8 +183,8 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": reply},
-                        "finish_reason": "stop",
+                        "message": message,
+                        "finish_reason": "stop" if tool is None else "tool_calls",
                     }
                 ],
                 "usage": usage,
@@ -201,12 +208,7 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
                 first = False
             if tool is not None:
                 stats.items.append({"api": "openai", "tool_call": tool[0], "arguments": tool[1]})
-                call = {
-                    "index": 0,
-                    "id": f"call_{uuid.uuid4().hex[:12]}",
-                    "type": "function",
-                    "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
-                }
+                call = _openai_tool_call(tool, index=0)
                 yield _sse(chunk({"role": "assistant", "tool_calls": [call]} if first else {"tool_calls": [call]}))
                 yield _sse(chunk({}, "tool_calls"))
             else:
@@ -246,13 +248,17 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         mid = f"msg_{uuid.uuid4().hex[:24]}"
         if not body.get("stream"):
             await asyncio.sleep(profile.ttft_ms / 1000 + len(pieces) / profile.tokens_per_sec)
+            content: list[dict] = [{"type": "text", "text": "".join(pieces)}] if pieces or tool is None else []
+            if tool is not None:
+                stats.items.append({"api": "anthropic", "tool_call": tool[0], "arguments": tool[1]})
+                content.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool[0], "input": tool[1]})
             return {
                 "id": mid,
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": "".join(pieces)}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "end_turn" if tool is None else "tool_use",
                 "stop_sequence": None,
                 "usage": {"input_tokens": 20, "output_tokens": len(pieces)},
             }
@@ -308,6 +314,16 @@ def create_app(profile: LLMProfile, rules: ReplyRules | None = None) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
+
+
+def _openai_tool_call(tool: tuple[str, dict], index: int | None) -> dict:
+    """One OpenAI ``tool_calls`` entry (``index`` only in a streamed delta)."""
+    call = {
+        "id": f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
+    }
+    return call if index is None else {"index": index, **call}
 
 
 def _block_start(index: int, block: dict) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import numpy as np
@@ -146,6 +146,21 @@ class CallScript(BaseModel):
         default_factory=list,
         description="Sent verbatim right after `start` (malformed-input drills); not Twilio's behaviour",
     )
+
+
+class TurnSource(Protocol):
+    """Writes the caller's turns one at a time, each once the caller has heard the agent's last
+    reply (a simulated caller that listens, instead of a script fixed in advance)."""
+
+    @property
+    def hangup_expected(self) -> bool:
+        """Once done, the caller waits for the agent to hang up instead of hanging up itself."""
+        ...
+
+    async def next_turn(self, index: int, heard: str) -> CallerTurn | None:
+        """Turn ``index``, given what the caller heard of the agent's last reply (Whisper's
+        words; the greeting for turn 0); None: the caller is done."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -671,11 +686,15 @@ class _Reply:
 class _Conversation:
     """Runs a CallScript over a media leg and measures each turn from the outside."""
 
-    def __init__(self, leg: _MediaLeg, script: CallScript, clips: list[_Clip | None]):
+    def __init__(
+        self, leg: _MediaLeg, script: CallScript, clips: list[_Clip | None], source: TurnSource | None = None
+    ):
         self._leg = leg
         self._tl = leg.timeline
         self._script = script
         self._clips = clips
+        self._source = source
+        self._greeting_heard: str | None = None
         self._gap = script.agent_done_silence_ms // _LEVEL_MS
         self.greeting: _Reply | None = None
         self.turns: list[TurnResult] = []
@@ -689,6 +708,8 @@ class _Conversation:
         if start is None:
             return CallOutcome.FAILED, self._leg.error or "no_greeting"
         self.greeting = previous = _Reply(start)
+        if self._source is not None:
+            return await self._run_listening(previous, self._source)
         for index, turn in enumerate(s.turns):
             if turn.barge_in_after_ms is None:
                 end = await self._finish(previous)
@@ -715,6 +736,47 @@ class _Conversation:
         if self._leg.closed_by_agent:
             return CallOutcome.AGENT_HUNG_UP, None
         return CallOutcome.COMPLETED, None
+
+    async def _run_listening(self, previous: _Reply, source: TurnSource) -> tuple[CallOutcome, str | None]:
+        """Each turn written by ``source`` from what the caller heard of the reply before it;
+        the agent hanging up ends the call as the caller would take it: over, not failed."""
+        index = 0
+        while True:
+            end = await self._finish(previous)
+            if end is None:
+                return CallOutcome.FAILED, "reply_too_long"
+            previous = await self._hear_out_resumes(previous)
+            end = previous.end if previous.end is not None else end
+            heard = await self._hear(previous)
+            if self._leg.closed:
+                return self._hung_up()
+            turn = await source.next_turn(index, heard)
+            if turn is None:
+                if source.hangup_expected:
+                    return await self._await_hangup(None)
+                return CallOutcome.COMPLETED, None
+            clip = await asyncio.to_thread(_load_clip, turn.audio, turn.speech_end_s) if turn.audio else None
+            # Thinking and speaking the line took a while: the caller speaks when both are done.
+            await self._wait(lambda: None, _frames((end + 1) * _LEVEL_MS + turn.pause_before_ms))
+            if self._leg.closed:
+                return self._hung_up()
+            reply = await self._turn(index, turn, clip, previous)
+            if reply is None:
+                return self._hung_up() if self._leg.closed else (CallOutcome.FAILED, "no_reply")
+            previous, index = reply, index + 1
+
+    async def _hear(self, reply: _Reply) -> str:
+        """What the caller made of a finished reply (kept as its transcript in the result)."""
+        heard = await _transcribe(reply, self._tl) if reply.end is not None else ""
+        if reply is self.greeting:
+            self._greeting_heard = heard
+        for said, turn in self.replies:
+            if said is reply:
+                turn.transcript = heard
+        return heard
+
+    def _hung_up(self) -> tuple[CallOutcome, str | None]:
+        return (CallOutcome.AGENT_HUNG_UP, None) if self._leg.closed_by_agent else self._closed_early()
 
     async def _hear_out_resumes(self, previous: _Reply) -> _Reply:
         """After a lost stream the agent on the new one speaks first ("sorry, you were
@@ -835,6 +897,7 @@ class _Conversation:
             result.greeting = GreetingResult(
                 latency_ms=float(self.greeting.start * _LEVEL_MS),
                 start_s=_seconds(self.greeting.start),
+                transcript=self._greeting_heard,
             )
             spans.append((self.greeting, result.greeting))
         spans += self.replies
@@ -950,6 +1013,7 @@ async def run_call(
     network_timeout_s: float = 10.0,
     max_call_s: float = 600.0,
     twilio_api: str | None = None,
+    turn_source: TurnSource | None = None,
 ) -> CallResult:
     """Place one simulated Twilio call against ``base_url`` and measure it from the caller's side.
 
@@ -957,9 +1021,11 @@ async def run_call(
     runs after the call has ended, so Whisper never competes with the real-time loop.
     ``twilio_api``: the Twilio REST emulator the agent's transfers go to; when the stream closes
     the simulator reads there where the call was sent and follows it as Twilio would.
+    ``turn_source``: the caller's turns are written during the call, each after hearing the
+    agent's reply (transcribed with Whisper as it ends), instead of ``script.turns``.
     """
     wall0 = time.monotonic()
-    call = _Call(base_url, script, account_sid, auth_token, network_timeout_s, twilio_api)
+    call = _Call(base_url, script, account_sid, auth_token, network_timeout_s, twilio_api, turn_source)
     try:
         async with AsyncExitStack() as stack:
             client = http_client or await stack.enter_async_context(
@@ -990,7 +1056,9 @@ class _Call:
         auth_token: str | None,
         timeout_s: float,
         twilio_api: str | None = None,
+        turn_source: TurnSource | None = None,
     ):
+        self._turn_source = turn_source
         self._twilio_api = twilio_api.rstrip("/") if twilio_api else None
         self._started = time.monotonic()
         self._documents_seen = 0  # TwiML documents the agent gave the call through the REST API
@@ -1159,7 +1227,7 @@ class _Call:
         custom = twiml.parameters
         self.result.stream_sid = self.ids.stream_sid
         leg = _MediaLeg(ws, self.ids, self.timeline, self._timeout_s, self._follower(client, twiml))
-        self.conversation = _Conversation(leg, self.script, self.clips)
+        self.conversation = _Conversation(leg, self.script, self.clips, self._turn_source)
         tasks: list[asyncio.Task[None]] = []
         try:
             await leg.begin(custom)
@@ -1209,13 +1277,18 @@ async def _transcribe_replies(
     spans: list[tuple[_Reply, GreetingResult | TurnResult]], timeline: _Timeline
 ) -> None:
     """Whisper each reply, one after another on the shared inference thread."""
+    for reply, target in spans:
+        target.transcript = await _transcribe(reply, timeline)
+
+
+async def _transcribe(reply: _Reply, timeline: _Timeline) -> str:
+    """Whisper's words for one finished reply, on the shared inference thread."""
     from switchboard.engines.whisper import SAMPLE_RATE, shared_whisper  # heavy; only when asked
 
     # The first load takes a second or more; off the loop so concurrent calls keep their clocks.
     whisper = await asyncio.to_thread(shared_whisper)
-    for reply, target in spans:
-        assert reply.end is not None
-        start = max(0, reply.start - _TRANSCRIBE_PAD_FRAMES)
-        pcm = timeline.agent_pcm(start, reply.end + _TRANSCRIBE_PAD_FRAMES)
-        pcm = resample(pcm, TELEPHONY_RATE, SAMPLE_RATE)
-        target.transcript = (await whisper.transcribe_async(pcm.astype(np.float32) / 32768.0)).text
+    assert reply.end is not None
+    start = max(0, reply.start - _TRANSCRIBE_PAD_FRAMES)
+    pcm = timeline.agent_pcm(start, reply.end + _TRANSCRIBE_PAD_FRAMES)
+    pcm = resample(pcm, TELEPHONY_RATE, SAMPLE_RATE)
+    return (await whisper.transcribe_async(pcm.astype(np.float32) / 32768.0)).text

@@ -29,6 +29,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="test-report", help="folder for report.html, results.json, junit.xml, calls/")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible API root (…/v1) for `judged:` criteria")
     p.add_argument("--judge-model", default="gpt-4o-mini")
+    p.add_argument(
+        "--caller-llm-url", default=None,
+        help="the LLM that plays simulated callers (`caller:` scenarios): OpenAI-compatible API root (…/v1) or Anthropic's",
+    )  # fmt: skip
+    p.add_argument("--caller-llm-model", default="gpt-4o-mini")
+    p.add_argument("--caller-llm-api", choices=["openai", "anthropic"], default="openai")
     p.add_argument("--twilio-api", default=None, help="the Twilio emulator the agent transfers through (to follow transfers)")
     p.set_defaults(func=_test)
 
@@ -48,7 +54,15 @@ def _key(args: argparse.Namespace) -> str:
     return args.api_key or os.environ.get("SWITCHBOARD_API_KEY") or ""
 
 
+def caller_llm_key(api: str) -> str:
+    """The simulated caller's LLM key, from the environment only (never a flag: flags are in ps
+    and shell histories): SWITCHBOARD_CALLER_LLM_KEY, else the API's usual variable."""
+    usual = "OPENAI_API_KEY" if api == "openai" else "ANTHROPIC_API_KEY"
+    return os.environ.get("SWITCHBOARD_CALLER_LLM_KEY") or os.environ.get(usual, "")
+
+
 def _test(args: argparse.Namespace) -> int:
+    from switchboard.testing.chat import ChatLLM
     from switchboard.testing.judge import LLMJudge
     from switchboard.testing.report import format_summary, progress_line, write_outputs
     from switchboard.testing.runner import RunOptions, run_suite
@@ -57,9 +71,14 @@ def _test(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite)).select(args.select).dialing(args.to)
     out = Path(args.out)
     judge = LLMJudge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY", "")) if args.judge_url else None
+    caller_llm = None
+    if args.caller_llm_url:
+        api = args.caller_llm_api
+        caller_llm = ChatLLM(args.caller_llm_url, args.caller_llm_model, api, caller_llm_key(api))
     options = RunOptions(
         url=args.url, api_key=_key(args), auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN"),
-        parallel=args.parallel, out_dir=out, judge=judge, twilio_api=args.twilio_api,
+        parallel=args.parallel, out_dir=out, judge=judge, twilio_api=args.twilio_api, caller_llm=caller_llm,
+        turn_progress=lambda line: print(f"        {line}", file=sys.stderr, flush=True),
     )  # fmt: skip
     print(f"{suite.name}: {len(suite.scenarios)} scenarios, {args.parallel} at a time, against {args.url}", file=sys.stderr)
     run = asyncio.run(run_suite(suite, options, lambda r, d, t: print(progress_line(r, d, t), file=sys.stderr, flush=True)))

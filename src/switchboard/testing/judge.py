@@ -49,10 +49,19 @@ class LLMJudge:
         self._transport = transport
 
     async def __call__(self, criterion: str, reply: str, transcript: str) -> tuple[bool, str]:
-        prompt = (
+        return await self._ask(
             "You judge a phone agent's reply. Answer PASS or FAIL, then one short reason.\n"
             f"Criterion: {criterion}\nConversation so far:\n{transcript}\nThe agent's reply: {reply}"
         )
+
+    async def whole_call(self, criterion: str, transcript: str) -> tuple[bool, str]:
+        """Whether a whole conversation meets a criterion (a scenario's call-level ``judged``)."""
+        return await self._ask(
+            "You judge a phone call between an agent and a caller. Answer PASS or FAIL, then one short reason.\n"
+            f"Criterion: {criterion}\nThe whole call:\n{transcript}"
+        )
+
+    async def _ask(self, prompt: str) -> tuple[bool, str]:
         body = {"model": self._model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 60}
         async with httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport) as client:
             response = await client.post(self._url, json=body, headers=self._headers)
@@ -165,12 +174,13 @@ def _digits_check(expected: str, got: list[Any]) -> Check:
     return Check(what=what, passed=False, detail=f"collected {', '.join(map(str, got))}" if got else "the agent collected no digits")
 
 
-async def _judged(criterion: str, reply: str, transcript: str, judge: LLMJudge | None) -> Check:
+async def _judged(criterion: str, reply: str | None, transcript: str, judge: LLMJudge | None) -> Check:
+    """A judged criterion: of one reply, or (``reply`` None) of the whole call."""
     what = f"judged: {criterion}"
     if judge is None:
         return Check(what=what, passed=False, detail="no LLM judge configured (give --judge-url)")
     try:
-        ok, reason = await judge(criterion, reply, transcript)
+        ok, reason = await (judge(criterion, reply, transcript) if reply is not None else judge.whole_call(criterion, transcript))
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
         return Check(what=what, passed=False, detail=f"the LLM judge failed: {e}")
     return Check(what=what, passed=ok, detail=reason)
@@ -205,7 +215,7 @@ def false_barge_ins(result: CallResult, record: dict[str, Any], offset: float = 
     # unanswered, until the caller's next step (a slow stop is judged by "stops when talked
     # over", a missing answer by the step's own checks, not here).
     turns = sorted(result.turns, key=lambda t: t.caller_speech_start_s)
-    nexts = [t.caller_speech_start_s for t in turns[1:]] + [float("inf")]
+    nexts = ([t.caller_speech_start_s for t in turns[1:]] + [float("inf")])[: len(turns)]  # none for a call without turns
     speaking = [
         (t.caller_speech_start_s - _EARLY_S, max(t.caller_speech_end_s + _VAD_TAIL_S, t.agent_audio_start_s or after))
         for t, after in zip(turns, nexts, strict=True)
@@ -287,6 +297,7 @@ async def judge_call(
             continue
         w = windows[i]
         view.heard, view.replied, view.intents, view.actions = " ".join(w.heard), w.reply, w.intents, _actions(w)
+        view.caller_heard = turn.transcript or ""
         view.caller_start_s, view.caller_end_s = turn.caller_speech_start_s, turn.caller_speech_end_s
         view.reply_start_s, view.latency_ms = turn.agent_audio_start_s, turn.voice_to_voice_ms
         transcript_lines += [f"caller: {view.heard or step.label}", f"agent: {w.reply}"]
@@ -295,6 +306,8 @@ async def judge_call(
             if extra is not None:
                 view.checks.append(extra)
     checks = _call_checks(scenario, result, record, offset)
+    whole = "\n".join([f"agent: {greeting.reply}", *transcript_lines])
+    checks += [await _judged(criterion, None, whole, judge) for criterion in scenario.expect.judged]
     passed = all(c.passed for c in checks) and all(c.passed for s in steps for c in s.checks)
     return ScenarioResult(
         name=scenario.name,

@@ -47,7 +47,10 @@ def write_junit(run: SuiteResult, path: Path) -> Path:
             failures = result.failures()
             failure = ET.SubElement(case, "failure", message=failures[0] if failures else "failed")
             failure.text = "\n".join(failures)
-        out = [f"call {result.call_id}"] + [f"{s.index + 1}. caller {s.label} | agent: {s.replied}" for s in result.steps]
+        out = [f"call {result.call_id}"]
+        if result.caller is not None:
+            out += [f"simulated caller: {result.caller.persona}", f"goal: {result.caller.goal}", result.caller.ending_words]
+        out += [f"{s.index + 1}. caller {s.label} | agent: {s.replied}" for s in result.steps]
         ET.SubElement(case, "system-out").text = "\n".join(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
@@ -81,6 +84,12 @@ def _scenario_html(result: ScenarioResult, out_dir: Path) -> str:
     )
     if result.error:
         parts.append(f'<p class="fail">{html.escape(result.error)}</p>')
+    if result.caller is not None:
+        c = result.caller
+        parts.append(
+            f"<p>simulated caller: {html.escape(c.persona)}<br>goal: {html.escape(c.goal)}<br>"
+            f"{len(c.lines)} lines written by the caller's LLM; {html.escape(c.ending_words)}</p>"
+        )
     if result.recording:
         src = os.path.relpath(result.recording, out_dir)
         parts.append(f'<p><audio controls preload="none" src="{html.escape(src)}"></audio> caller left, agent right</p>')
@@ -90,10 +99,11 @@ def _scenario_html(result: ScenarioResult, out_dir: Path) -> str:
         timing = f"{s.caller_start_s:.2f}–{s.caller_end_s:.2f}" if s.caller_start_s is not None and s.caller_end_s is not None else ""
         latency = f"{s.latency_ms:.0f}" if s.latency_ms is not None else "–"
         heard = f"<br><small>heard: {html.escape(s.heard)}</small>" if s.heard else ""
+        caller_heard = f"<br><small>the caller heard: {html.escape(s.caller_heard)}</small>" if s.caller_heard else ""
         actions = f"<br><small>{html.escape('; '.join(s.actions))}</small>" if s.actions else ""
         rows.append(
             f"<tr><td>{s.index + 1}</td><td>{html.escape(s.label)}{heard}</td>"
-            f"<td>{html.escape(s.replied)}<br><small>intents: {html.escape(', '.join(s.intents) or '–')}</small>{actions}</td>"
+            f"<td>{html.escape(s.replied)}<br><small>intents: {html.escape(', '.join(s.intents) or '–')}</small>{actions}{caller_heard}</td>"
             f'<td class="num">{timing}</td><td class="num">{latency}</td><td>{_checks(s.checks)}</td></tr>'
         )
     parts.append(

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from switchboard.loadtest.caller import CallerTurn, CallScript, preload_clips, run_call
 from switchboard.testing.calls_client import CallsAPIError, CallsClient
+from switchboard.testing.chat import ChatError, ChatLLM
 from switchboard.testing.judge import LLMJudge, judge_call
 from switchboard.testing.results import ScenarioResult, SuiteResult
 from switchboard.testing.scenario import Scenario, Suite
+from switchboard.testing.simulated import CallerBrain
 from switchboard.testing.voice import DEFAULT_CACHE, spoken_clip
 
 _HANGUP_WAIT_MS = 30_000  # a goodbye, or the last re-prompt's timer, before the agent hangs up
@@ -35,6 +37,8 @@ class RunOptions:
     voice_cache: Path = DEFAULT_CACHE
     judge: LLMJudge | None = None
     twilio_api: str | None = None
+    caller_llm: ChatLLM | None = None  # writes the lines of scenarios with a simulated caller
+    turn_progress: Callable[[str], None] | None = None  # a line per simulated caller's turn
 
 
 def slug(name: str) -> str:
@@ -71,6 +75,12 @@ async def run_scenario(scenario: Scenario, options: RunOptions, calls: CallsClie
     """One scenario's call, then its verdict; errors of the set-up become a failed result."""
     started = time.monotonic()
     try:
+        brain = None
+        if scenario.caller is not None:
+            if options.caller_llm is None:
+                raise ValueError("the scenario has a simulated caller and no caller LLM is configured (give --caller-llm-url)")
+            brain = CallerBrain(scenario, options.caller_llm, options.voice_cache, options.turn_progress)
+            await brain.prepare()
         script = await asyncio.to_thread(script_of, scenario, options.voice_cache)
         await asyncio.to_thread(preload_clips, [t.audio for t in script.turns if t.audio], script)
         record_path = options.out_dir / "calls" / f"{slug(scenario.name)}.wav" if options.out_dir else None
@@ -82,10 +92,13 @@ async def run_scenario(scenario: Scenario, options: RunOptions, calls: CallsClie
             transcribe=False,
             max_call_s=scenario.timeout_secs,
             twilio_api=options.twilio_api,
+            turn_source=brain,
         )
         record = await calls.finished_record(result.call_sid) if result.stream_sid else {}
+        if brain is not None:
+            return await brain.verdict(result, record, options.judge)
         return await judge_call(scenario, result, record, options.judge)
-    except (CallsAPIError, OSError, ValueError, RuntimeError) as e:
+    except (CallsAPIError, ChatError, OSError, ValueError, RuntimeError) as e:
         return ScenarioResult(
             name=scenario.name, passed=False, duration_s=round(time.monotonic() - started, 1), error=f"{type(e).__name__}: {e}"
         )

@@ -2,7 +2,8 @@
 
 A suite is a YAML file (or a folder of them) of scenarios; a scenario is one call seen from the
 caller's side: steps (say a line, play a clip, press keys, stay silent), each with what the
-agent's reply must show, and expectations about the whole call. Validation errors name the
+agent's reply must show, or a simulated caller (an LLM given a persona and a goal, writing the
+caller's lines as the call goes), and expectations about the whole call. Validation errors name the
 file, the scenario and the field (``receptionist.yaml: scenarios[3] (hours).steps[0].say``).
 """
 
@@ -22,6 +23,8 @@ Voice = Literal["caller", "espeak"]
 MAX_SCENARIOS = 500
 MAX_STEPS = 50
 MAX_LINE_CHARS = 500
+MAX_CALLER_TURNS = 30
+MAX_PERSONA_CHARS = 2_000
 
 
 class _Strict(BaseModel):
@@ -106,6 +109,27 @@ class Step(_Strict):
         return f"stays silent ({self.silence_secs:g} s)"
 
 
+class SimulatedCaller(_Strict):
+    """A caller whose lines an LLM writes turn by turn from a persona, a goal and what it heard."""
+
+    persona: str = Field(min_length=1, max_length=MAX_PERSONA_CHARS, description="Who is calling, and how they talk")
+    goal: str = Field(min_length=1, max_length=MAX_LINE_CHARS, description="What they called to get done")
+    max_turns: int = Field(
+        8, ge=1, le=MAX_CALLER_TURNS, description="The caller hangs up after this many lines, goal reached or not"
+    )
+    opening: str | None = Field(
+        None, min_length=1, max_length=MAX_LINE_CHARS, description="The first line, said as written (no LLM)"
+    )
+    pause_ms: int = Field(300, ge=0, le=30_000, description="Quiet after the agent's reply and the caller thinking")
+
+    @field_validator("persona", "goal", "opening")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is blank")
+        return value
+
+
 class CallExpect(_Strict):
     """What must hold for the whole call."""
 
@@ -118,6 +142,25 @@ class CallExpect(_Strict):
     no_false_barge_in: bool = Field(
         True, description="The agent never stops talking (a `clear`) unless the caller talked over it"
     )
+    judged: list[str] = Field(
+        default_factory=list, max_length=20, description="Criteria an LLM judge decides from the whole conversation"
+    )
+    goal_reached: bool | None = Field(
+        None, description="The simulated caller says it reached its goal (required by default when there is one)"
+    )
+
+    @field_validator("judged", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("judged")
+    @classmethod
+    def _bounded(cls, value: list[str]) -> list[str]:
+        for criterion in value:
+            if not criterion.strip() or len(criterion) > MAX_LINE_CHARS:
+                raise ValueError(f"a criterion is blank or longer than {MAX_LINE_CHARS} characters")
+        return value
 
 
 class Scenario(_Strict):
@@ -129,9 +172,18 @@ class Scenario(_Strict):
     to: str | None = Field(None, description="The number dialed (picks the agent where numbers do)")
     voice: Voice | None = None
     steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+    caller: SimulatedCaller | None = Field(None, description="An LLM-simulated caller instead of steps")
     expect: CallExpect = Field(default_factory=CallExpect)
     timeout_secs: float = Field(120, gt=0, le=900, description="The call is failed if it runs longer")
     reply_timeout_ms: int | None = Field(None, gt=0, le=120_000)
+
+    @model_validator(mode="after")
+    def _steps_or_caller(self) -> Scenario:
+        if self.caller is not None and self.steps:
+            raise ValueError("caller: give either steps or a simulated caller, not both")
+        if self.caller is None and self.expect.goal_reached is not None:
+            raise ValueError("expect.goal_reached: only a simulated caller (caller:) has a goal")
+        return self
 
     @property
     def agent_hangs_up(self) -> bool:

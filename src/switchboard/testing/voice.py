@@ -56,6 +56,12 @@ def _espeak(text: str, path: Path) -> np.ndarray:
         raw.unlink(missing_ok=True)
 
 
+def load_voice(voice: str = "caller") -> None:
+    """Load ``voice``'s model now (Piper takes a second or more), not at the first line."""
+    if voice != "espeak":
+        _piper()
+
+
 def spoken_clip(text: str, voice: str = "caller", cache_dir: Path = DEFAULT_CACHE) -> Path:
     """A WAV of ``text`` in ``voice`` at 8 kHz (made once, then read from ``cache_dir``)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
