@@ -29,6 +29,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -42,6 +43,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategy
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.stt_service import STTService
 
 from switchboard.engines.utterance_buffer import UtteranceBuffer
 from switchboard.observability import metrics
@@ -228,6 +230,16 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
         if direction is FrameDirection.DOWNSTREAM and self.on_primary:
             await self._note_response(frame)
         await super().push_frame(frame, direction)
+
+    async def hear_audio(self, frame: InputAudioRawFrame) -> None:
+        """Caller audio handed straight to the active STT service, past the switcher's inner
+        pipelines (the call's media stage, media_stage=lean); kept for a replay as if it had
+        come through the switcher."""
+        if self._pending_speech is not None and self.on_primary:
+            self._pending_speech.sent(frame)
+        service = self.strategy.active_service
+        if isinstance(service, STTService):
+            await service.process_audio_frame(frame, FrameDirection.DOWNSTREAM)
 
     async def _note_request(self, frame: Frame) -> None:
         if self._pending_speech is not None:
