@@ -8,6 +8,8 @@ VAD's state, and the pipeline built with ``media_stage=lean`` has no per-chunk p
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from pipecat.audio.vad.vad_analyzer import VADParams
@@ -22,14 +24,14 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 from pipecat.services.stt_service import STTService
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from conftest import TEST_AGENT, Clip
 from switchboard.agent.config import load_agent_config
 from switchboard.audio import TelephonyUpsampler, read_wav, ulaw_decode, ulaw_encode
-from switchboard.call.conversation.media_stage import MediaStage
+from switchboard.call.conversation.media_stage import MediaStage, StageReady
 from switchboard.call.conversation.pipeline import build_call_pipeline
 from switchboard.engines.noise_filter import InputAudioFilter, NoiseSuppressionFilter
 from switchboard.engines.resilience import CircuitBreaker, EngineKind, FallbackSwitcher
@@ -143,7 +145,7 @@ async def through_the_stage(chunks: list[bytes], **stage_kwargs) -> tuple[StageH
     stt, turns = HeardSTT(), HeardTurns()
     stage = MediaStage(vad_analyzer=vad_analyzer(), stt=stt, turn_stop=turns, **stage_kwargs)  # type: ignore[arg-type]
     host = StageHost(stage)
-    await run_test(Pipeline([host, stt]), frames_to_send=audio(chunks))
+    await run_test(Pipeline([host, stt, StageReady(stage)]), frames_to_send=audio(chunks))
     return host, stt, turns
 
 
@@ -186,10 +188,30 @@ async def test_the_recording_hears_the_line_and_the_stt_the_filtered_audio(line)
         vad_analyzer=vad_analyzer(), stt=stt, turn_stop=turns, denoise=NoiseSuppressionFilter()  # type: ignore[arg-type]
     )
     stage.on_caller_audio(lambda frame: recorded.append(frame.audio))
-    await run_test(Pipeline([StageHost(stage), stt]), frames_to_send=audio(line))
+    await run_test(Pipeline([StageHost(stage), stt, StageReady(stage)]), frames_to_send=audio(line))
     assert recorded == line
     assert stt.chunks and stt.chunks != line
     assert abs(sum(map(len, stt.chunks)) - sum(map(len, line))) <= 2 * CHUNK  # RNNoise's hold-back
+
+
+async def test_audio_waits_for_the_stt_to_start_and_then_comes_in_order(line) -> None:
+    stt, turns = HeardSTT(), HeardTurns()
+    stage = MediaStage(vad_analyzer=vad_analyzer(), stt=stt, turn_stop=turns)  # type: ignore[arg-type]
+    host = StageHost(stage)
+
+    class LateStart(FrameProcessor):
+        """An STT that takes its time to start (Deepgram connecting)."""
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, StartFrame):
+                assert stt.chunks == [], "audio reached the STT before the pipeline started it"
+                await asyncio.sleep(0.2)
+            await self.push_frame(frame, direction)
+
+    frames = [*audio(line[:50]), SleepFrame(0.5), *audio(line[50:100])]
+    await run_test(Pipeline([host, LateStart(), stt, StageReady(stage)]), frames_to_send=frames)
+    assert stt.chunks == line[:100] and len(turns.is_speech) == 100
 
 
 async def test_the_fallback_switcher_feeds_its_active_stt_and_keeps_the_utterance() -> None:
@@ -209,7 +231,7 @@ async def test_the_fallback_switcher_feeds_its_active_stt_and_keeps_the_utteranc
     await switcher.hear_audio(frames[1])
     assert fallback.chunks == [frames[1].audio] and primary.chunks == [frames[0].audio]
     # What the provider heard is what a replay hands the fallback (here: the pre-roll).
-    assert switcher._pending_speech is not None and switcher._pending_speech._pre_roll == [frames[0]]
+    assert switcher._pending_speech is not None and list(switcher._pending_speech._pre_roll) == [frames[0]]
 
 
 class LoopTransport(BaseTransport):
@@ -257,6 +279,7 @@ def test_a_lean_twilio_call_has_no_caller_audio_processor_before_its_stt(noisy_a
     processors = stages(call)
     assert call.stage is not None and transport.input()._sink is call.stage
     assert processors[0] is transport.input() and isinstance(processors[1], STTService)
+    assert isinstance(processors[2], StageReady)
     assert not any(isinstance(p, VADProcessor | InputAudioFilter) for p in processors)
 
 

@@ -24,6 +24,7 @@ events. Only Twilio streams have a staged input so far (``media_stage=lean``).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer
@@ -31,6 +32,7 @@ from pipecat.audio.vad.vad_controller import VADController
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    StartFrame,
     UserSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -43,6 +45,21 @@ from switchboard.engines.noise_filter import NoiseSuppressionFilter
 from switchboard.engines.resilience import FallbackSwitcher
 
 CallerAudioListener = Callable[[InputAudioRawFrame], None]
+_MAX_HELD_CHUNKS = 500  # 10-20 s of audio: a pipeline that never starts does not hold the call's audio
+
+
+class StageReady(FrameProcessor):
+    """Placed after the STT: tells the stage when the pipeline's StartFrame got past it."""
+
+    def __init__(self, stage: MediaStage, **kwargs):
+        super().__init__(enable_direct_mode=True, **kwargs)
+        self._stage = stage
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self._stage.downstream_ready()
 
 
 class MediaStage:
@@ -66,28 +83,32 @@ class MediaStage:
         self._source: FrameProcessor | None = None
         self._speaking = False
         self._started = False
+        # Until the pipeline's StartFrame has passed the STT (Deepgram connected, Whisper's
+        # buffer sized), its audio waits here, as it would have waited in the STT's queue.
+        self._downstream_ready = False
+        self._held: deque[tuple[InputAudioRawFrame, bool]] = deque(maxlen=_MAX_HELD_CHUNKS)
 
         @self._vad.event_handler("on_speech_started")
-        async def _started(controller: VADController):
+        async def _on_started(controller: VADController):
             self._speaking = True
             await self._broadcast(VADUserStartedSpeakingFrame, start_secs=vad_analyzer.params.start_secs)
 
         @self._vad.event_handler("on_speech_stopped")
-        async def _stopped(controller: VADController):
+        async def _on_stopped(controller: VADController):
             self._speaking = False
             await self._broadcast(VADUserStoppedSpeakingFrame, stop_secs=vad_analyzer.params.stop_secs)
 
         @self._vad.event_handler("on_speech_activity")
-        async def _activity(controller: VADController):
+        async def _on_activity(controller: VADController):
             await self._broadcast(UserSpeakingFrame)
 
         @self._vad.event_handler("on_push_frame")
-        async def _push(controller: VADController, frame: Frame, direction: FrameDirection):
+        async def _on_push(controller: VADController, frame: Frame, direction: FrameDirection):
             if self._source is not None:
                 await self._source.push_frame(frame, direction)
 
         @self._vad.event_handler("on_broadcast_frame")
-        async def _broadcast(controller: VADController, frame_cls: type[Frame], **kwargs):
+        async def _on_broadcast(controller: VADController, frame_cls: type[Frame], **kwargs):
             await self._broadcast(frame_cls, **kwargs)
 
     @property
@@ -133,9 +154,21 @@ class MediaStage:
         # The graph hands a chunk on before the VAD judges it: the STT and smart-turn see it
         # with the VAD's state before this chunk, and the events it causes come after it.
         was_speaking = self._speaking
+        if self._downstream_ready:
+            await self._hand_on(frame, was_speaking)
+        else:
+            self._held.append((frame, was_speaking))
+        await self._vad.process_frame(frame)
+
+    async def downstream_ready(self) -> None:
+        """The pipeline has started its STT: what was held goes to it, then chunks as they come."""
+        while self._held:
+            await self._hand_on(*self._held.popleft())
+        self._downstream_ready = True
+
+    async def _hand_on(self, frame: InputAudioRawFrame, was_speaking: bool) -> None:
         await self._feed_stt(frame)
         await self._turn_stop.hear(frame.audio, was_speaking)
-        await self._vad.process_frame(frame)
 
     async def _feed_stt(self, frame: InputAudioRawFrame) -> None:
         stt = self._stt

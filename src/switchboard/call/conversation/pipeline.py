@@ -32,7 +32,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
-from switchboard.call.conversation.media_stage import MediaStage
+from switchboard.call.conversation.media_stage import MediaStage, StageReady
 from switchboard.call.conversation.observers import CallPipelineWorker
 from switchboard.call.conversation.timing import TurnTimingObserver
 from switchboard.call.conversation.transcript_redactor import TranscriptRedactor
@@ -154,6 +154,7 @@ def build_call_pipeline(
     stage = _media_stage(transport, settings, agent, vad_analyzer, stt, stop_strategy)
     if stage is not None:
         caller_audio: list[FrameProcessor] = []  # the stage has it: only its events come down
+        after_stt: list[FrameProcessor] = [StageReady(stage)]
     else:
         denoise = noise_filter(agent.noise_suppression)
         vad = VADProcessor(
@@ -162,11 +163,13 @@ def build_call_pipeline(
             enable_direct_mode=True,
         )
         caller_audio = [*([denoise] if denoise else []), vad]
+        after_stt = []
     pipeline = Pipeline(
         [
             transport.input(),
             *caller_audio,
             stt,
+            *after_stt,
             *_llm_view(agent),
             aggregators.user(),
             CallerAudioStop(enable_direct_mode=True),
