@@ -173,7 +173,8 @@ async def one_stream(url: str, token: str, echo_every: int, until: float, measur
                      rtts: list[float]) -> None:  # fmt: skip
     stream_sid = "MZ" + uuid.uuid4().hex
     params = {STREAM_TOKEN_PARAM: token, "echoEvery": str(echo_every)}
-    start = {"streamSid": stream_sid, "callSid": "CA" + uuid.uuid4().hex, "accountSid": "AC" + "0" * 32,
+    call_sid = stream_tokens.read(SECRET, token).call_id.removeprefix("call-")  # the token's own call
+    start = {"streamSid": stream_sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32,
              "tracks": ["inbound"], "customParameters": params,
              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip
     async with connect(url, compression=None, open_timeout=10) as ws:

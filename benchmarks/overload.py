@@ -68,6 +68,7 @@ class HeadroomWatch:
     def __init__(self, url: str):
         self._url = f"{url}/stats"
         self.states: Counter[str] = Counter()
+        self.agent_p95_ms: list[float] = []  # each worker's own turn p95, each second: what admission sees
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -88,6 +89,8 @@ class HeadroomWatch:
             for w in workers:
                 headroom = w.get("headroom") or {}
                 self.states["open" if headroom.get("open") else headroom.get("closed_reason") or "unknown"] += 1
+                if headroom.get("p95_ms") is not None:
+                    self.agent_p95_ms.append(float(headroom["p95_ms"]))
 
 
 def measured_capacity(config: str) -> int:
@@ -186,6 +189,7 @@ def run_level(url: str, twilio: str, capacity: int, multiple: int, roles, calls_
                         "max": round(max(waits), 1) if waits else None},
         "held_out_of_order": inversions,
         "worker_seconds_open_or_closed_by": dict(watch.states.most_common()),
+        "agent_side_p95_ms_median": _pct(watch.agent_p95_ms, 50),
         "held_connected": held,
         "workers_cpu_pct_mean": round(float(np.mean([x["cpu"]["workers"] for x in window])), 1) if window else None,
         "max_clock_lag_ms": s.max_clock_lag_ms if s else None,
@@ -215,9 +219,9 @@ def markdown(data: dict) -> str:
         f"{data['max_wait_secs']:.0f} s maximum wait, then busy.",
         "",
         "| offered | calls | admitted | held → connected | held → busy | refused | failed | admitted success | "
-        "admitted then failed | admitted p95 | peak connected | hold wait p50 / p95 / max | held out of order | "
-        "worker-seconds open / closed by |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "admitted then failed | admitted p95 | agent-side p95 | peak connected | hold wait p50 / p95 / max | "
+        "held out of order | worker-seconds open / closed by |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["levels"]:
         g, v, w = r["got"], r["admitted_voice_to_voice_ms"] or {}, r["hold_wait_s"]
@@ -225,7 +229,7 @@ def markdown(data: dict) -> str:
         lines.append(
             f"| {r['multiple']}× ({r['offered']}) | {r['calls']} | {g['admitted']} | {g['held_connected']} | "
             f"{g['held_busy']} | {g['refused']} | {g['failed']} | {rate} | {r['admitted_then_failed']} | "
-            f"{v.get('p95')} | {r['peak_connected']} | {w['p50']} / {w['p95']} / {w['max']} s | "
+            f"{v.get('p95')} | {r.get('agent_side_p95_ms_median', '–')} | {r['peak_connected']} | {w['p50']} / {w['p95']} / {w['max']} s | "
             f"{r['held_out_of_order']} of {r['held_connected']} | "
             + ", ".join(f"{k} {n}" for k, n in r["worker_seconds_open_or_closed_by"].items()) + " |"
         )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import csv
 import fcntl
@@ -70,6 +71,17 @@ def speech_clips() -> dict[str, Clip]:
     with open(SPEECH_DIR / "manifest.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     return {r["file"]: Clip(SPEECH_DIR / r["file"], r["transcript"]) for r in rows}
+
+
+def call_sid_in(token: str | None) -> str:
+    """The CallSid a stream token was placed for, read without checking the token (a test's
+    stream presents it in the ``start`` of that call); a fresh one if it names none."""
+    try:
+        payload = token.partition(".")[0] if token else ""
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims["c"]).removeprefix("call-")
+    except (ValueError, KeyError, TypeError):
+        return "CA" + os.urandom(16).hex()
 
 
 def free_port() -> int:

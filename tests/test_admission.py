@@ -166,11 +166,11 @@ class IdleCpu:
         return 0.1
 
 
-async def test_high_p95_closes_placements_and_they_reopen_when_the_window_passes(client, monkeypatch):
+async def test_high_p95_closes_placements_and_they_reopen_once_turns_are_quick_again(client, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
     monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
-    meter = HeadroomMeter(Settings(headroom_window_secs=10), cpu=IdleCpu())  # objective 600, margin 0.8
+    meter = HeadroomMeter(Settings(headroom_window_secs=10), cpu=IdleCpu(), clock=clock)  # objective 600, margin 0.8
     board, registry = HeadroomBoard(client, 10), WorkerRegistry(client, 10)
     await add_worker(client, "w1", report=meter.assess(0))
     assert await registry.reserve_any("c1", 15) == "w1"
@@ -182,7 +182,9 @@ async def test_high_p95_closes_placements_and_they_reopen_when_the_window_passes
     stored = (await board.reports(["w1"]))["w1"]
     assert (stored.open, stored.reason, stored.p95_ms) == (False, ClosedReason.LATENCY, 700)
 
-    clock.now += 11  # the slow turns leave the window
+    clock.now += 11  # the slow turns leave the window, and new ones are quick
+    for _ in range(5):
+        windows.TURN_LATENCY_MS.add(200)
     await board.publish("w1", meter.assess(await load_of(client, "w1")))
     assert await registry.reserve_any("c2", 15) == "w1"
 
@@ -200,14 +202,62 @@ def test_no_more_than_the_burst_is_let_in_before_new_calls_show_in_the_measureme
     assert meter.assess(4).admit_until == 8
 
 
+def test_a_worker_remembers_the_load_it_broke_its_limit_at_and_relearns_it_slowly(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
+    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+    meter = HeadroomMeter(Settings(admission_settle_secs=5), cpu=IdleCpu(), clock=clock)
+    for _ in range(10):
+        windows.TURN_LATENCY_MS.add(700)
+    assert meter.assess(8).reason is ClosedReason.LATENCY  # broken at 8: 0.85 x 8 = 6.8 holds
+    clock.now += 1
+    windows.TURN_LATENCY_MS.add(900)
+    meter.assess(7)  # still over, but one cut per settle window: the window still shows load 8
+    assert meter.learned.allows() == 6
+
+    clock.now += 11  # the slow turns left the window; calls ended meanwhile
+    assert meter.assess(4).admit_until == 6  # not 4 + burst: the load that broke it is known
+    at_limit = meter.assess(6)
+    assert (at_limit.open, at_limit.reason) == (False, ClosedReason.LEARNED)
+    for _ in range(10):
+        windows.TURN_LATENCY_MS.add(200)  # comfortable at the limit: one more per settle window
+    clock.now += 5
+    meter.assess(6)
+    assert meter.learned.allows() == 7
+    clock.now += 1
+    meter.assess(7)
+    assert meter.learned.allows() == 7  # not again before the next settle window
+
+
+def test_an_idle_worker_is_open_whatever_it_learned(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
+    monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
+    meter = HeadroomMeter(Settings(), cpu=IdleCpu(), clock=clock)
+    for _ in range(10):
+        windows.TURN_LATENCY_MS.add(700)
+    meter.assess(1)
+    assert meter.learned.allows() == 1
+    clock.now += 11
+    assert meter.assess(0).open
+
+
 async def test_event_loop_lag_closes_the_worker(client, monkeypatch):
     clock = FakeClock()
+    monkeypatch.setattr(windows, "TURN_LATENCY_MS", windows.RollingWindow(10, clock))
     monkeypatch.setattr(windows, "LOOP_LAG_MS", windows.RollingWindow(5, clock))
-    meter = HeadroomMeter(Settings(), cpu=IdleCpu())
+    meter = HeadroomMeter(Settings(), cpu=IdleCpu(), clock=clock)
     for _ in range(20):
         windows.LOOP_LAG_MS.add(120)
     assert meter.assess(2).reason is ClosedReason.LAG
     clock.now += 6
+    # The lag is gone; the load it broke at is remembered until turns show room again.
+    assert meter.assess(2).reason is ClosedReason.LEARNED
+    for _ in range(2):
+        for _ in range(5):
+            windows.TURN_LATENCY_MS.add(200)
+        clock.now += 5
+        meter.assess(2)
     assert meter.assess(2).open
 
 

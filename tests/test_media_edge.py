@@ -34,6 +34,7 @@ from conftest import (
     Server,
     ServerGroup,
     agent_lines,
+    call_sid_in,
     free_port,
     scrape_metrics,
     start_orchestrator,
@@ -160,7 +161,7 @@ def connected_message() -> str:
 
 
 def start_message(token: str | None, stream_sid: str = "MZ" + "1" * 32) -> str:
-    params = {"CallSid": "CA" + uuid.uuid4().hex}
+    params = {"CallSid": call_sid_in(token)}
     if token is not None:
         params[STREAM_TOKEN_PARAM] = token
     start = {"streamSid": stream_sid, "callSid": params["CallSid"], "accountSid": "AC" + "0" * 32,

@@ -16,10 +16,9 @@ import random
 import shutil
 import statistics
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -63,10 +62,8 @@ class Pool:
     orchestrator: Server
     worker: Server
 
-    def media_url(self) -> str:
-        token = stream_tokens.issue(
-            DEV_STREAM_SECRET, f"call-fuzz-{uuid.uuid4().hex[:12]}", WORKER_ID, 30
-        )
+    def media_url(self, call_sid: str) -> str:
+        token = stream_tokens.issue(DEV_STREAM_SECRET, f"call-{call_sid}", WORKER_ID, 30)
         return self.worker.base_url.replace("http://", "ws://") + f"/twilio/media/{token}"
 
     def rejected(self) -> Counter[str]:
@@ -120,6 +117,11 @@ def connected() -> str:
     return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
 
+def call_sid_of(sid: str) -> str:
+    """The case's call: the stream token a case's socket presents is for it."""
+    return "CA" + sid[2:]
+
+
 def start(sid: str) -> str:
     return json.dumps(
         {
@@ -129,7 +131,7 @@ def start(sid: str) -> str:
             "start": {
                 "accountSid": "AC0",
                 "streamSid": sid,
-                "callSid": "CA" + sid[2:],
+                "callSid": call_sid_of(sid),
                 "tracks": ["inbound"],
                 "customParameters": {},
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
@@ -164,6 +166,7 @@ class Case:
     messages: list[Message]
     code: int | None  # the close code the worker sends; None: the worker leaves it open
     reason: str | None  # the media_rejected_total reason counted
+    sid: str = ""  # the stream's sid (its call's sid follows from it)
 
 
 def _in_call(sid: str, rng: random.Random) -> list[Message]:
@@ -288,7 +291,8 @@ def fuzz_cases(seed: int) -> Iterator[Case]:
     rng.shuffle(kinds)
     for i in itertools.count():
         kind = kinds[i] if i < len(kinds) else rng.choice(kinds)
-        yield CASES[kind](f"MZfuzz{i:04d}", rng)
+        sid = f"MZfuzz{i:04d}"
+        yield replace(CASES[kind](sid, rng), sid=sid)
 
 
 @dataclass
@@ -331,7 +335,8 @@ async def fuzz_until(pool: Pool, done: asyncio.Future) -> list[Outcome]:
 
     async def lane() -> None:
         while not done.done() and len(outcomes) < FUZZ_MAX_SOCKETS:
-            outcomes.append(await play(pool.media_url(), next(cases)))
+            case = next(cases)
+            outcomes.append(await play(pool.media_url(call_sid_of(case.sid)), case))
             await asyncio.sleep(FUZZ_PAUSE_SECS)  # pacing the fuzz over the call, not a wait
 
     await asyncio.gather(*(lane() for _ in range(FUZZ_LANES)))

@@ -33,6 +33,7 @@ from conftest import (
     OPERATOR,
     RedisServer,
     Server,
+    call_sid_in,
     free_port,
     metric,
     start_redis,
@@ -293,7 +294,7 @@ async def worker(redis_server: RedisServer) -> AsyncIterator[ScriptedWorker]:
 
 
 def start_message(token: str, call_sid: str | None = None) -> str:
-    call_sid = call_sid or "CA" + uuid.uuid4().hex
+    call_sid = call_sid or call_sid_in(token)
     stream_sid = "MZ" + uuid.uuid4().hex
     start = {"streamSid": stream_sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32, "tracks": ["inbound"],
              "customParameters": {"CallSid": call_sid, STREAM_TOKEN_PARAM: token},
@@ -372,15 +373,36 @@ async def test_two_sockets_at_once_on_one_token_get_one_stream(
         await ws.close()
 
 
+OTHER_CALL = (1008, "stream token is for another call")
+
+
 async def test_one_token_cannot_carry_several_calls(edge: Edge, worker: ScriptedWorker) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
-    # Four different calls (CallSids) presenting one token at once: it filled a worker before.
-    sockets = await asyncio.gather(*(open_stream(edge.url, token) for _ in range(4)))
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    # Four different calls presenting one token at once: it filled a worker before issue 24.
+    calls = [call_sid] + ["CA" + uuid.uuid4().hex for _ in range(3)]
+    sockets = await asyncio.gather(*(open_stream(edge.url, token, sid) for sid in calls))
     closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
-    assert closes.count(REUSED) == 3 and closes.count(None) == 1, closes
+    assert closes == [None, OTHER_CALL, OTHER_CALL, OTHER_CALL], closes
     assert len(worker.paths) == 1
     for ws in sockets:
         await ws.close()
+
+
+async def test_a_token_in_another_calls_stream_is_refused_and_left_unredeemed(
+    edge: Edge, worker: ScriptedWorker
+) -> None:
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    before = refused("edge", "other_call")
+    lifted = await open_stream(edge.url, token, "CA" + uuid.uuid4().hex)
+    assert await close_of(lifted) == OTHER_CALL
+    assert worker.paths == [] and refused("edge", "other_call") == before + 1
+    # The call it was placed for still gets its stream.
+    genuine = await open_stream(edge.url, token, call_sid)
+    assert await close_of(genuine, limit_secs=1.0) is None
+    assert len(worker.paths) == 1
+    await genuine.close()
 
 
 # -- A real worker's own /twilio/media/{token} ---------------------------------------------------
@@ -432,6 +454,18 @@ async def test_the_worker_takes_one_stream_per_token_then_or_at_once(real_worker
     with pytest.raises(InvalidStatus):
         await connect(url, open_timeout=5)
     assert await asyncio.to_thread(worker_refused, real_worker, "reused") == before + 2
+    await asyncio.to_thread(wait_worker_idle, real_worker)
+
+
+async def test_the_worker_refuses_a_token_in_another_calls_stream(real_worker: Server) -> None:
+    await asyncio.to_thread(wait_worker_idle, real_worker)
+    before = await asyncio.to_thread(worker_refused, real_worker, "other_call")
+    token = stream_tokens.issue(SECRET, "call-CA" + uuid.uuid4().hex, "tokens-w1", 30)
+    async with connect(worker_media(real_worker, token), open_timeout=5) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(start_message(token, "CA" + uuid.uuid4().hex))
+        assert await close_of(ws, limit_secs=5) == OTHER_CALL
+    assert await asyncio.to_thread(worker_refused, real_worker, "other_call") == before + 1
     await asyncio.to_thread(wait_worker_idle, real_worker)
 
 

@@ -32,6 +32,7 @@ class ClosedReason(StrEnum):
     LAG = "lag"  # the event loop wakes late
     CPU = "cpu"  # the machine's CPU is nearly used up
     ENGINE_QUEUE = "engine_queue"  # local STT/TTS requests are queueing
+    LEARNED = "learned"  # at the load where a limit broke lately (it is re-learned as it holds)
     CEILING = "ceiling"  # max_calls reached
     DRAINING = "draining"
 

@@ -30,16 +30,24 @@ class StreamRedemptions:
         self._redis = client
 
     async def admit(
-        self, secret: str, token: str, hop: Hop, worker_id: str | None = None
+        self,
+        secret: str,
+        token: str,
+        hop: Hop,
+        worker_id: str | None = None,
+        call_sid: str | None = None,
     ) -> StreamClaims:
         """The one check of a stream token, at the edge and on the worker alike: signature and
-        expiry, the audience where it is known (``worker_id``: the worker's own), then redeemed
-        for ``hop``. Raises StreamTokenError (counted by reason) or redis.RedisError."""
+        expiry, the audience where it is known (``worker_id``: the worker's own), the call where
+        it is known (``call_sid`` of the stream's ``start``), then redeemed for ``hop``. Raises
+        StreamTokenError (counted by reason) or redis.RedisError."""
         try:
             if worker_id is None:
                 claims = stream_tokens.read(secret, token)
             else:
                 claims = stream_tokens.verify(secret, token, worker_id)
+            if call_sid is not None:
+                stream_tokens.check_call(claims, call_sid)
             await self.redeem(claims, hop)
         except StreamTokenError as e:
             metrics.STREAM_TOKENS_REFUSED.labels(hop=hop, reason=e.reason).inc()

@@ -40,7 +40,8 @@ _TOKEN_ID_BYTES = 16
 class StreamTokenError(SwitchboardError):
     """A stream token is malformed, forged, expired, meant for another worker or used already.
 
-    ``reason`` is a metric label: malformed | bad_signature | expired | other_worker | reused.
+    ``reason`` is a metric label: malformed | bad_signature | expired | other_worker | other_call |
+    reused.
     """
 
     def __init__(self, message: str, reason: str):
@@ -121,6 +122,14 @@ def verify(secret: str, token: str, worker_id: str, now: float | None = None) ->
     if parsed.worker_id != worker_id:
         raise StreamTokenError("stream token is for another worker", "other_worker")
     return parsed
+
+
+def check_call(claims: StreamClaims, call_sid: str) -> None:
+    """Refuse a token presented in the stream of another call: the ``callSid`` of Twilio's
+    ``start`` must be the call the token was placed for (a token lifted from one call's TwiML
+    cannot carry a different call onto a worker)."""
+    if claims.call_id != f"call-{call_sid}":
+        raise StreamTokenError("stream token is for another call", "other_call")
 
 
 def check_secret(secret: str, host: str) -> None:

@@ -195,7 +195,7 @@ MEDIA_EDGE_STREAMS = Counter(
 STREAM_TOKENS_REFUSED = Counter(
     "stream_tokens_refused_total",
     "Media stream tokens refused, by hop (edge | worker) and reason (malformed | bad_signature | "
-    "expired | other_worker | reused: a second stream on a single-use token).",
+    "expired | other_worker | other_call | reused: a second stream on a single-use token).",
     ["hop", "reason"],
 )
 MEDIA_EDGE_ACTIVE = Gauge("media_edge_active_streams", "Media streams this edge is relaying now.")
@@ -248,7 +248,7 @@ WORKER_ADMIT_UNTIL = Gauge(
 )
 WORKER_ADMISSION_CLOSED = Gauge(
     "worker_admission_closed",
-    "1 for the reason this worker is closed (latency | lag | cpu | engine_queue | ceiling), else 0.",
+    "1 for the reason this worker is closed (latency | lag | cpu | engine_queue | learned | ceiling), else 0.",
     ["reason"],
 )
 WORKER_TURN_P95_MS = Gauge(

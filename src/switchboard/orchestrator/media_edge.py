@@ -112,8 +112,8 @@ def create_media_edge_router(
             return
         await websocket.accept()
         try:
-            first, token = await _read_until_start(websocket, settings.media_start_timeout_secs)
-            claims = await _redeem_token(secret, token, redemptions)
+            first, token, call_sid = await _read_until_start(websocket, settings.media_start_timeout_secs)
+            claims = await _redeem_token(secret, token, call_sid, redemptions)
         except _Refused as refused:
             await _refuse(websocket, refused)
             return
@@ -149,8 +149,9 @@ def create_media_edge_router(
     return router
 
 
-async def _read_until_start(websocket: WebSocket, limit_secs: float) -> tuple[list[str], str]:
-    """The raw messages up to and including ``start``, and the stream token in it."""
+async def _read_until_start(websocket: WebSocket, limit_secs: float) -> tuple[list[str], str, str]:
+    """The raw messages up to and including ``start``, the stream token in it and its call's
+    ``callSid``."""
     received: list[str] = []
     try:
         async with asyncio.timeout(limit_secs):
@@ -169,7 +170,7 @@ async def _read_until_start(websocket: WebSocket, limit_secs: float) -> tuple[li
                 except json.JSONDecodeError as e:
                     raise _Refused(1008, "message before start is not JSON", "no_start") from e
                 if isinstance(parsed, dict) and parsed.get("event") == "start":
-                    return received, _token_of(parsed)
+                    return received, *_token_of(parsed)
     except TimeoutError as e:
         raise _Refused(
             1008, f"no start message within {limit_secs:.0f} s", "no_start"
@@ -177,7 +178,8 @@ async def _read_until_start(websocket: WebSocket, limit_secs: float) -> tuple[li
     raise _Refused(1008, "no start message", "no_start")
 
 
-def _token_of(start_message: dict) -> str:
+def _token_of(start_message: dict) -> tuple[str, str]:
+    """The stream token of a ``start`` message and the ``callSid`` it must be for."""
     try:
         start = parse_start(start_message)
     except MediaRejected as e:
@@ -185,15 +187,16 @@ def _token_of(start_message: dict) -> str:
     token = start.custom_parameters.get(STREAM_TOKEN_PARAM)
     if not token:
         raise _Refused(1008, f"start without customParameters.{STREAM_TOKEN_PARAM}", "bad_token")
-    return token
+    return token, start.call_sid
 
 
 async def _redeem_token(
-    secret: str, token: str, redemptions: StreamRedemptions
+    secret: str, token: str, call_sid: str, redemptions: StreamRedemptions
 ) -> stream_tokens.StreamClaims:
-    """Check the token and redeem it for this hop: a token opens one stream, once."""
+    """Check the token (for this stream's call) and redeem it for this hop: a token opens one
+    stream, once."""
     try:
-        return await redemptions.admit(secret, token, "edge")
+        return await redemptions.admit(secret, token, "edge", call_sid=call_sid)
     except stream_tokens.StreamTokenError as e:
         result = "token_reused" if e.reason == "reused" else "bad_token"
         raise _Refused(1008, str(e), result) from e

@@ -14,7 +14,10 @@ the report goes to Redis where every placement reads it atomically. The rule:
   fewer when its CPU per call says fewer fit, one at a time when latency is close to the limit;
 * and no more than ``admission_burst`` over any ``admission_settle_secs``: a new call costs
   little until its caller speaks, so its latency and CPU show only seconds after it was let in,
-  and a ramp faster than that would be judged on measurements that do not include it yet.
+  and a ramp faster than that would be judged on measurements that do not include it yet;
+* and never above the load it learned it can hold (:class:`LearnedLimit`): the signals show an
+  overload seconds after the calls that caused it, so without a memory a worker reopens as soon
+  as its window clears and overshoots again, over and over.
 """
 
 from __future__ import annotations
@@ -103,6 +106,63 @@ def assess(m: Measurements, limits: HeadroomLimits, at: float) -> HeadroomReport
     return report(True, min(limits.ceiling, m.load + extra))
 
 
+# A limit broken at load L: L x this is what the worker holds next (multiplicative decrease).
+_DECREASE = 0.85
+
+
+class LearnedLimit:
+    """The load this worker holds within its limits, learned as TCP learns a path's capacity
+    (additive increase, multiplicative decrease): breaking a limit at load L sets it to
+    0.85 x L; each settle window spent at it with every signal inside raises it by one.
+
+    One cut per latency window: the p95 lags the calls that raised it, so until the window has
+    turned over the readings after a cut still show the load before it. Starts at the ceiling:
+    nothing is assumed about a machine until it is measured."""
+
+    def __init__(self, ceiling: int, settle_secs: float, window_secs: float):
+        self.value = float(ceiling)
+        self._ceiling = ceiling
+        self._settle_secs = settle_secs
+        self._window_secs = max(settle_secs, window_secs)
+        self._cut_at = -math.inf
+        self._raised_at = -math.inf
+
+    def allows(self) -> int:
+        return max(1, math.floor(self.value))
+
+    def update(self, report: HeadroomReport, within: bool, now: float) -> None:
+        """Learn from one assessment: ``within`` when every signal is inside its limit, latency
+        measured."""
+        if not report.open and report.reason in _OVERLOAD and report.load > 0:
+            if now - self._cut_at >= self._window_secs:
+                self.value = max(1.0, min(self.value, report.load) * _DECREASE)
+                self._cut_at = now
+        elif (
+            within and report.load >= self.allows() and self.value < self._ceiling
+            and now - max(self._cut_at, self._raised_at) >= self._settle_secs
+        ):
+            self.value = min(float(self._ceiling), self.value + 1)
+            self._raised_at = now
+
+
+_OVERLOAD = (ClosedReason.LATENCY, ClosedReason.LAG, ClosedReason.CPU, ClosedReason.ENGINE_QUEUE)
+
+
+# Latency under this share of its limit at the learned load: room to try one more call.
+_RAISE_SHARE = 0.9
+
+
+def within_limits(m: Measurements, limits: HeadroomLimits) -> bool:
+    """Every signal inside its limit, latency measured over enough turns: room to try one more
+    call than the learned limit (calls that have not spoken yet prove nothing)."""
+    return (
+        m.p95_ms is not None and m.p95_ms < _RAISE_SHARE * limits.latency_limit_ms
+        and m.lag_ms < limits.lag_limit_ms
+        and m.cpu < limits.cpu_limit
+        and m.engine_queue < limits.engine_queue_limit
+    )
+
+
 class CpuMeter:
     """The CPU use (0-1) this worker can draw on, since the last reading: its container's share
     when the cgroup has a CPU quota (a Kubernetes limit: ``/proc/stat`` would show the whole
@@ -168,6 +228,9 @@ class HeadroomMeter:
         self._clock = clock
         self._settle_secs = settings.admission_settle_secs
         self._loads: deque[tuple[float, int]] = deque()
+        self.learned = LearnedLimit(
+            settings.max_calls, settings.admission_settle_secs, settings.headroom_window_secs
+        )
         self.last: HeadroomReport | None = None
 
     def _growth(self, load: int) -> int:
@@ -191,5 +254,16 @@ class HeadroomMeter:
         )
 
     def assess(self, load: int) -> HeadroomReport:
-        self.last = assess(self.measure(load), self.limits, time.time())
-        return self.last
+        measured = self.measure(load)
+        report = assess(measured, self.limits, time.time())
+        self.learned.update(report, within_limits(measured, self.limits), self._clock())
+        if report.open and load > 0 and load >= self.learned.allows():
+            report = report.model_copy(
+                update={"open": False, "admit_until": load, "reason": ClosedReason.LEARNED}
+            )
+        elif report.open:
+            report = report.model_copy(
+                update={"admit_until": min(report.admit_until, self.learned.allows())}
+            )
+        self.last = report
+        return report

@@ -63,6 +63,21 @@ def stream_server(settings: Settings):
     return serve_stream
 
 
+async def _is_for_the_call(
+    socket: MediaSocketGuard, claims: stream_tokens.StreamClaims, start: StreamStart
+) -> bool:
+    """The edge checked it already; checked again as for every hop (a worker is one
+    misconfigured firewall away from taking streams directly)."""
+    try:
+        stream_tokens.check_call(claims, start.call_sid)
+    except stream_tokens.StreamTokenError as e:
+        metrics.STREAM_TOKENS_REFUSED.labels(hop="worker", reason=e.reason).inc()
+        logger.warning(f"refusing media stream: {e}")
+        await socket.close(1008, str(e))
+        return False
+    return True
+
+
 def stream_ticket(call_id: str, start: StreamStart, *, movable: bool, resumes: bool) -> CallTicket:
     """A Twilio stream's ticket: its agent by the stream parameters; ``movable`` in a pool (Twilio
     can bring it back to another worker), ``resumes`` when its placement says it comes back."""
@@ -120,6 +135,8 @@ def pooled_stream_router(
             slot = PoolSlot(service, claims.call_id)
             try:
                 socket, start = await serve_stream(websocket)
+                if start is not None and not await _is_for_the_call(socket, claims, start):
+                    start = None
                 if start is not None:
                     adapter = TwilioStreamAdapter(
                         socket, start, settings, call_id=claims.call_id,
