@@ -9,7 +9,7 @@ and the callers' voice-to-voice latency. CPU seconds consumed are what a call co
 the machine runs; latency is not (a shared machine stretches it for both variants alike).
 Writes ``benchmarks/results/media_stage.json``.
 
-    .venv/bin/python benchmarks/media_stage.py [--calls 10] [--rounds 2]
+    .venv/bin/python benchmarks/media_stage.py [--calls 10] [--rounds 2] [--input-frame-ms 40] [--name media_stage]
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10, help="concurrent callers per batch")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--input-frame-ms", type=int, default=40,
+                        help="SWITCHBOARD_INPUT_FRAME_MS (40 as in the capacity sweeps; 20 is the default)")
+    parser.add_argument("--name", default="media_stage", help="results file name")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sb-media-stage-"))
     logs = RESULTS / "media_stage"
@@ -84,7 +87,7 @@ def main() -> int:
                    "SWITCHBOARD_DEEPGRAM_URL": urls["deepgram"].replace("http://", "ws://"),
                    "SWITCHBOARD_ELEVENLABS_URL": urls["elevenlabs"].replace("http://", "ws://"),
                    "SWITCHBOARD_LOG_LEVEL": "WARNING", "SWITCHBOARD_INFERENCE_THREADS": "1",
-                   "SWITCHBOARD_INPUT_FRAME_MS": "40", "SWITCHBOARD_MAX_CALLS": str(args.calls + 2),
+                   "SWITCHBOARD_INPUT_FRAME_MS": str(args.input_frame_ms), "SWITCHBOARD_MAX_CALLS": str(args.calls + 2),
                    "SWITCHBOARD_ADMISSION": "slots", "SWITCHBOARD_API_KEY": "benchmark-key"}
             process = start_process(cli("serve", "--port", str(port), "--agent", str(TEST_AGENT)),
                                     f"http://127.0.0.1:{port}/health", logs / f"agent-{variant}.log", env)
@@ -113,8 +116,9 @@ def main() -> int:
         }
         for variant in VARIANTS
     }
-    write_result("media_stage", {"calls": args.calls, "rounds": args.rounds, "cpus": os.cpu_count(),
-                                 "runs": runs, "medians": medians})
+    write_result(args.name, {"calls": args.calls, "rounds": args.rounds, "cpus": os.cpu_count(),
+                             "input_frame_ms": args.input_frame_ms,
+                             "runs": runs, "medians": medians})
     print(medians)
     return 0
 
