@@ -151,14 +151,15 @@ class MediaStage:
             frame.audio = await self._denoise.filter(frame.audio)
             if not frame.audio:
                 return  # held back until a whole model frame is in
-        # The graph hands a chunk on before the VAD judges it: the STT and smart-turn see it
-        # with the VAD's state before this chunk, and the events it causes come after it.
+        # As in the graph: the VAD judges the chunk first (so the energy gate Whisper's
+        # speculation reads is current), smart-turn gets it with the VAD's state before it, and
+        # the STT has the chunk before the event it caused (which waits in the STT's queue).
         was_speaking = self._speaking
+        await self._vad.process_frame(frame)
         if self._downstream_ready:
             await self._hand_on(frame, was_speaking)
         else:
             self._held.append((frame, was_speaking))
-        await self._vad.process_frame(frame)
 
     async def downstream_ready(self) -> None:
         """The pipeline has started its STT: what was held goes to it, then chunks as they come."""
