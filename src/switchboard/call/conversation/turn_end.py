@@ -50,11 +50,15 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         had the chunk come down the pipeline ahead of the VAD's event.
         """
         if self._turn_analyzer.append_audio(audio, is_speech) == EndOfTurnState.COMPLETE:
-            # The silence timeout ran out (as in Pipecat's _handle_input_audio).
-            _, prediction = await self._turn_analyzer.analyze_end_of_turn()
-            await self._handle_prediction_result(prediction)
-            self._turn_complete = True
-            await self._maybe_trigger_user_turn_stopped()
+            # The silence timeout ran out. Pipecat's _handle_input_audio awaits the model here;
+            # the stage's caller is the transport's receive loop, which must not wait for it.
+            self.task_manager.create_task(self._silence_timed_out(), f"{self}::silence_timed_out")
+
+    async def _silence_timed_out(self) -> None:
+        _, prediction = await self._turn_analyzer.analyze_end_of_turn()
+        await self._handle_prediction_result(prediction)
+        self._turn_complete = True
+        await self._maybe_trigger_user_turn_stopped()
 
     async def _handle_transcription(self, frame: TranscriptionFrame):
         await super()._handle_transcription(frame)
