@@ -1,15 +1,18 @@
 """PII detection on real ASR output, and recording redaction, measured.
 
-Each caller utterance of ``benchmarks/data/pii_utterances.jsonl`` (text and labelled entities)
-is spoken by the local TTS voices (Piper's and espeak-ng's), sent through the telephone path
-(8 kHz µ-law), transcribed by the live Whisper engine, and run through the detector: recall
-and precision per entity type, counted per utterance by type (the ASR's wording differs from
-the label's, so spans are not compared). Then each utterance with PII, followed by a keyed
-patient number (Pipecat's DTMF tones), is laid on a recording's caller channel and redacted as
-the archive does; the redacted channel is transcribed again and scanned for tones: what PII
-and how many keys are left.
+Each caller utterance of ``benchmarks/data/pii_utterances.jsonl`` (text, labelled entities and
+its split) is spoken by two unlike local TTS voices (Piper's ``en_US-joe-medium``, a male neural
+voice, and Flite's ``slt``, a female statistical-parametric one: ``apt-get install flite``), sent
+through the telephone path (8 kHz µ-law), transcribed by the live Whisper engine, and run through
+the detector: recall and precision per entity type, counted per utterance by type (the ASR's
+wording differs from the label's, so spans are not compared). Utterances of the ``held_out``
+split were written before the detector was tuned on the others, and are reported apart
+(``pii-held-out-first-look.json``: their first scoring, by the detector as frozen before they
+were looked at). Then each utterance with PII, followed by a keyed patient number (Pipecat's
+DTMF tones), is laid on a recording's caller channel and redacted as the archive does; the
+redacted channel is transcribed again and scanned for tones: what PII and how many keys are left.
 
-    python benchmarks/pii.py [--voices piper,espeak] [--limit N]
+    python benchmarks/pii.py [--voices piper,flite] [--limit N]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +59,19 @@ def piper_voice():
 
 
 def espeak_voice(text: str) -> np.ndarray:
+    """espeak-ng's formant voice: through 8 kHz µ-law Whisper tiny.en loses most of its digits
+    ("five" is "time"), so its figures measure the ASR, not the detector; kept for comparison."""
     wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "--stdout", text], capture_output=True, check=True).stdout
     data, rate = sf.read(io.BytesIO(wav), dtype="int16")
+    return resample(data, rate, 8000)
+
+
+def flite_voice(text: str) -> np.ndarray:
+    """Flite's ``slt`` (CMU ARCTIC's US female speaker, clustergen): another engine, speaker and
+    sex than Piper's, and one Whisper tiny.en hears through the phone path."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+        subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", out.name], check=True, timeout=60)
+        data, rate = sf.read(out.name, dtype="int16")
     return resample(data, rate, 8000)
 
 
@@ -78,7 +93,7 @@ def leaked(entity: dict, redacted: str) -> bool:
     kind, value = entity["type"], entity["value"]
     runs = [t.text for t in normalise(redacted) if t.digits]
     letters = "".join(ch for ch in redacted.lower() if ch.isalnum())
-    if kind in ("card", "phone", "national_id"):
+    if kind in ("card", "phone", "national_id", "account_number"):
         return any(value[i : i + 4] in run for run in runs for i in range(len(value) - 3))
     if kind == "email":
         local = "".join(ch for ch in value.split("@")[0] if ch.isalnum())
@@ -86,7 +101,8 @@ def leaked(entity: dict, redacted: str) -> bool:
     if kind == "date_of_birth":
         year, month, _day = value.split("-")
         named = list(MONTHS)[int(month) - 1]
-        return year in runs or year[2:] in runs and named in redacted.lower()
+        # "March 3, 1982" is one run of digits ("31982") once the comma is gone
+        return any(year in run for run in runs) or any(run.endswith(year[2:]) for run in runs) and named in redacted.lower()
     if kind == "address":
         return value.split()[1].lower() in redacted.lower()
     return any(word.lower() in redacted.lower() for word in value.split())
@@ -133,7 +149,7 @@ def score(rows: list[dict]) -> dict[str, dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--voices", default="piper,espeak")
+    parser.add_argument("--voices", default="piper,flite", help="piper, flite, espeak")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--name", default="pii")
     parser.add_argument("--no-recordings", action="store_true", help="detection only")
@@ -151,19 +167,20 @@ def main() -> int:
     if args.limit:
         utterances = utterances[: args.limit]
     stt = WhisperEngine(threads=1)
-    voices = {"piper": piper_voice(), "espeak": espeak_voice}
+    voices = {"piper": piper_voice, "flite": lambda: flite_voice, "espeak": lambda: espeak_voice}
     rows: list[dict] = []
     redacted_checks: list[dict] = []
     timings = shared_word_timings()
     for voice in args.voices.split(","):
-        speak = voices[voice]
+        speak = voices[voice]()
         for i, u in enumerate(utterances):
             audio = over_the_phone(speak(u["text"]))
             heard = stt.transcribe_pcm16(audio).text
-            row = {"voice": voice, "said": u["text"], "heard": heard, "expected": [e["type"] for e in u["entities"]]}
+            row = {"voice": voice, "split": u.get("split", "tune"), "said": u["text"], "heard": heard,
+                   "expected": [e["type"] for e in u["entities"]]}  # fmt: skip
             check(row, u["entities"])
             rows.append(row)
-            print(f"{voice} {i:3} {row['found']} <- {heard}", flush=True)
+            print(f"{voice} {row['split']} {i:3} {row['found']} <- {heard}", flush=True)
             if voice != "piper" or not u["entities"] or args.no_recordings:
                 continue
             caller = np.concatenate([np.zeros(RATE // 2, np.int16), audio, np.zeros(RATE // 2, np.int16),
@@ -185,13 +202,12 @@ def main() -> int:
             })  # fmt: skip
             print(f"   redacted: {redacted_checks[-1]['entities_left']} keys {redacted_checks[-1]['keys_left']!r} <- {again}", flush=True)
 
-    by_voice = {v: score([r for r in rows if r["voice"] == v]) for v in args.voices.split(",")}
     result = {
         "utterances": len(utterances),
+        "held_out_utterances": sum(1 for u in utterances if u.get("split") == "held_out"),
         "voices": args.voices.split(","),
         "path": "TTS -> 8 kHz mu-law -> 16 kHz -> Whisper tiny.en (live engine) -> detector",
-        "overall": score(rows),
-        "by_voice": by_voice,
+        **scores(rows, args.voices.split(",")),
         "recordings": {
             "checked": len(redacted_checks),
             "with_entities_left": sum(1 for c in redacted_checks if c["entities_left"]),
@@ -212,18 +228,28 @@ def rescore(name: str) -> int:
     """The detector run again on the stored transcripts: the ASR's output is kept as it was."""
     path = REPO / "benchmarks" / "results" / f"{name}.json"
     result = json.loads(path.read_text())
-    labels = {u["text"]: u["entities"] for u in map(json.loads, UTTERANCES.read_text().splitlines())}
+    utterances = {u["text"]: u for u in map(json.loads, UTTERANCES.read_text().splitlines())}
     for row in result["rows"]:
-        check(row, labels[row["said"]])
+        row["split"] = utterances[row["said"]].get("split", "tune")
+        check(row, utterances[row["said"]]["entities"])
     for redacted in result["redacted"]:
         redacted["entities_left"] = [e.type for e in detect(redacted["heard_after"])]
-    result["overall"] = score(result["rows"])
-    result["by_voice"] = {v: score([r for r in result["rows"] if r["voice"] == v]) for v in result["voices"]}
+    result.update(scores(result["rows"], result["voices"]))
     result["recordings"]["with_entities_left"] = sum(1 for c in result["redacted"] if c["entities_left"])
     write_result(name, result)
     update_doc_section(name, markdown(result))
     print(json.dumps(result["overall"], indent=1))
     return 0
+
+
+def scores(rows: list[dict], voices: list[str]) -> dict:
+    """Scores over all rows, per voice, and per voice on the held-out utterances alone."""
+    return {
+        "overall": score(rows),
+        "by_voice": {v: score([r for r in rows if r["voice"] == v]) for v in voices},
+        "held_out": score([r for r in rows if r["split"] == "held_out"]),
+        "held_out_by_voice": {v: score([r for r in rows if r["voice"] == v and r["split"] == "held_out"]) for v in voices},
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -232,11 +258,14 @@ def _pct(x: float | None) -> str:
 
 def markdown(result: dict) -> str:
     voices = result["voices"]
+    held = result.get("held_out_utterances", 0)
+    without = sum(1 for r in result["rows"] if r["voice"] == voices[0] and not r["expected"])
     lines = [
         "## PII redaction: detection on real ASR output (`benchmarks/pii.py`)",
         "",
         f"{result['utterances']} caller utterances (`benchmarks/data/pii_utterances.jsonl`: text and labelled "
-        "entities, 10 without PII) spoken by the local TTS voices "
+        f"entities, {without} without PII; **{held} of them held out**: written before the detector was tuned "
+        "on the others, and first scored by it frozen, below) spoken by each local TTS voice "
         f"({', '.join(voices)}), sent through 8 kHz µ-law, transcribed by the live Whisper tiny.en engine "
         "and run through the detector (`switchboard.privacy`). Counted per utterance and entity type (the "
         "ASR's words differ from the label's, so spans are not compared). *Left* counts labelled entities "
@@ -246,21 +275,13 @@ def markdown(result: dict) -> str:
         "transcript lost). Goals: recall ≥ 95 %, precision ≥ 90 % for card, phone, e-mail, ID and date "
         "of birth.",
         "",
-        "| entity | labelled (per voice) | " + " | ".join(f"{v}: recall / precision / left (kept: recall)" for v in voices) + " | goal met |",
-        "|---|---:|" + "---:|" * len(voices) + "---|",
+        "All utterances:",
+        "",
+        *_table(result["overall"], result["by_voice"], voices),
     ]
-    for kind in result["overall"]:
-        cells = []
-        for v in voices:
-            s = result["by_voice"][v].get(kind)
-            cells.append("–" if s is None else f"{_pct(s['recall'])} / {_pct(s['precision'])} / {s.get('left_in_text', 0)}"
-                         f" ({s.get('in_transcript', 0)}: {_pct(s.get('recall_in_transcript'))})")
-        labelled = max((result["by_voice"][v].get(kind) or {}).get("labelled", 0) for v in voices)
-        goal = ""
-        if kind in GOAL_TYPES:
-            met = [v for v in voices if _met(result["by_voice"][v].get(kind))]
-            goal = ", ".join(met) if met else "**no**"
-        lines.append(f"| {kind} | {labelled} | " + " | ".join(cells) + f" | {goal} |")
+    if held:
+        lines += ["", f"Held out ({held} utterances per voice):", "",
+                  *_table(result["held_out"], result["held_out_by_voice"], voices)]  # fmt: skip
     rec = result["recordings"]
     lines += [
         "",
@@ -272,6 +293,29 @@ def markdown(result: dict) -> str:
         "recording (one channel with speech, 2 cores shared with the benchmark's own TTS and STT).",
     ]
     return "\n".join(lines)
+
+
+def _table(overall: dict, by_voice: dict, voices: list[str]) -> list[str]:
+    lines = [
+        "| entity | labelled (per voice) | " + " | ".join(f"{v}: recall / precision / left (kept: recall)" for v in voices)
+        + " | both voices: recall / precision | goal met |",
+        "|---|---:|" + "---:|" * (len(voices) + 1) + "---|",
+    ]  # fmt: skip
+    for kind in overall:
+        cells = []
+        for v in voices:
+            s = by_voice[v].get(kind)
+            cells.append("–" if s is None else f"{_pct(s['recall'])} / {_pct(s['precision'])} / {s.get('left_in_text', 0)}"
+                         f" ({s.get('in_transcript', 0)}: {_pct(s.get('recall_in_transcript'))})")  # fmt: skip
+        both = overall[kind]
+        cells.append(f"{_pct(both['recall'])} / {_pct(both['precision'])}")
+        labelled = max((by_voice[v].get(kind) or {}).get("labelled", 0) for v in voices)
+        goal = ""
+        if kind in GOAL_TYPES:
+            met = [v for v in voices if _met(by_voice[v].get(kind))]
+            goal = ", ".join(met) if met else "**no**"
+        lines.append(f"| {kind} | {labelled} | " + " | ".join(cells) + f" | {goal} |")
+    return lines
 
 
 def _met(s: dict | None) -> bool:

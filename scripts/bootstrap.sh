@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-server sox espeak-ng ffmpeg libsndfile1 prometheus docker-compose haproxy shellcheck chromium postgresql)
+APT_PACKAGES=(redis-server sox espeak-ng flite ffmpeg libsndfile1 prometheus docker-compose haproxy shellcheck chromium postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -46,14 +46,29 @@ MONTHS = {
          "october", "november", "december")
     )
 }  # fmt: skip
-_BIRTH = re.compile(r"\b(born|birth|birthday|dob|d\.o\.b)\b", re.I)
-_CARD_CONTEXT = re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|pay|charge)\b", re.I)
+_BIRTH = re.compile(r"\b(born|birth|birthdays?|dob|d\.o\.b)\b", re.I)  # Whisper: "my birthdays 1030"
+# An insurance or member card is not a payment card: its number is an account number.
+_CARD_CONTEXT = re.compile(
+    r"\b(visa|master ?card|amex|american express|discover|credit|debit|pay|charge|"
+    r"(?<!insurance )(?<!member )(?<!id )(?<!health )(?<!medicare )(?<!medicaid )(?<!benefits )card)\b",
+    re.I,
+)
 _CARD_EXTRAS = {"cvv", "cvc", "expiry", "expiration", "expires", "code"}
-_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s s n|security number)\b", re.I)
+_SSN_CONTEXT = re.compile(r"\b(social|ssn|ss|s\W{0,2}s\W{0,2}n|security number)\b", re.I)  # "S.S.N.", "S-S-N"
 _SSN_WRITTEN = re.compile(r"\d{3}-\d{2}-\d{4}")
-_PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact)\b", re.I)
+_PHONE_CONTEXT = re.compile(r"\b(phone|number|call|cell|mobile|reach|text|contact|line|landline|fax)\b", re.I)
 # A seven-digit local number needs a word of phoning: "patient number 4821390" is not one.
-_PHONING = re.compile(r"\b(phone|call|cell|mobile|reach|text|contact)\b", re.I)
+_PHONING = re.compile(
+    r"\b(phone|call|cell|mobile|reach|text|contact|line|landline|fax|area code|(?:my|your|the best|a good) number)\b", re.I
+)
+# The identifiers a front desk asks for besides cards, phones and IDs.
+_ACCOUNT_CONTEXT = re.compile(
+    r"\b(patient|member|membership|policy|account|acct|chart|record|mrn|reference|confirmation|claim|"
+    r"order|invoice|customer|insurance|group|id)\b",
+    re.I,
+)
+# Which of these a number belongs to when several are said: the one named last before it.
+_CONTEXTS = {"card": _CARD_CONTEXT, "national_id": _SSN_CONTEXT, "phone": _PHONING, "account_number": _ACCOUNT_CONTEXT}
 _STREET = {
     "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive", "dr",
     "court", "ct", "way", "place", "pl", "terrace", "circle", "highway", "parkway", "square", "close",
@@ -85,7 +100,7 @@ _MAYBE_PII = re.compile(
 # A date needs a month's name, a numeric date or a word of birth.
 _DATE_HINT = re.compile(
     r"\b(?:january|february|march|april|may|june|july|august|september|october|november|"
-    r"december|born|birth|birthday|dob)\b|\d\s*[/-]\s*\d",
+    r"december|born|birth|birthdays?|dob)\b|\d\s*[/-]\s*\d",
     re.I,
 )
 
@@ -128,12 +143,17 @@ def detect(text: str, types: Iterable[str] = ENTITY_TYPES, known_digits: Iterabl
     if not _MAYBE_PII.search(text):  # most lines: no number, no "at", no month; nothing more to find
         return _resolved(found)
     words = normalise(text, merge_digits=False)
+    dates = _date_spans(words) if _DATE_HINT.search(text) else []
     if "date_of_birth" in wanted and _DATE_HINT.search(text):
-        found += _dates(text, words)
+        births = _dates(text, words)
+        found += births
+        dates += [(e.start, e.end) for e in births]
     tokens = merge_runs(words)
     if "email" in wanted:
         found += _emails(text, tokens)
-    found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3])
+    # The day and year of a date are not an identifier ("March 3, 2027" is not account 32027).
+    in_dates = {i for i, t in enumerate(tokens) if len(t.text) <= 8 and any(a <= t.start and t.end <= b for a, b in dates)}
+    found += _digit_runs(text, tokens, wanted, [d for d in known_digits if len(d) >= 3], skip=in_dates)
     if "address" in wanted:
         found += _addresses(tokens)
     return _resolved(found)
@@ -163,38 +183,19 @@ _HEARD_AS_DIGIT = {"for", "to", "too", "won", "ate"}
 _CARD_ANYWAY_DIGITS = 15
 
 
-def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[str]) -> list[Entity]:
+def _digit_runs(
+    text: str, tokens: list[Token], wanted: set[str], known: list[str], skip: frozenset[int] | set[int] = frozenset()
+) -> list[Entity]:
     found: list[Entity] = []
-    ssn_context = bool(_SSN_CONTEXT.search(text))
+    ssn_said = bool(_SSN_CONTEXT.search(text))
     for i, t in enumerate(tokens):
-        if not t.digits:
+        if not t.digits or i in skip and not any(k in t.text for k in known):
             continue
-        digits, n = t.text, len(t.text)
         plus = i > 0 and tokens[i - 1].text.lower() in ("+", "plus")
         start = tokens[i - 1].start if plus else t.start
-        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and n >= 3:
+        if i > 0 and tokens[i - 1].text.lower() in _HEARD_AS_DIGIT and len(t.text) >= 3:
             start = tokens[i - 1].start
-        before = text[max(0, t.start - 80) : t.start]
-        phone_context = bool(_PHONE_CONTEXT.search(before))
-        kind: str | None = None
-        if any(k in digits for k in known):
-            kind = "keypad"
-        elif n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS:
-            kind = "card"
-        elif 8 <= n <= 10 and ssn_context and (n != 9 or _ssn_valid(digits)):
-            kind = "national_id"  # 8 or 10: the ASR dropped or repeated a digit
-        elif 4 <= n < 13 and _CARD_CONTEXT.search(before) and not _PHONING.search(before):
-            kind = "card"  # what the ASR kept of a card number (or its last four)
-        elif 4 <= n < 8 and _SSN_CONTEXT.search(before):
-            kind = "national_id"
-        elif _phone(digits, plus) or (phone_context and 9 <= n <= 12) or (7 <= n <= 8 and _PHONING.search(before)):
-            kind = "phone"
-        elif n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
-            kind = "national_id"
-        elif 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
-            kind = "card"
-        elif n >= 5:
-            kind = "account_number"
+        kind = _number_kind(text, tokens, i, plus, ssn_said, known)
         if kind is not None and (kind == "keypad" or kind in wanted):
             found.append(Entity(kind, start, t.end))
         elif kind is not None and kind != "account_number" and "account_number" in wanted:
@@ -202,14 +203,78 @@ def _digit_runs(text: str, tokens: list[Token], wanted: set[str], known: list[st
     return found
 
 
+_MONEY_AFTER = re.compile(r"[\s,.]*(?:dollars?|bucks|cents|usd)\b", re.I)
+
+
+def _money(text: str, t: Token) -> bool:
+    """"$12,000", "twelve thousand dollars": an amount, not an identifier."""
+    return text[max(0, t.start - 1) : t.start] == "$" or bool(_MONEY_AFTER.match(text, t.end))
+
+
+# "..., that's my social", "... is the card": named after the number when not before it.
+_AFTER_CHARS = 30
+
+
+def _context_after(after: str) -> str | None:
+    first = {kind: m.start() for kind, pattern in _CONTEXTS.items() if (m := pattern.search(after))}
+    return min(first, key=lambda k: first[k]) if first else None
+
+
+def _nearest_context(before: str) -> str | None:
+    """The kind of number the words before it name last ("my social is ..., member number ...")."""
+    last = {kind: max((m.end() for m in pattern.finditer(before)), default=-1) for kind, pattern in _CONTEXTS.items()}
+    kind = max(last, key=lambda k: last[k])
+    return kind if last[kind] >= 0 else None
+
+
+def _number_kind(text: str, tokens: list[Token], i: int, plus: bool, ssn_said: bool, known: list[str]) -> str | None:
+    """What the run of digits ``tokens[i]`` is, from its length, checksum and the words before it."""
+    t = tokens[i]
+    digits, n = t.text, len(t.text)
+    before = text[max(0, t.start - 80) : t.start]
+    context = _nearest_context(before) or _context_after(text[t.end : t.end + _AFTER_CHARS])
+    if any(k in digits for k in known):
+        return "keypad"
+    if _money(text, t):
+        return None
+    long_card = n >= 13 and (luhn_valid(digits) or _CARD_CONTEXT.search(before)) or n >= _CARD_ANYWAY_DIGITS
+    if long_card and not (context in ("national_id", "account_number") and not luhn_valid(digits)):
+        return "card"
+    if context == "national_id" and n > 10:
+        return "national_id"  # said after "social", and the ASR repeated groups
+    if context == "account_number" and n >= 4 and not (_phone(digits, plus) and _PHONING.search(before)):
+        return "account_number"
+    if 8 <= n <= 10 and ssn_said and context in ("national_id", None) and (n != 9 or _ssn_valid(digits)):
+        return "national_id"  # 8 or 10: the ASR dropped or repeated a digit
+    if 4 <= n < 13 and context == "card":
+        return "card"  # what the ASR kept of a card number (or its last four)
+    if 4 <= n < 8 and context == "national_id":
+        return "national_id"
+    if _phone(digits, plus) or (9 <= n <= 12 and _PHONE_CONTEXT.search(before)) or (5 <= n <= 12 and context == "phone"):
+        return "phone"  # or what the ASR kept of one, said after "my cell is"
+    if n == 9 and _SSN_WRITTEN.fullmatch(text[t.start : t.end]) and _ssn_valid(digits):
+        return "national_id"
+    if 3 <= n <= 4 and i > 0 and _after_card_extra(tokens, i):
+        return "card"
+    if n >= 5:
+        return "account_number"
+    return None
+
+
 def _after_card_extra(tokens: list[Token], i: int) -> bool:
-    """A card's security code or expiry ("the CVV is 123", "expiry 1227")."""
-    return any(tokens[j].text.lower() in _CARD_EXTRAS for j in range(max(0, i - 3), i))
+    """A card's security code or expiry ("the CVV is 123", "expiry 1227"); an area or zip code is not one."""
+    return any(
+        tokens[j].text.lower() in _CARD_EXTRAS and not (j > 0 and tokens[j - 1].text.lower() in _OTHER_CODES)
+        for j in range(max(0, i - 3), i)
+    )
 
 
-_EMAIL_CONTEXT = re.compile(r"\b(e-?mail|mail|write to|send it to|send them to)\b", re.I)
+_OTHER_CODES = {"area", "zip", "postal", "country", "promo", "discount"}
+
+
+_EMAIL_CONTEXT = re.compile(r"\b(e-?mails?|mail|write to|send it to|send them to)\b", re.I)
 # Where an address said after "my email is" starts: the words before it.
-_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "address", "use", ",", "mail"}
+_EMAIL_LEAD = {"is", "to", "at", "it's", "its", "me", "email", "emails", "address", "use", ",", "mail"}
 _MAX_FUSED_TOKENS = 8
 
 
@@ -220,11 +285,38 @@ def _emails(text: str, tokens: list[Token]) -> list[Entity]:
             continue
         end = _domain_end(tokens, k + 1)
         start = _local_start(tokens, k - 1)
+        if start is not None and end is None and _said_as_an_email(text, tokens, start):
+            end = _label(tokens, k + 1)  # "my email is john at gmail": the ".com" unsaid, or lost
         if end is not None and start is not None:
-            found.append(Entity("email", tokens[start].start, tokens[end].end))
+            found.append(Entity("email", tokens[_spoken_local_start(tokens, start)].start, tokens[end].end))
     if not found and _EMAIL_CONTEXT.search(text):
         found += _fused_emails(tokens)
     return found
+
+
+_EMAIL_IS = re.compile(r"\b(?:e-?mail(?: address)?(?: is|'s|:)|e-?mail me at)[\s,:]*$", re.I)
+
+
+def _said_as_an_email(text: str, tokens: list[Token], start: int) -> bool:
+    """Whether the words right before the local part introduce an e-mail address ("my email is")."""
+    return bool(_EMAIL_IS.search(text, 0, tokens[start].start))
+
+
+# Words of a local part said apart ("rachel green eighty-eight at ...") after the words that lead in.
+_MAX_LOCAL_WORDS = 3
+
+
+def _spoken_local_start(tokens: list[Token], start: int) -> int:
+    """The first word of a local part said as several words ("mary jones at gmail dot com"):
+    back from ``start`` to the word that leads into the address ("my email is", "email me at"),
+    if one is that near; otherwise ``start``."""
+    for j in range(start - 1, max(-1, start - 1 - _MAX_LOCAL_WORDS), -1):
+        word = tokens[j].text.lower()
+        if word in _EMAIL_LEAD:
+            return j + 1
+        if not tokens[j].text.isalnum() or word in ("or", "and") or tokens[j].digits and len(word) > 4:
+            break  # another number said before it ("call me on 415 555 0144 or email ...")
+    return start
 
 
 def _fused_emails(tokens: list[Token]) -> list[Entity]:
@@ -249,7 +341,20 @@ def _label(tokens: list[Token], j: int) -> int | None:
     if len(tokens[j].text) == 1:  # spelled: "g m x"
         while j + 1 < len(tokens) and len(tokens[j + 1].text) == 1 and tokens[j + 1].text.isalnum():
             j += 1
+        return j
+    # said as words: "dental care dot org" (up to three, then the dot)
+    for k in range(j + 1, min(j + _MAX_LOCAL_WORDS, len(tokens) - 1)):
+        if not tokens[k].text.isalnum() or tokens[k].text.lower() in _EMAIL_JOIN:
+            break
+        if _dot_in_address(tokens, k + 1):
+            return k
     return j
+
+
+def _dot_in_address(tokens: list[Token], k: int) -> bool:
+    """"dot", or a point with no space after it ("care.org"; "the shop. Me too" ends a sentence)."""
+    word = tokens[k].text.lower()
+    return word == "dot" or word == "." and k + 1 < len(tokens) and tokens[k + 1].start == tokens[k].end
 
 
 def _domain_end(tokens: list[Token], j: int) -> int | None:
@@ -324,9 +429,62 @@ def _dates(text: str, tokens: list[Token]) -> list[Entity]:
         if birth or (year is not None and year < 2015):
             found.append(Entity("date_of_birth", tokens[i].start, tokens[end].end))
         i = end + 1
+    if birth:
+        found += [e for e in _spoken_numeric_dates(tokens) if not any(e.start < f.end and f.start < e.end for f in found)]
     if birth and not found:
         found += _birth_years(tokens)
-    return found
+    return _one_date_each(text, sorted(found, key=lambda e: e.start))
+
+
+_BETWEEN_PARTS = re.compile(r"[\s,.;]*(?:(?:on|the|and|of)[\s,.;]+)*")
+
+
+def _date_spans(tokens: list[Token]) -> list[tuple[int, int]]:
+    """Every date said, of birth or not: where each starts and ends in the text."""
+    low = [t.text.lower() for t in tokens]
+    spans, i = [], 0
+    while i < len(tokens):
+        span = _date_at(tokens, i, low)
+        if span is None:
+            i += 1
+            continue
+        spans.append((tokens[i].start, tokens[span[0]].end))
+        i = span[0] + 1
+    return spans
+
+
+def _one_date_each(text: str, dates: list[Entity]) -> list[Entity]:
+    """Parts of one date said apart ("nineteen sixty-two, May the tenth") as one span."""
+    out: list[Entity] = []
+    for e in dates:
+        if out and _BETWEEN_PARTS.fullmatch(text, out[-1].end, e.start):
+            out[-1] = Entity("date_of_birth", out[-1].start, max(out[-1].end, e.end))
+        else:
+            out.append(e)
+    return out
+
+
+def _spoken_numeric_dates(tokens: list[Token]) -> list[Entity]:
+    """A date of birth said as numbers, the way forms write it: "three fifteen eighty-eight",
+    "oh four, twelve, eighty-three", "ten thirty nineteen seventy-one" (or "31588" as the ASR
+    may write it): month, day and year, or day, month and year."""
+    return [
+        Entity("date_of_birth", run.start, run.end)
+        for run in merge_runs(tokens)
+        if run.digits and 4 <= len(run.text) <= 8 and _reads_as_date(run.text)
+    ]
+
+
+def _reads_as_date(digits: str) -> bool:
+    for first in (1, 2):
+        for second in (1, 2):
+            year = digits[first + second :]
+            if len(year) not in (2, 4) or len(year) == 4 and not "1900" <= year <= "2099":
+                continue
+            a, b = int(digits[:first]), int(digits[first : first + second])
+            if 1 <= a <= 12 and 1 <= b <= 31 or 1 <= a <= 31 and 1 <= b <= 12:
+                return True
+    return False
 
 
 def _birth_years(tokens: list[Token]) -> list[Entity]:

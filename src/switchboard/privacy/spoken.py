@@ -36,7 +36,8 @@ _WEAK_ZERO = {"oh", "o"}
 
 # Words, numbers with their ordinal suffix, and the symbols that join parts of an address.
 # A colon is a token so that it ends a run: "20:45:16" is a time, not six digits.
-_TOKEN = re.compile(r"\d+(?:st|nd|rd|th)?|[A-Za-z]+(?:'[A-Za-z]+)?|[@.+\-/#():]")
+# A phone number written with dots ("415.555.0134") is one token: no decimal has two points.
+_TOKEN = re.compile(r"(?<![\d.])\d{3}\.\d{3}\.\d{4}(?!\.?\d)|\d+(?:st|nd|rd|th)?|[A-Za-z]+(?:'[A-Za-z]+)?|[@.+\-/#():]")
 
 
 _ORDINAL_DIGITS = re.compile(r"(\d{1,2})(st|nd|rd|th)")
@@ -59,10 +60,18 @@ class _Word:
     start: int
     end: int
     lower: str
+    pause_before: bool = False  # a comma or semicolon between it and the word before
+
+
+_PAUSE = re.compile(r"[,;]")
 
 
 def _words(text: str) -> list[_Word]:
-    return [_Word(m.group(), m.start(), m.end(), m.group().lower()) for m in _TOKEN.finditer(text)]
+    words, end = [], 0
+    for m in _TOKEN.finditer(text):
+        words.append(_Word(m.group(), m.start(), m.end(), m.group().lower(), bool(_PAUSE.search(text, end, m.start()))))
+        end = m.end()
+    return words
 
 
 def _number_words(words: list[_Word], i: int) -> tuple[str, int] | None:
@@ -71,36 +80,62 @@ def _number_words(words: list[_Word], i: int) -> tuple[str, int] | None:
     nxt = words[i + 1].lower if i + 1 < len(words) else ""
     if w in _REPEAT and nxt in UNITS:
         return str(UNITS[nxt]) * _REPEAT[w], 2
+    if w in _REPEAT and len(nxt) == 1 and nxt.isdigit():  # as Whisper writes it: "double 5"
+        return nxt * _REPEAT[w], 2
     if w.isdigit():
         return w, 1
+    if w[:1].isdigit() and "." in w:  # "415.555.0134"
+        return w.replace(".", ""), 1
     if w in TENS:
-        # "forty-two", "forty two"; a hyphen is its own token
+        # "forty-two", "forty two"; a hyphen is its own token; "forty, two" is two groups
         j = i + 1
         if j < len(words) and words[j].text == "-":
             j += 1
-        if j < len(words) and words[j].lower in UNITS and words[j].lower not in _WEAK_ZERO and UNITS[words[j].lower] > 0:
-            return str(TENS[w] + UNITS[words[j].lower]), j - i + 1
+        unit = words[j] if j < len(words) else None
+        if unit and unit.lower in UNITS and unit.lower not in _WEAK_ZERO and UNITS[unit.lower] > 0 and not unit.pause_before:
+            return str(TENS[w] + UNITS[unit.lower]), j - i + 1
         return str(TENS[w]), 1
     if w in TEENS:
         return str(TEENS[w]), 1
     if w in UNITS:
-        if nxt == "hundred":
+        if nxt == "hundred" and not words[i + 1].pause_before:
             return _hundreds(words, i)
+        if nxt == "thousand" and UNITS[w] > 0 and not words[i + 1].pause_before:
+            return _thousands(words, i)
         return str(UNITS[w]), 1
     return None
+
+
+def _rest(words: list[_Word], i: int, j: int, most: int) -> tuple[str, int] | None:
+    """After "hundred" or "thousand" at ``j - 1`` (or its "and"): the number that completes it
+    ("two hundred and five"), unless a pause says it is the next group of digits ("one eight
+    hundred, five five five")."""
+    if j < len(words) and words[j].lower == "and" and not words[j].pause_before:
+        j += 1
+    if j >= len(words) or words[j].pause_before and words[j - 1].lower != "and":
+        return None
+    rest = _number_words(words, j)
+    if rest is None or len(rest[0]) > most or words[j].lower in ("hundred", "thousand"):
+        return None
+    return rest[0], j - i + rest[1]
+
+
+def _thousands(words: list[_Word], i: int) -> tuple[str, int]:
+    """"two thousand", "two thousand and five", "two thousand twelve": the years of a birth."""
+    base = UNITS[words[i].lower] * 1000
+    rest = _rest(words, i, i + 2, most=3)
+    if rest is None:
+        return str(base), 2
+    return str(base + int(rest[0])), rest[1]
 
 
 def _hundreds(words: list[_Word], i: int) -> tuple[str, int]:
     """"two hundred", "two hundred and five", "two hundred fifty-one"."""
     base = UNITS[words[i].lower] * 100
-    j = i + 2
-    if j < len(words) and words[j].lower == "and":
-        j += 1
-    if j < len(words):
-        rest = _number_words(words, j)
-        if rest is not None and len(rest[0]) <= 2 and words[j].lower not in ("hundred",):
-            return str(base + int(rest[0])), j - i + rest[1]
-    return str(base), 2
+    rest = _rest(words, i, i + 2, most=2)
+    if rest is None:
+        return str(base), 2
+    return str(base + int(rest[0])), rest[1]
 
 
 def _ordinal(word: _Word, prev: Token | None) -> int | None:
@@ -132,6 +167,10 @@ def normalise(text: str, *, merge_digits: bool = True) -> list[Token]:
                 tokens.append(Token(str(ordinal), word.start, word.end, ordinal=True))
             i += 1
             continue
+        if word.lower == "a" and _between_digits(words, i):  # "five five five, a one two three": "oh" misheard
+            tokens.append(Token("0", word.start, word.end, digits=True))
+            i += 1
+            continue
         spoken = _number_words(words, i)
         if spoken is not None and not (word.lower in _WEAK_ZERO and not _beside_digits(words, i)):
             digits, used = spoken
@@ -143,11 +182,21 @@ def normalise(text: str, *, merge_digits: bool = True) -> list[Token]:
     return merge_runs(tokens) if merge_digits else tokens
 
 
-def _beside_digits(words: list[_Word], i: int) -> bool:
-    def digit(j: int) -> bool:
-        return 0 <= j < len(words) and (words[j].lower in UNITS or words[j].text.isdigit()) and words[j].lower not in _WEAK_ZERO
+def _digit(words: list[_Word], j: int) -> bool:
+    return 0 <= j < len(words) and (words[j].lower in UNITS or words[j].text.isdigit()) and words[j].lower not in _WEAK_ZERO
 
-    return digit(i - 1) or digit(i + 1)
+
+def _beside_digits(words: list[_Word], i: int) -> bool:
+    return _digit(words, i - 1) or _digit(words, i + 1)
+
+
+def _between_digits(words: list[_Word], i: int) -> bool:
+    """Between two digits said one at a time ("five, a one"), not beside a number ("2 a day")."""
+
+    def single(j: int) -> bool:
+        return _digit(words, j) and (words[j].lower in UNITS or len(words[j].text) == 1)
+
+    return single(i - 1) and single(i + 1)
 
 
 _JOINERS = {"-", ".", "/", "(", ")"}
@@ -159,15 +208,38 @@ def _decimal(joiner: Token, after: Token) -> bool:
     return joiner.text == "." and joiner.end == after.start
 
 
-def _joins(joiner: Token, after: Token | None) -> bool:
-    """Whether ``joiner`` ("-", ".", "/") joins two groups of one number."""
+def _joiner_end(tokens: list[Token], j: int) -> int | None:
+    """Where the digits after the joiner at ``j`` start, if it joins two groups of one number:
+    "-", "/" or a dot with a space after it, or an ellipsis ("4111... 1111": a pause)."""
+    k = j
+    while k < len(tokens) and tokens[k].text == ".":
+        k += 1
+    if k - j >= 2:
+        return k if k < len(tokens) and tokens[k].digits else None
+    joiner, after = tokens[j], tokens[j + 1] if j + 1 < len(tokens) else None
     if joiner.text not in _JOINERS or after is None:
+        return None
+    return j + 1 if (after.digits or after.text == "(") and not _decimal(joiner, after) else None
+
+
+# Digits the ASR writes as words that sound the same ("3714 for 963", "2 to 1 9").
+_HEARD_AS = {"for": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
+_LONG_RUN = 7
+
+
+def _misheard_digit(run: str, tokens: list[Token], j: int) -> bool:
+    """Whether ``tokens[j]`` is a digit the ASR wrote as a word: between two digits said one at a
+    time, or inside a long number; "from 10 to 12" stays two numbers."""
+    after = tokens[j + 1] if j + 1 < len(tokens) else None
+    if tokens[j].text.lower() not in _HEARD_AS or after is None or not after.digits:
         return False
-    return (after.digits or after.text == "(") and not _decimal(joiner, after)
+    one_at_a_time = len(tokens[j - 1].text) == 1 and len(after.text) == 1
+    return one_at_a_time or len(run) + 1 + len(after.text) >= _LONG_RUN
 
 
 def merge_runs(tokens: list[Token]) -> list[Token]:
-    """Runs of digit tokens, with joiners between them ("415-555", "(415) 555"), as one token."""
+    """Runs of digit tokens, with joiners between them ("415-555", "(415) 555", "4111... 1111"),
+    as one token."""
     out: list[Token] = []
     i = 0
     while i < len(tokens):
@@ -184,8 +256,13 @@ def merge_runs(tokens: list[Token]) -> list[Token]:
                 run += u.text
                 end = u.end
                 j += 1
-            elif u.text in ("(", ")") or _joins(u, tokens[j + 1] if j + 1 < len(tokens) else None):
+            elif u.text in ("(", ")"):
                 j += 1
+            elif run and _misheard_digit(run, tokens, j):
+                run += _HEARD_AS[u.text.lower()]
+                j += 1
+            elif (k := _joiner_end(tokens, j)) is not None:
+                j = k
             else:
                 break
         out.append(Token(run, start, end, digits=True) if run else t)
