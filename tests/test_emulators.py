@@ -208,6 +208,16 @@ async def test_deepgram_emulator_refuses_a_connection_without_a_key(deepgram: Se
             pass
 
 
+async def test_deepgram_emulator_refuses_raw_audio_without_its_sample_rate(deepgram: Server) -> None:
+    # Raw audio says nothing of its rate: Deepgram requires sample_rate with encoding.
+    with pytest.raises(InvalidStatus):
+        async with connect(
+            ws_url(deepgram) + "/v1/listen?model=nova-2&encoding=mulaw",
+            additional_headers={"Authorization": "Token dg-test-key"},
+        ):
+            pass
+
+
 async def _synthesize(url: str, text: str) -> tuple[list[dict], float]:
     """One multi-stream-input context, as Pipecat drives it; returns messages and first-audio delay."""
     messages, first_audio = [], None

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     deepgram_model: str = "nova-2"
     deepgram_endpointing_ms: int = Field(300, ge=10, description="Silence that makes a result speech_final.")
     deepgram_utterance_end_ms: int = Field(1000, ge=1000, description="Gap after which UtteranceEnd is sent.")
+    deepgram_chunk_ms: int = Field(
+        80, ge=20, le=100,
+        description="Caller audio goes up to Deepgram in messages this long (it takes 20-100 ms); "
+        "what is held is sent before each Finalize, so the final transcript is not delayed.",
+    )
+    deepgram_line_mulaw: bool = Field(
+        True,
+        description="On an 8 kHz phone line (Twilio) stream Deepgram the line's own µ-law "
+        "(encoding=mulaw, sample_rate=8000) rather than the pipeline's 16 kHz PCM.",
+    )
     elevenlabs_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs API root (ws:// for an emulator).")
     elevenlabs_voice_id: str = Field("21m00Tcm4TlvDq8ikWAM", description="Voice id (default: the premade 'Rachel').")
     elevenlabs_model: str = "eleven_flash_v2_5"

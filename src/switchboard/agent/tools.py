@@ -53,6 +53,14 @@ def _client() -> httpx.AsyncClient:
     return client
 
 
+async def close_clients() -> None:
+    """Close the webhook client of the running loop and forget the others (worker shutdown)."""
+    client = _CLIENTS.pop(id(asyncio.get_running_loop()), None)
+    _CLIENTS.clear()  # any other loop's client went with its loop
+    if client is not None:
+        await client.aclose()
+
+
 async def call_tool(
     tool: Tool, arguments: dict[str, Any], *, call_id: str, secret: str | None
 ) -> ToolResult:

@@ -6,7 +6,9 @@ connection with the n-th line of its scenario. Results follow the live API's tim
 interim results while speech goes on, a final with ``speech_final`` after ``endpointing`` ms of
 silence, a ``from_finalize`` final after ``Finalize``, ``UtteranceEnd`` after
 ``utterance_end_ms``, ``Metadata`` on ``CloseStream``, and a ``NET-0001`` close after 10 s
-with neither audio nor ``KeepAlive``.
+with neither audio nor ``KeepAlive``. Audio is ``linear16`` or ``mulaw`` (a phone line's 8 kHz
+µ-law, as Twilio sends it) at the ``sample_rate`` the query names, which raw audio requires; each
+stream's format and traffic (messages, bytes) is kept in ``/stats``.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class _Session:
             self.p.sample_rate * _FRAME_MS // 1000 * (1 if self.p.encoding == "mulaw" else 2)
         )
         self.pending = b""
+        self.traffic = {"encoding": params.encoding, "sample_rate": params.sample_rate, "messages": 0, "bytes": 0}
+        stats.streams.append(self.traffic)
 
     # --- audio ---------------------------------------------------------------------------
 
@@ -118,6 +122,8 @@ class _Session:
         return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
 
     async def on_audio(self, data: bytes) -> None:
+        self.traffic["messages"] += 1
+        self.traffic["bytes"] += len(data)
         self.sha.update(data)
         self.pending += data
         while len(self.pending) >= self.frame_bytes:
@@ -339,6 +345,10 @@ def create_app(profile: DeepgramProfile, scenario: list[str] | None = None) -> F
             params = _Params.from_query(dict(ws.query_params))
         except ValueError as e:
             await ws.close(code=1008, reason=f"bad request: {e}")
+            return
+        if "encoding" in ws.query_params and "sample_rate" not in ws.query_params:
+            # Raw audio says nothing of its rate: Deepgram requires sample_rate with encoding.
+            await ws.close(code=1008, reason="bad request: sample_rate is required with encoding")
             return
         if params.encoding not in ("linear16", "mulaw"):
             await ws.close(

@@ -6,6 +6,7 @@ import logging
 
 from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
+from switchboard.engines.shared_clients import tls_context
 from switchboard.errors import EngineError
 from switchboard.settings import Settings
 
@@ -16,8 +17,9 @@ _WS_LOGGER.setLevel(logging.INFO)
 
 
 class SwitchboardElevenLabsTTSService(ElevenLabsTTSService):
-    """ElevenLabs with a bounded WebSocket handshake (the websockets default waits 10 s) and
-    a connection logger that cannot print the API key."""
+    """ElevenLabs with a bounded WebSocket handshake (the websockets default waits 10 s), a
+    connection logger that cannot print the API key, and the process's TLS context (websockets
+    would build a fresh one, CA store and all, for every call's ``wss://`` connection)."""
 
     def __init__(self, *, connect_timeout_secs: float, **kwargs):
         super().__init__(**kwargs)
@@ -26,6 +28,8 @@ class SwitchboardElevenLabsTTSService(ElevenLabsTTSService):
     async def _websocket_connect(self, uri: str, **kwargs):
         kwargs.setdefault("open_timeout", self._connect_timeout_secs)
         kwargs.setdefault("logger", _WS_LOGGER)
+        if uri.startswith("wss://"):
+            kwargs.setdefault("ssl", tls_context())
         return await super()._websocket_connect(uri, **kwargs)
 
 

@@ -10,8 +10,6 @@ Both get the call-control tools (``end_call``, ``transfer_call``) of :mod:`engin
 
 from __future__ import annotations
 
-import asyncio
-
 import anthropic
 import openai
 from anthropic import AsyncAnthropic
@@ -22,6 +20,7 @@ from pipecat.utils.http import connection_limits
 
 from switchboard.agent.config import AgentConfig
 from switchboard.engines.call_tools import CallToolsMixin
+from switchboard.engines.shared_clients import loop_key, shared_client, tls_context
 from switchboard.errors import EngineError
 from switchboard.settings import Settings
 
@@ -32,29 +31,18 @@ DEFAULT_SYSTEM_PROMPT = (
     "without lists, markdown or emoji."
 )
 
-# Keep-alive connections are reused across calls: one client (and pool) per provider,
-# endpoint and event loop. Clients are bound to the loop that made them.
-_CLIENTS: dict[tuple, AsyncOpenAI | AsyncAnthropic] = {}
-
-
 # The read timeout bounds the wait for each streamed chunk; the first token is held to the
 # tighter provider_response_timeout_secs by the call's FallbackSwitcher. Each SDK takes its own
 # Timeout class (they bundle different HTTP clients).
 _READ_TIMEOUT_SECS = 30.0
 
 
-def _loop_id() -> int | None:
-    try:
-        return id(asyncio.get_running_loop())
-    except RuntimeError:
-        return None
-
-
 def shared_openai_client(settings: Settings, api_key: str) -> AsyncOpenAI:
-    key = ("openai", _loop_id(), settings.llm_base_url, api_key)
-    client = _CLIENTS.get(key)
-    if client is None:
-        client = AsyncOpenAI(
+    """The process's OpenAI client for this endpoint and key: keep-alive connections are reused
+    across calls (one pool per event loop, which its connections are bound to)."""
+
+    def build() -> AsyncOpenAI:
+        return AsyncOpenAI(
             api_key=api_key,
             base_url=settings.llm_base_url,
             timeout=openai.Timeout(
@@ -62,29 +50,31 @@ def shared_openai_client(settings: Settings, api_key: str) -> AsyncOpenAI:
             ),
             max_retries=settings.provider_retries,
             http_client=DefaultAsyncHttpxClient(
-                limits=connection_limits(max_keepalive_connections=100, max_connections=1000)
+                verify=tls_context(),
+                limits=connection_limits(max_keepalive_connections=100, max_connections=1000),
             ),
         )
-        _CLIENTS[key] = client
-    assert isinstance(client, AsyncOpenAI)
-    return client
+
+    key = ("openai", loop_key(), settings.llm_base_url, api_key)
+    return shared_client(key, build, AsyncOpenAI.close)
 
 
 def shared_anthropic_client(settings: Settings, api_key: str) -> AsyncAnthropic:
-    key = ("anthropic", _loop_id(), settings.llm_base_url, api_key)
-    client = _CLIENTS.get(key)
-    if client is None:
-        client = AsyncAnthropic(
+    """The process's Anthropic client for this endpoint and key (one per event loop)."""
+
+    def build() -> AsyncAnthropic:
+        return AsyncAnthropic(
             api_key=api_key,
             base_url=settings.llm_base_url,
             timeout=anthropic.Timeout(
                 _READ_TIMEOUT_SECS, connect=settings.provider_connect_timeout_secs
             ),
             max_retries=settings.provider_retries,
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
         )
-        _CLIENTS[key] = client
-    assert isinstance(client, AsyncAnthropic)
-    return client
+
+    key = ("anthropic", loop_key(), settings.llm_base_url, api_key)
+    return shared_client(key, build, AsyncAnthropic.close)
 
 
 class SwitchboardOpenAILLMService(CallToolsMixin, OpenAILLMService):

@@ -2,8 +2,9 @@
 
 Two levels, so that a provider outage costs at most one turn of one call:
 
-* **Per call**, :class:`FallbackSwitcher` (a Pipecat ``ServiceSwitcher``) runs the provider's
-  service and keeps the local engine (Whisper, Piper, the scripted responder) beside it, idle.
+* **Per call**, :class:`FallbackSwitcher` (a :class:`~switchboard.engines.service_pair.ServicePair`)
+  runs the provider's service and keeps the local engine (Whisper, Piper, the scripted
+  responder) beside it, idle.
   The first error the provider's service reports, or a response slower than
   ``provider_response_timeout_secs``, moves the call to the local engine for the rest of the
   call; what was in flight (the turn's LLM context, the reply text not yet spoken, the caller's
@@ -40,11 +41,10 @@ from pipecat.frames.frames import (
     TTSSpeakFrame,
     TTSStoppedFrame,
 )
-from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategy
-from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.stt_service import STTService
 
+from switchboard.engines.service_pair import ServicePair
 from switchboard.engines.utterance_buffer import UtteranceBuffer
 from switchboard.observability import metrics
 from switchboard.settings import Settings
@@ -146,14 +146,7 @@ class EngineKind(enum.StrEnum):
     LLM = "llm"
 
 
-class _FallbackStrategy(ServiceSwitcherStrategy):
-    """Primary first; ``fall_back()`` moves to the local service. Errors are the switcher's to judge."""
-
-    async def fall_back(self) -> FrameProcessor | None:
-        return await self._set_active_if_available(self.services[1])
-
-
-class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
+class FallbackSwitcher(ServicePair):
     """A provider's service with a local fallback, switched on error or on a slow response.
 
     What counts as "waiting on the provider" depends on the kind: an LLM owes its first text
@@ -171,9 +164,7 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
         breaker: CircuitBreaker,
         response_timeout_secs: float,
     ):
-        super().__init__(services=[primary, fallback], strategy_type=_FallbackStrategy)
-        self._primary = primary
-        self._fallback = fallback
+        super().__init__(primary, fallback)
         self._provider = provider
         self._kind = kind
         self._breaker = breaker
@@ -191,45 +182,18 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
     def kind(self) -> EngineKind:
         return self._kind
 
-    @property
-    def on_primary(self) -> bool:
-        return self.strategy.active_service is self._primary
-
-    @staticmethod
-    def _make_pipeline_definitions(
-        services: list[FrameProcessor], strategy: ServiceSwitcherStrategy
-    ) -> list:
-        # Pipecat's output filter gates upstream frames only; gate both ways so that a provider
-        # answering late, after the call moved on, cannot talk over the fallback.
-        def gated(service: FrameProcessor) -> list[FrameProcessor]:
-            async def is_active(_: Frame) -> bool:
-                return service is strategy.active_service
-
-            return [
-                FunctionFilter(
-                    is_active,
-                    FrameDirection.DOWNSTREAM,
-                    filter_system_frames=True,
-                    enable_direct_mode=True,
-                ),
-                service,
-                FunctionFilter(is_active, None, filter_system_frames=True, enable_direct_mode=True),
-            ]
-
-        return [gated(s) for s in services]
-
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         if direction is FrameDirection.DOWNSTREAM and self.on_primary:
             await self._note_request(frame)
         await super().process_frame(frame, direction)
 
-    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+    async def service_output(self, frame: Frame, direction: FrameDirection) -> bool:
         if isinstance(frame, ErrorFrame) and not frame.fatal and frame.processor is self._primary:
             await self._on_primary_failure(f"error: {frame.error}")
-            return
+            return True
         if direction is FrameDirection.DOWNSTREAM and self.on_primary:
             await self._note_response(frame)
-        await super().push_frame(frame, direction)
+        return False
 
     async def hear_audio(self, frame: InputAudioRawFrame) -> None:
         """Caller audio handed straight to the active STT service, past the switcher's inner
@@ -311,7 +275,7 @@ class FallbackSwitcher(ServiceSwitcher[_FallbackStrategy]):
             return  # a late complaint from a provider this call already left
         self._breaker.record_failure(reason)
         await self._stop_watchdog()
-        if await self.strategy.fall_back() is None:
+        if not await self.switch_to_fallback():
             logger.error(f"{self}: {self._provider} failed ({reason}) and the fallback is unusable")
             return
         metrics.PROVIDER_FALLBACKS.labels(provider=self._provider).inc()

@@ -17,7 +17,6 @@ from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
     Frame,
-    InputAudioRawFrame,
     OutputTransportMessageFrame,
     TTSStoppedFrame,
 )
@@ -28,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from switchboard.audio import TELEPHONY_FRAME_BYTES, TELEPHONY_RATE, TelephonyUpsampler, ulaw_decode
+from switchboard.engines.line_audio import LineAudioFrame
 from switchboard.observability import metrics
 from switchboard.telephony.media_socket import (
     CLOSE_HANDED_OFF,
@@ -326,7 +326,8 @@ class SwitchboardTwilioSerializer(TwilioFrameSerializer):
             pcm = await ulaw_to_pcm(chunk, self._twilio_sample_rate, self._sample_rate, self._input_resampler)
         if not pcm:
             return None
-        return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
+        # The line's µ-law rides along: an STT that takes µ-law gets the bytes as they came.
+        return LineAudioFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate, ulaw=chunk)
 
 
 class PlaybackMarker(FrameProcessor):

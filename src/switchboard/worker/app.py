@@ -20,11 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.directory import AgentDirectory
+from switchboard.agent.tools import close_clients as close_tool_clients
 from switchboard.call.context import CallEndedHook
 from switchboard.call.host import CallHost
 from switchboard.call.record import RecentCalls
 from switchboard.call_log import TransferResult
 from switchboard.engines import build_responder, build_stt, build_tts
+from switchboard.engines.shared_clients import close_shared_clients
 from switchboard.http.auth import (
     install_operator_keys,
     require_api_key,
@@ -116,6 +118,8 @@ class WorkerParts:
         if self.answerer is not None:
             await self.answerer.close()
         await self.archive.stop()
+        await close_shared_clients()
+        await close_tool_clients()
 
     async def drain(self) -> None:
         """Stop taking calls and let the live ones end (up to the drain deadline)."""
