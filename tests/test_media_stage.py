@@ -227,7 +227,7 @@ async def test_the_fallback_switcher_feeds_its_active_stt_and_keeps_the_utteranc
     frames = audio([bytes([i]) * CHUNK for i in range(3)])
     await switcher.hear_audio(frames[0])
     assert primary.chunks == [frames[0].audio] and fallback.chunks == []
-    assert await switcher.strategy.fall_back() is fallback
+    assert await switcher.switch_to_fallback() and switcher.active_service is fallback
     await switcher.hear_audio(frames[1])
     assert fallback.chunks == [frames[1].audio] and primary.chunks == [frames[0].audio]
     # What the provider heard is what a replay hands the fallback (here: the pre-roll).

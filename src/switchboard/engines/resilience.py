@@ -196,12 +196,11 @@ class FallbackSwitcher(ServicePair):
         return False
 
     async def hear_audio(self, frame: InputAudioRawFrame) -> None:
-        """Caller audio handed straight to the active STT service, past the switcher's inner
-        pipelines (the call's media stage, media_stage=lean); kept for a replay as if it had
-        come through the switcher."""
+        """Caller audio handed straight to the active STT service, past the pair's queue (the
+        call's media stage, media_stage=lean); kept for a replay as if it had come through."""
         if self._pending_speech is not None and self.on_primary:
             self._pending_speech.sent(frame)
-        service = self.strategy.active_service
+        service = self.active_service
         if isinstance(service, STTService):
             await service.process_audio_frame(frame, FrameDirection.DOWNSTREAM)
 
