@@ -12,8 +12,11 @@ are on a call), RSS, threads, and the workers' event-loop lag. The load generato
 process. Writes ``benchmarks/results/capacity-<config>.json``, ``docs/img/capacity-<config>.png``
 and a section of ``docs/performance.md``. ``--noise-suppression`` runs the agent with RNNoise on the
 caller's audio (its CPU then counts in the workers'), writing ``capacity-<config>-noise``.
+``--media-stage graph,lean --repeat N`` compares where the caller's audio is handled
+(``SWITCHBOARD_MEDIA_STAGE``), alternating fresh stacks, into ``capacity-<config>-media-stage``.
 
     .venv/bin/python benchmarks/capacity.py --config cloud [--levels 10,25,50,75,100] [--workers 2] [--noise-suppression]
+    .venv/bin/python benchmarks/capacity.py --config cloud --levels 25 --media-stage graph,lean --repeat 2
 """
 
 from __future__ import annotations
@@ -227,8 +230,49 @@ def plot(data: dict) -> None:
 
 
 def _name(data: dict) -> str:
-    """capacity-<config>, with -noise when the agent ran noise suppression."""
-    return f"capacity-{data['config']}" + ("-noise" if data.get("noise_suppression") else "")
+    """capacity-<config>, with -noise when the agent ran noise suppression, -lean on the media stage."""
+    return (f"capacity-{data['config']}" + ("-noise" if data.get("noise_suppression") else "")
+            + ("-lean" if data.get("media_stage") == "lean" else ""))
+
+
+def compare_media_stages(args: argparse.Namespace, levels: list[int], stages: list[str]) -> int:
+    """Each media stage on a fresh stack of its own, one after the other, ``--repeat`` rounds: the
+    variants share the machine's conditions as closely as a shared machine allows. Writes
+    ``capacity-<config>-media-stage.json`` (every run, and the medians); no docs section."""
+    max_calls = -(-max(levels) // args.workers) + 2
+    runs = []
+    for round_ in range(args.repeat):
+        for stage in stages:
+            tmp = Path(tempfile.mkdtemp(prefix="sb-capacity-"))
+            url, roles, worker_urls = start_stack(
+                args.config, args.workers, max_calls, tmp, logs=RESULTS / "capacity",
+                env_all={"SWITCHBOARD_MEDIA_STAGE": stage})
+            try:
+                for level in levels:
+                    row = run_level(url, level, roles, worker_urls, args.calls_per_slot, args.config)
+                    runs.append({"media_stage": stage, "round": round_, **row})
+            finally:
+                stop_stack(roles)
+                shutil.rmtree(tmp, ignore_errors=True)
+    medians = {}
+    for stage in stages:
+        for level in levels:
+            mine = [r for r in runs if r["media_stage"] == stage and r["concurrency"] == level]
+            medians[f"{stage}-{level}"] = {
+                "runs": len(mine),
+                "worker_cpu_pct_per_call": float(np.median([r["worker_cpu_pct_per_call"] for r in mine])),
+                "workers_cpu_pct_mean": float(np.median([r["cpu_pct_mean"]["workers"] for r in mine])),
+                "p50_ms": float(np.median([r["voice_to_voice_ms"]["p50"] for r in mine])),
+                "p95_ms": float(np.median([r["voice_to_voice_ms"]["p95"] for r in mine])),
+                "success_rate": float(np.median([r["success_rate"] for r in mine])),
+                "loop_lag_p99_ms": float(np.median([r["worker_loop_lag_p99_ms"] or 0 for r in mine])),
+            }
+    data = {"config": args.config, "workers": args.workers, "cpus": os.cpu_count(), "repeat": args.repeat,
+            "calls_per_slot": args.calls_per_slot, "runs": runs, "medians": medians}
+    write_result(f"capacity-{args.config}-media-stage", data)
+    for key, m in medians.items():
+        print(f"{key}: {m}", flush=True)
+    return 0
 
 
 def main() -> int:
@@ -240,16 +284,24 @@ def main() -> int:
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--noise-suppression", action="store_true",
                         help="the agent with RNNoise on the caller's audio (agent YAML noise_suppression)")
+    parser.add_argument("--media-stage", default=None,
+                        help="the workers' SWITCHBOARD_MEDIA_STAGE (graph|lean); a list (graph,lean) "
+                             "compares them: a fresh stack per variant, alternating, --repeat times")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of a --media-stage comparison")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    stages = args.media_stage.split(",") if args.media_stage else []
+    if len(stages) > 1 or args.repeat > 1:
+        return compare_media_stages(args, levels, stages or ["graph"])
     tmp = Path(tempfile.mkdtemp(prefix="sb-capacity-"))
     max_calls = -(-max(levels) // args.workers) + 2
     agent = TEST_AGENT
     if args.noise_suppression:
         agent = tmp / "agent.yaml"
         agent.write_text(TEST_AGENT.read_text() + "noise_suppression: {enabled: true}\n")
+    env_all = {"SWITCHBOARD_MEDIA_STAGE": stages[0]} if stages else None
     url, roles, worker_urls = start_stack(args.config, args.workers, max_calls, tmp, logs=RESULTS / "capacity",
-                                          agent=agent)
+                                          agent=agent, env_all=env_all)
     rows = []
     try:
         for level in levels:
@@ -258,7 +310,8 @@ def main() -> int:
         stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
     data = {"config": args.config, "noise_suppression": args.noise_suppression, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),
-            "max_calls_per_worker": max_calls, "calls_per_slot": args.calls_per_slot}
+            "max_calls_per_worker": max_calls, "calls_per_slot": args.calls_per_slot,
+            "media_stage": stages[0] if stages else None}
     write_result(_name(data), data)
     text = markdown(data)
     print(text)

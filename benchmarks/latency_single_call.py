@@ -10,6 +10,8 @@ checked against the fake agent's known delay. Writes
 ``benchmarks/results/latency_single_call.json`` and a section of ``docs/performance.md``.
 
     .venv/bin/python benchmarks/latency_single_call.py [--calls 4] [--variant vad100:SWITCHBOARD_VAD_START_SECS=0.1]
+    .venv/bin/python benchmarks/latency_single_call.py --name latency_media_stage --skip-instruments \
+        --variant graph:SWITCHBOARD_MEDIA_STAGE=graph --variant lean:SWITCHBOARD_MEDIA_STAGE=lean
 """
 
 from __future__ import annotations
@@ -201,6 +203,11 @@ def main() -> int:
                         help="also run a 'baseline-clips' variant (default settings) that speaks the "
                              "known-end clips in this folder, call by call beside the others: "
                              "a before/after of a change to the clips")
+    parser.add_argument("--name", default="latency_single_call",
+                        help="results file (benchmarks/results/<name>.json); the docs section is "
+                             "updated only under the default name")
+    parser.add_argument("--skip-instruments", action="store_true",
+                        help="no instrument check (a comparison of variants run right after one)")
     args = parser.parse_args()
     variants = dict(parse_variant(v) for v in args.variant) or {"default": {}}
     clips_dirs: dict[str, Path] = {}
@@ -226,10 +233,11 @@ def main() -> int:
     data = {"calls": args.calls, "cpus": os.cpu_count(), "variants": measured,
             "variant_env": variants, "variant_clips": {v: str(d) for v, d in clips_dirs.items()},
             "summary": {v: summarize_variant(out) for v, out in measured.items()},
-            "instruments": asyncio.run(instruments(RESULTS / "instrument_check"))}
+            "instruments": [] if args.skip_instruments else asyncio.run(instruments(RESULTS / "instrument_check"))}
     markdown = report(data)
-    path = write_result("latency_single_call", data)
-    update_doc_section("latency_single_call", markdown)
+    path = write_result(args.name, data)
+    if args.name == "latency_single_call":
+        update_doc_section("latency_single_call", markdown)
     print(markdown)
     print(f"\nresults: {path}")
     return 0

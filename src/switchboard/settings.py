@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description="The agent's audio goes out to the phone line in messages this long: fewer "
         "messages per call; barge-in still clears what the line has not played.",
     )
+    media_stage: Literal["graph", "lean"] = Field(
+        "graph",
+        description="Where a Twilio stream's caller audio is handled: ``graph`` pushes every chunk "
+        "through the Pipecat pipeline's processors; ``lean`` hands it to the call's media stage "
+        "(VAD, STT, smart-turn, recording) where it arrives, and only speech and transcript "
+        "events enter the pipeline (switchboard.call.conversation.media_stage).",
+    )
     vad_stop_secs: float = Field(0.2, ge=0.05, le=2.0, description="Silence before VAD reports a stop.")
     vad_start_secs: float = Field(
         0.1,

@@ -65,6 +65,8 @@ async def _run(ctx: CallContext) -> None:
             ctx.archive, call.worker, ingress=adapter.ingress, agent=agent,
             params={"From": ctx.ids.caller, "To": ctx.ids.dialed}, log=log,
         )
+        if call.stage is not None and capture is not None and capture.recorder is not None:
+            call.stage.on_caller_audio(capture.hear_caller)  # the caller's channel
         controller = _controller(ctx, call)
         if ctx.resumed is not None:
             logger.info(f"call {record.call_sid}: carried on from another worker ({len(ctx.resumed.history)} messages)")

@@ -221,11 +221,17 @@ class InputAudioFilter(FrameProcessor):
             await self._filter.stop()
 
 
-def noise_filter(config: NoiseSuppressionConfig) -> InputAudioFilter | None:
-    """The call's noise filter as its agent config asks for it, or None when it is off."""
+def noise_suppression(config: NoiseSuppressionConfig) -> NoiseSuppressionFilter | None:
+    """The call's RNNoise filter as its agent config asks for it, or None when it is off."""
     if not config.enabled:
         return None
-    return InputAudioFilter(
-        NoiseSuppressionFilter(attenuation_limit_db=config.attenuation_limit_db),
-        enable_direct_mode=True,  # one asyncio hand-off less per 20 ms frame
-    )
+    return NoiseSuppressionFilter(attenuation_limit_db=config.attenuation_limit_db)
+
+
+def noise_filter(config: NoiseSuppressionConfig) -> InputAudioFilter | None:
+    """The call's noise filter as a processor after the input, or None when it is off."""
+    audio_filter = noise_suppression(config)
+    if audio_filter is None:
+        return None
+    # Direct mode: one asyncio hand-off less per 20 ms frame.
+    return InputAudioFilter(audio_filter, enable_direct_mode=True)

@@ -30,6 +30,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -41,6 +42,7 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.stt_service import STTService
 
 from switchboard.engines.service_pair import ServicePair
 from switchboard.engines.utterance_buffer import UtteranceBuffer
@@ -192,6 +194,15 @@ class FallbackSwitcher(ServicePair):
         if direction is FrameDirection.DOWNSTREAM and self.on_primary:
             await self._note_response(frame)
         return False
+
+    async def hear_audio(self, frame: InputAudioRawFrame) -> None:
+        """Caller audio handed straight to the active STT service, past the pair's queue (the
+        call's media stage, media_stage=lean); kept for a replay as if it had come through."""
+        if self._pending_speech is not None and self.on_primary:
+            self._pending_speech.sent(frame)
+        service = self.active_service
+        if isinstance(service, STTService):
+            await service.process_audio_frame(frame, FrameDirection.DOWNSTREAM)
 
     async def _note_request(self, frame: Frame) -> None:
         if self._pending_speech is not None:

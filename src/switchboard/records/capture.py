@@ -75,6 +75,11 @@ class CallCapture(BaseObserver):
             else:
                 self._said(role, text)
 
+    def hear_caller(self, frame: InputAudioRawFrame) -> None:
+        """The caller's audio as it arrived, from a media stage that keeps it out of the pipeline."""
+        if self.recorder is not None:
+            self.recorder.caller(frame.audio, frame.sample_rate, time.monotonic())
+
     def _said(self, role: str, text: str) -> None:
         self.transcript.append(TranscriptEntry(role=role, text=text, t=self.log.now()))  # type: ignore[arg-type]
 

@@ -1,16 +1,17 @@
-"""A Twilio Media Stream as a call: Pipecat's WebSocket transport with our serializer."""
+"""A Twilio Media Stream as a call: Pipecat's WebSocket transport (staged input) with our serializer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from pipecat.processors.frame_processor import FrameProcessor
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from switchboard.audio import TELEPHONY_RATE
 from switchboard.settings import Settings
 from switchboard.telephony.base import CallAdapter, CallControl, CallIds
 from switchboard.telephony.media_socket import CLOSE_HANDED_OFF, MediaSocketGuard
+from switchboard.telephony.staged_input import StagedWebsocketTransport
 from switchboard.telephony.twilio import PlaybackMarker, StreamStart, SwitchboardTwilioSerializer
 from switchboard.telephony.twilio_rest import (
     TwilioCallControl,
@@ -86,11 +87,12 @@ class TwilioStreamAdapter(CallAdapter):
         self.control = control
         self._websocket = websocket
         self._output_frame_ms = settings.output_frame_ms
-        self._transport: FastAPIWebsocketTransport | None = None
+        self._transport: StagedWebsocketTransport | None = None
 
-    def transport(self) -> FastAPIWebsocketTransport:
+    def transport(self) -> StagedWebsocketTransport:
         if self._transport is None:
-            self._transport = FastAPIWebsocketTransport(
+            # Its input can hand the caller's audio to the call's media stage (media_stage=lean).
+            self._transport = StagedWebsocketTransport(
                 self._websocket,  # type: ignore[arg-type]  # the guard stands in for the WebSocket
                 FastAPIWebsocketParams(
                     audio_in_enabled=True,

@@ -1,5 +1,9 @@
 """The per-call Pipecat pipeline: VAD → STT → turn end → responder → TTS, full duplex.
 
+With ``media_stage=lean`` (Twilio streams) the caller's audio stays out of it: the call's
+:class:`~switchboard.call.conversation.media_stage.MediaStage` runs the VAD and feeds the STT
+and smart-turn, and the pipeline starts at the STT with the stage's events.
+
 Everything heavy (Whisper, Piper, Silero, smart-turn) is loaded once per process and shared;
 building a call's pipeline only allocates per-call state, so it is cheap enough to do while
 the caller's first audio is already arriving.
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
@@ -27,18 +32,20 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
+from switchboard.call.conversation.media_stage import MediaStage, StageReady
 from switchboard.call.conversation.observers import CallPipelineWorker
 from switchboard.call.conversation.timing import TurnTimingObserver
 from switchboard.call.conversation.transcript_redactor import TranscriptRedactor
 from switchboard.call.conversation.turn_end import TranscriptAwareTurnStopStrategy, ends_a_sentence
 from switchboard.call_log import CallLog
 from switchboard.engines import build_responder, build_stt, build_tts
-from switchboard.engines.noise_filter import noise_filter
+from switchboard.engines.noise_filter import noise_filter, noise_suppression
 from switchboard.engines.resilience import ResilientResponder
 from switchboard.engines.scripted import ScriptedResponder
 from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer
 from switchboard.settings import Settings
 from switchboard.speech_end import SpeechEnergyGate
+from switchboard.telephony.staged_input import StagedWebsocketInputTransport
 
 # Whisper and smart-turn both want 16 kHz; telephony audio is upsampled once at the edge.
 PIPELINE_IN_RATE = 16000
@@ -66,6 +73,7 @@ class CallPipeline:
     responder: ScriptedResponder | ResilientResponder
     timings: TurnTimingObserver
     context: LLMContext  # the conversation so far, as the responder sees it
+    stage: MediaStage | None = None  # where the caller's audio goes (None: down the pipeline)
 
 
 def _llm_view(agent: AgentConfig) -> list[FrameProcessor]:
@@ -73,6 +81,30 @@ def _llm_view(agent: AgentConfig) -> list[FrameProcessor]:
     if agent.redaction.enabled and not agent.redaction.llm_sees_pii:
         return [TranscriptRedactor(agent.redaction.entities)]
     return []
+
+
+def _media_stage(
+    transport: BaseTransport,
+    settings: Settings,
+    agent: AgentConfig,
+    vad_analyzer: SharedSileroVADAnalyzer,
+    stt: FrameProcessor,
+    turn_stop: TranscriptAwareTurnStopStrategy,
+) -> MediaStage | None:
+    """The call's media stage, handed the input's audio, if the settings ask for one and the
+    transport's input can hand its audio over (a Twilio stream); else None (the graph path)."""
+    source = transport.input()
+    if settings.media_stage != "lean" or not isinstance(source, StagedWebsocketInputTransport):
+        return None
+    stage = MediaStage(
+        vad_analyzer=vad_analyzer,
+        stt=stt,
+        turn_stop=turn_stop,
+        denoise=noise_suppression(agent.noise_suppression),
+    )
+    source.hand_audio_to(stage)
+    logger.info("caller audio through the media stage")
+    return stage
 
 
 def build_call_pipeline(
@@ -95,13 +127,9 @@ def build_call_pipeline(
     """
     # One gate per call: the VAD, speculative STT and the timings share the caller's energy.
     gate = SpeechEnergyGate()
-    vad = VADProcessor(
-        vad_analyzer=SharedSileroVADAnalyzer(
-            params=VADParams(start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs),
-            gate=gate,
-        ),
-        # Runs in the input transport's task: one asyncio hand-off less per 20 ms frame.
-        enable_direct_mode=True,
+    vad_analyzer = SharedSileroVADAnalyzer(
+        params=VADParams(start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs),
+        gate=gate,
     )
     turn_analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=settings.turn_stop_secs))
     matcher = IntentMatcher(agent)
@@ -122,13 +150,26 @@ def build_call_pipeline(
         ),
     )
     responder = build_responder(settings, agent)
-    denoise = noise_filter(agent.noise_suppression)
+    stt = build_stt(settings, gate)
+    stage = _media_stage(transport, settings, agent, vad_analyzer, stt, stop_strategy)
+    if stage is not None:
+        caller_audio: list[FrameProcessor] = []  # the stage has it: only its events come down
+        after_stt: list[FrameProcessor] = [StageReady(stage)]
+    else:
+        denoise = noise_filter(agent.noise_suppression)
+        vad = VADProcessor(
+            vad_analyzer=vad_analyzer,
+            # Runs in the input transport's task: one asyncio hand-off less per 20 ms frame.
+            enable_direct_mode=True,
+        )
+        caller_audio = [*([denoise] if denoise else []), vad]
+        after_stt = []
     pipeline = Pipeline(
         [
             transport.input(),
-            *([denoise] if denoise else []),
-            vad,
-            build_stt(settings, gate),
+            *caller_audio,
+            stt,
+            *after_stt,
             *_llm_view(agent),
             aggregators.user(),
             CallerAudioStop(enable_direct_mode=True),
@@ -165,4 +206,6 @@ def build_call_pipeline(
     async def _hung_up(_transport, _client):
         await worker.cancel()
 
-    return CallPipeline(worker=worker, responder=responder, timings=timings, context=context)
+    return CallPipeline(
+        worker=worker, responder=responder, timings=timings, context=context, stage=stage
+    )

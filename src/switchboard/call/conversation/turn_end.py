@@ -43,6 +43,23 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         self._verdict_task: asyncio.Task | None = None
         self._transcribed = asyncio.Event()
 
+    async def hear(self, audio: bytes, is_speech: bool) -> None:
+        """Caller audio from the call's media stage (media_stage=lean) instead of as frames.
+
+        ``is_speech``: the VAD's state before this chunk, as the aggregator would have known it
+        had the chunk come down the pipeline ahead of the VAD's event.
+        """
+        if self._turn_analyzer.append_audio(audio, is_speech) == EndOfTurnState.COMPLETE:
+            # The silence timeout ran out. Pipecat's _handle_input_audio awaits the model here;
+            # the stage's caller is the transport's receive loop, which must not wait for it.
+            self.task_manager.create_task(self._silence_timed_out(), f"{self}::silence_timed_out")
+
+    async def _silence_timed_out(self) -> None:
+        _, prediction = await self._turn_analyzer.analyze_end_of_turn()
+        await self._handle_prediction_result(prediction)
+        self._turn_complete = True
+        await self._maybe_trigger_user_turn_stopped()
+
     async def _handle_transcription(self, frame: TranscriptionFrame):
         await super()._handle_transcription(frame)
         self._transcribed.set()
