@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
+    EndFrame,
     Frame,
     InputAudioRawFrame,
     StartFrame,
@@ -104,11 +105,11 @@ class HeardTurns:
 class StageHost(FrameProcessor):
     """Stands where the staged input transport does: hands audio to the stage, passes the rest."""
 
-    def __init__(self, stage: MediaStage, **kwargs):
+    def __init__(self, stage: MediaStage, turns: HeardTurns | None = None, **kwargs):
         super().__init__(**kwargs)
         self.stage = stage
-        self.heard = 0
-        self.events: list[tuple[str, int]] = []  # (event, chunks heard when it was pushed)
+        self.turns = turns
+        self.events: list[tuple[str, int]] = []  # (event, chunks handed on when it was pushed)
 
     async def setup(self, setup: FrameProcessorSetup):
         await super().setup(setup)
@@ -121,16 +122,24 @@ class StageHost(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            self.heard += 1
             await self.stage.hear(frame)
             return
+        if isinstance(frame, EndFrame):
+            await self.handed_on()
         await self.push_frame(frame, direction)
         if isinstance(frame, StartFrame):
             await self.stage.start()
 
+    async def handed_on(self) -> None:
+        """Until the stage's feeder has handed on everything heard (the STT may be slow)."""
+        async with asyncio.timeout(5):
+            while self.stage.backlog:  # noqa: ASYNC110 (a test polls; the stage needs no drain event)
+                await asyncio.sleep(0.001)
+
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
-        if isinstance(frame, EVENTS) and direction is FrameDirection.DOWNSTREAM:
-            self.events.append((type(frame).__name__, self.heard))
+        if isinstance(frame, EVENTS) and direction is FrameDirection.DOWNSTREAM and self.turns:
+            # Smart-turn hears each chunk right after the STT: chunks handed on before the event.
+            self.events.append((type(frame).__name__, len(self.turns.is_speech)))
         await super().push_frame(frame, direction)
 
 
@@ -144,7 +153,7 @@ async def through_the_graph(chunks: list[bytes]) -> HeardSTT:
 async def through_the_stage(chunks: list[bytes], **stage_kwargs) -> tuple[StageHost, HeardSTT, HeardTurns]:
     stt, turns = HeardSTT(), HeardTurns()
     stage = MediaStage(vad_analyzer=vad_analyzer(), stt=stt, turn_stop=turns, **stage_kwargs)  # type: ignore[arg-type]
-    host = StageHost(stage)
+    host = StageHost(stage, turns)
     await run_test(Pipeline([host, stt, StageReady(stage)]), frames_to_send=audio(chunks))
     return host, stt, turns
 
@@ -192,6 +201,55 @@ async def test_the_recording_hears_the_line_and_the_stt_the_filtered_audio(line)
     assert recorded == line
     assert stt.chunks and stt.chunks != line
     assert abs(sum(map(len, stt.chunks)) - sum(map(len, line))) <= 2 * CHUNK  # RNNoise's hold-back
+
+
+class StalledSTT(HeardSTT):
+    """An STT whose send does not return until let go: a Deepgram socket nobody reads (a starved
+    provider), the transport's send buffer full."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.go = asyncio.Event()
+
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        await self.go.wait()
+        await super().process_audio_frame(frame, direction)
+
+
+class ReceiveLoop(StageHost):
+    """Stands where the transport's receive loop does: counts the chunks it got past while the
+    STT was stalled (it would read the caller's ``stop`` and hang-up next), then lets the STT go."""
+
+    def __init__(self, stage: MediaStage, stt: StalledSTT, turns: HeardTurns, **kwargs):
+        super().__init__(stage, turns, **kwargs)
+        self.stt = stt
+        self.read_while_stalled = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, InputAudioRawFrame):
+            try:
+                async with asyncio.timeout(0.5):
+                    await self.stage.hear(frame)
+            except TimeoutError:
+                self.stt.go.set()  # the loop waited for the STT: counted below, the test goes on
+            self.read_while_stalled += not self.stt.go.is_set()
+            return
+        if isinstance(frame, EndFrame):
+            self.stt.go.set()  # the provider recovers: what waited goes to it in order
+        await super().process_frame(frame, direction)
+
+
+async def test_a_stalled_stt_does_not_hold_up_the_callers_socket(line) -> None:
+    graph = await through_the_graph(line)
+    stt, turns = StalledSTT(), HeardTurns()
+    stage = MediaStage(vad_analyzer=vad_analyzer(), stt=stt, turn_stop=turns)  # type: ignore[arg-type]
+    loop = ReceiveLoop(stage, stt, turns)
+    await run_test(Pipeline([loop, stt, StageReady(stage)]), frames_to_send=audio(line))
+    assert loop.read_while_stalled == len(line)
+    # Nothing lost or reordered by the wait: every chunk, each event behind the audio it is about.
+    assert stt.chunks == line
+    assert loop.events == graph.events
+    assert [e for e, _ in stt.events] == [e for e, _ in graph.events]
 
 
 async def test_audio_waits_for_the_stt_to_start_and_then_comes_in_order(line) -> None:

@@ -106,6 +106,11 @@ CALL_DURATION_SECONDS = Histogram(
     ["outcome"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
 )
+MEDIA_STAGE_DROPPED_CHUNKS = Counter(
+    "media_stage_dropped_chunks_total",
+    "Caller audio chunks a call's media stage dropped: its STT fell more than the stage's backlog "
+    "(10-20 s of audio) behind.",
+)
 TTS_CACHE = Counter("tts_cache_total", "TTS sentence cache lookups.", ["result"])
 BAD_MESSAGES = Counter(
     "telephony_bad_messages_total",
