@@ -43,6 +43,7 @@ from conftest import (
     stored_call,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus, WorkerInfo
@@ -398,7 +399,7 @@ async def test_a_transfer_report_reaches_the_worker_holding_the_call_through_the
     call_sid = "CA" + uuid.uuid4().hex
     client = aioredis.Redis.from_url(stack.redis.url, decode_responses=True)
     # As the orchestrator records a call it placed on the real worker.
-    await CallLedger(client, 600).record(f"call-{call_sid}", CallStatus.RESERVED, worker="edge-w1")
+    await CallLedger(client, 600).record(call_id_for_twilio(call_sid), CallStatus.RESERVED, worker="edge-w1")
     await client.aclose()
     worker_metrics = lambda: stack.metrics(stack.worker)  # noqa: E731
     before = worker_metrics().value("call_transfers_total", outcome="busy")

@@ -40,6 +40,7 @@ from conftest import (
     start_worker,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -378,7 +379,7 @@ OTHER_CALL = (1008, "stream token is for another call")
 
 async def test_one_token_cannot_carry_several_calls(edge: Edge, worker: ScriptedWorker) -> None:
     call_sid = "CA" + uuid.uuid4().hex
-    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), worker.worker_id, 30)
     # Four different calls presenting one token at once: it filled a worker before issue 24.
     calls = [call_sid] + ["CA" + uuid.uuid4().hex for _ in range(3)]
     sockets = await asyncio.gather(*(open_stream(edge.url, token, sid) for sid in calls))
@@ -393,7 +394,7 @@ async def test_a_token_in_another_calls_stream_is_refused_and_left_unredeemed(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
     call_sid = "CA" + uuid.uuid4().hex
-    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), worker.worker_id, 30)
     before = refused("edge", "other_call")
     lifted = await open_stream(edge.url, token, "CA" + uuid.uuid4().hex)
     assert await close_of(lifted) == OTHER_CALL
@@ -491,7 +492,7 @@ async def test_only_a_resume_placement_picks_up_what_an_earlier_stream_of_the_ca
 ) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     call_sid = "CA" + uuid.uuid4().hex
-    call_id = f"call-{call_sid}"
+    call_id = call_id_for_twilio(call_sid)
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         history = [

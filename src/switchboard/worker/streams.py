@@ -17,6 +17,7 @@ from loguru import logger
 from switchboard.agent.directory import CallRoute
 from switchboard.call.host import CallHost
 from switchboard.call.ticket import CallTicket
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.http.auth import require_caller_data_key
 from switchboard.observability import metrics
@@ -191,7 +192,7 @@ def standalone_stream_router(
                     socket, start, settings, callback_base=public_base(websocket, callback_url),
                     warm_waits=warm_waits,
                 )
-                call_id = f"call-{start.call_sid or start.stream_sid}"
+                call_id = call_id_for_twilio(start.call_sid or start.stream_sid)
                 await host.run(stream_ticket(call_id, start, movable=False, resumes=False), adapter)
         finally:
             live.discard(task)
