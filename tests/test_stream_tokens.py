@@ -445,28 +445,39 @@ async def test_the_worker_refuses_a_forged_token_itself(real_worker: Server, kin
 async def test_the_worker_takes_one_stream_per_token_then_or_at_once(real_worker: Server) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     before = await asyncio.to_thread(worker_refused, real_worker, "reused")
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, "tokens-w1", 30)
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), "tokens-w1", 30)
     url = worker_media(real_worker, token)
-    first = await connect(url, open_timeout=5)
-    # A second socket while the first is open, and a third after it closed: both refused.
-    with pytest.raises(InvalidStatus):
-        await connect(url, open_timeout=5)
-    await first.close()
-    with pytest.raises(InvalidStatus):
-        await connect(url, open_timeout=5)
+    # Two sockets of the call at once: one gets the call, the other is refused once its start
+    # names the call (the worker redeems a token only then).
+    sockets = await asyncio.gather(open_stream(url, token, call_sid), open_stream(url, token, call_sid))
+    closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
+    assert sorted(closes, key=str) == sorted([None, REUSED], key=str), closes
+    for ws in sockets:
+        await ws.close()
+    # A third after the call's stream closed: refused as well.
+    assert await close_of(await open_stream(url, token, call_sid)) == REUSED
     assert await asyncio.to_thread(worker_refused, real_worker, "reused") == before + 2
     await asyncio.to_thread(wait_worker_idle, real_worker)
 
 
-async def test_the_worker_refuses_a_token_in_another_calls_stream(real_worker: Server) -> None:
+async def test_the_worker_refuses_a_token_in_another_calls_stream_and_leaves_it_to_its_own(
+    real_worker: Server,
+) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     before = await asyncio.to_thread(worker_refused, real_worker, "other_call")
-    token = stream_tokens.issue(SECRET, "call-CA" + uuid.uuid4().hex, "tokens-w1", 30)
-    async with connect(worker_media(real_worker, token), open_timeout=5) as ws:
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(start_message(token, "CA" + uuid.uuid4().hex))
-        assert await close_of(ws, limit_secs=5) == OTHER_CALL
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), "tokens-w1", 30)
+    lifted = await open_stream(worker_media(real_worker, token), token, "CA" + uuid.uuid4().hex)
+    assert await close_of(lifted, limit_secs=5) == OTHER_CALL
     assert await asyncio.to_thread(worker_refused, real_worker, "other_call") == before + 1
+    # The call it was placed for still gets its stream: the refusal did not spend the token's
+    # redemption on this hop (before, the worker redeemed it before reading start: HTTP 403).
+    genuine = await open_stream(worker_media(real_worker, token), token, call_sid)
+    async with asyncio.timeout(20):
+        while json.loads(await genuine.recv()).get("event") != "media":
+            pass
+    await genuine.close()
     await asyncio.to_thread(wait_worker_idle, real_worker)
 
 
