@@ -40,7 +40,7 @@ from conftest import (
     start_worker,
     wait_for,
 )
-from switchboard.call_ids import call_id_for_twilio
+from switchboard.call_ids import call_id_for_twilio, new_call_id
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -209,7 +209,7 @@ async def test_a_worker_admits_no_forged_expired_or_foreign_token(redemptions, k
 
 
 async def test_of_many_sockets_on_one_token_each_hop_admits_exactly_one(redemptions) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, "w1", 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), "w1", 30)
     for hop in ("edge", "worker"):  # the same genuine stream passes both hops, once each
         tries = await asyncio.gather(
             *(redemptions.admit(SECRET, token, hop, worker_id="w1") for _ in range(10)),
@@ -350,7 +350,7 @@ async def test_the_edge_refuses_a_forged_token_with_1008_and_dials_no_worker(
 async def test_the_edge_refuses_a_token_whose_stream_already_closed(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), worker.worker_id, 30)
     ws = await open_stream(edge.url, token)
     await asyncio.to_thread(wait_for, lambda: worker.paths, 5, 0.02, "the stream relayed")
     await ws.close()
@@ -365,7 +365,7 @@ async def test_the_edge_refuses_a_token_whose_stream_already_closed(
 async def test_two_sockets_at_once_on_one_token_get_one_stream(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), worker.worker_id, 30)
     sockets = await asyncio.gather(open_stream(edge.url, token), open_stream(edge.url, token))
     closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
     assert sorted(closes, key=str) == sorted([None, REUSED], key=str), closes
