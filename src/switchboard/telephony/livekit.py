@@ -312,9 +312,13 @@ def _call_room_transport():
     """
     from pipecat.transports.livekit.transport import LiveKitTransport
 
+    from switchboard.telephony.livekit_room_audio import RoomAudioClient
+
     class CallRoomTransport(LiveKitTransport):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            # Before input() and output() share it: the caller's audio at the pipeline's rate.
+            self._client = RoomAudioClient.replacing(self._client)
             self.answered = False
             self.anyone_came = False  # answered or not
             self._ringing: set[str] = set()

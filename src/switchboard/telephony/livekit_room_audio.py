@@ -1,0 +1,61 @@
+"""A room participant's audio as the agent's pipeline hears it: 16 kHz mono in 20 ms frames,
+resampled and framed by LiveKit's native SDK rather than in Python.
+
+Pipecat's LiveKit transport opens each participant's ``rtc.AudioStream`` at the SDK's default,
+48 kHz in 10 ms frames, and resamples every frame to the pipeline's rate with a soxr stream in
+Python: a hundred frames a second per call, each through the resampler and then through every
+processor of the pipeline. Asked for the pipeline's rate, the SDK resamples in Rust and Pipecat's
+resampler passes the frames through untouched (it returns audio whose rate already matches); 20 ms
+frames are the Twilio path's size, half as many hand-offs down the pipeline.
+"""
+
+from __future__ import annotations
+
+from livekit import rtc
+from pipecat.transports.livekit.transport import LiveKitTransportClient
+
+from switchboard.audio import FRAME_MS, PIPELINE_IN_RATE
+
+ROOM_AUDIO_RATE = PIPELINE_IN_RATE
+ROOM_AUDIO_FRAME_MS = FRAME_MS
+
+
+def room_audio_stream(track: rtc.Track) -> rtc.AudioStream:
+    """A participant's audio track as the pipeline takes it."""
+    return rtc.AudioStream(
+        track, sample_rate=ROOM_AUDIO_RATE, num_channels=1, frame_size_ms=ROOM_AUDIO_FRAME_MS
+    )
+
+
+class RoomAudioClient(LiveKitTransportClient):
+    """Pipecat's LiveKit client, opening each participant's audio with :func:`room_audio_stream`."""
+
+    @classmethod
+    def replacing(cls, client: LiveKitTransportClient) -> RoomAudioClient:
+        """The same room, token and callbacks as ``client`` (built by ``LiveKitTransport``)."""
+        return cls(
+            client._url, client._token, client._room_name, client._params,
+            client._callbacks, client._transport_name,
+        )  # fmt: skip
+
+    async def _async_on_track_subscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ):
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            await super()._async_on_track_subscribed(track, publication, participant)
+            return
+        assert self._task_manager is not None
+        # Pipecat 1.14's audio branch with the stream opened at our rate; the rest is as there:
+        # a republished track (mute/unmute) replaces the participant's stream, never adds one.
+        identity = participant.identity
+        await self._close_audio_stream(identity)
+        self._audio_tracks[identity] = track
+        stream = room_audio_stream(track)
+        task = self._task_manager.create_task(
+            self._process_audio_stream(stream, identity), f"{self}::_process_audio_stream"
+        )
+        self._audio_streams[identity] = (stream, task)
+        await self._callbacks.on_audio_track_subscribed(identity)
