@@ -35,13 +35,13 @@ SLOWEST_MODULES = (
     "test_stream_tokens", "test_dtmf_tones", "test_noise_filter", "test_twilio_webhook", "test_emulators",
     "test_browser_phone", "test_outbound",
     # timed
-    "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_media_fuzz",
+    "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_sip_load", "test_media_fuzz",
     "test_deploy", "test_records_store", "test_logging", "test_records_cli",
 )  # fmt: skip
 
 # Modules that time the system to the millisecond (instruments checked against known delays, the
 # event loop's lag under fuzzing): each runs with no call module beside it, after the calls.
-TIMED_MODULES = ("test_instruments", "test_sip_instruments", "test_analyze_accuracy", "test_media_fuzz")
+TIMED_MODULES = ("test_instruments", "test_sip_instruments", "test_sip_load", "test_analyze_accuracy", "test_media_fuzz")
 
 # In-process modules (logic in milliseconds, at most a small redis-server; no model, no call in
 # real time): they run beside anything. Modules running tools or servers in subprocesses beside a
