@@ -2,11 +2,13 @@
 resampled and framed by LiveKit's native SDK rather than in Python.
 
 Pipecat's LiveKit transport opens each participant's ``rtc.AudioStream`` at the SDK's default,
-48 kHz in 10 ms frames, and resamples every frame to the pipeline's rate with a soxr stream in
-Python: a hundred frames a second per call, each through the resampler and then through every
-processor of the pipeline. Asked for the pipeline's rate, the SDK resamples in Rust and Pipecat's
-resampler passes the frames through untouched (it returns audio whose rate already matches); 20 ms
-frames are the Twilio path's size, half as many hand-offs down the pipeline.
+48 kHz in 10 ms frames, and resamples every frame to the pipeline's rate through a soxr stream in
+Python. That stream hands its output on in blocks: a phone's steady 10 ms frames left it as
+68.75 ms bursts (1100 samples at 16 kHz, one per six or seven frames in), so the caller's last
+words reached the VAD up to 69 ms late, and the resampler ran a hundred times a second per call.
+Asked for the pipeline's rate and 20 ms frames, the SDK resamples in Rust, Pipecat's resampler
+passes frames whose rate already matches untouched, and the pipeline gets the Twilio path's
+frame size, half as many hand-offs as 10 ms frames.
 """
 
 from __future__ import annotations
