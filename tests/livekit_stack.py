@@ -212,6 +212,10 @@ def start_livekit_sip_stack(workers: int = 2) -> LiveKitSipStack:
             **TEST_OPERATOR_RATE_LIMIT,
             **livekit.env(),
             "SWITCHBOARD_REDIS_URL": redis.url,
+            # Its own call history: the session's is shared with modules running beside this one,
+            # whose calls would read as calls of this stack.
+            "SWITCHBOARD_DATABASE_URL": f"sqlite:///{data_dir}/switchboard.db",
+            "SWITCHBOARD_RECORDINGS_URL": str(data_dir / "recordings"),
             "SWITCHBOARD_INFERENCE_THREADS": "1",
             "SWITCHBOARD_LIVEKIT_OUTBOUND_TRUNK": setup.outbound_trunk_id,
             "SWITCHBOARD_OUTBOUND_RING_SECS": "5",

@@ -28,12 +28,15 @@ from pathlib import Path
 # that the run does not end with one worker playing a long module's calls while the other waits.
 SLOWEST_MODULES = (
     "test_agent_suites", "test_cloud_engines", "test_llm_call_tools", "test_livekit_sip", "test_call_control",
+    "test_media_stage_calls",
     "test_worker_failures", "test_call_resume", "test_up_security", "test_worker_shutdown", "test_records_calls",
     "test_media_edge", "test_agent_calls", "test_admission_calls", "test_calls_page", "test_pool_call_control",
     "test_browser_placement", "test_rate_limits", "test_prometheus_integration", "test_pii_call",
+    "test_simulated_callers",
     "test_caller_simulator", "test_dispatch", "test_loadtest", "test_webrtc_slots", "test_operator_auth",
     "test_stream_tokens", "test_dtmf_tones", "test_noise_filter", "test_twilio_webhook", "test_emulators",
-    "test_browser_phone", "test_outbound",
+    "test_browser_phone", "test_outbound", "test_twilio_rest", "test_records_analysis", "test_records_recording",
+    "test_provider_connections", "test_pii_detection", "test_call_pipeline",
     # timed
     "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_sip_load", "test_media_fuzz",
     "test_deploy", "test_records_store", "test_logging", "test_records_cli",
@@ -51,7 +54,9 @@ QUIET_MODULES = (
     "test_layers", "test_speech_end", "test_agent_directory", "test_call_host", "test_config",
     "test_livekit_control", "test_dashboard", "test_records_config", "test_intents", "test_livekit_local",
     "test_event_loop_tasks", "test_observers", "test_restarts", "test_send_digits", "test_spoken_lines",
-    "test_audio", "test_private_files",
+    "test_audio", "test_private_files", "test_call_log", "test_media_stage", "test_pii_failures",
+    "test_records_webhooks", "test_simulated_caller_logic", "test_livekit_webhook_replay", "test_livekit_outbound",
+    "test_agent_config_limits", "test_service_pair",
 )  # fmt: skip
 
 
