@@ -4,7 +4,8 @@ stack at the same levels, the Twilio Media Streams path, for a worker's CPU per 
 
 Starts Redis, the real LiveKit server and LiveKit SIP, the cloud-engine emulators (Deepgram,
 ElevenLabs; the architecture document's configuration), one orchestrator and N workers. Per
-level: SIP callers (PJSIP phones in this process, G.711 µ-law), staggered over the ramp, each
+level: SIP callers (PJSIP phones, G.711 µ-law, spread over caller processes of four: PJSIP's
+limit per process, ``switchboard.loadtest.sip_load``), staggered over the ramp, each
 placing ``--calls-per-slot`` calls of ``--turns`` known-end clips; then the load generator's
 Twilio callers at the same level (``capacity.run_level``). CPU of every role is sampled every
 second (``capacity.Sampler``); means and peaks are over the steady state (≥ 90 % of callers on a
@@ -121,11 +122,13 @@ def markdown(data: dict) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {data['cpus']} cores (shared): Deepgram STT + "
         "ElevenLabs TTS + scripted responder, both providers emulated; Redis, the real LiveKit server and LiveKit "
         f"SIP, the emulators, one orchestrator, {data['workers']} workers and the callers all on this machine. "
-        f"SIP callers are PJSIP phones in the benchmark's process (G.711 µ-law), staggered over the ramp, "
+        f"SIP callers are PJSIP phones (G.711 µ-law) in caller processes of four calls each (PJSIP's limit "
+        "per process), staggered over the ramp, "
         f"{data['calls_per_slot']} calls per caller slot of {data['turns']} clips each; latency on the wire at the "
         "phone's RTP port from the clip's known end of speech. The Twilio rows are the load generator at the "
         "same level on the same stack (`capacity.py`'s level runner). CPU is % of one core (200 % = both "
-        "cores), mean / peak of per-second samples over the steady state (≥ 90 % of callers on a call).",
+        "cores), mean / peak of per-second samples over the steady state (≥ 90 % of callers on a call); "
+        "\"callers\" is every caller process, each reading loopback's packets for its phones' RTP.",
         "",
         "| path | calls | answered | success | p50 | p95 | max | steady s | workers CPU | per call | "
         + " | ".join(roles) + " | callers |",
