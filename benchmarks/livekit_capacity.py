@@ -128,7 +128,7 @@ def markdown(data: dict) -> str:
         "phone's RTP port from the clip's known end of speech. The Twilio rows are the load generator at the "
         "same level on the same stack (`capacity.py`'s level runner). CPU is % of one core (200 % = both "
         "cores), mean / peak of per-second samples over the steady state (≥ 90 % of callers on a call); "
-        "\"callers\" is every caller process, each reading loopback's packets for its phones' RTP.",
+        "\"callers\" is the caller processes and the benchmark's own, which reads their RTP off loopback.",
         "",
         "| path | calls | answered | success | p50 | p95 | max | steady s | workers CPU | per call | "
         + " | ".join(roles) + " | callers |",
