@@ -1,5 +1,6 @@
-"""The agent hears a room's phone as its pipeline takes audio: 16 kHz mono in 20 ms frames, from
-LiveKit's native SDK (a real LiveKit server on loopback; the agent's transport in this process)."""
+"""The agent hears a room's phone as its pipeline takes audio: 16 kHz mono in ``input_frame_ms``
+frames (20 ms by default), from LiveKit's native SDK (a real LiveKit server on loopback; the
+agent's transport in this process)."""
 
 from __future__ import annotations
 
@@ -101,10 +102,13 @@ def dominant_hz(audio: bytes, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
-async def test_the_agent_hears_the_phone_at_16_khz_mono_in_20_ms_frames(livekit: local.LocalLiveKit) -> None:
-    settings = Settings(**livekit.env())
+@pytest.mark.parametrize("frame_ms", [20, 40])
+async def test_the_agent_hears_the_phone_at_16_khz_mono_in_input_frame_ms_frames(
+    livekit: local.LocalLiveKit, frame_ms: int
+) -> None:
+    settings = Settings(**livekit.env(), input_frame_ms=frame_ms)
     transport = LiveKitRoomAdapter(settings, ROOM, "room-audio").transport()
-    heard = Heard(enough=50)  # a second of audio
+    heard = Heard(enough=1000 // frame_ms)  # a second of audio
     worker = PipelineWorker(
         Pipeline([transport.input(), heard]),
         params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=16000),
@@ -123,6 +127,7 @@ async def test_the_agent_hears_the_phone_at_16_khz_mono_in_20_ms_frames(livekit:
         await worker.cancel()
         await asyncio.wait_for(asyncio.gather(agent, phone), 30)
 
-    frames = heard.frames[-40:]  # past the first frames of the Opus decoder
-    assert {(f.sample_rate, f.num_channels, len(f.audio)) for f in frames} == {(16000, 1, 640)}
+    frames = heard.frames[-(800 // frame_ms) :]  # past the first frames of the Opus decoder
+    frame_bytes = 16000 * frame_ms // 1000 * 2
+    assert {(f.sample_rate, f.num_channels, len(f.audio)) for f in frames} == {(16000, 1, frame_bytes)}
     assert abs(dominant_hz(b"".join(f.audio for f in frames), 16000) - TONE_HZ) < 5

@@ -8,7 +8,8 @@ Python. That stream hands its output on in blocks: a phone's steady 10 ms frames
 words reached the VAD up to 69 ms late, and the resampler ran a hundred times a second per call.
 Asked for the pipeline's rate and 20 ms frames, the SDK resamples in Rust, Pipecat's resampler
 passes frames whose rate already matches untouched, and the pipeline gets the Twilio path's
-frame size, half as many hand-offs as 10 ms frames.
+frame size, half as many hand-offs as 10 ms frames. Like the Twilio input, the frames are
+``input_frame_ms`` long (the settings' trade of frames per call against end-of-speech delay).
 """
 
 from __future__ import annotations
@@ -19,26 +20,27 @@ from pipecat.transports.livekit.transport import LiveKitTransportClient
 from switchboard.audio import FRAME_MS, PIPELINE_IN_RATE
 
 ROOM_AUDIO_RATE = PIPELINE_IN_RATE
-ROOM_AUDIO_FRAME_MS = FRAME_MS
 
 
-def room_audio_stream(track: rtc.Track) -> rtc.AudioStream:
+def room_audio_stream(track: rtc.Track, frame_ms: int = FRAME_MS) -> rtc.AudioStream:
     """A participant's audio track as the pipeline takes it."""
-    return rtc.AudioStream(
-        track, sample_rate=ROOM_AUDIO_RATE, num_channels=1, frame_size_ms=ROOM_AUDIO_FRAME_MS
-    )
+    return rtc.AudioStream(track, sample_rate=ROOM_AUDIO_RATE, num_channels=1, frame_size_ms=frame_ms)
 
 
 class RoomAudioClient(LiveKitTransportClient):
     """Pipecat's LiveKit client, opening each participant's audio with :func:`room_audio_stream`."""
 
+    frame_ms: int = FRAME_MS
+
     @classmethod
-    def replacing(cls, client: LiveKitTransportClient) -> RoomAudioClient:
+    def replacing(cls, client: LiveKitTransportClient, frame_ms: int = FRAME_MS) -> RoomAudioClient:
         """The same room, token and callbacks as ``client`` (built by ``LiveKitTransport``)."""
-        return cls(
+        replacement = cls(
             client._url, client._token, client._room_name, client._params,
             client._callbacks, client._transport_name,
         )  # fmt: skip
+        replacement.frame_ms = frame_ms
+        return replacement
 
     async def _async_on_track_subscribed(
         self,
@@ -55,7 +57,7 @@ class RoomAudioClient(LiveKitTransportClient):
         identity = participant.identity
         await self._close_audio_stream(identity)
         self._audio_tracks[identity] = track
-        stream = room_audio_stream(track)
+        stream = room_audio_stream(track, self.frame_ms)
         task = self._task_manager.create_task(
             self._process_audio_stream(stream, identity), f"{self}::_process_audio_stream"
         )
