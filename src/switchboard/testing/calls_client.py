@@ -10,7 +10,11 @@ import httpx
 
 from switchboard.errors import SwitchboardError
 
-RECORD_WAIT_S = 20.0  # records are written in the background once a call has ended
+# Records are written in the background once a call has ended, and an agent that redacts its
+# recordings re-transcribes each first, one call at a time per worker (records/redaction.py):
+# when calls end faster than that, a busy worker's records queue behind each other for tens of
+# seconds (a replay against a 4-slot pool at a load of 7-9 waited past 20 s).
+RECORD_WAIT_S = 120.0
 
 
 class CallsAPIError(SwitchboardError):
