@@ -49,6 +49,7 @@ from _common import (
     write_result,
 )
 from latency_single_call import CLIPS_DIR, STAGES, goodbye_clip, latency_script, turn_clips
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.loadtest.caller import run_call
 from switchboard.loadtest.known_end import KnownEndClip, load_manifest
 from switchboard.loadtest.validation import Reading, validate_calls, validate_sip_calls
@@ -115,7 +116,7 @@ def rows_of(turns: list, clips: list[Path], stages: list[dict]) -> list[dict]:
 async def twilio_call(url: str, clips: list[Path], operator: Operator) -> dict:
     async with httpx.AsyncClient(timeout=10) as client:
         result = await run_call(url, latency_script(clips), transcribe=False, http_client=client)
-    record = operator.saved_record(f"call-{result.call_sid}")
+    record = operator.saved_record(call_id_for_twilio(result.call_sid))
     spoken = [*clips, goodbye_clip(clips[0].parent)]
     failure = None if result.outcome in ("completed", "agent_hung_up") else f"{result.outcome} {result.reason}"
     return {"call_id": record.get("call_id"), "failure": failure,

@@ -53,6 +53,7 @@ from _common import (
     write_result,
 )
 from dispatch import start_redis
+from switchboard.call_ids import twilio_call_sid
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -173,7 +174,7 @@ async def one_stream(url: str, token: str, echo_every: int, until: float, measur
                      rtts: list[float]) -> None:  # fmt: skip
     stream_sid = "MZ" + uuid.uuid4().hex
     params = {STREAM_TOKEN_PARAM: token, "echoEvery": str(echo_every)}
-    call_sid = stream_tokens.read(SECRET, token).call_id.removeprefix("call-")  # the token's own call
+    call_sid = twilio_call_sid(stream_tokens.read(SECRET, token).call_id)  # the token's own call
     start = {"streamSid": stream_sid, "callSid": call_sid, "accountSid": "AC" + "0" * 32,
              "tracks": ["inbound"], "customParameters": params,
              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}  # fmt: skip

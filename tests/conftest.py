@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import module_order
 import process_guard
+from switchboard.call_ids import call_id_for_twilio, is_call_id, twilio_call_sid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SWITCHBOARD_SHARED_DIR", REPO.parent / "shared"))
@@ -78,7 +79,7 @@ def call_sid_in(token: str | None) -> str:
     try:
         payload = token.partition(".")[0] if token else ""
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return str(claims["c"]).removeprefix("call-")
+        return twilio_call_sid(str(claims["c"]))
     except (ValueError, KeyError, TypeError):
         return "CA" + os.urandom(16).hex()
 
@@ -511,7 +512,7 @@ async def stored_call(call_sid: str, limit_secs: float = 30.0):
         RECORDS_DIR.mkdir(parents=True, exist_ok=True)
         _records_store = CallStore(SERVER_ENV["SWITCHBOARD_DATABASE_URL"], LocalRecordingStorage(RECORDS_DIR / "recordings"))
         await _records_store.open()
-    call_id = call_sid if call_sid.startswith("call-") else f"call-{call_sid}"
+    call_id = call_sid if is_call_id(call_sid) else call_id_for_twilio(call_sid)
     async with asyncio.timeout(limit_secs):
         # Another process writes it: polled.
         while (record := await _records_store.get(call_id)) is None:  # noqa: ASYNC110

@@ -56,7 +56,7 @@ QUIET_MODULES = (
     "test_event_loop_tasks", "test_observers", "test_restarts", "test_send_digits", "test_spoken_lines",
     "test_audio", "test_private_files", "test_call_log", "test_media_stage", "test_pii_failures",
     "test_records_webhooks", "test_simulated_caller_logic", "test_livekit_webhook_replay", "test_livekit_outbound",
-    "test_agent_config_limits", "test_service_pair",
+    "test_agent_config_limits", "test_service_pair", "test_call_ids",
 )  # fmt: skip
 
 

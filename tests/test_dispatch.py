@@ -37,6 +37,7 @@ from conftest import (
     twilio_stop,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -136,7 +137,7 @@ async def test_simulated_call_through_orchestrator_is_answered_by_a_worker(
     result = await run_call(pool.orchestrator.base_url, script, transcribe=False)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
     assert agent_lines(await stored_call(result.call_sid))[1:] == [REPLIES["food"], REPLIES["goodbye"]]
-    call_id = f"call-{result.call_sid}"
+    call_id = call_id_for_twilio(result.call_sid)
     async with httpx.AsyncClient(timeout=5) as client:
         state = (await client.get(f"{pool.orchestrator.base_url}/calls/{call_id}", headers={"X-API-Key": API_KEY})).json()
         assert state["status"] == "completed" and state["completions"] == "1"
@@ -172,7 +173,7 @@ async def test_stream_with_bad_token_is_refused(pool: Pool, token: str) -> None:
 async def test_a_stream_with_a_valid_token_is_answered_by_its_worker(pool: Pool) -> None:
     wait_idle(pool)
     call_sid, stream_sid = "CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex
-    token = stream_tokens.issue(DEV_SECRET, f"call-{call_sid}", "w0", 30)
+    token = stream_tokens.issue(DEV_SECRET, call_id_for_twilio(call_sid), "w0", 30)
     async with connect(_ws(pool.workers[0], f"/twilio/media/{token}"), open_timeout=5) as ws:
         await ws.send(twilio_connected())
         await ws.send(twilio_start(call_sid, stream_sid))
@@ -181,7 +182,7 @@ async def test_a_stream_with_a_valid_token_is_answered_by_its_worker(pool: Pool)
         await ws.send(twilio_stop(call_sid, stream_sid))
     async with httpx.AsyncClient(timeout=5) as client:
         record = await client.get(f"{pool.workers[0].base_url}/calls/{call_sid}", headers=OPERATOR)
-    assert record.status_code == 200 and record.json()["call_id"] == f"call-{call_sid}"
+    assert record.status_code == 200 and record.json()["call_id"] == call_id_for_twilio(call_sid)
     wait_idle(pool)
 
 

@@ -261,6 +261,10 @@ async def test_elevenlabs_emulator_streams_audio_of_the_texts_length_with_alignm
     assert "".join(c for m in chunks for c in m["alignment"]["chars"]) == spoken
     samples = np.frombuffer(audio, dtype="<i2")
     assert 500 < np.sqrt(np.mean(samples.astype(np.float32) ** 2)) < 15000  # audible, not clipped
+    # Voiced from the first 10 ms (the caller simulator hears above -45 dBFS): the first audio
+    # comes when the profile says, with no silence ahead of the voice.
+    first_10ms = samples[:80].astype(np.float32)
+    assert 20 * np.log10(np.sqrt(np.mean(first_10ms**2)) / 32768) > -45
     assert 0.07 <= first_audio < 0.5
 
 

@@ -25,6 +25,7 @@ FOUNDATIONS = {
     "switchboard",
     "switchboard.addresses",
     "switchboard.audio",
+    "switchboard.call_ids",  # every call's id, spelled once (call-<CallSid>, fresh ids)
     "switchboard.call_log",
     "switchboard.dtmf_tones",
     "switchboard.errors",

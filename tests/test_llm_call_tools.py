@@ -23,6 +23,7 @@ from conftest import (
     stored_call,
 )
 from switchboard.agent.config import AgentConfig
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dtmf_tones import detect_tones
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
@@ -206,7 +207,7 @@ async def test_the_llm_calls_a_webhook_tool_and_speaks_its_answer(
     assert "Friday" in said[1], said
     assert NextVisit.seen[-1]["tool"] == "next_visit"
     assert NextVisit.seen[-1]["arguments"] == {"patient": "7"}
-    assert NextVisit.seen[-1]["call_id"] == f"call-{result.call_sid}"
+    assert NextVisit.seen[-1]["call_id"] == call_id_for_twilio(result.call_sid)
     # The model got the tool's answer back (an OpenAI tool message, an Anthropic tool_result).
     last = [i for i in stats(llm)["items"] if i["api"] == provider and "messages" in i][-1]
     assert "Friday" in json.dumps(last["messages"][-1])

@@ -43,6 +43,7 @@ from conftest import (
     stored_call,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio, new_call_id
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus, WorkerInfo
@@ -127,7 +128,7 @@ class FakeWorker:
 
     def token(self, call_id: str | None = None) -> str:
         return stream_tokens.issue(
-            DEV_SECRET, call_id or "call-" + uuid.uuid4().hex[:12], self.worker_id, 30
+            DEV_SECRET, call_id or new_call_id(), self.worker_id, 30
         )
 
 
@@ -229,7 +230,7 @@ async def test_a_simulated_call_enters_at_the_edge_and_is_answered_by_the_intern
     assert agent_lines(await stored_call(result.call_sid))[1:] == [REPLIES["food"], REPLIES["goodbye"]]
     async with httpx.AsyncClient(timeout=5) as client:
         record = await client.get(
-            f"{stack.worker.base_url}/calls/call-{result.call_sid}", headers={"X-API-Key": API_KEY}
+            f"{stack.worker.base_url}/calls/{call_id_for_twilio(result.call_sid)}", headers={"X-API-Key": API_KEY}
         )
     assert record.status_code == 200, "the worker behind the edge ran the call"
     after = stack.metrics()
@@ -398,7 +399,7 @@ async def test_a_transfer_report_reaches_the_worker_holding_the_call_through_the
     call_sid = "CA" + uuid.uuid4().hex
     client = aioredis.Redis.from_url(stack.redis.url, decode_responses=True)
     # As the orchestrator records a call it placed on the real worker.
-    await CallLedger(client, 600).record(f"call-{call_sid}", CallStatus.RESERVED, worker="edge-w1")
+    await CallLedger(client, 600).record(call_id_for_twilio(call_sid), CallStatus.RESERVED, worker="edge-w1")
     await client.aclose()
     worker_metrics = lambda: stack.metrics(stack.worker)  # noqa: E731
     before = worker_metrics().value("call_transfers_total", outcome="busy")

@@ -39,6 +39,7 @@ from conftest import (
     stored_call,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, CallResult, format_summary
@@ -63,7 +64,7 @@ class Pool:
     worker: Server
 
     def media_url(self, call_sid: str) -> str:
-        token = stream_tokens.issue(DEV_STREAM_SECRET, f"call-{call_sid}", WORKER_ID, 30)
+        token = stream_tokens.issue(DEV_STREAM_SECRET, call_id_for_twilio(call_sid), WORKER_ID, 30)
         return self.worker.base_url.replace("http://", "ws://") + f"/twilio/media/{token}"
 
     def rejected(self) -> Counter[str]:

@@ -29,6 +29,7 @@ from conftest import (
     start_worker,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio, twilio_call_sid
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
 from switchboard.loadtest.report import CallOutcome, format_summary
 from switchboard.records.models import StoredCall
@@ -121,7 +122,7 @@ async def finished_call(stack: Stack, speech_clips: dict[str, Clip]) -> str:
     result = await run_call(stack.url, script, transcribe=False)
     assert result.outcome == CallOutcome.AGENT_HUNG_UP, format_summary(result)
     assert result.greeting is not None, format_summary(result)  # its disclosure: see the record
-    call_id = f"call-{result.call_sid}"
+    call_id = call_id_for_twilio(result.call_sid)
     wait_for(
         lambda: (
             httpx.get(f"{stack.url}/calls/{call_id}", headers=KEY, timeout=5)
@@ -235,7 +236,7 @@ def test_nothing_of_a_call_is_served_without_the_key(
 def test_the_worker_serves_its_recent_calls_only_with_the_key(
     stack: Stack, finished_call: str
 ) -> None:
-    sid = finished_call.removeprefix("call-")
+    sid = twilio_call_sid(finished_call)
     for path in ("/calls", f"/calls/{sid}"):
         assert httpx.get(stack.worker.base_url + path, timeout=5).status_code == 401
         assert (

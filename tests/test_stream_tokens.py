@@ -40,6 +40,7 @@ from conftest import (
     start_worker,
     wait_for,
 )
+from switchboard.call_ids import call_id_for_twilio, new_call_id
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.models import WorkerInfo
 from switchboard.dispatch.registry import WorkerRegistry
@@ -208,7 +209,7 @@ async def test_a_worker_admits_no_forged_expired_or_foreign_token(redemptions, k
 
 
 async def test_of_many_sockets_on_one_token_each_hop_admits_exactly_one(redemptions) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, "w1", 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), "w1", 30)
     for hop in ("edge", "worker"):  # the same genuine stream passes both hops, once each
         tries = await asyncio.gather(
             *(redemptions.admit(SECRET, token, hop, worker_id="w1") for _ in range(10)),
@@ -349,7 +350,7 @@ async def test_the_edge_refuses_a_forged_token_with_1008_and_dials_no_worker(
 async def test_the_edge_refuses_a_token_whose_stream_already_closed(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), worker.worker_id, 30)
     ws = await open_stream(edge.url, token)
     await asyncio.to_thread(wait_for, lambda: worker.paths, 5, 0.02, "the stream relayed")
     await ws.close()
@@ -364,7 +365,7 @@ async def test_the_edge_refuses_a_token_whose_stream_already_closed(
 async def test_two_sockets_at_once_on_one_token_get_one_stream(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, new_call_id(), worker.worker_id, 30)
     sockets = await asyncio.gather(open_stream(edge.url, token), open_stream(edge.url, token))
     closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
     assert sorted(closes, key=str) == sorted([None, REUSED], key=str), closes
@@ -378,7 +379,7 @@ OTHER_CALL = (1008, "stream token is for another call")
 
 async def test_one_token_cannot_carry_several_calls(edge: Edge, worker: ScriptedWorker) -> None:
     call_sid = "CA" + uuid.uuid4().hex
-    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), worker.worker_id, 30)
     # Four different calls presenting one token at once: it filled a worker before issue 24.
     calls = [call_sid] + ["CA" + uuid.uuid4().hex for _ in range(3)]
     sockets = await asyncio.gather(*(open_stream(edge.url, token, sid) for sid in calls))
@@ -393,7 +394,7 @@ async def test_a_token_in_another_calls_stream_is_refused_and_left_unredeemed(
     edge: Edge, worker: ScriptedWorker
 ) -> None:
     call_sid = "CA" + uuid.uuid4().hex
-    token = stream_tokens.issue(SECRET, f"call-{call_sid}", worker.worker_id, 30)
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), worker.worker_id, 30)
     before = refused("edge", "other_call")
     lifted = await open_stream(edge.url, token, "CA" + uuid.uuid4().hex)
     assert await close_of(lifted) == OTHER_CALL
@@ -444,28 +445,39 @@ async def test_the_worker_refuses_a_forged_token_itself(real_worker: Server, kin
 async def test_the_worker_takes_one_stream_per_token_then_or_at_once(real_worker: Server) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     before = await asyncio.to_thread(worker_refused, real_worker, "reused")
-    token = stream_tokens.issue(SECRET, "call-" + uuid.uuid4().hex, "tokens-w1", 30)
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), "tokens-w1", 30)
     url = worker_media(real_worker, token)
-    first = await connect(url, open_timeout=5)
-    # A second socket while the first is open, and a third after it closed: both refused.
-    with pytest.raises(InvalidStatus):
-        await connect(url, open_timeout=5)
-    await first.close()
-    with pytest.raises(InvalidStatus):
-        await connect(url, open_timeout=5)
+    # Two sockets of the call at once: one gets the call, the other is refused once its start
+    # names the call (the worker redeems a token only then).
+    sockets = await asyncio.gather(open_stream(url, token, call_sid), open_stream(url, token, call_sid))
+    closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
+    assert sorted(closes, key=str) == sorted([None, REUSED], key=str), closes
+    for ws in sockets:
+        await ws.close()
+    # A third after the call's stream closed: refused as well.
+    assert await close_of(await open_stream(url, token, call_sid)) == REUSED
     assert await asyncio.to_thread(worker_refused, real_worker, "reused") == before + 2
     await asyncio.to_thread(wait_worker_idle, real_worker)
 
 
-async def test_the_worker_refuses_a_token_in_another_calls_stream(real_worker: Server) -> None:
+async def test_the_worker_refuses_a_token_in_another_calls_stream_and_leaves_it_to_its_own(
+    real_worker: Server,
+) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     before = await asyncio.to_thread(worker_refused, real_worker, "other_call")
-    token = stream_tokens.issue(SECRET, "call-CA" + uuid.uuid4().hex, "tokens-w1", 30)
-    async with connect(worker_media(real_worker, token), open_timeout=5) as ws:
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(start_message(token, "CA" + uuid.uuid4().hex))
-        assert await close_of(ws, limit_secs=5) == OTHER_CALL
+    call_sid = "CA" + uuid.uuid4().hex
+    token = stream_tokens.issue(SECRET, call_id_for_twilio(call_sid), "tokens-w1", 30)
+    lifted = await open_stream(worker_media(real_worker, token), token, "CA" + uuid.uuid4().hex)
+    assert await close_of(lifted, limit_secs=5) == OTHER_CALL
     assert await asyncio.to_thread(worker_refused, real_worker, "other_call") == before + 1
+    # The call it was placed for still gets its stream: the refusal did not spend the token's
+    # redemption on this hop (before, the worker redeemed it before reading start: HTTP 403).
+    genuine = await open_stream(worker_media(real_worker, token), token, call_sid)
+    async with asyncio.timeout(20):
+        while json.loads(await genuine.recv()).get("event") != "media":
+            pass
+    await genuine.close()
     await asyncio.to_thread(wait_worker_idle, real_worker)
 
 
@@ -491,7 +503,7 @@ async def test_only_a_resume_placement_picks_up_what_an_earlier_stream_of_the_ca
 ) -> None:
     await asyncio.to_thread(wait_worker_idle, real_worker)
     call_sid = "CA" + uuid.uuid4().hex
-    call_id = f"call-{call_sid}"
+    call_id = call_id_for_twilio(call_sid)
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
         history = [

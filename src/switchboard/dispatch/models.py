@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from switchboard.call_ids import new_call_id
+
 
 class JobKind(StrEnum):
     """What a worker is asked to do."""
@@ -40,7 +42,7 @@ class Job(BaseModel):
 
     version: Literal[1] = 1
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    call_id: str = Field(default_factory=lambda: "call-" + uuid.uuid4().hex[:12])
+    call_id: str = Field(default_factory=new_call_id)
     kind: JobKind
     room: str | None = None
     caller: str | None = None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from switchboard.addresses import is_loopback
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.settings import DEV_STREAM_SECRET
 
@@ -128,7 +129,7 @@ def check_call(claims: StreamClaims, call_sid: str) -> None:
     """Refuse a token presented in the stream of another call: the ``callSid`` of Twilio's
     ``start`` must be the call the token was placed for (a token lifted from one call's TwiML
     cannot carry a different call onto a worker)."""
-    if claims.call_id != f"call-{call_sid}":
+    if claims.call_id != call_id_for_twilio(call_sid):
         raise StreamTokenError("stream token is for another call", "other_call")
 
 

@@ -53,7 +53,9 @@ def rendered_voice(output_format: str) -> bytes:
         for k, a in ((1, 1.0), (2, 0.7), (3, 0.45), (4, 0.3), (5, 0.2), (6, 0.1))
     )
     syllables = np.abs(np.sin(np.pi * 4.0 * t)) ** 0.5
-    word_gaps = (t % 0.7) > 0.08
+    # Each 0.7 s "word" ends with its gap: a reply's audio is voiced from its first sample, as
+    # the profile's first_audio_ms promises (a leading gap added 80 ms of silence to every reply).
+    word_gaps = (t % 0.7) < 0.62
     samples = (wave / 2.75 * syllables * word_gaps * 0.35 * 32767).astype(np.int16)
     return ulaw_encode(samples) if kind == "ulaw" else samples.astype("<i2").tobytes()
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request, Response
 from loguru import logger
 from twilio.twiml.voice_response import VoiceResponse
 
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.registry import WorkerRegistry
 from switchboard.observability import metrics
@@ -35,7 +36,7 @@ def create_callback_router(
         body = await request.body()  # first: the form is then parsed from it, and it is forwarded
         await verified_webhook_form(request, settings.public_url, settings.twilio_auth_token)
         call_sid = request.query_params.get("call", "")
-        base = await _worker_url(registry, ledger, f"call-{call_sid}") if call_sid else None
+        base = await _worker_url(registry, ledger, call_id_for_twilio(call_sid)) if call_sid else None
         if base is None:
             logger.warning(f"transfer report for call {call_sid or '?'}: no live worker holds it")
             return _hang_up()

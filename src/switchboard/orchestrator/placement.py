@@ -19,6 +19,7 @@ from loguru import logger
 
 from switchboard.agent.config import BUSY_LINE
 from switchboard.agent.directory import AgentDirectory
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.dispatch.admission import AdmitMode
 from switchboard.dispatch.calls import CallLedger
@@ -132,7 +133,7 @@ def create_placement_router(settings: Settings, placer: StreamPlacer) -> APIRout
         if (machine := answering_machine_twiml(form, query)) is not None:
             return _xml(machine)
         call_sid = form.get("CallSid") or uuid.uuid4().hex
-        call_id = f"call-{call_sid}"
+        call_id = call_id_for_twilio(call_sid)
         with call_context(call_id):
             twiml = await placer.place(call_id, call_sid, base, stream_parameters(form, query), query)
             return _xml(twiml)

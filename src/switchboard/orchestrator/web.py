@@ -12,7 +12,6 @@ only once the peer connection is up.
 
 from __future__ import annotations
 
-import uuid
 from importlib import resources
 from typing import Literal
 
@@ -22,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, Field
 
+from switchboard.call_ids import new_call_id
 from switchboard.dispatch.calls import CallLedger
 from switchboard.dispatch.models import CallStatus
 from switchboard.dispatch.registry import WorkerRegistry
@@ -96,7 +96,7 @@ def create_web_router(
         if (problem := offer_sdp_problem(offer.sdp)) is not None:
             metrics.CONNECTION_ERRORS.labels(transport="webrtc").inc()
             return _error(400, problem)
-        call_id = "call-webrtc-" + uuid.uuid4().hex[:12]
+        call_id = new_call_id("webrtc")
         try:
             worker_id = await registry.reserve_browser(call_id, _OFFER_HOLD_SECS)
         except redis.RedisError as e:

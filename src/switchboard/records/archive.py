@@ -20,6 +20,7 @@ from loguru import logger
 from pipecat.pipeline.worker import PipelineWorker
 
 from switchboard.agent.config import AgentConfig
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.call_log import CallLog, LogEvent, Resumed
 from switchboard.observability import metrics
 from switchboard.records.analysis import analyse_call
@@ -270,7 +271,7 @@ def _utc(timestamp: float | None) -> dt.datetime | None:
 
 def stored_call(record: FinishedCall, capture: CallCapture) -> StoredCall:
     """The record to keep: the call's log, and what the runner and the capture saw."""
-    call_id = record.call_id or f"call-{record.call_sid}"
+    call_id = record.call_id or call_id_for_twilio(record.call_sid)
     log = record.log
     return StoredCall(
         call_id=call_id,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from switchboard.call_ids import is_call_id
 from switchboard.records.models import CallQuery
 from switchboard.records.store import CallStore
 
@@ -54,7 +55,7 @@ def fetch_recording(call_id: str, destination: Path | None = None) -> Path:
 def resolve_recording(name: str) -> str:
     """A recording file as given, or, for a stored call's id, its recording fetched to a
     temporary file that is removed when the process exits."""
-    if Path(name).exists() or not name.startswith("call-"):
+    if Path(name).exists() or not is_call_id(name):
         return name
     path = fetch_recording(name)
     atexit.register(path.unlink, missing_ok=True)

@@ -10,12 +10,12 @@ job released (marked failed, so a worker that has not claimed it drops it) and i
 
 from __future__ import annotations
 
-import uuid
 from typing import Protocol
 
 from fastapi import HTTPException
 from loguru import logger
 
+from switchboard.call_ids import new_call_id
 from switchboard.dispatch.models import Job, JobKind, SipAttributes
 from switchboard.errors import ConfigError
 from switchboard.observability import metrics
@@ -52,7 +52,7 @@ class RoomJobs(Protocol):
 
 def outbound_job(settings: Settings, to: str, caller_id: str | None, agent: str | None) -> Job:
     """The room job of an outbound call: its room is named after the call."""
-    call_id = "call-" + uuid.uuid4().hex[:12]
+    call_id = new_call_id()
     sip = SipAttributes(
         trunk_id=settings.livekit_outbound_trunk, trunk_phone_number=caller_id, phone_number=to
     )

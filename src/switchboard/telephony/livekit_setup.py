@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 from livekit import api as livekit_api
 
+from switchboard.call_ids import CALL_ID_PREFIX
 from switchboard.settings import Settings
 from switchboard.telephony.livekit_sip import livekit_client
 
 INBOUND_TRUNK_NAME = "switchboard-inbound"
 OUTBOUND_TRUNK_NAME = "switchboard-outbound"
 DISPATCH_RULE_NAME = "switchboard-calls"
-ROOM_PREFIX = "call-"
+ROOM_PREFIX = CALL_ID_PREFIX  # a room is named after its call
 UNASSIGNED_TRUNK_NAME = "switchboard-unassigned"
 UNASSIGNED_RULE_NAME = "switchboard-unassigned"
 UNASSIGNED_PREFIX = "unassigned-"  # rooms of calls to numbers no agent answers

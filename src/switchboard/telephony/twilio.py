@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from switchboard.audio import TELEPHONY_FRAME_BYTES, TELEPHONY_RATE, TelephonyUpsampler, ulaw_decode
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.engines.line_audio import LineAudioFrame
 from switchboard.observability import metrics
 from switchboard.telephony.media_socket import (
@@ -111,7 +112,7 @@ def webhook_call_id(form: dict[str, str]) -> tuple[str, str]:
     call_sid = form.get("CallSid")
     if not call_sid:
         raise HTTPException(400, "CallSid is missing")
-    return call_sid, f"call-{call_sid}"
+    return call_sid, call_id_for_twilio(call_sid)
 
 
 def websocket_is_signed(

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.errors import SwitchboardError
 
 # Records are written in the background once a call has ended, and an agent that redacts its
@@ -67,7 +68,7 @@ class CallsClient:
         deadline = time.monotonic() + wait_s
         last: dict[str, Any] | None = None
         while True:
-            last = await self.record(f"call-{call_sid}") or await self.record(call_sid) or last
+            last = await self.record(call_id_for_twilio(call_sid)) or await self.record(call_sid) or last
             if last is not None and "transcript" in last:
                 return last
             if last is not None and "marks_played" in last and last.get("ended_at"):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from switchboard.analysis.recording import RecordingAnalysis
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.loadtest.report import CallResult
 from switchboard.testing.judge import clock_offset
 
@@ -199,7 +200,7 @@ def compare_calls(
         notes.append(f"replies are {delta:.0f} ms slower than the original's (median over {len(deltas)}), beyond the {margin_ms:.0f} ms margin")
     return ReplayResult(
         call_id=call_id,
-        new_call_id=new_record.get("call_id") or f"call-{result.call_sid}",
+        new_call_id=new_record.get("call_id") or call_id_for_twilio(result.call_sid),
         passed=verdict != "different action" and not regressed,
         verdict=verdict,
         notes=notes + [f"step {t.index + 1} ({t.label}): {n}" for t in turns for n in t.notes],

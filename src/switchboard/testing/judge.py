@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.loadtest.report import CallOutcome, CallResult, TurnResult
 from switchboard.testing.results import Check, ScenarioResult, StepView
 from switchboard.testing.scenario import ReplyExpect, Scenario, Step, ToolExpect
@@ -313,7 +314,7 @@ async def judge_call(
         name=scenario.name,
         passed=passed,
         duration_s=round(result.duration_s, 1),
-        call_id=record.get("call_id") or f"call-{result.call_sid}",
+        call_id=record.get("call_id") or call_id_for_twilio(result.call_sid),
         outcome=result.outcome.value,
         greeting=greeting.reply,
         ended_by=record.get("ended_by"),

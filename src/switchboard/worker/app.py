@@ -24,6 +24,7 @@ from switchboard.agent.tools import close_clients as close_tool_clients
 from switchboard.call.context import CallEndedHook
 from switchboard.call.host import CallHost
 from switchboard.call.record import RecentCalls
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.call_log import TransferResult
 from switchboard.engines import build_responder, build_stt, build_tts
 from switchboard.engines.shared_clients import close_shared_clients
@@ -138,7 +139,7 @@ class WorkerParts:
         if record is not None:
             record.log.add(TransferResult(outcome=outcome.value, dial_status=form.get("DialCallStatus", "")))
             # The call was saved when its stream ended: the stored record learns it too.
-            self.archive.amend(record.call_id or f"call-{record.call_sid}", record.log)
+            self.archive.amend(record.call_id or call_id_for_twilio(record.call_sid), record.log)
 
 
 def create_worker_app(

@@ -17,6 +17,7 @@ from loguru import logger
 from switchboard.agent.directory import CallRoute
 from switchboard.call.host import CallHost
 from switchboard.call.ticket import CallTicket
+from switchboard.call_ids import call_id_for_twilio
 from switchboard.dispatch import stream_tokens
 from switchboard.http.auth import require_caller_data_key
 from switchboard.observability import metrics
@@ -63,17 +64,25 @@ def stream_server(settings: Settings):
     return serve_stream
 
 
-async def _is_for_the_call(
-    socket: MediaSocketGuard, claims: stream_tokens.StreamClaims, start: StreamStart
+async def _admitted(
+    socket: MediaSocketGuard, service: WorkerService, secret: str, token: str, start: StreamStart
 ) -> bool:
-    """The edge checked it already; checked again as for every hop (a worker is one
-    misconfigured firewall away from taking streams directly)."""
+    """Redeem the token for this hop, now that ``start`` says whose stream this is. The edge
+    checked the call already; checked again as for every hop (a worker is one misconfigured
+    firewall away from taking streams directly), and before redeeming: a token refused in
+    another call's stream stays usable by its own."""
     try:
-        stream_tokens.check_call(claims, start.call_sid)
+        await service.redemptions.admit(
+            secret, token, "worker", worker_id=service.worker_id, call_sid=start.call_sid
+        )
     except stream_tokens.StreamTokenError as e:
-        metrics.STREAM_TOKENS_REFUSED.labels(hop="worker", reason=e.reason).inc()
         logger.warning(f"refusing media stream: {e}")
         await socket.close(1008, str(e))
+        return False
+    except redis.RedisError as e:
+        metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
+        logger.warning(f"refusing media stream: stream token not redeemable ({e})")
+        await socket.close(1011, "dispatch store unavailable")
         return False
     return True
 
@@ -105,22 +114,20 @@ def pooled_stream_router(
 
     @router.websocket(MEDIA_PATH + "/{token}")
     async def pooled_media(websocket: WebSocket, token: str) -> None:
-        # Checked as the edge checks it (signature, expiry) plus its audience, and redeemed
-        # for this hop: a token the edge let through opens one stream here, once.
+        secret = settings.stream_secret.get_secret_value()
+        # Checked as the edge checks it (signature, expiry) plus its audience before the socket
+        # is accepted; redeemed for this hop once the stream's start names its call: a token
+        # the edge let through opens one stream here, once.
         try:
-            claims = await service.redemptions.admit(
-                settings.stream_secret.get_secret_value(), token, "worker", worker_id=service.worker_id
-            )
+            claims = service.redemptions.check(secret, token, "worker", worker_id=service.worker_id)
         except stream_tokens.StreamTokenError as e:
             logger.warning(f"refusing media stream: {e}")
             await websocket.close(code=1008, reason=str(e))
             return
-        except redis.RedisError as e:
-            metrics.CONNECTION_ERRORS.labels(transport="redis").inc()
-            logger.warning(f"refusing media stream: stream token not redeemable ({e})")
-            await websocket.close(code=1011, reason="dispatch store unavailable")
-            return
         with call_context(claims.call_id):
+            socket, start = await serve_stream(websocket)
+            if start is None or not await _admitted(socket, service, secret, token, start):
+                return
             # Tracked from here: a drain waits for it (and for streams on their way to it).
             task = asyncio.current_task()
             assert task is not None
@@ -130,24 +137,20 @@ def pooled_stream_router(
             reserved = await service.registry.confirm_reservation(service.worker_id, claims.call_id)
             if not reserved and (service.draining or not await service.registry.take_slot(service.worker_id)):
                 metrics.CALLS_REJECTED.labels(reason="worker_full").inc()
-                await websocket.close(code=1013, reason="worker has no free slot")
+                await socket.close(1013, "worker has no free slot")
                 return
             slot = PoolSlot(service, claims.call_id)
             try:
-                socket, start = await serve_stream(websocket)
-                if start is not None and not await _is_for_the_call(socket, claims, start):
-                    start = None
-                if start is not None:
-                    adapter = TwilioStreamAdapter(
-                        socket, start, settings, call_id=claims.call_id,
-                        callback_base=callback_url, warm_waits=warm_waits,
-                    )
-                    # Only a placement by /twilio/resume carries on what an earlier stream of the
-                    # call left behind; any other stream starts the call afresh.
-                    ticket = stream_ticket(claims.call_id, start, movable=True, resumes=claims.resume)
-                    await host.run(ticket, adapter, slot=slot)
+                adapter = TwilioStreamAdapter(
+                    socket, start, settings, call_id=claims.call_id,
+                    callback_base=callback_url, warm_waits=warm_waits,
+                )
+                # Only a placement by /twilio/resume carries on what an earlier stream of the
+                # call left behind; any other stream starts the call afresh.
+                ticket = stream_ticket(claims.call_id, start, movable=True, resumes=claims.resume)
+                await host.run(ticket, adapter, slot=slot)
             finally:
-                await slot.release(None)  # a stream that never started; no-op after a call
+                await slot.release(None)  # a call that never ran; no-op after a call
 
     return router
 
@@ -191,7 +194,7 @@ def standalone_stream_router(
                     socket, start, settings, callback_base=public_base(websocket, callback_url),
                     warm_waits=warm_waits,
                 )
-                call_id = f"call-{start.call_sid or start.stream_sid}"
+                call_id = call_id_for_twilio(start.call_sid or start.stream_sid)
                 await host.run(stream_ticket(call_id, start, movable=False, resumes=False), adapter)
         finally:
             live.discard(task)
