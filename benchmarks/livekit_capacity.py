@@ -4,7 +4,8 @@ stack at the same levels, the Twilio Media Streams path, for a worker's CPU per 
 
 Starts Redis, the real LiveKit server and LiveKit SIP, the cloud-engine emulators (Deepgram,
 ElevenLabs; the architecture document's configuration), one orchestrator and N workers. Per
-level: SIP callers (PJSIP phones in this process, G.711 µ-law), staggered over the ramp, each
+level: SIP callers (PJSIP phones, G.711 µ-law, spread over caller processes of four: PJSIP's
+limit per process, ``switchboard.loadtest.sip_load``), staggered over the ramp, each
 placing ``--calls-per-slot`` calls of ``--turns`` known-end clips; then the load generator's
 Twilio callers at the same level (``capacity.run_level``). CPU of every role is sampled every
 second (``capacity.Sampler``); means and peaks are over the steady state (≥ 90 % of callers on a
@@ -23,9 +24,7 @@ import platform
 import random
 import shutil
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,6 @@ from _common import (
     RESULTS,
     LiveKitBeside,
     Role,
-    free_port,
     start_stack,
     stop_stack,
     summarize,
@@ -51,40 +49,34 @@ CALLER_NUMBER = "+15105550100"
 CONFIG = "cloud"
 
 
-def sip_level(phone, tap, livekit: LiveKitBeside, level: int, roles: list[Role], worker_urls: list[str],
+def sip_level(livekit: LiveKitBeside, level: int, roles: list[Role], worker_urls: list[str],
               calls_per_slot: int, turns: int) -> dict:
-    """``level`` SIP callers at once, staggered over the ramp; each places its calls in turn."""
-    from switchboard.loadtest.sip_caller import run_sip_call
+    """``level`` SIP callers at once, staggered over the ramp; each places its calls in turn.
+    The callers are spread over processes of four (``sip_load``: PJSIP's limit per process)."""
+    from switchboard.loadtest.sip_load import SipSlot, run_sip_load
 
     pool = [c for c in load_manifest(CLIPS) if c.source != GOODBYE_CLIP and c.source not in MULTI_PHRASE_CLIPS]
     ramp_s = max(5.0, level * 0.2)
-    lock = threading.Lock()
-    results = []
+    slots = []
+    for slot in range(level):
+        rng = random.Random(level * 1000 + slot)
+        slots.append(SipSlot(slot * ramp_s / level, tuple(tuple(rng.sample(pool, turns)) for _ in range(calls_per_slot))))
     idle_rss = {r.name: r.rss_mb() for r in roles}
     lag_before = loop_lag_buckets(worker_urls)
     with Sampler(roles) as sampler:
-        def caller(slot: int) -> None:
-            rng = random.Random(level * 1000 + slot)
-            time.sleep(slot * ramp_s / level)
-            for _ in range(calls_per_slot):
-                with lock:
-                    sampler.active += 1
-                try:
-                    result = run_sip_call(phone, livekit.sip_uri(OUR_NUMBER), rng.sample(pool, turns), tap)
-                finally:
-                    with lock:
-                        sampler.active -= 1
-                results.append(result)
+        def on_active(n: int) -> None:
+            sampler.active = n
 
-        with ThreadPoolExecutor(level) as threads:
-            list(threads.map(caller, range(level)))
+        run = run_sip_load(livekit.sip_uri(OUR_NUMBER), CALLER_NUMBER, slots, on_active=on_active,
+                           on_started=lambda pids: sampler.caller_pids.extend(pids))
+    results = run.calls
     window = steady(sampler.samples, level)
     names = [r.name for r in roles] + ["load generator"]
     mean = {k: round(float(np.mean([x["cpu"][k] for x in window])), 1) for k in names}
     peak = {k: round(float(np.max([x["cpu"][k] for x in window])), 1) for k in names}
     peak_rss = {r.name: round(max(x["rss_mb"][r.name] for x in window), 1) for r in roles}
     active = float(np.mean([x["active"] for x in window])) or level
-    answered = sum(1 for r in results if r.call.confirmed_at is not None)
+    answered = sum(1 for r in results if r.answered)
     wire = [t.voice_to_voice_ms for r in results for t in r.wire if t.voice_to_voice_ms is not None]
     ear = [t.voice_to_voice_ms for r in results for t in r.turns if t.voice_to_voice_ms is not None]
     failures: dict[str, int] = {}
@@ -97,6 +89,7 @@ def sip_level(phone, tap, livekit: LiveKitBeside, level: int, roles: list[Role],
         "answered_rate": round(answered / len(results), 3) if results else 0.0,
         "success_rate": round(sum(1 for r in results if not r.failure) / len(results), 3) if results else 0.0,
         "failure_reasons": failures, "turns": sum(len(r.turns) for r in results),
+        "caller_processes": run.processes, "caller_cpu_s": run.caller_cpu_s,
         "voice_to_voice_ms": summarize(wire), "voice_to_voice_at_ear_ms": summarize(ear),
         "steady_state_s": len(window), "mean_active_calls": round(active, 1),
         "cpu_pct_mean": mean, "cpu_pct_peak": peak,
@@ -129,11 +122,13 @@ def markdown(data: dict) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {data['cpus']} cores (shared): Deepgram STT + "
         "ElevenLabs TTS + scripted responder, both providers emulated; Redis, the real LiveKit server and LiveKit "
         f"SIP, the emulators, one orchestrator, {data['workers']} workers and the callers all on this machine. "
-        f"SIP callers are PJSIP phones in the benchmark's process (G.711 µ-law), staggered over the ramp, "
+        f"SIP callers are PJSIP phones (G.711 µ-law) in caller processes of four calls each (PJSIP's limit "
+        "per process), staggered over the ramp, "
         f"{data['calls_per_slot']} calls per caller slot of {data['turns']} clips each; latency on the wire at the "
         "phone's RTP port from the clip's known end of speech. The Twilio rows are the load generator at the "
         "same level on the same stack (`capacity.py`'s level runner). CPU is % of one core (200 % = both "
-        "cores), mean / peak of per-second samples over the steady state (≥ 90 % of callers on a call).",
+        "cores), mean / peak of per-second samples over the steady state (≥ 90 % of callers on a call); "
+        "\"callers\" is the caller processes and the benchmark's own, which reads their RTP off loopback.",
         "",
         "| path | calls | answered | success | p50 | p95 | max | steady s | workers CPU | per call | "
         + " | ".join(roles) + " | callers |",
@@ -173,8 +168,7 @@ def main() -> int:
                         help="levels also run through the Twilio path (default: every level; '' for none)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
-    from switchboard.loadtest.rtp_tap import RtpTap, tap_available
-    from switchboard.loadtest.sip_phone import SipLine
+    from switchboard.loadtest.rtp_tap import tap_available
 
     if not tap_available():
         raise SystemExit("reading the SIP edge needs CAP_NET_RAW (run as root or grant the capability)")
@@ -185,17 +179,13 @@ def main() -> int:
     livekit = LiveKitBeside(tmp, [OUR_NUMBER])
     url, roles, worker_urls = start_stack(CONFIG, args.workers, max_calls, tmp, logs=RESULTS / "livekit_capacity",
                                           worker_prefix="lkcap", livekit=livekit)
-    line = SipLine(max_calls=max(32, max(levels) + 2)).start()
     rows = []
     try:
-        with RtpTap() as tap:
-            phone = line.phone(CALLER_NUMBER, free_port())
-            for level in levels:
-                rows.append(sip_level(phone, tap, livekit, level, roles, worker_urls, args.calls_per_slot, args.turns))
-                if level in twilio_levels:
-                    rows.append(twilio_level(url, level, roles, worker_urls, max(1, args.calls_per_slot)))
+        for level in levels:
+            rows.append(sip_level(livekit, level, roles, worker_urls, args.calls_per_slot, args.turns))
+            if level in twilio_levels:
+                rows.append(twilio_level(url, level, roles, worker_urls, max(1, args.calls_per_slot)))
     finally:
-        line.stop()
         stop_stack(roles)
         shutil.rmtree(tmp, ignore_errors=True)
     data = {"config": CONFIG, "levels": rows, "workers": args.workers, "cpus": os.cpu_count(),

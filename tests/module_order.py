@@ -38,13 +38,13 @@ SLOWEST_MODULES = (
     "test_browser_phone", "test_outbound", "test_twilio_rest", "test_records_analysis", "test_records_recording",
     "test_provider_connections", "test_pii_detection", "test_call_pipeline",
     # timed
-    "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_media_fuzz",
+    "test_instruments", "test_analyze_accuracy", "test_sip_instruments", "test_sip_load", "test_media_fuzz",
     "test_deploy", "test_records_store", "test_logging", "test_records_cli",
 )  # fmt: skip
 
 # Modules that time the system to the millisecond (instruments checked against known delays, the
 # event loop's lag under fuzzing): each runs with no call module beside it, after the calls.
-TIMED_MODULES = ("test_instruments", "test_sip_instruments", "test_analyze_accuracy", "test_media_fuzz")
+TIMED_MODULES = ("test_instruments", "test_sip_instruments", "test_sip_load", "test_analyze_accuracy", "test_media_fuzz")
 
 # In-process modules (logic in milliseconds, at most a small redis-server; no model, no call in
 # real time): they run beside anything. Modules running tools or servers in subprocesses beside a

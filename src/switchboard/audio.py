@@ -14,6 +14,9 @@ import soxr
 TELEPHONY_RATE = 8000
 FRAME_MS = 20
 TELEPHONY_FRAME_BYTES = TELEPHONY_RATE * FRAME_MS // 1000  # 160 µ-law bytes per 20 ms
+# The agent's pipeline hears callers at this rate: Whisper and smart-turn both want 16 kHz, so
+# every ingress delivers it (telephony audio is upsampled once at the edge).
+PIPELINE_IN_RATE = 16000
 
 _ULAW_BIAS = 0x84
 _ULAW_CLIP14 = 8159

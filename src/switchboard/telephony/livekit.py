@@ -312,9 +312,13 @@ def _call_room_transport():
     """
     from pipecat.transports.livekit.transport import LiveKitTransport
 
+    from switchboard.telephony.livekit_room_audio import RoomAudioClient
+
     class CallRoomTransport(LiveKitTransport):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, input_frame_ms: int, **kwargs):
             super().__init__(*args, **kwargs)
+            # Before input() and output() share it: the caller's audio at the pipeline's rate.
+            self._client = RoomAudioClient.replacing(self._client, input_frame_ms)
             self.answered = False
             self.anyone_came = False  # answered or not
             self._ringing: set[str] = set()
@@ -381,6 +385,7 @@ class LiveKitRoomAdapter(CallAdapter):
         )
         self.control = control or LiveKitCallControl(settings, room, agent=f"agent-{call_id}")
         self._url = settings.livekit_url
+        self._input_frame_ms = settings.input_frame_ms
         self._room = room
         self._token = agent_room_token(settings, room, identity=f"agent-{call_id}")  # see control
         self._transport: BaseTransport | None = None
@@ -394,6 +399,7 @@ class LiveKitRoomAdapter(CallAdapter):
                 url=self._url,
                 token=self._token,
                 room_name=self._room,
+                input_frame_ms=self._input_frame_ms,
                 params=LiveKitParams(
                     audio_in_enabled=True,
                     audio_out_enabled=True,

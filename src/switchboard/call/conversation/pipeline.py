@@ -32,6 +32,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from switchboard.agent.config import AgentConfig
 from switchboard.agent.intents import IntentMatcher
+from switchboard.audio import PIPELINE_IN_RATE
 from switchboard.call.conversation.media_stage import MediaStage, StageReady
 from switchboard.call.conversation.observers import CallPipelineWorker
 from switchboard.call.conversation.timing import TurnTimingObserver
@@ -46,9 +47,6 @@ from switchboard.engines.turn_detection import SharedSileroVADAnalyzer, SharedSm
 from switchboard.settings import Settings
 from switchboard.speech_end import SpeechEnergyGate
 from switchboard.telephony.staged_input import StagedWebsocketInputTransport
-
-# Whisper and smart-turn both want 16 kHz; telephony audio is upsampled once at the edge.
-PIPELINE_IN_RATE = 16000
 
 
 class CallerAudioStop(FrameProcessor):
