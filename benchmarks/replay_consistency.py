@@ -108,6 +108,7 @@ async def main(args: argparse.Namespace) -> dict:
         twilio_api=args.twilio_api,
     )  # fmt: skip
     same: dict[str, int] = defaultdict(int)
+    verdicts: dict[str, int] = defaultdict(int)  # every replay's verdict: not answered is no action
     deltas: dict[str, list[float]] = defaultdict(list)
     notes: dict[str, list[str]] = defaultdict(list)
     started = time.monotonic()
@@ -118,6 +119,7 @@ async def main(args: argparse.Namespace) -> dict:
         run = await replay_calls(calls, None, options)
         rounds_done += 1
         for c in run.calls:
+            verdicts[c.verdict] += 1
             if c.verdict in ("same", "worded differently"):
                 same[c.call_id] += 1
             else:
@@ -137,6 +139,7 @@ async def main(args: argparse.Namespace) -> dict:
         "calls_same_every_time": sum(same[c] == rounds_done for c in calls),
         "replays_same": sum(same.values()),
         "replays": rounds_done * len(calls),
+        "verdicts": dict(verdicts),
         "latency_delta_ms": {
             "median": round(statistics.median(all_deltas), 1) if all_deltas else None,
             "p05": round(sorted(all_deltas)[int(0.05 * len(all_deltas))], 1) if all_deltas else None,

@@ -6,7 +6,8 @@
 #
 #   benchmarks/replay_consistency_pool.sh [--calls 20 --rounds 10 --parallel 4 ...]
 #
-# Everything runs under `nice`; the pool is stopped on exit. Results: benchmarks/results/.
+# Everything runs under `nice`; the pool is stopped on exit (KEEP_LOGS=DIR keeps its logs there).
+# Results: benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -15,6 +16,7 @@ PIDS=()
 stop() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.log "$KEEP_LOGS"/; fi
   rm -rf "$WORK"
 }
 trap stop EXIT

@@ -3,19 +3,30 @@ call from its record, the replay diff's classification, refusals, and the JUnit 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 import soundfile as sf
+import uvicorn
 import yaml
+from pydantic import SecretStr
 
+from conftest import free_port, start_redis
 from switchboard.agent.config import load_agent_config
+from switchboard.dispatch.calls import CallLedger
+from switchboard.dispatch.models import CallStatus
 from switchboard.errors import ConfigError
 from switchboard.loadtest.report import CallOutcome, CallResult, GreetingResult, TurnResult
+from switchboard.settings import Settings
+from switchboard.testing.calls_client import CallsAPIError, CallsClient
 from switchboard.testing.diff import compare_calls
 from switchboard.testing.judge import judge_call
 from switchboard.testing.replay import (
@@ -267,3 +278,69 @@ def test_redacted_key_presses_are_refused_and_redacted_digits_said_so() -> None:
     check = _digits_check("1234", ["[KEYPAD]"])
     assert check.passed and "redacted in the record" in check.detail
     assert not _digits_check("1234", ["99"]).passed
+
+
+@dataclass
+class EmptyPool:
+    url: str
+    redis_url: str
+
+
+@pytest.fixture(scope="module")
+async def empty_pool(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmptyPool]:
+    """Redis and an orchestrator (in the test's loop) with no worker: every new call is refused busy."""
+    from switchboard.orchestrator.app import create_orchestrator_app
+
+    data = tmp_path_factory.mktemp("empty-pool")
+    redis_server = start_redis(tmp_path_factory.mktemp("empty-pool-redis"))
+    port = free_port()
+    settings = Settings(
+        host="127.0.0.1", port=port, redis_url=redis_server.url, api_key=SecretStr("operator-key"),
+        database_url=f"sqlite:///{data}/calls.db", recordings_url=str(data / "recordings"),
+    )  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(create_orchestrator_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, it has no event
+                await asyncio.sleep(0.02)
+        yield EmptyPool(f"http://127.0.0.1:{port}", redis_server.url)
+    finally:
+        server.should_exit = True
+        await serving
+        redis_server.stop()
+
+
+class _KeyedCall(_History):
+    """A recorded call whose caller pressed 1 once greeted (no speech to cut)."""
+
+    async def record(self, call_id: str) -> dict | None:
+        events = [{"event": "keypad", "digit": "1", "intent": "hours", "at_s": 2.0}]
+        return {**RECORD, "recording": {"key": "k"}, "events": events} if call_id == "call-1" else None
+
+    async def recording(self, call_id: str) -> bytes | None:
+        return _flac(2)
+
+
+async def test_a_replay_turned_away_busy_is_reported_not_answered_never_as_a_different_action(empty_pool: EmptyPool) -> None:
+    calls = CallsClient(empty_pool.url, "operator-key")
+    try:
+        result = await replay_one("call-1", ReplayOptions(url=empty_pool.url, against=empty_pool.url), _KeyedCall(), calls)  # type: ignore[arg-type]
+    finally:
+        await calls.close()
+    assert result.verdict == "not answered" and not result.passed and result.turns == []
+    assert result.error is not None and result.error.startswith("call-1: not answered: busy (the stack said \"Sorry, all of our agents are busy")
+
+
+async def test_a_record_still_unsaved_after_the_wait_is_an_error_not_an_empty_record(empty_pool: EmptyPool) -> None:
+    client = aioredis.from_url(empty_pool.redis_url, decode_responses=True)
+    try:
+        await CallLedger(client, ttl_secs=60).record("call-CAunsaved", CallStatus.COMPLETED)
+    finally:
+        await client.aclose()
+    calls = CallsClient(empty_pool.url, "operator-key")
+    try:
+        with pytest.raises(CallsAPIError, match="the record of call CAunsaved was not saved .* within 0.5 s \\(its live state: completed\\)"):
+            await calls.finished_record("CAunsaved", wait_s=0.5)
+    finally:
+        await calls.close()

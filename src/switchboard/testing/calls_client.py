@@ -11,7 +11,11 @@ import httpx
 from switchboard.call_ids import call_id_for_twilio
 from switchboard.errors import SwitchboardError
 
-RECORD_WAIT_S = 20.0  # records are written in the background once a call has ended
+# Records are written in the background once a call has ended, and an agent that redacts its
+# recordings re-transcribes each first, one call at a time per worker (records/redaction.py):
+# when calls end faster than that, a busy worker's records queue behind each other for tens of
+# seconds (a replay against a 4-slot pool at a load of 7-9 waited past 20 s).
+RECORD_WAIT_S = 120.0
 
 
 class CallsAPIError(SwitchboardError):
@@ -58,7 +62,8 @@ class CallsClient:
 
         An orchestrator answers with the live state until the record is stored (it has a
         ``transcript`` then); a standalone ``serve`` keeps no store and answers with its
-        in-memory view (no transcript), which is returned once the call has ended there.
+        in-memory view (no transcript), which is returned once the call has ended there. A live
+        state is never returned as the record: past ``wait_s`` that is an error saying so.
         """
         deadline = time.monotonic() + wait_s
         last: dict[str, Any] | None = None
@@ -69,9 +74,12 @@ class CallsClient:
             if last is not None and "marks_played" in last and last.get("ended_at"):
                 return last  # a worker's own view (``serve``): no store behind it to wait for
             if time.monotonic() > deadline:
-                if last is not None:
-                    return last
-                raise CallsAPIError(f"no record of call {call_sid} at {self.base_url} after {wait_s:.0f} s")
+                if last is None:
+                    raise CallsAPIError(f"no record of call {call_sid} at {self.base_url} after {wait_s:.0f} s")
+                raise CallsAPIError(
+                    f"the record of call {call_sid} was not saved at {self.base_url} within {wait_s:g} s "
+                    f"(its live state: {last.get('status') or 'unknown'})"
+                )
             await asyncio.sleep(0.25)
 
     async def recording(self, call_id: str) -> bytes | None:

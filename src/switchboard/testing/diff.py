@@ -23,8 +23,10 @@ from switchboard.testing.judge import clock_offset
 if TYPE_CHECKING:
     from switchboard.testing.replay import ReplayPlan
 
-Verdict = Literal["same", "worded differently", "different action", "error"]
-_RANK = {"same": 0, "worded differently": 1, "different action": 2, "error": 3}
+# "not answered": the replayed call never reached the agent (busy, a hold queue's end, a failed
+# webhook), so there is nothing to compare; "error": the replay could not be run or read back.
+Verdict = Literal["same", "worded differently", "different action", "not answered", "error"]
+_RANK = {"same": 0, "worded differently": 1, "different action": 2, "not answered": 3, "error": 4}
 _EARLY_S = 0.3
 
 

@@ -28,6 +28,7 @@ from switchboard.analysis.recording import RecordingAnalysis, analyze_channels
 from switchboard.audio import write_wav
 from switchboard.errors import SwitchboardError
 from switchboard.loadtest.caller import CallerTurn, CallScript, run_call
+from switchboard.loadtest.report import CallOutcome, CallResult
 from switchboard.testing.calls_client import CallsAPIError, CallsClient
 from switchboard.testing.diff import ReplayResult, ReplayRun, compare_calls
 from switchboard.testing.judge import REDACTED_KEYS, clock_offset
@@ -230,12 +231,34 @@ async def replay_one(call_id: str, options: ReplayOptions, source: CallsClient, 
         finally:
             if plan.clips_dir is not None:
                 shutil.rmtree(plan.clips_dir, ignore_errors=True)
-        new_record = await target.finished_record(result.call_sid) if result.stream_sid else {}
+        if not result.stream_sid:
+            return ReplayResult(
+                call_id=call_id, passed=False, verdict="not answered", error=f"{call_id}: {not_answered(result)}",
+                duration_s=round(result.duration_s, 1),
+            )  # fmt: skip
+        new_record = await target.finished_record(result.call_sid)
         new_audio = await target.recording(new_record["call_id"]) if new_record.get("recording") else None
         new_analysis = await asyncio.to_thread(_analysis_of, new_audio) if new_audio else None
-        return compare_calls(call_id, record, plan, result, new_record, new_analysis, options.latency_margin_ms)
+        diff = compare_calls(call_id, record, plan, result, new_record, new_analysis, options.latency_margin_ms)
+        if result.outcome is CallOutcome.FAILED and result.reason:
+            diff.notes.insert(0, f"the replayed call failed on the caller's side: {result.reason}")
+        return diff
     except (Refused, CallsAPIError, OSError, ValueError) as e:
         return ReplayResult(call_id=call_id, passed=False, verdict="error", error=str(e), duration_s=round(time.monotonic() - started, 1))
+
+
+def not_answered(result: CallResult) -> str:
+    """Why a replayed call never reached the agent (no media stream), in words."""
+    waited = ""
+    if result.hold is not None and result.hold.left_at_s is not None:
+        waited = f" after {result.hold.left_at_s - result.hold.queued_at_s:.0f} s in the hold queue"
+    reason = result.reason or "no media stream"
+    if result.outcome is CallOutcome.REJECTED:
+        said = reason.removeprefix("twiml: ")
+        return f'not answered: busy{waited} (the stack said "{said}" and hung up)'
+    if result.outcome is CallOutcome.TRANSFERRED:
+        return f"not answered by the agent{waited}: {reason}"
+    return f"not answered{waited}: {reason}"
 
 
 def _analysis_of(audio: bytes) -> RecordingAnalysis | None:
