@@ -1,4 +1,5 @@
-"""End to end with ``media_stage=lean``: Twilio calls whose caller audio never enters the pipeline.
+"""End to end with ``media_stage=lean`` (the default, asked for by name here): Twilio calls whose
+caller audio never enters the pipeline; and one call on ``graph``, the way still there to choose.
 
 The same calls as the graph's (tests/test_agent_calls.py, tests/test_cloud_engines.py) through a
 real server: offline engines (Whisper's transcripts pick the intents, barge-in, line noise, the
@@ -90,6 +91,26 @@ async def test_whisper_hears_each_turn_and_the_recording_has_the_caller(
         "pocketsphinx_cards_003_16k.wav", "fw_stereo_right_16k.wav",
     ))
     assert 0.4 * spoken_s < caller_speech_s <= spoken_s + 1, (caller_speech_s, spoken_s)
+
+
+async def test_a_call_on_the_graph_stage_pushes_caller_audio_through_the_pipeline(
+    speech_clips: dict[str, Clip],
+) -> None:
+    server = start_agent_server(env={"SWITCHBOARD_MEDIA_STAGE": "graph"})
+    try:
+        script = CallScript(
+            turns=[
+                CallerTurn(audio=speech_clips["osr_us_0010_s01_8k.wav"].path),  # "...birch canoe..."
+                CallerTurn(audio=speech_clips["osr_us_0010_s05_8k.wav"].path),  # "Rice is often served..."
+            ]
+        )
+        result = await run_call(server.base_url, script, transcribe=False)
+        assert answered(result), format_summary(result)
+        stored = await stored_call(result.call_sid)
+        assert agent_lines(stored)[1:3] == [REPLIES["boats"], REPLIES["food"]], stored.transcript
+        assert STAGED not in server.log()
+    finally:
+        server.stop()
 
 
 async def test_barge_in_stops_the_agent(lean_agent: Server, speech_clips: dict[str, Clip]) -> None:

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         "messages per call; barge-in still clears what the line has not played.",
     )
     media_stage: Literal["graph", "lean"] = Field(
-        "graph",
+        "lean",
         description="Where a Twilio stream's caller audio is handled: ``graph`` pushes every chunk "
         "through the Pipecat pipeline's processors; ``lean`` hands it to the call's media stage "
         "(VAD, STT, smart-turn, recording) where it arrives, and only speech and transcript "
