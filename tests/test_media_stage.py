@@ -343,7 +343,7 @@ def test_a_lean_twilio_call_has_no_caller_audio_processor_before_its_stt(noisy_a
 
 def test_the_graph_setting_and_other_ingresses_keep_the_vad_in_the_pipeline(noisy_agent) -> None:
     transport = twilio_like_transport()
-    graph = build_call_pipeline(transport, noisy_agent, Settings(inference_threads=1), out_sample_rate=8000)
+    graph = build_call_pipeline(transport, noisy_agent, Settings(inference_threads=1, media_stage="graph"), out_sample_rate=8000)
     assert graph.stage is None and transport.input()._sink is None
     assert [type(p) for p in stages(graph)[1:3]] == [InputAudioFilter, VADProcessor]
     # A LiveKit room or a browser has no staged input yet: lean leaves it on the graph.
